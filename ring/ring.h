@@ -1,0 +1,82 @@
+// ring: the consistent-hash ring. Pure: no I/O, no libuv, no allocation on lookup.
+//
+// A Ring is immutable once built. Membership changes build a new ring off to the side (ring_build) and
+// the owner swaps one pointer. Health never rebuilds it: lookups walk clockwise past members the caller
+// marks as skipped (down, draining, or already tried for this request).
+//
+// Members have a stable integer id (1-based) and a name. Every point on the ring derives from the id only,
+// so a replacement that takes over a dead member's id keeps every key where it was.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ring/hash.h"
+
+enum class RingMode : uint8_t {
+  slots,   // the assignment's ring: M slots, K virtual servers per member, H and Φ taken mod M
+  ketama,  // 32-bit points, K per member, sorted flat array, binary search (nginx, libketama)
+  maglev,  // Maglev lookup table of prime size, O(1) lookup, near-perfect balance
+};
+
+enum class RingProbe : uint8_t { linear, quadratic };
+
+struct RingConfig {
+  RingMode mode = RingMode::ketama;
+  HashFn hash = HashFn::xxh3;     // slots mode: H and Φ; ketama/maglev: key and point hashing
+  uint32_t slots = 512;           // slots mode: M
+  uint32_t vnodes = 0;            // K; 0 = the mode's default (slots: log2(M) = 9, ketama: 160)
+  RingProbe probe = RingProbe::linear;  // slots mode: resolving virtual-server collisions
+  uint32_t table_size = 65537;    // maglev: prime table size
+};
+
+struct RingMember {
+  uint32_t id;       // stable, >= 1; points derive from it
+  std::string name;  // for diagnostics only
+};
+
+struct Ring;
+struct RingDeleter {
+  void operator()(Ring* r) const;
+};
+using RingPtr = std::unique_ptr<Ring, RingDeleter>;
+
+// Builds an immutable ring from config and members (any order; ids must be distinct and >= 1).
+// Returns nullptr and sets *err to one clear sentence when the configuration is invalid: M or K = 0,
+// K × members > M in slots mode, maglev table size not prime or smaller than the member count, duplicate
+// or zero ids. Zero members is valid: every lookup then returns -1.
+RingPtr ring_build(const RingConfig& config, const std::vector<RingMember>& members, std::string* err);
+
+// Number of members; member indexes are 0..ring_size()-1 in the order given to ring_build.
+size_t ring_size(const Ring* r);
+const RingMember& ring_member(const Ring* r, size_t index);
+const RingConfig& ring_config(const Ring* r);
+
+// The position of a key on the ring. Computing it once lets a caller retry clockwise cheaply.
+// slots mode: the key is folded to an integer i (hash_fold) and the position is H(i) mod M.
+// ketama/maglev: a 64-bit hash of the key bytes with the configured function.
+uint64_t ring_position(const Ring* r, std::string_view key);
+
+// Returns the index of the member that owns position pos: the member at the nearest point clockwise
+// (a point at exactly pos counts), wrapping past the end. Members with skip[index] != 0 are walked past;
+// skip may be nullptr. Returns -1 when there are no members or every member is skipped. Never allocates.
+// Walking visits each distinct member at most once, so it is bounded by the number of points.
+int ring_lookup(const Ring* r, uint64_t pos, const uint8_t* skip = nullptr);
+
+// Convenience: ring_lookup(r, ring_position(r, key), skip).
+inline int ring_lookup_key(const Ring* r, std::string_view key, const uint8_t* skip = nullptr) {
+  return ring_lookup(r, ring_position(r, key), skip);
+}
+
+// Introspection for tests, benchmarks and experiment A-4.
+// slots mode: the slot of every virtual server of member index (after probing), K entries.
+std::vector<uint32_t> ring_member_slots(const Ring* r, size_t index);
+// Mode names for flags and logs: "slots", "ketama", "maglev"; parse returns false on an unknown name.
+const char* ring_mode_name(RingMode mode);
+bool ring_mode_parse(std::string_view name, RingMode* out);
+const char* ring_probe_name(RingProbe probe);
+bool ring_probe_parse(std::string_view name, RingProbe* out);
