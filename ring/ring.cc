@@ -109,10 +109,10 @@ std::vector<uint32_t> ring_members_by_id(const Ring* r) {
   return order;
 }
 
-int ring_walk(const uint32_t* owner, size_t n, size_t start, const uint8_t* skip) {
+int ring_walk(const RingPoint* points, size_t n, size_t start, const uint8_t* skip) {
   size_t p = start;
   for (size_t step = 0; step < n; step++) {
-    if (!skip[owner[p]]) return static_cast<int>(owner[p]);
+    if (!skip[points[p].member]) return static_cast<int>(points[p].member);
     if (++p == n) p = 0;
   }
   return -1;

@@ -17,9 +17,16 @@
 // accepts: 2^24 entries keeps every array well under a gigabyte and every index in 32 bits.
 constexpr uint64_t kRingMaxEntries = uint64_t{1} << 24;
 
+// A point on the ring and the index of the member it belongs to. slots mode: point is a slot;
+// ketama: a 32-bit point. Kept in ascending order of point.
+struct RingPoint {
+  uint32_t point;
+  uint32_t member;
+};
+
 // slots mode: what a lookup needs for one slot. member is the owner of the nearest occupied slot at
 // or clockwise of this one (-1 when the ring has no points); point is that slot's index in
-// Ring::slot_point_owner, where a skipped owner's walk starts.
+// Ring::slot_points, where a skipped owner's walk starts.
 struct RingSlotOwner {
   int32_t member;
   uint32_t point;
@@ -31,13 +38,16 @@ struct Ring {
 
   // slots mode.
   std::vector<RingSlotOwner> slot_owner;  // M entries: the precomputed clockwise owner of each slot
-  std::vector<uint32_t> slot_point_owner;   // member index of each occupied slot, in slot order
+  std::vector<RingPoint> slot_points;     // the occupied slots, in slot order
   std::vector<uint32_t> slot_member_slots;  // member index × K + j → slot of virtual server j
 
-  // ketama mode: the sorted points and their owners, as two parallel arrays so that the binary
-  // search touches only the points.
-  std::vector<uint32_t> ketama_points;
-  std::vector<uint32_t> ketama_owner;
+  // ketama mode: the sorted points, and an index over them: ketama_bucket[b] is the first point
+  // >= b << ketama_shift, for 2^(32 - ketama_shift) + 1 buckets (the last one is the point count).
+  // About one point per bucket, so a lookup reads one bucket and searches one or two points instead
+  // of binary searching the whole array (a cache miss and a branch mispredict per level).
+  std::vector<RingPoint> ketama_points;
+  std::vector<uint32_t> ketama_bucket;
+  uint32_t ketama_shift = 32;
 
   // maglev mode: table_size entries, each a member index (-1 only when there are no members).
   std::vector<int32_t> maglev_table;
@@ -54,10 +64,10 @@ bool ring_maglev_build(Ring* r, std::string* err);
 // result does not depend on the order given to ring_build.
 std::vector<uint32_t> ring_members_by_id(const Ring* r);
 
-// Walks owner[start], owner[start + 1], ... (wrapping, n entries at most) and returns the first
-// member index that skip does not mark, or -1 when every entry is skipped. Shared by the slots and
-// ketama walks.
-int ring_walk(const uint32_t* owner, size_t n, size_t start, const uint8_t* skip);
+// Walks points[start], points[start + 1], ... (wrapping, n points at most) and returns the first
+// member index that skip does not mark, or -1 when every point's member is skipped. Shared by the
+// slots and ketama walks.
+int ring_walk(const RingPoint* points, size_t n, size_t start, const uint8_t* skip);
 
 // slots mode lookup: one index into the clockwise-owner array; the walk only when the owner is
 // skipped.
@@ -66,7 +76,7 @@ inline int ring_slots_lookup(const Ring* r, uint64_t pos, const uint8_t* skip) {
   if (pos >= m) pos %= m;
   const RingSlotOwner& o = r->slot_owner[pos];
   if (o.member < 0 || skip == nullptr || !skip[o.member]) return o.member;
-  return ring_walk(r->slot_point_owner.data(), r->slot_point_owner.size(), o.point, skip);
+  return ring_walk(r->slot_points.data(), r->slot_points.size(), o.point, skip);
 }
 
 // ketama mode lookup: the first point >= the low 32 bits of pos, wrapping to the first point.

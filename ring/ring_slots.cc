@@ -86,16 +86,19 @@ bool ring_slots_build(Ring* r, std::string* err) {
   // down from M-1, the owner is the last occupied slot seen, or before any is seen, the first one
   // (wrap).
   for (uint64_t s = 0; s < m; s++) {
-    if (occupied[s] >= 0) r->slot_point_owner.push_back(static_cast<uint32_t>(occupied[s]));
+    if (occupied[s] >= 0) {
+      r->slot_points.push_back(
+          RingPoint{static_cast<uint32_t>(s), static_cast<uint32_t>(occupied[s])});
+    }
   }
-  uint32_t points = static_cast<uint32_t>(r->slot_point_owner.size());
+  uint32_t points = static_cast<uint32_t>(r->slot_points.size());
   r->slot_owner.assign(m, RingSlotOwner{-1, 0});
   if (points == 0) return true;
   uint32_t next = points;  // index of the nearest occupied slot at or after s; points = "wrap to 0"
   for (uint64_t s = m; s-- > 0;) {
     if (occupied[s] >= 0) next--;
     uint32_t p = next == points ? 0 : next;
-    r->slot_owner[s] = RingSlotOwner{static_cast<int32_t>(r->slot_point_owner[p]), p};
+    r->slot_owner[s] = RingSlotOwner{static_cast<int32_t>(r->slot_points[p].member), p};
   }
   return true;
 }

@@ -53,34 +53,67 @@ TEST(KetamaRing, SkipWalksPastPointsOfSkippedMembers) {
   EXPECT_EQ(id_at(20, skip_1), 2u);  // 26, 29 skipped: 29 of member 2
 }
 
-// The same rule against a model built in the test: every (point, id, j) sorted, for 10 members with
-// xxh3, checked at each point, one past it, and at the end of the 32-bit space.
+// The same rule against a model built in the test: every (point, id, j) sorted, for 10 members,
+// checked at each point, one past it, and at both ends of the 32-bit space. For every hash family:
+// the assignment's Φ puts all points below 2^20 (one bucket of the index) with many ties (Φ(1, 6) =
+// Φ(5, 4) = 74), fibonacci spreads them evenly, xxh3 and murmur at random.
 TEST(KetamaRing, MatchesASortedModelOfItsPoints) {
+  for (HashFn fn : {HashFn::xxh3, HashFn::murmur, HashFn::fibonacci, HashFn::assignment}) {
+    RingConfig config;
+    config.mode = RingMode::ketama;
+    config.hash = fn;
+    RingPtr r = build_ring(config, members_with_ids({4, 9, 1, 7, 2, 10, 3, 8, 6, 5}));
+    ASSERT_TRUE(r);
+    std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> model;  // point, id, j
+    for (uint32_t id = 1; id <= 10; id++) {
+      for (uint32_t j = 0; j < 160; j++) {
+        model.emplace_back(static_cast<uint32_t>(hash_vnode(fn, id, j)), id, j);
+      }
+    }
+    std::sort(model.begin(), model.end());
+    auto model_owner = [&](uint32_t pos) {
+      auto it = std::lower_bound(model.begin(), model.end(), std::make_tuple(pos, 0u, 0u));
+      return std::get<1>(it == model.end() ? model.front() : *it);
+    };
+    auto ring_owner = [&](uint32_t pos) {
+      return ring_member(r.get(), ring_lookup(r.get(), pos)).id;
+    };
+    for (const auto& point : model) {
+      uint32_t p = std::get<0>(point);
+      ASSERT_EQ(ring_owner(p), model_owner(p)) << hash_name(fn) << " " << p;
+      ASSERT_EQ(ring_owner(p + 1), model_owner(p + 1)) << hash_name(fn) << " " << p + 1;
+    }
+    EXPECT_EQ(ring_owner(0xffffffffu), std::get<1>(model.front())) << hash_name(fn);
+    EXPECT_EQ(ring_owner(0), std::get<1>(model.front())) << hash_name(fn);
+  }
+}
+
+// A point exactly at 0, the lower edge of the first bucket of the index. Member 114196118 has
+// i² ≡ -28 (mod 2^32), so with the assignment's Φ its points are Φ(i, 1) = i² + 28 ≡ 0 and
+// Φ(i, 0) = i² + 25 ≡ 2^32 - 3. Member 1 sits at 26 and 29.
+TEST(KetamaRing, APointAtZeroServesZeroAndTheWrap) {
+  const uint32_t edge = 114196118;
+  ASSERT_EQ(static_cast<uint32_t>(hash_vnode(HashFn::assignment, edge, 1)), 0u);
+  ASSERT_EQ(static_cast<uint32_t>(hash_vnode(HashFn::assignment, edge, 0)), 0xfffffffdu);
+  RingConfig config = small_config();
+  config.vnodes = 2;
+  RingPtr r = build_ring(config, members_with_ids({1, edge}));
+  ASSERT_TRUE(r);
+  auto id_at = [&](uint64_t pos) { return ring_member(r.get(), ring_lookup(r.get(), pos)).id; };
+  EXPECT_EQ(id_at(0), edge);
+  EXPECT_EQ(id_at(1), 1u);
+  EXPECT_EQ(id_at(0xfffffffdu), edge);
+  EXPECT_EQ(id_at(0xfffffffeu), edge);  // wraps to 0
+}
+
+TEST(KetamaRing, ASinglePointServesEveryPosition) {
   RingConfig config;
   config.mode = RingMode::ketama;
-  RingPtr r = build_ring(config, members_with_ids({4, 9, 1, 7, 2, 10, 3, 8, 6, 5}));
+  config.vnodes = 1;
+  RingPtr r = build_ring(config, members_with_ids({5}));
   ASSERT_TRUE(r);
-  std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> model;  // point, id, j
-  for (uint32_t id = 1; id <= 10; id++) {
-    for (uint32_t j = 0; j < 160; j++) {
-      model.emplace_back(static_cast<uint32_t>(hash_vnode(HashFn::xxh3, id, j)), id, j);
-    }
-  }
-  std::sort(model.begin(), model.end());
-  auto model_owner = [&](uint32_t pos) {
-    auto it = std::lower_bound(model.begin(), model.end(), std::make_tuple(pos, 0u, 0u));
-    return std::get<1>(it == model.end() ? model.front() : *it);
-  };
-  auto ring_owner = [&](uint32_t pos) {
-    return ring_member(r.get(), ring_lookup(r.get(), pos)).id;
-  };
-  for (const auto& point : model) {
-    uint32_t p = std::get<0>(point);
-    ASSERT_EQ(ring_owner(p), model_owner(p)) << p;
-    ASSERT_EQ(ring_owner(p + 1), model_owner(p + 1)) << p + 1;  // wraps at 2^32 - 1
-  }
-  EXPECT_EQ(ring_owner(0xffffffffu), std::get<1>(model.front()));
-  EXPECT_EQ(ring_owner(0), std::get<1>(model.front()));
+  for (uint64_t pos : {0ull, 1ull, 0x7fffffffull, 0xffffffffull})
+    EXPECT_EQ(ring_lookup(r.get(), pos), 0);
 }
 
 }  // namespace
