@@ -72,6 +72,8 @@ uint64_t ring_position(const Ring* r, std::string_view key);
 // (a point at exactly pos counts), wrapping past the end. Members with skip[index] != 0 are walked past;
 // skip may be nullptr. Returns -1 when there are no members or every member is skipped. Never allocates.
 // Walking visits each distinct member at most once, so it is bounded by the number of points.
+// (Precisely: the walk checks skip once per point it passes, passing each point at most once; in
+// maglev mode each table entry. It stops at the first member not skipped.)
 int ring_lookup(const Ring* r, uint64_t pos, const uint8_t* skip = nullptr);
 
 // Convenience: ring_lookup(r, ring_position(r, key), skip).

@@ -20,9 +20,9 @@ uint32_t floor_log2(uint32_t m) {
   return k;
 }
 
-// Returns a free slot for a virtual server whose home slot is home. occupied[s] is nonzero when s
-// is taken; at least one slot must be free. Linear probing tries home, home + 1, home + 2, ...
-// Quadratic tries home, home + 1², home + 2², ... mod M for M attempts and then falls back to
+// Returns a free slot for a virtual server whose home slot is h. occupied[s] is the member index at
+// slot s, or -1 when s is free; at least one slot must be free. Linear probing tries h, h + 1,
+// h + 2, ... Quadratic tries h, h + 1², h + 2², ... mod M for M attempts and then falls back to
 // linear, because quadratic probing mod M need not reach every slot.
 uint32_t probe_free_slot(const std::vector<int32_t>& occupied, uint32_t home, RingProbe probe) {
   uint64_t m = occupied.size();
