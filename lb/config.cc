@@ -1,0 +1,268 @@
+#include "lb/config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+namespace {
+
+// Each option: its flag name (without --), help text, default shown in --help, and a setter that
+// returns an empty string or the reason the value is invalid.
+struct Option {
+  const char* name;
+  const char* arg;  // nullptr: a switch without value
+  const char* help;
+  std::function<std::string(Config*, const std::string&)> set;
+};
+
+std::string parse_u32(const std::string& v, uint32_t lo, uint32_t hi, uint32_t* out) {
+  char* end;
+  errno = 0;
+  unsigned long long x = strtoull(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno || v[0] == '-' || x < lo || x > hi)
+    return "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi);
+  *out = static_cast<uint32_t>(x);
+  return "";
+}
+
+std::string parse_bool(const std::string& v, bool* out) {
+  if (v == "on" || v == "true" || v == "1" || v == "yes") *out = true;
+  else if (v == "off" || v == "false" || v == "0" || v == "no") *out = false;
+  else return "must be on or off";
+  return "";
+}
+
+#define U32(field, lo, hi) [](Config* c, const std::string& v) { return parse_u32(v, lo, hi, &c->field); }
+#define STR(field) [](Config* c, const std::string& v) { c->field = v; return std::string(); }
+#define BOOL(field) [](Config* c, const std::string& v) { return parse_bool(v, &c->field); }
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> opts = {
+      {"listen", "ADDR:PORT", "where clients connect (default 0.0.0.0:5000)", STR(listen)},
+      {"admin-listen", "ADDR:PORT", "serve /rep /add /rm /metrics on their own listener (default: the main one)",
+       STR(admin_listen)},
+      {"admin-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on admin routes", STR(admin_token)},
+      {"provisioner", "KIND", "process (local replica processes, default), docker, or static",
+       [](Config* c, const std::string& v) {
+         if (v == "process") c->provisioner = ProvKind::process;
+         else if (v == "docker") c->provisioner = ProvKind::docker;
+         else if (v == "static") c->provisioner = ProvKind::static_list;
+         else return std::string("must be process, docker or static");
+         return std::string();
+       }},
+      {"replicas", "N", "replicas started at launch (default 3)", U32(replicas, 0, 1024)},
+      {"max-replicas", "N", "most replicas /add may reach (default 64; slots mode: at most M / K)",
+       [](Config* c, const std::string& v) {
+         c->max_replicas_set = true;
+         return parse_u32(v, 1, 1024, &c->max_replicas);
+       }},
+      {"backend", "HOST:PORT", "a static backend (repeat, or comma-separated in the variable)",
+       [](Config* c, const std::string& v) {
+         size_t start = 0;
+         while (start <= v.size()) {
+           size_t comma = v.find(',', start);
+           std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+           if (one.empty() || one.rfind(':') == std::string::npos || one.rfind(':') == 0)
+             return std::string("must be HOST:PORT");
+           c->backends.push_back(one);
+           if (comma == std::string::npos) break;
+           start = comma + 1;
+         }
+         return std::string();
+       }},
+      {"replica-bin", "PATH", "replica binary for the process provisioner (default: next to ringlb)",
+       STR(replica_bin)},
+      {"pool", "NAME", "pool name; docker containers are labelled ringlb.pool=NAME (default ringlb)",
+       [](Config* c, const std::string& v) {
+         if (v.empty() || v.size() > 63 || v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
+           return std::string("must be 1 to 63 of [A-Za-z0-9_.-]");
+         c->pool = v;
+         return std::string();
+       }},
+      {"docker-socket", "PATH", "Docker engine socket (default /var/run/docker.sock)", STR(docker_socket)},
+      {"docker-network", "NAME", "host (replicas on 127.0.0.1 ports) or a user-defined bridge network",
+       STR(docker_network)},
+      {"replica-image", "IMAGE", "replica image (default ringlb-replica:latest)", STR(replica_image)},
+      {"replica-port-range", "LO-HI", "host-network replica ports (default 20000-20999)",
+       [](Config* c, const std::string& v) {
+         unsigned lo, hi;
+         char extra;
+         if (sscanf(v.c_str(), "%u-%u%c", &lo, &hi, &extra) != 2 || lo == 0 || lo > hi || hi > 65535)
+           return std::string("must be LO-HI with 1 <= LO <= HI <= 65535");
+         c->port_min = static_cast<uint16_t>(lo);
+         c->port_max = static_cast<uint16_t>(hi);
+         return std::string();
+       }},
+      {"ring", "MODE", "slots (the assignment's ring), ketama (default) or maglev",
+       [](Config* c, const std::string& v) {
+         return ring_mode_parse(v, &c->ring.mode) ? std::string() : "must be slots, ketama or maglev";
+       }},
+      {"slots", "M", "slots mode: number of slots (default 512)", U32(ring.slots, 1, 1u << 24)},
+      {"vnodes", "K", "virtual servers per replica (default: slots log2(M), ketama 160)",
+       U32(ring.vnodes, 0, 100000)},
+      {"probe", "KIND", "slots mode: linear (default) or quadratic probing",
+       [](Config* c, const std::string& v) {
+         return ring_probe_parse(v, &c->ring.probe) ? std::string() : "must be linear or quadratic";
+       }},
+      {"hash", "FN", "assignment, xxh3, murmur or fibonacci (default: assignment for slots, else xxh3)",
+       [](Config* c, const std::string& v) {
+         c->hash_set = true;
+         return hash_parse(v, &c->ring.hash) ? std::string()
+                                             : "must be assignment, xxh3, murmur or fibonacci";
+       }},
+      {"table-size", "P", "maglev: prime table size (default 65537)", U32(ring.table_size, 1, 1u << 24)},
+      {"hash-key", "KEY", "rid (X-Request-Id or a fresh 6-digit id, default), path, ip, header:NAME, cookie:NAME",
+       [](Config* c, const std::string& v) {
+         if (v == "rid") c->hash_key = HashKey::rid;
+         else if (v == "path") c->hash_key = HashKey::path;
+         else if (v == "ip") c->hash_key = HashKey::ip;
+         else if (v.rfind("header:", 0) == 0 && v.size() > 7) { c->hash_key = HashKey::header; c->hash_key_name = v.substr(7); }
+         else if (v.rfind("cookie:", 0) == 0 && v.size() > 7) { c->hash_key = HashKey::cookie; c->hash_key_name = v.substr(7); }
+         else return std::string("must be rid, path, ip, header:NAME or cookie:NAME");
+         return std::string();
+       }},
+      {"retries", "N", "other replicas tried when one fails before answering (default 2)", U32(retries, 0, 16)},
+      {"balance-factor", "C", "bounded load: skip a replica above C x average in-flight (default 0: off)",
+       [](Config* c, const std::string& v) {
+         char* end;
+         double x = strtod(v.c_str(), &end);
+         if (v.empty() || *end || !std::isfinite(x) || (x != 0 && x < 1) || x > 100)
+           return std::string("must be 0 (off) or a number from 1 to 100");
+         c->balance_factor = x;
+         return std::string();
+       }},
+      {"assignment-404", "on|off", "turn a replica's 404 into the assignment's 400 (default on)", BOOL(assignment_404)},
+      {"hb-interval", "MS", "heartbeat interval (default 500)", U32(hb_interval_ms, 10, 3600000)},
+      {"hb-timeout", "MS", "heartbeat timeout (default 1000)", U32(hb_timeout_ms, 10, 3600000)},
+      {"fall", "N", "failed heartbeats in a row that mark a replica dead (default 2)", U32(fall, 1, 100)},
+      {"rise", "N", "heartbeats that bring a starting replica in (default 1)", U32(rise, 1, 100)},
+      {"strikes", "N", "failed proxied requests in a row that mark a replica dead at once (default 3)",
+       U32(strikes, 1, 1000)},
+      {"heal", "on|off", "replace dead replicas (default on)", BOOL(heal)},
+      {"heal-name", "random|same", "name of a replacement (default random, as the assignment)",
+       [](Config* c, const std::string& v) {
+         if (v == "random") c->heal_name = HealName::random;
+         else if (v == "same") c->heal_name = HealName::same;
+         else return std::string("must be random or same");
+         return std::string();
+       }},
+      {"start-timeout", "MS", "a new replica must answer a heartbeat within this (default 10000)",
+       U32(start_timeout_ms, 100, 600000)},
+      {"connect-timeout", "MS", "upstream connect timeout (default 2000)", U32(connect_timeout_ms, 10, 600000)},
+      {"upstream-timeout", "MS", "time for a replica to answer; then 504 (default 30000)",
+       U32(upstream_timeout_ms, 10, 3600000)},
+      {"header-timeout", "MS", "time for a client to send a request head (default 10000)",
+       U32(header_timeout_ms, 10, 3600000)},
+      {"idle-timeout", "MS", "idle keep-alive client connections are closed after (default 60000)",
+       U32(idle_timeout_ms, 10, 3600000)},
+      {"drain-timeout", "MS", "longest wait for in-flight requests of a removed replica (default 10000)",
+       U32(drain_timeout_ms, 0, 3600000)},
+      {"admin-body-limit", "BYTES", "largest admin request body (default 65536)", U32(admin_body_limit, 64, 1u << 24)},
+      {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000)},
+      {"log-level", "LEVEL", "debug, info (default), warn or error",
+       [](Config* c, const std::string& v) {
+         if (v != "debug" && v != "info" && v != "warn" && v != "error")
+           return std::string("must be debug, info, warn or error");
+         c->log_level = v;
+         return std::string();
+       }},
+  };
+  return opts;
+}
+
+std::string env_name(const char* flag) {
+  std::string e = "RINGLB_";
+  for (const char* p = flag; *p; p++) e.push_back(*p == '-' ? '_' : static_cast<char>(toupper(*p)));
+  return e;
+}
+
+void print_help() {
+  printf("usage: ringlb [OPTION]...\n"
+         "A consistent-hashing HTTP load balancer that manages its replicas.\n"
+         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n\n");
+  for (const Option& o : options()) {
+    std::string left = std::string("--") + o.name + (o.arg ? std::string(" ") + o.arg : "");
+    printf("  %-34s %s\n  %-34s [%s]\n", left.c_str(), o.help, "", env_name(o.name).c_str());
+  }
+}
+
+int fail(const std::string& where, const std::string& value, const std::string& why) {
+  fprintf(stderr, "ringlb: %s '%s' %s\n", where.c_str(), value.c_str(), why.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int config_parse(int argc, char** argv, Config* cfg) {
+  for (const Option& o : options()) {
+    std::string env = env_name(o.name);
+    const char* v = getenv(env.c_str());
+    if (v == nullptr) continue;
+    std::string why = o.set(cfg, v);
+    if (!why.empty()) return fail(env, v, why);
+  }
+  bool backends_from_flags = false;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      print_help();
+      return 1;
+    }
+    std::string value;
+    bool has_value = false;
+    if (size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_value = true;
+    }
+    const Option* opt = nullptr;
+    for (const Option& o : options())
+      if (a == std::string("--") + o.name) opt = &o;
+    if (opt == nullptr) {
+      fprintf(stderr, "ringlb: unknown option '%s' (see --help)\n", a.c_str());
+      return 2;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "ringlb: %s needs a value (%s)\n", a.c_str(), opt->arg);
+        return 2;
+      }
+      value = argv[++i];
+    }
+    if (strcmp(opt->name, "backend") == 0 && !backends_from_flags) {
+      cfg->backends.clear();  // flags replace the environment's list
+      backends_from_flags = true;
+    }
+    std::string why = opt->set(cfg, value);
+    if (!why.empty()) return fail(a, value, why);
+  }
+  // Cross-checks.
+  if (cfg->ring.mode == RingMode::slots && !cfg->hash_set) cfg->ring.hash = HashFn::assignment;
+  if (cfg->provisioner == ProvKind::static_list && cfg->backends.empty()) {
+    fprintf(stderr, "ringlb: --provisioner static needs at least one --backend HOST:PORT\n");
+    return 2;
+  }
+  if (cfg->ring.mode == RingMode::slots && !cfg->max_replicas_set && cfg->ring.slots > 0) {
+    uint32_t k = cfg->ring.vnodes;
+    if (k == 0)
+      for (uint32_t m = cfg->ring.slots; m > 1; m >>= 1) k++;
+    if (k > 0 && cfg->max_replicas > cfg->ring.slots / k) cfg->max_replicas = cfg->ring.slots / k;
+  }
+  if (cfg->provisioner == ProvKind::static_list && cfg->backends.size() > cfg->max_replicas)
+    cfg->max_replicas = static_cast<uint32_t>(cfg->backends.size());
+  if (cfg->provisioner != ProvKind::static_list && cfg->replicas > cfg->max_replicas) {
+    fprintf(stderr, "ringlb: --replicas %u is above --max-replicas %u\n", cfg->replicas, cfg->max_replicas);
+    return 2;
+  }
+  std::string err;
+  std::vector<RingMember> probe;
+  for (uint32_t i = 1; i <= cfg->max_replicas; i++) probe.push_back({i, "probe"});
+  if (!ring_build(cfg->ring, probe, &err)) {
+    fprintf(stderr, "ringlb: the ring cannot hold --max-replicas %u: %s\n", cfg->max_replicas, err.c_str());
+    return 2;
+  }
+  return 0;
+}

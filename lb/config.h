@@ -1,0 +1,64 @@
+// config: every option of the daemon, as a long flag and as an environment variable RINGLB_<NAME>
+// (--hb-interval = RINGLB_HB_INTERVAL); a flag wins over the environment. Values are checked at start:
+// an invalid one stops the daemon with one clear line and exit code 2.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ring/ring.h"
+
+enum class HashKey : uint8_t { rid, path, ip, header, cookie };
+enum class ProvKind : uint8_t { process, docker, static_list };
+enum class HealName : uint8_t { random, same };
+
+struct Config {
+  // Listening and admin.
+  std::string listen = "0.0.0.0:5000";
+  std::string admin_listen;  // empty: admin routes on the main listener
+  std::string admin_token;   // empty: no token required
+  // Pool.
+  ProvKind provisioner = ProvKind::process;
+  uint32_t replicas = 3;
+  uint32_t max_replicas = 64;  // slots mode: at most M / K unless given
+  bool max_replicas_set = false;
+  std::vector<std::string> backends;  // static: HOST:PORT
+  std::string replica_bin;            // process: default next to ringlb
+  std::string pool = "ringlb";
+  // Docker.
+  std::string docker_socket = "/var/run/docker.sock";
+  std::string docker_network = "host";
+  std::string replica_image = "ringlb-replica:latest";
+  uint16_t port_min = 20000, port_max = 20999;
+  // Ring and routing.
+  RingConfig ring;
+  bool hash_set = false;  // --hash given (slots mode defaults to the assignment's functions)
+  HashKey hash_key = HashKey::rid;
+  std::string hash_key_name;  // header or cookie name
+  uint32_t retries = 2;
+  double balance_factor = 0;  // 0: off
+  bool assignment_404 = true; // a replica's 404 becomes the assignment's 400
+  // Health and healing.
+  uint32_t hb_interval_ms = 500;
+  uint32_t hb_timeout_ms = 1000;
+  uint32_t fall = 2;
+  uint32_t rise = 1;
+  uint32_t strikes = 3;  // passive failures in a row that mark a replica dead at once
+  bool heal = true;
+  HealName heal_name = HealName::random;
+  uint32_t start_timeout_ms = 10000;  // a new replica must pass a heartbeat within this
+  // Timeouts and limits.
+  uint32_t connect_timeout_ms = 2000;
+  uint32_t upstream_timeout_ms = 30000;
+  uint32_t header_timeout_ms = 10000;
+  uint32_t idle_timeout_ms = 60000;
+  uint32_t drain_timeout_ms = 10000;
+  uint32_t admin_body_limit = 64 * 1024;
+  uint32_t pool_idle_max = 64;  // idle keep-alive upstream connections kept per replica
+  std::string log_level = "info";
+};
+
+// Parses environment then argv into *cfg. Returns 0, 1 after printing --help, or 2 after printing one
+// line naming the invalid option.
+int config_parse(int argc, char** argv, Config* cfg);

@@ -1,0 +1,37 @@
+#include "lb/metrics.h"
+
+#include "lb/registry.h"
+
+std::string metrics_render(const Metrics& m, const Registry& reg) {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out += std::string("# HELP ringlb_") + name + " " + help + "\n# TYPE ringlb_" + name +
+           " counter\nringlb_" + name + " " + std::to_string(v) + "\n";
+  };
+  counter("requests_total", "Client requests received.", m.requests);
+  counter("connections_total", "Client connections accepted.", m.connections);
+  counter("retries_total", "Requests retried on another replica.", m.retries);
+  counter("upstream_failures_total", "Failed attempts to reach a replica.", m.upstream_failures);
+  counter("upstream_timeouts_total", "Replicas that did not answer in time.", m.upstream_timeouts);
+  counter("no_replica_total", "Requests answered 503 because no replica was available.", m.no_replica);
+  counter("heals_total", "Dead replicas replaced.", reg.heals);
+  out += "# HELP ringlb_responses_total Responses sent, by status class.\n"
+         "# TYPE ringlb_responses_total counter\n";
+  for (int c = 1; c <= 5; c++)
+    out += "ringlb_responses_total{class=\"" + std::to_string(c) + "xx\"} " +
+           std::to_string(m.responses[c]) + "\n";
+  out += "# HELP ringlb_replica_requests_total Requests sent to each replica.\n"
+         "# TYPE ringlb_replica_requests_total counter\n";
+  for (const Replica* r : reg.replicas)
+    out += "ringlb_replica_requests_total{replica=\"" + r->name + "\"} " + std::to_string(r->requests) + "\n";
+  out += "# HELP ringlb_replica_up Whether each replica is healthy (1) or not (0).\n"
+         "# TYPE ringlb_replica_up gauge\n";
+  for (const Replica* r : reg.replicas)
+    out += "ringlb_replica_up{replica=\"" + r->name + "\",state=\"" + replica_state_name(r->state) +
+           "\"} " + (r->state == ReplicaState::healthy ? "1" : "0") + "\n";
+  out += "# HELP ringlb_replica_inflight Requests in flight to each replica.\n"
+         "# TYPE ringlb_replica_inflight gauge\n";
+  for (const Replica* r : reg.replicas)
+    out += "ringlb_replica_inflight{replica=\"" + r->name + "\"} " + std::to_string(r->inflight) + "\n";
+  return out;
+}

@@ -1,0 +1,12 @@
+// prov_static: a fixed list of HOST:PORT backends (--provisioner static). Nothing is started or
+// stopped; health checks still apply, and /add and /rm are refused with a clear 4xx.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "lb/provisioner.h"
+
+Provisioner* prov_static_create(uv_loop_t* loop, const std::vector<std::string>& backends);

@@ -1,0 +1,669 @@
+#include "lb/proxy.h"
+
+#include <cstring>
+
+#include "lb/admin.h"
+#include "lb/http/http_response.h"
+#include "lb/log.h"
+#include "lb/upstream.h"
+
+// One client connection and the exchange in progress on it. Exchanges on a connection run one at a
+// time: the connection pauses at each request's end until its response is complete (pipelining).
+struct ClientConn {
+  HttpConn conn;  // first: http_conn_of(handle) is a ClientConn
+  Proxy* proxy = nullptr;
+  bool admin_listener = false;
+  std::shared_ptr<bool> alive;
+  std::string peer_ip;
+  // The exchange.
+  enum class Kind : uint8_t { none, admin, proxied } kind = Kind::none;
+  bool req_done = false;       // the request's last byte arrived
+  bool resp_started = false;   // the first response byte went to the client: no more failover
+  bool resp_done = false;
+  bool keep_alive = true;      // the client connection survives this exchange
+  bool head_sent = false;      // the request head went to the current upstream
+  bool body_sent = false;      // request body bytes went upstream and are not kept for a retry
+  bool stopped_for_upstream = false;  // client reading stopped: upstream queue or buffer full
+  bool swallow = false;        // discard the upstream body (404 turned into 400)
+  bool skip_interim = false;   // an interim 1xx response is being skipped
+  bool same_retry_used = false;
+  uint8_t attempts = 0;
+  UpstreamConn* up = nullptr;
+  uint64_t pos = 0;
+  uint64_t deadline = 0;
+  std::vector<uint32_t> tried;  // ring ids
+  std::string req_head;         // the head sent upstream
+  std::string body_buf;         // body bytes waiting for the upstream connection
+  std::string out;              // scratch for heads and local responses
+  std::string admin_body;
+  ClientConn* act_prev = nullptr;
+  ClientConn* act_next = nullptr;
+  bool on_active = false;
+};
+
+namespace {
+
+constexpr size_t kReadBuffer = 16 * 1024;
+constexpr size_t kHighWater = 256 * 1024;  // bytes queued on one side before the other stops reading
+
+ClientConn* client_of(HttpConn* c) { return reinterpret_cast<ClientConn*>(c); }
+UpstreamConn* up_of(HttpConn* c) { return reinterpret_cast<UpstreamConn*>(c); }
+
+void dispatch(ClientConn* c);
+void respond_local(ClientConn* c, int status, const std::string& body,
+                   std::string_view type = "application/json");
+
+// --- active exchanges (timeouts) ---------------------------------------------------------------
+
+void active_add(ClientConn* c, uint64_t timeout_ms) {
+  c->deadline = uv_now(c->proxy->loop) + timeout_ms;
+  if (c->on_active) return;
+  c->on_active = true;
+  c->act_prev = nullptr;
+  c->act_next = c->proxy->active;
+  if (c->act_next) c->act_next->act_prev = c;
+  c->proxy->active = c;
+}
+
+void active_remove(ClientConn* c) {
+  if (!c->on_active) return;
+  if (c->act_prev) c->act_prev->act_next = c->act_next;
+  else c->proxy->active = c->act_next;
+  if (c->act_next) c->act_next->act_prev = c->act_prev;
+  c->on_active = false;
+  c->act_prev = c->act_next = nullptr;
+}
+
+// --- upstream side -----------------------------------------------------------------------------
+
+// Detaches the upstream from the exchange. keep: the exchange ended cleanly and the connection may be
+// pooled; otherwise it is closed.
+void detach_upstream(ClientConn* c, bool keep) {
+  UpstreamConn* u = c->up;
+  if (u == nullptr) return;
+  c->up = nullptr;
+  u->replica->inflight--;
+  if (keep) {
+    upstream_release(u, c->proxy->cfg->pool_idle_max);
+  } else {
+    u->client = nullptr;
+    upstream_close(u);
+  }
+}
+
+bool idempotent(llhttp_method_t m) {
+  return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_TRACE || m == HTTP_PUT ||
+         m == HTTP_DELETE;
+}
+
+// The current upstream failed before the response started. Retries on the same replica once when a
+// pooled connection turned out stale, else on the next replica clockwise while retries remain and the
+// request can be replayed; otherwise answers 502 (or 504 for a timeout).
+void upstream_failed(ClientConn* c, const char* cause, bool timeout) {
+  Proxy* p = c->proxy;
+  UpstreamConn* u = c->up;
+  Replica* r = u->replica;
+  bool reused = u->served > 0;
+  detach_upstream(c, false);
+  p->metrics.upstream_failures++;
+  if (timeout) p->metrics.upstream_timeouts++;
+  bool replayable = !c->head_sent || (idempotent(c->conn.head.method) && !c->body_sent);
+  if (c->resp_started) {
+    http_conn_close(&c->conn, true);
+    return;
+  }
+  if (reused && !timeout && replayable && !c->same_retry_used) {
+    c->same_retry_used = true;  // a kept-alive connection the replica had closed: not its fault
+    c->head_sent = false;
+    dispatch(c);
+    return;
+  }
+  r->failures++;
+  registry_passive_failure(r, cause);
+  c->tried.push_back(r->ring_id);
+  if (replayable && c->attempts < p->cfg->retries) {
+    c->attempts++;
+    p->metrics.retries++;
+    c->head_sent = false;
+    LOG_DEBUG("retry: %s failed (%s), trying the next replica", r->name.c_str(), cause);
+    dispatch(c);
+    return;
+  }
+  if (timeout)
+    respond_local(c, 504, proxy_error_json("replica '" + r->name + "' did not answer in time"));
+  else
+    respond_local(c, 502, proxy_error_json("replica '" + r->name + "' failed: " + cause));
+}
+
+void send_request(ClientConn* c) {
+  UpstreamConn* u = c->up;
+  uv_buf_t bufs[2] = {uv_buf_init(c->req_head.data(), static_cast<unsigned>(c->req_head.size())),
+                      uv_buf_init(c->body_buf.data(), static_cast<unsigned>(c->body_buf.size()))};
+  u->conn.expect_no_body = c->conn.head.method == HTTP_HEAD;
+  int rc = http_conn_write(&u->conn, bufs, c->body_buf.empty() ? 1 : 2);
+  c->head_sent = true;
+  if (!c->body_buf.empty()) c->body_sent = true;
+  c->body_buf.clear();
+  if (rc != 0) {
+    upstream_failed(c, uv_err_name(rc), false);
+    return;
+  }
+  active_add(c, c->proxy->cfg->upstream_timeout_ms);
+  http_conn_start(&u->conn);
+  if (c->stopped_for_upstream && u->conn.write_queued < kHighWater) {
+    c->stopped_for_upstream = false;
+    http_conn_start(&c->conn);
+  }
+}
+
+void on_up_connected(UpstreamConn* u, int status) {
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c == nullptr) {  // the exchange went away while connecting
+    upstream_close(u);
+    return;
+  }
+  if (status != 0) {
+    upstream_failed(c, uv_err_name(status), false);
+    return;
+  }
+  send_request(c);
+}
+
+void up_on_head(HttpConn* hc) {
+  UpstreamConn* u = up_of(hc);
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c == nullptr) {
+    upstream_close(u);
+    return;
+  }
+  const HttpHead& h = hc->head;
+  if (h.status >= 100 && h.status < 200 && h.status != 101) {
+    c->skip_interim = true;  // 100 Continue and friends: the final response follows
+    return;
+  }
+  registry_passive_success(u->replica);
+  c->resp_started = true;
+  active_remove(c);
+  if (h.status == 404 && c->proxy->cfg->assignment_404) {
+    c->swallow = true;
+    std::string path(http_url_path(http_head_url(c->conn.head)));
+    respond_local(c, 400, proxy_error_json("'" + path + "' endpoint does not exist in server replicas"));
+    return;
+  }
+  const HttpHead& req = c->conn.head;
+  bool no_body = req.method == HTTP_HEAD || h.status == 204 || h.status == 304;
+  bool client_10 = req.major == 1 && req.minor == 0;
+  bool dechunk = h.chunked && client_10 && !no_body;
+  bool delimited = no_body || h.content_length >= 0 || (h.chunked && !client_10);
+  if (!delimited || !h.keep_alive) c->keep_alive = false;
+  if (http_server_stopping(&c->proxy->server)) c->keep_alive = false;
+
+  std::string& out = c->out;
+  out.clear();
+  out.append("HTTP/1.1 ");
+  out.append(std::to_string(h.status));
+  out.push_back(' ');
+  out.append(http_reason(h.status));
+  out.append("\r\n");
+  for (const HttpHeader& hd : h.headers) {
+    std::string_view name = http_head_name(h, hd);
+    if (http_is_hop_by_hop(name)) continue;
+    if (dechunk && http_iequals(name, "transfer-encoding")) continue;
+    out.append(name);
+    out.append(": ");
+    out.append(http_head_value(h, hd));
+    out.append("\r\n");
+  }
+  if (!c->keep_alive) out.append("Connection: close\r\n");
+  else if (client_10) out.append("Connection: keep-alive\r\n");
+  out.append("\r\n");
+  hc->body_mode = dechunk ? HttpBody::decoded : HttpBody::raw;
+  metrics_response(&c->proxy->metrics, h.status);
+  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+}
+
+void up_on_body(HttpConn* hc, const char* data, size_t len) {
+  UpstreamConn* u = up_of(hc);
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c == nullptr || c->swallow || c->skip_interim) return;
+  if (http_conn_write(&c->conn, data, len) != 0) {
+    http_conn_close(&c->conn);
+    return;
+  }
+  if (c->conn.write_queued > kHighWater) http_conn_stop(hc);  // resumed by client_on_drain
+}
+
+void exchange_done(ClientConn* c);
+
+HttpNext up_on_message_end(HttpConn* hc) {
+  UpstreamConn* u = up_of(hc);
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c == nullptr) {
+    upstream_close(u);
+    return HttpNext::pause;
+  }
+  if (c->skip_interim) {
+    c->skip_interim = false;
+    return HttpNext::parse;
+  }
+  u->replica->requests++;
+  bool keep = hc->head.keep_alive && c->req_done;
+  detach_upstream(c, keep);
+  exchange_done(c);
+  return keep ? HttpNext::parse : HttpNext::pause;
+}
+
+void up_on_error(HttpConn* hc, int err) {
+  UpstreamConn* u = up_of(hc);
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c == nullptr) {  // idle in the pool: the replica closed it
+    upstream_close(u);
+    return;
+  }
+  if (!c->resp_started) {
+    upstream_failed(c, err == HTTP_E_PARSE ? "malformed response" : uv_err_name(err), false);
+    return;
+  }
+  // The response was cut short: the client cannot be given a complete answer.
+  detach_upstream(c, false);
+  http_conn_close(&c->conn, true);
+}
+
+void up_on_drain(HttpConn* hc) {
+  UpstreamConn* u = up_of(hc);
+  ClientConn* c = static_cast<ClientConn*>(u->client);
+  if (c && c->stopped_for_upstream) {
+    c->stopped_for_upstream = false;
+    http_conn_start(&c->conn);
+  }
+}
+
+void up_on_close(HttpConn* hc) { upstream_free(up_of(hc)); }
+
+const HttpConnHandlers kUpstreamHandlers = {up_on_head, up_on_body, up_on_message_end,
+                                            up_on_error, up_on_drain, up_on_close};
+
+// --- routing -----------------------------------------------------------------------------------
+
+// The routing key of the current request. Returns the request id to send upstream as X-Request-Id
+// in *rid when the LB generated one.
+std::string_view routing_key(ClientConn* c, char* rid_buf, bool* generated) {
+  const Config* cfg = c->proxy->cfg;
+  const HttpHead& h = c->conn.head;
+  std::string_view v;
+  *generated = false;
+  switch (cfg->hash_key) {
+    case HashKey::path: return http_url_path(http_head_url(h));
+    case HashKey::ip: return c->peer_ip;
+    case HashKey::header:
+      if (http_head_get(h, cfg->hash_key_name, &v)) return v;
+      break;
+    case HashKey::cookie:
+      if (http_head_get(h, "cookie", &v)) {
+        size_t at = 0;
+        while (at < v.size()) {
+          size_t semi = v.find(';', at);
+          std::string_view pair = v.substr(at, semi == std::string_view::npos ? v.npos : semi - at);
+          while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+          size_t eq = pair.find('=');
+          if (eq != v.npos && pair.substr(0, eq) == cfg->hash_key_name) return pair.substr(eq + 1);
+          if (semi == std::string_view::npos) break;
+          at = semi + 1;
+        }
+      }
+      break;
+    case HashKey::rid:
+      if (http_head_get(h, "x-request-id", &v) && !v.empty()) return v;
+      break;
+  }
+  // No key in the request: a fresh 6-digit request id, as the assignment's Rid.
+  uint64_t id = 100000 + c->proxy->rng() % 900000;
+  snprintf(rid_buf, 8, "%06u", static_cast<unsigned>(id));
+  *generated = true;
+  return std::string_view(rid_buf, 6);
+}
+
+// Builds the head sent upstream: the client's request line and end-to-end headers, with
+// X-Forwarded-For and X-Request-Id added and HTTP/1.1 keep-alive towards the replica.
+void build_request_head(ClientConn* c, std::string_view generated_rid) {
+  const HttpHead& h = c->conn.head;
+  std::string& out = c->req_head;
+  out.clear();
+  out.append(llhttp_method_name(h.method));
+  out.push_back(' ');
+  out.append(http_head_url(h));
+  out.append(" HTTP/1.1\r\n");
+  std::string_view xff;
+  bool has_xff = false, has_host = false;
+  for (const HttpHeader& hd : h.headers) {
+    std::string_view name = http_head_name(h, hd);
+    if (http_is_hop_by_hop(name)) continue;
+    if (http_iequals(name, "x-forwarded-for")) {
+      xff = http_head_value(h, hd);
+      has_xff = true;
+      continue;
+    }
+    if (http_iequals(name, "host")) has_host = true;
+    out.append(name);
+    out.append(": ");
+    out.append(http_head_value(h, hd));
+    out.append("\r\n");
+  }
+  if (!has_host) out.append("Host: ringlb\r\n");
+  out.append("X-Forwarded-For: ");
+  if (has_xff) {
+    out.append(xff);
+    out.append(", ");
+  }
+  out.append(c->peer_ip);
+  out.append("\r\n");
+  if (!generated_rid.empty()) {
+    out.append("X-Request-Id: ");
+    out.append(generated_rid);
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+void dispatch(ClientConn* c) {
+  Proxy* p = c->proxy;
+  Replica* r = registry_pick(p->reg, c->pos, c->tried);
+  if (r == nullptr) {
+    p->metrics.no_replica++;
+    respond_local(c, 503, proxy_error_json(c->tried.empty() ? "no replica is available"
+                                                             : "no replica could serve the request"));
+    return;
+  }
+  int err = 0;
+  UpstreamConn* u = upstream_acquire(r, &kUpstreamHandlers, kReadBuffer, on_up_connected, &err);
+  if (u == nullptr) {
+    registry_passive_failure(r, uv_err_name(err));
+    c->tried.push_back(r->ring_id);
+    respond_local(c, 502, proxy_error_json("cannot connect to replica '" + r->name + "'"));
+    return;
+  }
+  u->client = c;
+  c->up = u;
+  r->inflight++;
+  if (u->connected) {
+    send_request(c);
+  } else {
+    active_add(c, p->cfg->connect_timeout_ms);
+  }
+}
+
+// The client's address, for X-Forwarded-For and --hash-key ip.
+void fill_peer(ClientConn* c) {
+  struct sockaddr_storage addr;
+  int len = sizeof addr;
+  if (uv_tcp_getpeername(&c->conn.tcp, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0) {
+    std::string a = http_format_address(reinterpret_cast<struct sockaddr*>(&addr));
+    size_t colon = a.rfind(':');
+    c->peer_ip = a.substr(a[0] == '[' ? 1 : 0, colon - (a[0] == '[' ? 2 : 0));
+  }
+}
+
+// --- client side -------------------------------------------------------------------------------
+
+bool is_admin_path(std::string_view path) {
+  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz";
+}
+
+void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type) {
+  if (c->resp_started && !c->swallow) {  // a response is already on its way: it cannot be replaced
+    http_conn_close(&c->conn, true);
+    return;
+  }
+  detach_upstream(c, false);
+  active_remove(c);
+  c->resp_started = true;
+  if (http_server_stopping(&c->proxy->server)) c->keep_alive = false;
+  c->out.clear();
+  http_append_response(&c->out, status, type, body, c->keep_alive);
+  if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
+  metrics_response(&c->proxy->metrics, status);
+  if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
+    http_conn_close(&c->conn);
+    return;
+  }
+  if (!c->swallow) exchange_done(c);
+}
+
+// The response is complete. Once the request is complete too, the connection goes on with the next
+// request, or closes when either side asked for it (after its queued bytes are written).
+void exchange_done(ClientConn* c) {
+  c->resp_done = true;
+  active_remove(c);
+  if (!c->keep_alive) {
+    if (c->conn.write_queued == 0) http_conn_close(&c->conn);
+    return;
+  }
+  if (c->req_done && c->conn.paused) http_conn_resume(&c->conn);
+  // Otherwise on_message_end (still to come, or on the stack) carries on.
+}
+
+void client_on_head(HttpConn* hc) {
+  ClientConn* c = client_of(hc);
+  Proxy* p = c->proxy;
+  const HttpHead& h = hc->head;
+  p->metrics.requests++;
+  if (c->peer_ip.empty()) fill_peer(c);
+  c->kind = ClientConn::Kind::none;
+  c->req_done = c->resp_started = c->resp_done = false;
+  c->head_sent = c->body_sent = c->swallow = c->skip_interim = c->same_retry_used = false;
+  c->attempts = 0;
+  c->tried.clear();
+  c->body_buf.clear();
+  c->admin_body.clear();
+  c->keep_alive = h.keep_alive && !http_server_stopping(&p->server);
+
+  std::string_view path = http_url_path(http_head_url(h));
+  bool admin_here = p->admin_separate ? c->admin_listener : true;
+  if (c->admin_listener || (admin_here && is_admin_path(path))) {
+    c->kind = ClientConn::Kind::admin;
+    hc->body_mode = HttpBody::decoded;
+    return;
+  }
+  c->kind = ClientConn::Kind::proxied;
+  hc->body_mode = HttpBody::raw;
+  char rid[8];
+  bool generated;
+  std::string_view key = routing_key(c, rid, &generated);
+  c->pos = ring_position(p->reg->ring.get(), key);
+  build_request_head(c, generated ? std::string_view(rid, 6) : std::string_view());
+  dispatch(c);
+}
+
+void client_on_body(HttpConn* hc, const char* data, size_t len) {
+  ClientConn* c = client_of(hc);
+  if (c->kind == ClientConn::Kind::admin) {
+    if (c->resp_started) return;
+    if (c->admin_body.size() + len > c->proxy->cfg->admin_body_limit) {
+      c->keep_alive = false;
+      respond_local(c, 413, proxy_error_json("request body is larger than " +
+                                             std::to_string(c->proxy->cfg->admin_body_limit) + " bytes"));
+      return;
+    }
+    c->admin_body.append(data, len);
+    return;
+  }
+  if (c->resp_done || c->swallow || c->resp_started) return;  // answered already: discard the rest
+  if (c->up != nullptr && c->head_sent) {
+    c->body_sent = true;
+    if (http_conn_write(&c->up->conn, data, len) != 0) {
+      upstream_failed(c, "write failed", false);
+      return;
+    }
+    if (c->up && c->up->conn.write_queued > kHighWater) {
+      c->stopped_for_upstream = true;
+      http_conn_stop(hc);
+    }
+    return;
+  }
+  c->body_buf.append(data, len);  // not connected yet
+  if (c->body_buf.size() > kHighWater) {
+    c->stopped_for_upstream = true;
+    http_conn_stop(hc);
+  }
+}
+
+HttpNext client_on_message_end(HttpConn* hc) {
+  ClientConn* c = client_of(hc);
+  c->req_done = true;
+  if (c->kind == ClientConn::Kind::admin && !c->resp_started) {
+    admin_handle(c->proxy, ClientRef{c->alive, c}, hc->head, c->admin_body);
+  }
+  if (c->resp_done) return c->keep_alive ? HttpNext::parse : HttpNext::pause;
+  return HttpNext::pause;
+}
+
+void client_on_error(HttpConn* hc, int err) {
+  ClientConn* c = client_of(hc);
+  bool in_exchange = c->kind != ClientConn::Kind::none && !c->resp_done;
+  if ((err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE) && !c->resp_started) {
+    c->keep_alive = false;
+    c->kind = ClientConn::Kind::none;
+    detach_upstream(c, false);
+    respond_local(c, err == HTTP_E_TOO_LARGE ? 431 : 400,
+                  proxy_error_json(err == HTTP_E_TOO_LARGE ? "request header fields too large"
+                                                           : std::string("malformed request: ") +
+                                                                 (hc->parse_error ? hc->parse_error : "")));
+    return;
+  }
+  if (in_exchange && c->req_done && err == UV_EOF) {
+    c->keep_alive = false;  // the client half-closed after its request: answer, then close
+    return;
+  }
+  http_conn_close(hc);
+}
+
+void client_on_drain(HttpConn* hc) {
+  ClientConn* c = client_of(hc);
+  if (c->up && hc->write_queued == 0 && !c->up->conn.reading) http_conn_start(&c->up->conn);
+  if (c->resp_done && !c->keep_alive) http_conn_close(hc);
+}
+
+void client_on_close(HttpConn* hc) {
+  ClientConn* c = client_of(hc);
+  detach_upstream(c, false);
+  active_remove(c);
+  *c->alive = false;
+  delete c;
+}
+
+const HttpConnHandlers kClientHandlers = {client_on_head, client_on_body, client_on_message_end,
+                                          client_on_error, client_on_drain, client_on_close};
+
+HttpConn* accept_client(HttpServer* s, bool admin) {
+  Proxy* p = static_cast<Proxy*>(s->owner);
+  ClientConn* c = new ClientConn();
+  c->proxy = p;
+  c->admin_listener = admin;
+  c->alive = std::make_shared<bool>(true);
+  if (http_conn_init(p->loop, &c->conn, HTTP_REQUEST, &kClientHandlers, kReadBuffer) != 0) {
+    delete c;
+    return nullptr;
+  }
+  p->metrics.connections++;
+  return &c->conn;
+}
+
+HttpConn* on_accept(HttpServer* s) { return accept_client(s, false); }
+
+HttpConn* on_accept_admin(HttpServer* s) { return accept_client(s, true); }
+
+void on_sweep(uv_timer_t* t) {
+  Proxy* p = static_cast<Proxy*>(t->data);
+  uint64_t now = uv_now(p->loop);
+  ClientConn* c = p->active;
+  while (c != nullptr) {
+    ClientConn* next = c->act_next;
+    if (c->deadline != 0 && now >= c->deadline && c->up != nullptr) {
+      if (!c->up->connected) upstream_failed(c, "connect timeout", false);
+      else upstream_failed(c, "timeout", true);
+    }
+    c = next;
+  }
+}
+
+void on_part_closed(uv_handle_t* h) {
+  Proxy* p = static_cast<Proxy*>(h->data);
+  if (--p->open == 0 && p->on_stopped) p->on_stopped();
+}
+
+void on_server_stopped(HttpServer* s) {
+  Proxy* p = static_cast<Proxy*>(s->owner);
+  if (--p->open == 1) {  // only the sweep is left
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->sweep), on_part_closed);
+  }
+}
+
+}  // namespace
+
+std::string proxy_error_json(const std::string& text) {
+  std::string out = "{\"message\": \"<Error> ";
+  for (char ch : text) {
+    if (ch == '"' || ch == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(ch) < 0x20) continue;
+    out.push_back(ch);
+  }
+  out.append("\", \"status\": \"failure\"}");
+  return out;
+}
+
+void proxy_respond(const ClientRef& ref, int status, const std::string& body,
+                   std::string_view content_type) {
+  if (!*ref.alive) return;
+  ClientConn* c = ref.conn;
+  if (c->conn.closing || c->resp_started) return;
+  respond_local(c, status, body, content_type);
+}
+
+int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std::string* err) {
+  p->loop = loop;
+  p->cfg = cfg;
+  p->reg = reg;
+  p->rng.seed(uv_hrtime() ^ static_cast<uint64_t>(getpid()));
+  HttpServerConfig sc;
+  sc.header_timeout_ms = cfg->header_timeout_ms;
+  sc.idle_timeout_ms = cfg->idle_timeout_ms;
+  p->server.config = sc;
+  p->server.owner = p;
+  p->server.on_accept = on_accept;
+  p->server.on_stopped = on_server_stopped;
+  std::string bound;
+  int rc = http_server_listen(&p->server, loop, cfg->listen, &bound);
+  if (rc != 0) {
+    *err = "cannot listen on " + cfg->listen + ": " + uv_strerror(rc);
+    return rc;
+  }
+  p->open++;
+  LOG_INFO("listening on %s", bound.c_str());
+  if (!cfg->admin_listen.empty()) {
+    p->admin_separate = true;
+    p->admin_server.config = sc;
+    p->admin_server.owner = p;
+    p->admin_server.on_accept = on_accept_admin;
+    p->admin_server.on_stopped = on_server_stopped;
+    rc = http_server_listen(&p->admin_server, loop, cfg->admin_listen, &bound);
+    if (rc != 0) {
+      *err = "cannot listen on " + cfg->admin_listen + ": " + uv_strerror(rc);
+      return rc;
+    }
+    p->open++;
+    LOG_INFO("admin routes on %s", bound.c_str());
+  }
+  uv_timer_init(loop, &p->sweep);
+  p->sweep.data = p;
+  p->open++;
+  uv_timer_start(&p->sweep, on_sweep, 100, 100);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&p->sweep));
+  return 0;
+}
+
+void proxy_stop(Proxy* p, std::function<void()> on_stopped) {
+  p->on_stopped = std::move(on_stopped);
+  uv_ref(reinterpret_cast<uv_handle_t*>(&p->sweep));
+  http_server_stop(&p->server);
+  if (p->admin_separate) http_server_stop(&p->admin_server);
+}

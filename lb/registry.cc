@@ -1,0 +1,472 @@
+#include "lb/registry.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "lb/health.h"
+#include "lb/log.h"
+#include "lb/upstream.h"
+
+namespace {
+
+constexpr uint64_t kTickMs = 100;
+constexpr uint64_t kPoolIdleMs = 30000;   // pooled upstream connections idle longer are closed
+constexpr uint64_t kEarlyDeathMs = 5000;  // a replacement dying sooner counts as a failed heal
+constexpr uint64_t kHealBackoffMaxMs = 30000;
+
+uint64_t now_ms(const Registry* reg) { return uv_now(reg->loop); }
+
+void update_skip(Registry* reg) {
+  reg->skip.resize(reg->ring_members.size());
+  for (size_t i = 0; i < reg->ring_members.size(); i++)
+    reg->skip[i] = reg->ring_members[i]->state == ReplicaState::healthy ? 0 : 1;
+}
+
+// Builds a new ring over every replica that is not draining, and swaps it in.
+void rebuild_ring(Registry* reg) {
+  std::vector<RingMember> members;
+  std::vector<Replica*> order;
+  for (Replica* r : reg->replicas) {
+    if (r->state == ReplicaState::draining) continue;
+    members.push_back(RingMember{r->ring_id, r->name});
+    order.push_back(r);
+  }
+  std::string err;
+  RingPtr ring = ring_build(reg->cfg->ring, members, &err);
+  if (!ring) {  // config_parse checked the ring holds --max-replicas members: this cannot fail
+    LOG_ERROR("ring rebuild failed: %s", err.c_str());
+    abort();
+  }
+  reg->ring = std::move(ring);
+  reg->ring_members = std::move(order);
+  update_skip(reg);
+}
+
+Replica* new_replica(Registry* reg, uint32_t ring_id, const std::string& name) {
+  Replica* r = new Replica();
+  r->reg = reg;
+  r->ring_id = ring_id;
+  r->name = name;
+  r->created_at = r->state_since = now_ms(reg);
+  if (ring_id >= reg->heal_failures.size()) {
+    reg->heal_failures.resize(ring_id + 1, 0);
+    reg->heal_after.resize(ring_id + 1, 0);
+  }
+  return r;
+}
+
+void check_adds(Registry* reg);
+
+void set_state(Replica* r, ReplicaState s, const std::string& cause) {
+  if (r->state == s) return;
+  Registry* reg = r->reg;
+  uint64_t now = now_ms(reg);
+  LOG_INFO("replica %s: %s -> %s (%s) after %llu ms", r->name.c_str(), replica_state_name(r->state),
+           replica_state_name(s), cause.c_str(), static_cast<unsigned long long>(now - r->state_since));
+  r->state = s;
+  r->state_since = now;
+  if (!cause.empty() && s != ReplicaState::healthy) r->last_cause = cause;
+  r->hb_ok = r->hb_fail = r->strikes = 0;
+  if (s == ReplicaState::healthy) reg->heal_failures[r->ring_id] = 0;
+  if (s == ReplicaState::dead && r->counts && now - r->created_at < kEarlyDeathMs) {
+    uint32_t f = ++reg->heal_failures[r->ring_id];
+    uint64_t backoff = std::min<uint64_t>(kHealBackoffMaxMs, 250ull << std::min<uint32_t>(f, 10));
+    reg->heal_after[r->ring_id] = now + backoff;
+    if (f > 1) LOG_WARN("replica slot %u: replacement failed %u times in a row, next try in %llu ms",
+                        r->ring_id, f, static_cast<unsigned long long>(backoff));
+  }
+  if (s == ReplicaState::dead) upstream_pool_reap(r, UINT64_MAX);
+  update_skip(reg);
+  check_adds(reg);
+}
+
+void on_resolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
+  Replica* r = static_cast<Replica*>(req->data);
+  delete req;
+  if (!r->removed) {
+    if (status == 0 && res != nullptr) {
+      memcpy(&r->addr, res->ai_addr, res->ai_addrlen);
+      reinterpret_cast<sockaddr_in*>(&r->addr)->sin_port = htons(r->inst.port);
+      r->addr_ok = true;
+      health_start(r);
+    } else {
+      set_state(r, ReplicaState::dead, "cannot resolve " + r->inst.host + ": " + uv_strerror(status));
+    }
+  }
+  if (res) uv_freeaddrinfo(res);
+  replica_unref(r);
+}
+
+// Records where the replica listens and starts its heartbeats.
+void replica_attach(Replica* r, const ReplicaInstance& inst) {
+  r->inst = inst;
+  std::string host = inst.host.empty() ? "127.0.0.1" : inst.host;
+  if (uv_ip4_addr(host.c_str(), inst.port, reinterpret_cast<sockaddr_in*>(&r->addr)) == 0 ||
+      uv_ip6_addr(host.c_str(), inst.port, reinterpret_cast<sockaddr_in6*>(&r->addr)) == 0) {
+    r->addr_ok = true;
+    health_start(r);
+    return;
+  }
+  uv_getaddrinfo_t* req = new uv_getaddrinfo_t;
+  req->data = r;
+  replica_ref(r);
+  struct addrinfo hints {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (uv_getaddrinfo(r->reg->loop, req, on_resolved, host.c_str(), nullptr, &hints) != 0) {
+    delete req;
+    replica_unref(r);
+    set_state(r, ReplicaState::dead, "cannot resolve " + host);
+  }
+}
+
+void start_instance(Replica* r) {
+  Registry* reg = r->reg;
+  replica_ref(r);
+  reg->prov->start(ReplicaSpec{r->name, r->ring_id},
+                   [r](int status, const std::string& error, const ReplicaInstance& inst) {
+                     Registry* reg = r->reg;
+                     if (r->removed || reg->closing) {
+                       if (status == 0 && !reg->closing) reg->prov->stop(inst, [](int, const std::string&) {});
+                       else if (status == 0) r->inst = inst;  // registry_close stops it
+                     } else if (status != 0) {
+                       set_state(r, ReplicaState::dead, error);
+                     } else {
+                       replica_attach(r, inst);
+                     }
+                     replica_unref(r);
+                   });
+}
+
+// Takes r out of the registry for good: no heartbeats, no pooled connections, its instance stopped.
+void retire(Replica* r, const char* why) {
+  Registry* reg = r->reg;
+  r->counts = false;
+  r->removed = true;
+  health_stop(r);
+  upstream_pool_reap(r, UINT64_MAX);
+  reg->replicas.erase(std::remove(reg->replicas.begin(), reg->replicas.end(), r), reg->replicas.end());
+  if (!r->inst.id.empty() && !r->stop_requested) {
+    r->stop_requested = true;
+    replica_ref(r);
+    std::string name = r->name;
+    reg->prov->stop(r->inst, [r, why](int status, const std::string& error) {
+      if (status != 0) LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), error.c_str());
+      else LOG_INFO("replica %s: stopped (%s)", r->name.c_str(), why);
+      replica_unref(r);
+    });
+  }
+  replica_unref(r);  // the registry's reference
+}
+
+// A dead replica is replaced by a new one that takes over its ring id (and its place in /rep).
+void replace(Registry* reg, Replica* dead) {
+  std::string name =
+      reg->cfg->heal_name == HealName::same ? dead->name : registry_random_name(reg);
+  Replica* r = new_replica(reg, dead->ring_id, name);
+  r->counts = true;
+  auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
+  *it = r;  // the same place in /rep
+  for (Replica*& m : reg->ring_members)
+    if (m == dead) m = r;  // same ring id: the ring itself does not change
+  update_skip(reg);
+  reg->heals++;
+  LOG_INFO("replica %s: replaced by %s (ring id %u)", dead->name.c_str(), name.c_str(), r->ring_id);
+  if (reg->cfg->heal_name == HealName::same && !dead->inst.id.empty()) {
+    // The name must be free before the replacement can take it: stop first, then start.
+    dead->stop_requested = true;
+    replica_ref(dead);
+    replica_ref(r);
+    reg->prov->stop(dead->inst, [r, dead](int, const std::string&) {
+      if (!r->removed && !r->reg->closing) start_instance(r);
+      replica_unref(dead);
+      replica_unref(r);
+    });
+    retire(dead, "replaced");
+    return;
+  }
+  retire(dead, "replaced");
+  start_instance(r);
+}
+
+void check_adds(Registry* reg) {
+  auto& adds = reg->adds;
+  for (size_t i = 0; i < adds.size();) {
+    PendingAdd& a = adds[i];
+    const Replica* failed = nullptr;
+    bool all_healthy = true;
+    for (Replica* r : a.replicas) {
+      if (r->state == ReplicaState::dead) failed = r;
+      if (r->state != ReplicaState::healthy) all_healthy = false;
+    }
+    if (!failed && !all_healthy) {
+      i++;
+      continue;
+    }
+    PendingAdd done = std::move(a);
+    adds.erase(adds.begin() + static_cast<long>(i));
+    if (failed) {
+      std::string cause = "replica '" + failed->name + "' failed to start: " + failed->last_cause;
+      LOG_WARN("/add failed, removing the %zu replicas it started: %s", done.replicas.size(), cause.c_str());
+      for (Replica* r : done.replicas) retire(r, "/add rolled back");
+      rebuild_ring(reg);
+      done.req->done(500, cause);
+    } else {
+      for (Replica* r : done.replicas) r->counts = true;
+      done.req->done(200, "");
+    }
+    i = 0;  // the list changed
+  }
+}
+
+void on_tick(uv_timer_t* t) {
+  Registry* reg = static_cast<Registry*>(t->data);
+  uint64_t now = now_ms(reg);
+  bool reap = now - reg->last_reap >= 1000;
+  if (reap) reg->last_reap = now;
+  std::vector<Replica*> list = reg->replicas;  // retire/replace change the vector
+  for (Replica* r : list) {
+    if (r->removed) continue;
+    switch (r->state) {
+      case ReplicaState::starting:
+        if (now - r->state_since >= reg->cfg->start_timeout_ms)
+          set_state(r, ReplicaState::dead, "no heartbeat within --start-timeout");
+        break;
+      case ReplicaState::dead:
+        if (reg->cfg->heal && r->counts && reg->prov->can_scale() && now >= reg->heal_after[r->ring_id])
+          replace(reg, r);
+        break;
+      case ReplicaState::draining:
+        if (r->inflight == 0 || now - r->state_since >= reg->cfg->drain_timeout_ms)
+          retire(r, "removed by /rm");
+        break;
+      case ReplicaState::healthy:
+        break;
+    }
+    if (reap && !r->removed) upstream_pool_reap(r, now > kPoolIdleMs ? now - kPoolIdleMs : 0);
+  }
+}
+
+void on_exit(Registry* reg, const std::string& id, const std::string& cause) {
+  for (Replica* r : reg->replicas) {
+    if (r->inst.id == id && !r->removed && r->state != ReplicaState::draining) {
+      set_state(r, ReplicaState::dead, "exited: " + cause);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+const char* replica_state_name(ReplicaState s) {
+  switch (s) {
+    case ReplicaState::starting: return "starting";
+    case ReplicaState::healthy: return "healthy";
+    case ReplicaState::dead: return "dead";
+    case ReplicaState::draining: return "draining";
+  }
+  return "?";
+}
+
+bool registry_valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 63 || !isalnum(static_cast<unsigned char>(name[0]))) return false;
+  for (char ch : name)
+    if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') return false;
+  return true;
+}
+
+std::string registry_random_name(const Registry* reg) {
+  static std::mt19937_64 rng(uv_hrtime() ^ static_cast<uint64_t>(getpid()));
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  for (;;) {
+    std::string name = "replica-";
+    for (int i = 0; i < 6; i++) name.push_back(alphabet[rng() % 36]);
+    if (registry_find(reg, name) == nullptr) return name;
+  }
+}
+
+std::vector<const Replica*> registry_counted(const Registry* reg) {
+  std::vector<const Replica*> out;
+  for (const Replica* r : reg->replicas)
+    if (r->counts) out.push_back(r);
+  return out;
+}
+
+const Replica* registry_find(const Registry* reg, const std::string& name) {
+  for (const Replica* r : reg->replicas)
+    if (r->name == name) return r;
+  return nullptr;
+}
+
+Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>& tried) {
+  size_t n = reg->ring_members.size();
+  if (n == 0) return nullptr;
+  const uint8_t* skip = reg->skip.data();
+  uint8_t local[1024];
+  bool bounded = reg->cfg->balance_factor > 0;
+  if (!tried.empty() || bounded) {
+    memcpy(local, skip, n);
+    for (uint32_t id : tried)
+      for (size_t i = 0; i < n; i++)
+        if (reg->ring_members[i]->ring_id == id) local[i] = 1;
+    skip = local;
+  }
+  if (bounded) {
+    // Bounded load (HAProxy's hash-balance-factor): a replica whose in-flight count would exceed
+    // ceil(c × average) is walked past. When every replica is above it, the plain ring decides.
+    uint64_t total = 1, healthy = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (reg->skip[i]) continue;
+      healthy++;
+      total += reg->ring_members[i]->inflight;
+    }
+    if (healthy > 0) {
+      uint64_t limit = static_cast<uint64_t>(std::ceil(reg->cfg->balance_factor * total / healthy));
+      uint8_t capped[1024];
+      memcpy(capped, local, n);
+      for (size_t i = 0; i < n; i++)
+        if (reg->ring_members[i]->inflight >= limit) capped[i] = 1;
+      int idx = ring_lookup(reg->ring.get(), pos, capped);
+      if (idx >= 0) return reg->ring_members[idx];
+    }
+  }
+  int idx = ring_lookup(reg->ring.get(), pos, skip);
+  return idx < 0 ? nullptr : reg->ring_members[idx];
+}
+
+void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
+  const Config* cfg = r->reg->cfg;
+  if (ok) {
+    r->hb_fail = 0;
+    if (r->state == ReplicaState::starting || r->state == ReplicaState::dead) {
+      if (r->state == ReplicaState::dead && cfg->heal && r->counts) return;  // being replaced
+      if (++r->hb_ok >= cfg->rise) set_state(r, ReplicaState::healthy, "heartbeat ok");
+    }
+    return;
+  }
+  r->hb_ok = 0;
+  if (r->state == ReplicaState::healthy && ++r->hb_fail >= cfg->fall)
+    set_state(r, ReplicaState::dead, std::to_string(r->hb_fail) + " heartbeats failed: " + cause);
+}
+
+void registry_passive_failure(Replica* r, const std::string& cause) {
+  if (r->state != ReplicaState::healthy) return;
+  if (++r->strikes >= r->reg->cfg->strikes)
+    set_state(r, ReplicaState::dead, std::to_string(r->strikes) + " requests failed: " + cause);
+}
+
+void replica_unref(Replica* r) {
+  if (--r->refs == 0) delete r;
+}
+
+void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
+  PendingAdd a;
+  for (const std::string& name : req->names) {
+    Replica* r = new_replica(reg, reg->next_ring_id++, name);
+    reg->replicas.push_back(r);
+    a.replicas.push_back(r);
+  }
+  a.req = std::move(req);
+  rebuild_ring(reg);
+  std::vector<Replica*> started = a.replicas;
+  reg->adds.push_back(std::move(a));
+  for (Replica* r : started) start_instance(r);
+}
+
+void registry_remove(Registry* reg, const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    for (Replica* r : reg->replicas) {
+      if (r->name == name && r->counts) {
+        r->counts = false;
+        set_state(r, ReplicaState::draining, "removed by /rm");
+        health_stop(r);
+        break;
+      }
+    }
+  }
+  rebuild_ring(reg);
+}
+
+int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner* prov, std::string* err) {
+  reg->loop = loop;
+  reg->cfg = cfg;
+  reg->prov = prov;
+  rebuild_ring(reg);
+  uv_timer_init(loop, &reg->tick);
+  reg->tick.data = reg;
+  uv_timer_start(&reg->tick, on_tick, kTickMs, kTickMs);
+  prov->on_exit = [reg](const std::string& id, const std::string& cause) { on_exit(reg, id, cause); };
+  (void)err;
+  prov->list([reg](int status, const std::string& error, const std::vector<ReplicaInstance>& running) {
+    if (reg->closing) return;
+    if (status != 0) LOG_WARN("could not list existing replicas: %s", error.c_str());
+    uint32_t max_id = 0;
+    for (const ReplicaInstance& inst : running) {
+      if (registry_find(reg, inst.name) != nullptr || inst.ring_id == 0) continue;
+      Replica* r = new_replica(reg, inst.ring_id, inst.name);
+      r->counts = true;
+      reg->replicas.push_back(r);
+      max_id = std::max(max_id, inst.ring_id);
+      if (reg->prov->can_scale()) LOG_INFO("replica %s: adopted (ring id %u)", inst.name.c_str(), inst.ring_id);
+      replica_attach(r, inst);
+    }
+    reg->next_ring_id = std::max(reg->next_ring_id, max_id + 1);
+    std::vector<Replica*> fresh;
+    if (reg->prov->can_scale()) {
+      for (uint32_t i = 1; reg->replicas.size() < reg->cfg->replicas; i++) {
+        std::string name = "server" + std::to_string(i);
+        if (registry_find(reg, name) != nullptr) continue;
+        Replica* r = new_replica(reg, reg->next_ring_id++, name);
+        r->counts = true;
+        reg->replicas.push_back(r);
+        fresh.push_back(r);
+      }
+    }
+    rebuild_ring(reg);
+    for (Replica* r : fresh) start_instance(r);
+  });
+  return 0;
+}
+
+void registry_close(Registry* reg, std::function<void()> on_closed) {
+  reg->closing = true;
+  reg->on_closed = std::move(on_closed);
+  uv_timer_stop(&reg->tick);
+  auto& adds = reg->adds;
+  for (PendingAdd& a : adds) a.req->done(503, "the load balancer is stopping");
+  adds.clear();
+  auto pending = std::make_shared<int>(1);
+  auto finish = [reg, pending]() {
+    if (--*pending > 0) return;
+    reg->prov->close([reg]() {
+      uv_close(reinterpret_cast<uv_handle_t*>(&reg->tick), [](uv_handle_t* h) {
+        Registry* reg = static_cast<Registry*>(h->data);
+        if (reg->on_closed) reg->on_closed();
+      });
+    });
+  };
+  std::vector<Replica*> list = reg->replicas;
+  reg->replicas.clear();
+  reg->ring_members.clear();
+  reg->skip.clear();
+  for (Replica* r : list) {
+    r->removed = true;
+    r->counts = false;
+    health_stop(r);
+    upstream_pool_reap(r, UINT64_MAX);
+    if (!r->inst.id.empty() && !r->stop_requested && reg->prov->can_scale()) {
+      r->stop_requested = true;
+      ++*pending;
+      reg->prov->stop(r->inst, [r, finish](int status, const std::string& error) {
+        if (status != 0) LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), error.c_str());
+        replica_unref(r);
+        finish();
+      });
+    } else {
+      replica_unref(r);
+    }
+  }
+  finish();
+}

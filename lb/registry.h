@@ -1,0 +1,124 @@
+// registry: the replicas this load balancer owns, their states, the ring over them, and the desired
+// count N that /add and /rm change and healing keeps.
+//
+// States: starting → healthy → dead (→ replaced when healing is on), and draining after /rm.
+// Only healthy replicas receive new requests. The ring changes only with membership (/add, /rm); health
+// changes update the skip table that lookups walk past. A replacement takes over the dead replica's ring
+// id, so its keys come back to it and no other key moves.
+//
+// Everything here runs on the loop thread.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "lb/config.h"
+#include "lb/provisioner.h"
+#include "ring/ring.h"
+
+struct UpstreamConn;
+struct Registry;
+
+enum class ReplicaState : uint8_t { starting, healthy, dead, draining };
+const char* replica_state_name(ReplicaState s);
+
+struct Replica {
+  Registry* reg = nullptr;
+  uint32_t ring_id = 0;
+  std::string name;
+  ReplicaInstance inst;
+  ReplicaState state = ReplicaState::starting;
+  struct sockaddr_storage addr {};
+  bool addr_ok = false;     // the provisioner reported where it listens
+  bool counts = false;      // counts toward N (false while an /add is not committed, and once removed)
+  bool removed = false;     // out of the registry; freed when refs reaches 0
+  bool stop_requested = false;
+  uint64_t state_since = 0;  // loop time of the last transition
+  uint64_t created_at = 0;
+  // Upstream keep-alive pool.
+  UpstreamConn* idle = nullptr;  // idle connections (UpstreamConn::pool_next)
+  uint32_t idle_count = 0;
+  uint32_t inflight = 0;
+  // Health.
+  uv_timer_t hb_timer;
+  bool hb_timer_open = false;
+  bool hb_probe_running = false;
+  uint32_t hb_ok = 0, hb_fail = 0, strikes = 0;
+  std::string last_cause;
+  // Metrics.
+  uint64_t requests = 0, failures = 0;
+  int refs = 1;  // the registry's reference + one per UpstreamConn and health probe
+};
+
+// An /add in progress: the names to start and the answer to give.
+struct AddRequest {
+  std::vector<std::string> names;  // complete: generated names already filled in
+  std::function<void(int http_status, const std::string& error)> done;
+};
+
+struct PendingAdd {
+  std::unique_ptr<AddRequest> req;
+  std::vector<Replica*> replicas;
+};
+
+struct Registry {
+  uv_loop_t* loop = nullptr;
+  const Config* cfg = nullptr;
+  Provisioner* prov = nullptr;
+  std::vector<Replica*> replicas;  // in the order /rep lists them
+  RingPtr ring;
+  std::vector<Replica*> ring_members;  // ring index → replica
+  std::vector<uint8_t> skip;           // ring index → 1 when not routable (not healthy)
+  uint32_t next_ring_id = 1;
+  uv_timer_t tick;  // healing, start timeouts, drains, idle pool reaping
+  bool closing = false;
+  std::function<void()> on_closed;
+  std::vector<PendingAdd> adds;  // /add requests waiting for their replicas' first heartbeat
+  std::vector<uint32_t> heal_failures;             // by ring id: consecutive failed replacements
+  std::vector<uint64_t> heal_after;                // by ring id: loop time of the next attempt
+  uint64_t heals = 0;
+  uint64_t last_reap = 0;
+};
+
+// Creates the registry and starts the initial replicas (adopting existing ones first). Returns 0 or a
+// negative code with *err set.
+int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner* prov, std::string* err);
+
+// Replicas that count toward N, in /rep order.
+std::vector<const Replica*> registry_counted(const Registry* reg);
+const Replica* registry_find(const Registry* reg, const std::string& name);
+
+// Picks the replica for ring position pos, walking past unhealthy replicas and those in tried (ring ids;
+// may be empty). Returns nullptr when none is usable.
+Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>& tried);
+
+// /add: starts names.size() replicas; done(200, "") once all passed a heartbeat, or done(5xx, cause)
+// after removing every one it started. Validation is the caller's (admin.cc).
+void registry_add(Registry* reg, std::unique_ptr<AddRequest> req);
+// /rm: takes the named replicas out of routing at once, drains them and stops them.
+void registry_remove(Registry* reg, const std::vector<std::string>& names);
+
+// Health inputs. A heartbeat result; a passive failure of a proxied request (connect refused, reset,
+// timeout); a success of a proxied request (clears strikes); the provisioner saw the replica end.
+void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause);
+void registry_passive_failure(Replica* r, const std::string& cause);
+inline void registry_passive_success(Replica* r) { r->strikes = 0; }
+
+// Reference counting for the objects that point at a replica (upstream connections, probes).
+inline void replica_ref(Replica* r) { r->refs++; }
+void replica_unref(Replica* r);
+
+// A fresh random replica name: "replica-" and 6 characters of [a-z0-9].
+std::string registry_random_name(const Registry* reg);
+// [A-Za-z0-9][A-Za-z0-9_.-]{0,62}
+bool registry_valid_name(const std::string& name);
+
+// Stops health checks and the tick, stops every replica through the provisioner, and calls on_closed.
+void registry_close(Registry* reg, std::function<void()> on_closed);
