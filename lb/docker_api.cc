@@ -335,10 +335,18 @@ static void dispatch(DockerApi* api) {
       api->idle.pop_back();
     } else {
       h = curl_easy_init();
-      if (!h) return;  // out of memory: leave the calls queued until a handle comes back
     }
     DockerCall* call = api->queued.front();
     api->queued.pop_front();
+    if (!h) {
+      call->reply.status = -ENOMEM;
+      call->reply.error = "curl_easy_init failed";
+      docker_api_defer(api, [call] {
+        call->cb(call->reply);
+        delete call;
+      });
+      continue;
+    }
     call->curl = h;
     call->work.data = call;
     api->inflight++;

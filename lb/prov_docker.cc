@@ -574,6 +574,7 @@ static void on_listed(ListOp* op, const DockerReply& r) {
                                          : "other network";
     LOG_INFO("docker: removing container %s (%s) of pool %s: %s", inst.name.c_str(),
              short_id(id).c_str(), p->cfg.pool.c_str(), why);
+    if (p->host_mode && labels_ok) p->ports_used.erase(static_cast<uint16_t>(port));
     op->pending++;
     remove_container(p, id, [op, inst](const DockerReply& rr) {
       if (!removed_ok(rr))
@@ -608,6 +609,7 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
   json_t* attrs = json_object_get(actor, "Attributes");
   std::string name = json_str(attrs, "name");
   std::string code = json_str(attrs, "exitCode");
+  std::string port_label = json_str(attrs, kLabelPort);  // events carry the container's labels
   json_decref(e);
   if (id.empty() || (action != "die" && action != "destroy")) return;
   std::string cause =
@@ -618,10 +620,17 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
     it->second->died_cause = cause;
     return;
   }
-  if (p->quiet.count(id)) return;
-  bool first = p->reported.insert(id).second;
-  if (action == "destroy") p->reported.erase(id);
-  if (!first) return;
+  bool ours = p->quiet.count(id) > 0;  // we stopped or removed it ourselves
+  if (action == "destroy") {
+    bool was_reported = p->reported.erase(id) > 0;
+    // Removed by someone else: its port is free again. (Ours were released by stop or list.)
+    uint32_t port = 0;
+    if (!ours && p->host_mode && parse_u32(port_label.c_str(), 65535, &port))
+      p->ports_used.erase(port);
+    if (ours || was_reported) return;
+  } else if (ours || !p->reported.insert(id).second) {
+    return;
+  }
   LOG_WARN("docker: replica %s (container %s) %s", name.c_str(), short_id(id).c_str(),
            cause.c_str());
   if (p->on_exit) p->on_exit(id, "container " + name + " " + cause);
