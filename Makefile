@@ -42,6 +42,7 @@ analysis: build
 # The two FROM scratch images (ringlb-replica:latest, ringlb:latest), built offline from this build's
 # binaries; needs a running Docker engine. Prints each image's size.
 images: build
+	@deps/install.sh docker
 	lb/image.sh $(BUILD) all
 
 clean:
