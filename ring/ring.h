@@ -48,23 +48,32 @@ using RingPtr = std::unique_ptr<Ring, RingDeleter>;
 // Builds an immutable ring from config and members (any order; ids must be distinct and >= 1).
 // Returns nullptr and sets *err to one clear sentence when the configuration is invalid: M or K = 0,
 // K × members > M in slots mode, maglev table size not prime or smaller than the member count, duplicate
-// or zero ids. Zero members is valid: every lookup then returns -1.
+// or zero ids. Zero members is valid: every lookup then returns -1. Slot counts, ketama point
+// counts (K × members) and maglev table sizes above 2^24 are refused too. err may be nullptr.
+// Every mode places members in ascending id order (ketama ties: lower id, then lower j), so the
+// owner of every position does not depend on the order the members are given in.
 RingPtr ring_build(const RingConfig& config, const std::vector<RingMember>& members, std::string* err);
 
 // Number of members; member indexes are 0..ring_size()-1 in the order given to ring_build.
 size_t ring_size(const Ring* r);
 const RingMember& ring_member(const Ring* r, size_t index);
+// The configuration the ring was built with, vnodes resolved to the effective K (slots:
+// floor(log2 M) when 0; ketama: 160 when 0).
 const RingConfig& ring_config(const Ring* r);
 
 // The position of a key on the ring. Computing it once lets a caller retry clockwise cheaply.
 // slots mode: the key is folded to an integer i (hash_fold) and the position is H(i) mod M.
-// ketama/maglev: a 64-bit hash of the key bytes with the configured function.
+// ketama/maglev: a 64-bit hash of the key bytes with the configured function (hash_bytes),
+// reduced to the ring's range: ketama keeps the low 32 bits, maglev takes it mod the table size.
+// ring_lookup accepts any value and reduces it the same way (slots: mod M).
 uint64_t ring_position(const Ring* r, std::string_view key);
 
 // Returns the index of the member that owns position pos: the member at the nearest point clockwise
 // (a point at exactly pos counts), wrapping past the end. Members with skip[index] != 0 are walked past;
 // skip may be nullptr. Returns -1 when there are no members or every member is skipped. Never allocates.
 // Walking visits each distinct member at most once, so it is bounded by the number of points.
+// (Precisely: the walk checks skip once per point it passes, passing each point at most once; in
+// maglev mode each table entry. It stops at the first member not skipped.)
 int ring_lookup(const Ring* r, uint64_t pos, const uint8_t* skip = nullptr);
 
 // Convenience: ring_lookup(r, ring_position(r, key), skip).
@@ -73,7 +82,8 @@ inline int ring_lookup_key(const Ring* r, std::string_view key, const uint8_t* s
 }
 
 // Introspection for tests, benchmarks and experiment A-4.
-// slots mode: the slot of every virtual server of member index (after probing), K entries.
+// slots mode: the slot of every virtual server of member index (after probing), K entries in
+// order of j. Empty in the other modes.
 std::vector<uint32_t> ring_member_slots(const Ring* r, size_t index);
 // Mode names for flags and logs: "slots", "ketama", "maglev"; parse returns false on an unknown name.
 const char* ring_mode_name(RingMode mode);

@@ -1,0 +1,308 @@
+#include "lb/http/http_conn.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "lb/http/http_server.h"
+
+namespace {
+
+enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2 };
+
+HttpConn* conn_of_parser(llhttp_t* p) { return static_cast<HttpConn*>(p->data); }
+
+int on_message_begin(llhttp_t* p) {
+  HttpConn* c = conn_of_parser(p);
+  http_head_reset(&c->head);
+  c->in_message = true;
+  c->body_mode = HttpBody::decoded;
+  c->deadline = c->header_timeout_ms ? uv_now(c->tcp.loop) + c->header_timeout_ms : 0;
+  return 0;
+}
+
+int on_url(llhttp_t* p, const char* at, size_t len) {
+  HttpConn* c = conn_of_parser(p);
+  return http_head_add_url(&c->head, c->limits, at, len) == 0 ? 0 : -1;
+}
+
+int on_header_field(llhttp_t* p, const char* at, size_t len) {
+  HttpConn* c = conn_of_parser(p);
+  return http_head_add_field(&c->head, c->limits, at, len) == 0 ? 0 : -1;
+}
+
+int on_header_value(llhttp_t* p, const char* at, size_t len) {
+  HttpConn* c = conn_of_parser(p);
+  return http_head_add_value(&c->head, c->limits, at, len) == 0 ? 0 : -1;
+}
+
+// Pauses so the read loop learns where the head ends (raw body forwarding starts there) and delivers
+// on_head outside llhttp. A response to HEAD has no body: llhttp is told to skip it (return 1).
+int on_headers_complete(llhttp_t* p) {
+  HttpConn* c = conn_of_parser(p);
+  http_head_finish(&c->head, p);
+  c->event = EV_HEAD;
+  if (c->expect_no_body) return 1;
+  return HPE_PAUSED;
+}
+
+int on_body(llhttp_t* p, const char* at, size_t len) {
+  HttpConn* c = conn_of_parser(p);
+  if (c->body_mode == HttpBody::decoded && !c->closing) c->h->on_body(c, at, len);
+  return 0;
+}
+
+int on_message_complete(llhttp_t* p) {
+  HttpConn* c = conn_of_parser(p);
+  c->event = EV_END;
+  return HPE_PAUSED;
+}
+
+const llhttp_settings_t* parser_settings() {
+  static llhttp_settings_t s;
+  static bool init = false;
+  if (!init) {
+    llhttp_settings_init(&s);
+    s.on_message_begin = on_message_begin;
+    s.on_url = on_url;
+    s.on_header_field = on_header_field;
+    s.on_header_value = on_header_value;
+    s.on_headers_complete = on_headers_complete;
+    s.on_body = on_body;
+    s.on_message_complete = on_message_complete;
+    init = true;
+  }
+  return &s;
+}
+
+void on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf);
+void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*);
+
+void conn_set_idle(HttpConn* c) {
+  c->deadline = c->idle_timeout_ms ? uv_now(c->tcp.loop) + c->idle_timeout_ms : 0;
+}
+
+// Runs the owner's callback for a pending parser event. Returns false when parsing must stop.
+bool deliver_event(HttpConn* c) {
+  uint8_t ev = c->event;
+  c->event = EV_NONE;
+  if (ev == EV_HEAD) {
+    c->in_body = true;
+    c->deadline = 0;
+    c->h->on_head(c);
+    return !c->closing;
+  }
+  if (ev == EV_END) {
+    c->in_body = false;
+    c->in_message = false;
+    c->expect_no_body = false;
+    HttpNext next = c->h->on_message_end(c);
+    if (c->closing) return false;
+    if (next == HttpNext::pause) {
+      c->paused = true;
+      return false;
+    }
+    conn_set_idle(c);
+  }
+  return true;
+}
+
+void deliver_peer_error(HttpConn* c) {
+  int err = c->peer_error;
+  c->peer_error = 0;
+  if (err == UV_EOF && c->in_message) {
+    llhttp_errno_t e = llhttp_finish(&c->parser);
+    if (e == HPE_PAUSED) {  // the close completed a close-delimited body
+      llhttp_resume(&c->parser);
+      deliver_event(c);
+    }
+  }
+  if (!c->closing) c->h->on_error(c, err);
+}
+
+// Parses the buffered bytes until they run out, a message ends and the owner pauses, the owner stops
+// reading, or the connection closes. A peer close or read error is reported once every byte before it
+// has been parsed.
+void conn_parse(HttpConn* c) {
+  // After a pause llhttp may have work left that needs no input (completing a bodyless message after
+  // its head), so it runs once more even when the buffer is empty.
+  while (!c->closing && !c->paused && c->reading && (c->in_start < c->in_end || c->after_pause)) {
+    c->after_pause = false;
+    const char* p = c->in + c->in_start;
+    size_t n = c->in_end - c->in_start;
+    bool raw_body = c->in_body && c->body_mode == HttpBody::raw;
+    llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+    size_t used = n;
+    if (e == HPE_PAUSED) {
+      used = static_cast<size_t>(llhttp_get_error_pos(&c->parser) - p);
+      llhttp_resume(&c->parser);
+      c->after_pause = true;
+    } else if (e != HPE_OK) {
+      c->parse_error = llhttp_get_error_reason(&c->parser);
+      int err = c->head.over_limit ? HTTP_E_TOO_LARGE : HTTP_E_PARSE;
+      c->reading = false;
+      c->in_start = c->in_end = 0;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+      c->h->on_error(c, err);
+      return;
+    }
+    c->in_start += static_cast<uint32_t>(used);
+    if (raw_body && used > 0 && !c->closing) c->h->on_body(c, p, used);
+    if (c->in_start == c->in_end) c->in_start = c->in_end = 0;
+    if (e == HPE_PAUSED && !deliver_event(c)) return;
+  }
+  if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0)
+    deliver_peer_error(c);
+}
+
+// Reads while the owner wants bytes and the buffer has room. While paused at a message end the
+// connection keeps reading (pipelined requests, or a peer's close) until the buffer is full, so a
+// paused keep-alive connection costs no epoll changes.
+int conn_update_reading(HttpConn* c) {
+  if (c->closing) return 0;
+  uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&c->tcp);
+  if (c->reading && c->peer_error == 0 && c->in_end - c->in_start < c->in_cap) {
+    int rc = uv_read_start(s, on_alloc, on_read);
+    return rc == UV_EALREADY ? 0 : rc;
+  }
+  uv_read_stop(s);
+  return 0;
+}
+
+void on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+  HttpConn* c = http_conn_of(handle);
+  if (c->in_start > 0) {
+    memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+    c->in_end -= c->in_start;
+    c->in_start = 0;
+  }
+  *buf = uv_buf_init(c->in + c->in_end, c->in_cap - c->in_end);
+}
+
+void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+  HttpConn* c = http_conn_of(reinterpret_cast<uv_handle_t*>(stream));
+  if (nread == 0) return;
+  if (nread > 0) {
+    c->in_end += static_cast<uint32_t>(nread);
+  } else {
+    c->peer_error = static_cast<int>(nread);
+  }
+  conn_parse(c);
+  conn_update_reading(c);
+}
+
+void on_close(uv_handle_t* handle) {
+  HttpConn* c = http_conn_of(handle);
+  if (c->server) http_server_forget(c->server, c);
+  free(c->in);
+  c->in = nullptr;
+  c->h->on_close(c);
+}
+
+struct WriteReq {
+  uv_write_t req;
+  size_t len;
+  char data[];
+};
+
+void on_write(uv_write_t* req, int status) {
+  WriteReq* w = reinterpret_cast<WriteReq*>(req);
+  HttpConn* c = static_cast<HttpConn*>(req->data);
+  c->write_queued -= w->len;
+  free(w);
+  if (status == 0 && c->write_queued == 0 && !c->closing && c->h->on_drain) c->h->on_drain(c);
+}
+
+}  // namespace
+
+int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
+                   size_t in_cap) {
+  c->h = h;
+  c->in = static_cast<char*>(malloc(in_cap));
+  if (c->in == nullptr) return UV_ENOMEM;
+  c->in_cap = static_cast<uint32_t>(in_cap);
+  llhttp_init(&c->parser, type, parser_settings());
+  c->parser.data = c;
+  int rc = uv_tcp_init(loop, &c->tcp);
+  if (rc != 0) {
+    free(c->in);
+    c->in = nullptr;
+  }
+  return rc;
+}
+
+int http_conn_start(HttpConn* c) {
+  if (c->closing) return UV_EPIPE;
+  c->reading = true;
+  conn_parse(c);
+  return conn_update_reading(c);
+}
+
+void http_conn_stop(HttpConn* c) {
+  c->reading = false;
+  conn_update_reading(c);
+}
+
+void http_conn_resume(HttpConn* c) {
+  if (c->closing) return;
+  c->paused = false;
+  conn_set_idle(c);
+  http_conn_start(c);
+}
+
+void http_conn_reset_parser(HttpConn* c) {
+  llhttp_reset(&c->parser);
+  c->in_body = c->in_message = c->paused = false;
+  c->expect_no_body = false;
+  c->event = 0;
+}
+
+int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n) {
+  if (c->closing) return UV_EPIPE;
+  uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&c->tcp);
+  size_t total = 0;
+  for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+  if (total == 0) return 0;
+  size_t done = 0;
+  if (c->write_queued == 0) {
+    int rc = uv_try_write(s, bufs, n);
+    if (rc < 0 && rc != UV_EAGAIN) return rc;
+    if (rc > 0) done = static_cast<size_t>(rc);
+    if (done == total) return 0;
+  }
+  size_t rest = total - done;
+  WriteReq* w = static_cast<WriteReq*>(malloc(sizeof(WriteReq) + rest));
+  if (w == nullptr) return UV_ENOMEM;
+  w->len = rest;
+  char* out = w->data;
+  size_t skip = done;
+  for (unsigned i = 0; i < n; i++) {
+    size_t len = bufs[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    memcpy(out, bufs[i].base + skip, len - skip);
+    out += len - skip;
+    skip = 0;
+  }
+  w->req.data = c;
+  uv_buf_t b = uv_buf_init(w->data, static_cast<unsigned>(rest));
+  int rc = uv_write(&w->req, s, &b, 1, on_write);
+  if (rc != 0) {
+    free(w);
+    return rc;
+  }
+  c->write_queued += rest;
+  return 0;
+}
+
+void http_conn_close(HttpConn* c, bool reset) {
+  if (c->closing) return;
+  c->closing = true;
+  c->reading = false;
+  uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(&c->tcp);
+  if (reset && uv_is_active(handle) >= 0) {
+    if (uv_tcp_close_reset(&c->tcp, on_close) == 0) return;
+  }
+  uv_close(handle, on_close);
+}

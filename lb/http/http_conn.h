@@ -1,0 +1,121 @@
+// http_conn: one HTTP/1.x connection on a libuv TCP handle, driven by llhttp. Shared by every HTTP user
+// in ringlb: the replica's server connections, the load balancer's client and upstream connections, and
+// the load generator's client connections.
+//
+// The connection reads into one buffer it owns, parses with llhttp (never lenient) and reports a message
+// as events: on_head (the head is in conn->head), on_body (body bytes), on_message_end. Parsing stops
+// (pauses) at every message end until the owner says to go on, so pipelined requests are handled one at
+// a time and in order; unparsed bytes stay in the buffer and reading stops while paused.
+//
+// Body bytes come in one of two forms, chosen by the owner in on_head: raw (the bytes exactly as on the
+// wire, chunk framing included, for a proxy that forwards them unchanged) or decoded (llhttp's body data).
+//
+// Writes try the socket first (uv_try_write) and queue only what did not fit, copied, so callers may
+// pass stack or borrowed buffers. write_queued tells how much waits; on_drain fires when it reaches zero
+// after having been non-zero (backpressure).
+//
+// Teardown: http_conn_close may be called from any callback, including inside the owner's event
+// callbacks; the connection stops delivering events at once and on_close runs later from the loop, when
+// the handle is closed. Only then may the owner free the memory that embeds the connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "lb/http/http_head.h"
+
+struct HttpConn;
+struct HttpServer;
+
+enum class HttpBody : uint8_t { raw, decoded };
+
+// What on_message_end answers.
+enum class HttpNext : uint8_t { parse, pause };
+
+// Errors reported through on_error besides libuv codes (UV_EOF, UV_ECONNRESET, ...).
+enum : int {
+  HTTP_E_PARSE = -100000,  // malformed message (llhttp error; conn->parse_error says which)
+  HTTP_E_TOO_LARGE = -100001,  // head over its limits
+};
+
+struct HttpConnHandlers {
+  // The head is complete (conn->head). Set conn->body_mode here if raw bytes are wanted.
+  void (*on_head)(HttpConn* c);
+  // A piece of the body, raw or decoded per conn->body_mode. The data is valid only during the call.
+  void (*on_body)(HttpConn* c, const char* data, size_t len);
+  // The message is complete. parse: go on with the next pipelined message; pause: wait for resume.
+  HttpNext (*on_message_end)(HttpConn* c);
+  // Reading failed or the peer closed: err is UV_EOF, another libuv code, HTTP_E_PARSE or
+  // HTTP_E_TOO_LARGE. The connection has stopped reading; the owner decides whether to close. On EOF a
+  // message that the close completes (a close-delimited response body) is delivered first.
+  void (*on_error)(HttpConn* c, int err);
+  // The write queue drained (optional).
+  void (*on_drain)(HttpConn* c);
+  // The handle is closed; the owner may free the connection now.
+  void (*on_close)(HttpConn* c);
+};
+
+struct HttpConn {
+  uv_tcp_t tcp;
+  llhttp_t parser;
+  HttpHead head;
+  HttpHeadLimits limits;
+  const HttpConnHandlers* h = nullptr;
+  void* owner = nullptr;  // free for the owner's use
+
+  char* in = nullptr;  // read buffer and its unparsed region [in_start, in_end)
+  uint32_t in_cap = 0, in_start = 0, in_end = 0;
+  size_t write_queued = 0;  // bytes accepted by http_conn_write and not yet written
+  const char* parse_error = nullptr;
+  int peer_error = 0;  // EOF or read error seen, reported once the bytes before it are parsed
+
+  HttpBody body_mode = HttpBody::decoded;
+  bool expect_no_body = false;  // response side: the request was HEAD (set before the response)
+  bool reading = false;   // the owner wants bytes (between http_conn_start and http_conn_stop)
+  bool paused = false;    // stopped at a message end, waiting for http_conn_resume
+  bool in_body = false;   // between on_head and on_message_end
+  bool in_message = false;  // a message has begun (its first byte was parsed)
+  bool closing = false;
+  uint8_t event = 0;      // pending parser event (internal)
+  bool after_pause = false;  // llhttp was resumed and may complete a message without input
+
+  // Timeouts in ms (0 = none). While a head is being read the deadline is header_timeout after its
+  // first byte (slowloris); while idle between messages, idle_timeout; while the owner handles a message,
+  // none. The server that accepted the connection closes it once loop time passes the deadline.
+  uint32_t header_timeout_ms = 0, idle_timeout_ms = 0;
+  uint64_t deadline = 0;
+  HttpServer* server = nullptr;  // set by http_server for the connections it accepted
+  HttpConn* prev = nullptr;
+  HttpConn* next = nullptr;
+};
+
+// Initialises c on loop as a request (server side) or response (client side) parser with a read buffer
+// of in_cap bytes. The handle is open after this returns 0; close it with http_conn_close.
+int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
+                   size_t in_cap);
+
+// Starts reading and parsing. Safe to call when already reading.
+int http_conn_start(HttpConn* c);
+// Stops reading (backpressure); buffered bytes stay until http_conn_start.
+void http_conn_stop(HttpConn* c);
+// Continues after on_message_end answered pause: parses what is buffered, then reads again.
+void http_conn_resume(HttpConn* c);
+
+// Resets the parser for a new exchange on a kept-alive client connection (response side).
+void http_conn_reset_parser(HttpConn* c);
+
+// Writes n buffers in order; returns 0 or a negative libuv code (the connection is then broken).
+int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n);
+inline int http_conn_write(HttpConn* c, const char* data, size_t len) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  return http_conn_write(c, &b, 1);
+}
+
+// Closes the connection: no more events; on_close runs later. Idempotent. With reset, sends RST.
+void http_conn_close(HttpConn* c, bool reset = false);
+
+// The connection that embeds handle (for uv callbacks).
+inline HttpConn* http_conn_of(uv_handle_t* handle) { return reinterpret_cast<HttpConn*>(handle); }

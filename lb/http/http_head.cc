@@ -1,0 +1,122 @@
+#include "lb/http/http_head.h"
+
+#include <strings.h>
+
+void http_head_reset(HttpHead* h) {
+  h->buf.clear();
+  h->headers.clear();
+  h->url_off = h->url_len = 0;
+  h->method = HTTP_GET;
+  h->status = 0;
+  h->major = h->minor = 1;
+  h->keep_alive = true;
+  h->chunked = false;
+  h->content_length = -1;
+  h->in_value = false;
+  h->over_limit = false;
+}
+
+static int head_append(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
+  if (h->over_limit || h->buf.size() + len > lim.max_bytes) {
+    h->over_limit = true;
+    return -1;
+  }
+  h->buf.append(at, len);
+  return 0;
+}
+
+int http_head_add_url(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
+  if (h->url_len == 0) h->url_off = static_cast<uint32_t>(h->buf.size());
+  if (head_append(h, lim, at, len) != 0) return -1;
+  h->url_len += static_cast<uint32_t>(len);
+  return 0;
+}
+
+int http_head_add_field(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
+  if (h->headers.empty() || h->in_value) {
+    if (h->headers.size() >= lim.max_headers) {
+      h->over_limit = true;
+      return -1;
+    }
+    uint32_t off = static_cast<uint32_t>(h->buf.size());
+    h->headers.push_back(HttpHeader{off, 0, off, 0});
+    h->in_value = false;
+  }
+  if (head_append(h, lim, at, len) != 0) return -1;
+  h->headers.back().name_len += static_cast<uint32_t>(len);
+  h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
+  return 0;
+}
+
+int http_head_add_value(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
+  if (h->headers.empty()) return -1;  // llhttp never sends a value before a field
+  h->in_value = true;
+  if (head_append(h, lim, at, len) != 0) return -1;
+  h->headers.back().value_len += static_cast<uint32_t>(len);
+  return 0;
+}
+
+void http_head_finish(HttpHead* h, const llhttp_t* p) {
+  h->method = static_cast<llhttp_method_t>(p->method);
+  h->status = p->status_code;
+  h->major = p->http_major;
+  h->minor = p->http_minor;
+  h->keep_alive = llhttp_should_keep_alive(p) != 0;
+  h->chunked = (p->flags & F_CHUNKED) != 0;
+  h->content_length = (p->flags & F_CONTENT_LENGTH) ? static_cast<int64_t>(p->content_length) : -1;
+}
+
+bool http_iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+static std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+bool http_head_get(const HttpHead& h, std::string_view name, std::string_view* value) {
+  for (const HttpHeader& hd : h.headers) {
+    if (http_iequals(http_head_name(h, hd), name)) {
+      *value = trim(http_head_value(h, hd));
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view http_url_path(std::string_view url) {
+  size_t end = url.find_first_of("?#");
+  return end == std::string_view::npos ? url : url.substr(0, end);
+}
+
+bool http_url_query(std::string_view url, std::string_view key, std::string_view* value) {
+  size_t q = url.find('?');
+  if (q == std::string_view::npos) return false;
+  std::string_view rest = url.substr(q + 1);
+  size_t hash = rest.find('#');
+  if (hash != std::string_view::npos) rest = rest.substr(0, hash);
+  while (!rest.empty()) {
+    size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    size_t eq = pair.find('=');
+    std::string_view k = pair.substr(0, eq);
+    if (k == key) {
+      *value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+      return true;
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return false;
+}
+
+bool http_is_hop_by_hop(std::string_view name) {
+  static const std::string_view hop[] = {"connection", "keep-alive", "proxy-connection",
+                                         "te", "trailer", "upgrade", "proxy-authenticate",
+                                         "proxy-authorization"};
+  for (std::string_view h : hop)
+    if (http_iequals(name, h)) return true;
+  return false;
+}

@@ -1,0 +1,75 @@
+// http_head: one parsed HTTP message head (request or response), accumulated from llhttp's data
+// callbacks, which may deliver the URL, a header name or a header value in several pieces.
+//
+// All text lives in one buffer owned by the head; headers are offsets into it, so a head is reused
+// message after message without allocating once its buffer has grown.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <llhttp.h>
+
+struct HttpHeader {
+  uint32_t name_off, name_len;
+  uint32_t value_off, value_len;
+};
+
+// Limits a head enforces while it accumulates (a request over them gets 431).
+struct HttpHeadLimits {
+  uint32_t max_bytes = 16 * 1024;  // URL and all header names and values together
+  uint32_t max_headers = 100;
+};
+
+struct HttpHead {
+  std::string buf;
+  std::vector<HttpHeader> headers;
+  uint32_t url_off = 0, url_len = 0;
+  // Filled by http_head_finish when the head is complete.
+  llhttp_method_t method = HTTP_GET;
+  int status = 0;
+  uint8_t major = 1, minor = 1;
+  bool keep_alive = true;
+  bool chunked = false;
+  int64_t content_length = -1;  // -1: none given
+  // Accumulation state.
+  bool in_value = false;
+  bool over_limit = false;
+};
+
+void http_head_reset(HttpHead* h);
+
+// Appends a piece of the URL, a header name or a header value. They return 0, or -1 once the head is
+// over its limits (over_limit stays set; the caller answers 431 or fails the message).
+int http_head_add_url(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len);
+int http_head_add_field(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len);
+int http_head_add_value(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len);
+
+// Copies method, status, version and framing from the parser at on_headers_complete.
+void http_head_finish(HttpHead* h, const llhttp_t* parser);
+
+inline std::string_view http_head_url(const HttpHead& h) {
+  return std::string_view(h.buf.data() + h.url_off, h.url_len);
+}
+inline std::string_view http_head_name(const HttpHead& h, const HttpHeader& hd) {
+  return std::string_view(h.buf.data() + hd.name_off, hd.name_len);
+}
+inline std::string_view http_head_value(const HttpHead& h, const HttpHeader& hd) {
+  return std::string_view(h.buf.data() + hd.value_off, hd.value_len);
+}
+
+// The value of the first header called name (ASCII case-insensitive), or nullptr-data view when absent.
+// Leading and trailing spaces of the value are trimmed.
+bool http_head_get(const HttpHead& h, std::string_view name, std::string_view* value);
+
+// The path of the URL: up to '?' or '#'.
+std::string_view http_url_path(std::string_view url);
+// The value of query parameter key in url ("a=1&b=2"), false when absent.
+bool http_url_query(std::string_view url, std::string_view key, std::string_view* value);
+
+bool http_iequals(std::string_view a, std::string_view b);
+// True for the hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), and Content-Length and
+// Transfer-Encoding are not among them.
+bool http_is_hop_by_hop(std::string_view name);

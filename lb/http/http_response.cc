@@ -1,0 +1,58 @@
+#include "lb/http/http_response.h"
+
+const char* http_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";  // the reason phrase is optional (RFC 9112 §4)
+  }
+}
+
+void http_append_response(std::string* out, int status, std::string_view content_type,
+                          std::string_view body, bool keep_alive, std::string_view extra) {
+  out->append("HTTP/1.1 ");
+  out->append(std::to_string(status));
+  out->push_back(' ');
+  out->append(http_reason(status));
+  out->append("\r\n");
+  if (!content_type.empty()) {
+    out->append("Content-Type: ");
+    out->append(content_type);
+    out->append("\r\n");
+  }
+  out->append("Content-Length: ");
+  out->append(std::to_string(body.size()));
+  out->append(keep_alive ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n");
+  out->append(extra);
+  out->append("\r\n");
+  out->append(body);
+}

@@ -1,0 +1,15 @@
+// http_response: formatting of responses that a component answers itself (replica routes, admin API,
+// the proxy's own errors). Proxied responses are rewritten in lb/proxy.cc, not here.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+// The reason phrase for status ("OK", "Not Found"); "Unknown" for codes llhttp does not name.
+const char* http_reason(int status);
+
+// Appends a complete HTTP/1.1 response to out: status line, Content-Type (when body or content_type is
+// non-empty), Content-Length, Connection: keep-alive or close, extra (complete header lines, each ending
+// in \r\n, may be empty), and body.
+void http_append_response(std::string* out, int status, std::string_view content_type,
+                          std::string_view body, bool keep_alive, std::string_view extra = {});

@@ -1,0 +1,189 @@
+#include "lb/http/http_server.h"
+
+#include <arpa/inet.h>
+#include <cstring>
+#include <netinet/in.h>
+
+namespace {
+
+HttpServer* server_of(uv_handle_t* h) { return static_cast<HttpServer*>(h->data); }
+
+void server_link(HttpServer* s, HttpConn* c) {
+  c->server = s;
+  c->prev = nullptr;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->conn_count++;
+}
+
+void maybe_stopped(HttpServer* s) {
+  if (s->stopping && s->conn_count == 0 && s->open_handles == 0 && s->on_stopped) {
+    auto cb = s->on_stopped;
+    s->on_stopped = nullptr;
+    cb(s);
+  }
+}
+
+void on_handle_closed(uv_handle_t* h) {
+  HttpServer* s = server_of(h);
+  s->open_handles--;
+  maybe_stopped(s);
+}
+
+void close_idle(HttpServer* s) {
+  for (HttpConn* c = s->conns; c != nullptr; c = c->next)
+    if (http_conn_idle(c)) http_conn_close(c);
+}
+
+void on_sweep(uv_timer_t* t) {
+  HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(t));
+  uint64_t now = uv_now(s->loop);
+  for (HttpConn* c = s->conns; c != nullptr; c = c->next)
+    if (c->deadline != 0 && now >= c->deadline) http_conn_close(c, /*reset=*/true);
+  if (s->stopping) close_idle(s);
+}
+
+void on_connection(uv_stream_t* listener, int status) {
+  HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(listener));
+  if (status != 0 || s->stopping) return;
+  HttpConn* c = s->on_accept(s);
+  if (c == nullptr) {
+    // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
+    uv_tcp_t tmp;
+    if (uv_tcp_init(s->loop, &tmp) == 0) {
+      uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tmp));
+      uv_close(reinterpret_cast<uv_handle_t*>(&tmp), nullptr);
+    }
+    return;
+  }
+  server_link(s, c);
+  c->limits = s->config.limits;
+  c->header_timeout_ms = s->config.header_timeout_ms;
+  c->idle_timeout_ms = s->config.idle_timeout_ms;
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+    http_conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->deadline = c->header_timeout_ms ? uv_now(s->loop) + c->header_timeout_ms : 0;
+  if (http_conn_start(c) != 0) http_conn_close(c);
+}
+
+int server_init(HttpServer* s, uv_loop_t* loop) {
+  s->loop = loop;
+  int rc = uv_tcp_init(loop, &s->listener);
+  if (rc != 0) return rc;
+  s->listener.data = s;
+  s->open_handles++;
+  uv_timer_init(loop, &s->sweep);
+  s->sweep.data = s;
+  s->open_handles++;
+  uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&s->sweep));
+  return 0;
+}
+
+int server_finish(HttpServer* s, std::string* bound) {
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&s->listener), s->config.backlog, on_connection);
+  if (rc != 0) return rc;
+  if (bound) {
+    struct sockaddr_storage addr;
+    int len = sizeof addr;
+    uv_tcp_getsockname(&s->listener, reinterpret_cast<struct sockaddr*>(&addr), &len);
+    *bound = http_format_address(reinterpret_cast<struct sockaddr*>(&addr));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int http_parse_address(const std::string& text, struct sockaddr_storage* addr) {
+  std::string host = "0.0.0.0", port = text;
+  if (!text.empty() && text[0] == '[') {
+    size_t end = text.find("]:");
+    if (end == std::string::npos) return UV_EINVAL;
+    host = text.substr(1, end - 1);
+    port = text.substr(end + 2);
+  } else if (size_t colon = text.rfind(':'); colon != std::string::npos) {
+    if (colon > 0) host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    return UV_EINVAL;
+  int p = std::stoi(port);
+  if (p > 65535) return UV_EINVAL;
+  if (host == "localhost") host = "127.0.0.1";
+  memset(addr, 0, sizeof *addr);
+  if (uv_ip4_addr(host.c_str(), p, reinterpret_cast<struct sockaddr_in*>(addr)) == 0) return 0;
+  if (uv_ip6_addr(host.c_str(), p, reinterpret_cast<struct sockaddr_in6*>(addr)) == 0) return 0;
+  return UV_EINVAL;
+}
+
+std::string http_format_address(const struct sockaddr* addr) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (addr->sa_family == AF_INET) {
+    auto* a = reinterpret_cast<const struct sockaddr_in*>(addr);
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    return std::string(ip) + ":" + std::to_string(port);
+  }
+  auto* a = reinterpret_cast<const struct sockaddr_in6*>(addr);
+  uv_ip6_name(a, ip, sizeof ip);
+  port = ntohs(a->sin6_port);
+  return "[" + std::string(ip) + "]:" + std::to_string(port);
+}
+
+int http_server_listen(HttpServer* s, uv_loop_t* loop, const std::string& address,
+                       std::string* bound) {
+  struct sockaddr_storage addr;
+  int rc = http_parse_address(address, &addr);
+  if (rc != 0) return rc;
+  rc = server_init(s, loop);
+  if (rc != 0) return rc;
+  rc = uv_tcp_bind(&s->listener, reinterpret_cast<struct sockaddr*>(&addr), 0);
+  if (rc != 0) return rc;
+  return server_finish(s, bound);
+}
+
+int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound) {
+  int rc = server_init(s, loop);
+  if (rc != 0) return rc;
+  rc = uv_tcp_open(&s->listener, fd);
+  if (rc != 0) return rc;
+  return server_finish(s, bound);
+}
+
+bool http_server_stopping(const HttpServer* s) { return s->stopping; }
+
+void http_server_stop(HttpServer* s) {
+  if (s->stopping) return;
+  s->stopping = true;
+  if (s->open_handles == 0) {  // never listened
+    maybe_stopped(s);
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->listener), on_handle_closed);
+  // The sweep keeps running (referenced now) to close connections as they become idle.
+  uv_ref(reinterpret_cast<uv_handle_t*>(&s->sweep));
+  uv_timer_start(&s->sweep, on_sweep, 50, 50);
+  close_idle(s);
+  if (s->conn_count == 0) uv_close(reinterpret_cast<uv_handle_t*>(&s->sweep), on_handle_closed);
+}
+
+void http_server_forget(HttpServer* s, HttpConn* c) {
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = nullptr;
+  c->server = nullptr;
+  s->conn_count--;
+  if (s->stopping && s->conn_count == 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&s->sweep)))
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->sweep), on_handle_closed);
+  maybe_stopped(s);
+}
+
+bool http_conn_idle(const HttpConn* c) {
+  return !c->in_message && !c->paused && c->write_queued == 0 && c->in_start == c->in_end;
+}

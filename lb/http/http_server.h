@@ -1,0 +1,60 @@
+// http_server: a listening socket and the connections it accepted. Shared by the replica and the load
+// balancer (client side and admin listener).
+//
+// The owner supplies on_accept, which allocates whatever embeds an HttpConn, initialises it with
+// http_conn_init and returns it; the server accepts into it, links it for timeouts and shutdown, and
+// starts reading. A one-second sweep closes connections past their deadline (header read, idle).
+// http_server_stop stops accepting, closes idle connections, lets busy ones finish their exchange
+// (the owner should answer with Connection: close once http_server_stopping is true) and calls back
+// once every connection and the listener are closed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <uv.h>
+
+#include "lb/http/http_conn.h"
+
+struct HttpServerConfig {
+  uint32_t header_timeout_ms = 10000;
+  uint32_t idle_timeout_ms = 60000;
+  uint32_t read_buffer = 16 * 1024;
+  int backlog = 1024;
+  HttpHeadLimits limits;
+};
+
+struct HttpServer {
+  uv_loop_t* loop = nullptr;
+  uv_tcp_t listener;
+  uv_timer_t sweep;
+  HttpServerConfig config;
+  void* owner = nullptr;
+  // Allocates and initialises (http_conn_init) a connection; nullptr refuses the client.
+  HttpConn* (*on_accept)(HttpServer* s) = nullptr;
+  // Called once by http_server_stop when everything is closed.
+  void (*on_stopped)(HttpServer* s) = nullptr;
+  HttpConn* conns = nullptr;  // linked through HttpConn::prev/next
+  size_t conn_count = 0;
+  int open_handles = 0;
+  bool stopping = false;
+};
+
+// Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (host 0.0.0.0) into addr. Returns 0 or UV_EINVAL.
+int http_parse_address(const std::string& text, struct sockaddr_storage* addr);
+// "127.0.0.1:5000" for a bound address.
+std::string http_format_address(const struct sockaddr* addr);
+
+// Listens on address (http_parse_address form). Returns 0 or a negative libuv code; *bound gets the
+// actual address (useful with port 0).
+int http_server_listen(HttpServer* s, uv_loop_t* loop, const std::string& address, std::string* bound);
+// Listens on an already bound and listening socket handed down by a parent (LISTEN_FDS style).
+int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound);
+
+bool http_server_stopping(const HttpServer* s);
+void http_server_stop(HttpServer* s);
+
+// Internal to the HTTP layer: unlinks a closed connection.
+void http_server_forget(HttpServer* s, HttpConn* c);
+// True when the connection is between messages with nothing queued (safe to close at shutdown).
+bool http_conn_idle(const HttpConn* c);

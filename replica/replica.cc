@@ -1,0 +1,365 @@
+// ringlb-replica: the replica server of the assignment (Task 1) on ringlb's HTTP layer.
+//
+//   GET /home       200 {"message": "Hello from Server: <ID>", "status": "successful"}
+//   GET /heartbeat  200, empty body
+//   anything else   404 with a JSON error
+//
+// With --debug-routes it also serves the routes ringlb's own tests need to exercise a proxy:
+//   GET /bytes?n=N   N bytes of body, streamed with backpressure
+//   POST /sink       reads the whole body, answers {"bytes": N}
+//   GET /sleep?ms=N  answers /home's body after N ms
+//
+// SIGTERM and SIGINT stop accepting, let in-flight exchanges finish and exit 0 (it runs as PID 1 in a
+// container, where an unhandled SIGTERM would be ignored). With --die-with-parent it exits when the
+// process that started it dies (the load balancer's process provisioner uses this).
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "lb/http/http_response.h"
+#include "lb/http/http_server.h"
+
+namespace {
+
+struct ReplicaConfig {
+  std::string id = "1";
+  std::string address = "0.0.0.0";
+  int port = 5000;
+  int listen_fd = -1;
+  bool debug_routes = false;
+  bool die_with_parent = false;
+};
+
+struct Replica {
+  uv_loop_t* loop;
+  HttpServer server;
+  ReplicaConfig config;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t force_exit;
+  std::string home_body;
+};
+
+// One accepted client connection. Streams of /bytes and the timer of /sleep live here.
+struct ReplicaConn {
+  HttpConn conn;  // first: http_conn_of(handle) is a ReplicaConn
+  Replica* replica;
+  uv_timer_t sleep_timer;
+  bool timer_open = false;
+  bool keep_alive = true;
+  uint64_t sink_bytes = 0;
+  uint64_t bytes_left = 0;  // /bytes still to send
+  std::string out;
+};
+
+Replica g_replica;
+
+ReplicaConn* rconn(HttpConn* c) { return reinterpret_cast<ReplicaConn*>(c); }
+
+bool keep_alive(ReplicaConn* rc) {
+  return rc->conn.head.keep_alive && !http_server_stopping(&rc->replica->server);
+}
+
+void respond(ReplicaConn* rc, int status, std::string_view body, std::string_view type) {
+  rc->keep_alive = keep_alive(rc);
+  rc->out.clear();
+  http_append_response(&rc->out, status, type, body, rc->keep_alive);
+  if (rc->conn.head.method == HTTP_HEAD) rc->out.resize(rc->out.size() - body.size());
+  if (http_conn_write(&rc->conn, rc->out.data(), rc->out.size()) != 0) http_conn_close(&rc->conn);
+}
+
+// After a response: close when the client or the shutdown asked for it.
+HttpNext finish_exchange(ReplicaConn* rc) {
+  if (!rc->keep_alive) {
+    if (rc->conn.write_queued == 0) http_conn_close(&rc->conn);
+    return HttpNext::pause;  // closed once the queue drains (on_drain)
+  }
+  return HttpNext::parse;
+}
+
+void not_found(ReplicaConn* rc, std::string_view path) {
+  std::string body = "{\"message\": \"<Error> '";
+  body.append(path);
+  body.append("' endpoint does not exist in server replica\", \"status\": \"failure\"}");
+  respond(rc, 404, body, "application/json");
+}
+
+// Streams the rest of a /bytes body: writes 64 KiB at a time while the socket takes them, and waits
+// for on_drain when it does not.
+void bytes_pump(ReplicaConn* rc) {
+  static char chunk[64 * 1024];
+  while (rc->bytes_left > 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
+    size_t n = rc->bytes_left < sizeof chunk ? rc->bytes_left : sizeof chunk;
+    memset(chunk, 'x', n);
+    rc->bytes_left -= n;
+    if (http_conn_write(&rc->conn, chunk, n) != 0) {
+      http_conn_close(&rc->conn);
+      return;
+    }
+  }
+  if (rc->bytes_left == 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
+    if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+  }
+}
+
+void on_sleep_done(uv_timer_t* t) {
+  ReplicaConn* rc = static_cast<ReplicaConn*>(t->data);
+  respond(rc, 200, rc->replica->home_body, "application/json");
+  if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+}
+
+void on_head(HttpConn*) {}
+
+void on_body(HttpConn* c, const char*, size_t len) { rconn(c)->sink_bytes += len; }
+
+HttpNext on_message_end(HttpConn* c) {
+  ReplicaConn* rc = rconn(c);
+  const HttpHead& h = c->head;
+  std::string_view url = http_head_url(h);
+  std::string_view path = http_url_path(url);
+  bool get = h.method == HTTP_GET || h.method == HTTP_HEAD;
+  uint64_t sunk = rc->sink_bytes;
+  rc->sink_bytes = 0;
+
+  if (get && path == "/home") {
+    respond(rc, 200, rc->replica->home_body, "application/json");
+  } else if (get && path == "/heartbeat") {
+    respond(rc, 200, "", "");
+  } else if (rc->replica->config.debug_routes && h.method == HTTP_POST && path == "/sink") {
+    respond(rc, 200, "{\"bytes\": " + std::to_string(sunk) + "}", "application/json");
+  } else if (rc->replica->config.debug_routes && get && path == "/bytes") {
+    std::string_view n;
+    uint64_t count = http_url_query(url, "n", &n) ? strtoull(std::string(n).c_str(), nullptr, 10) : 0;
+    rc->keep_alive = keep_alive(rc);
+    rc->out.clear();
+    rc->out.append("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ");
+    rc->out.append(std::to_string(count));
+    rc->out.append(rc->keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
+    if (http_conn_write(c, rc->out.data(), rc->out.size()) != 0) {
+      http_conn_close(c);
+      return HttpNext::pause;
+    }
+    rc->bytes_left = h.method == HTTP_HEAD ? 0 : count;
+    if (c->write_queued == 0) {
+      bytes_pump(rc);
+      if (rc->bytes_left == 0 && c->write_queued == 0) return HttpNext::pause;  // pump resumed us
+    }
+    return HttpNext::pause;
+  } else if (rc->replica->config.debug_routes && get && path == "/sleep") {
+    std::string_view ms;
+    uint64_t wait = http_url_query(url, "ms", &ms) ? strtoull(std::string(ms).c_str(), nullptr, 10) : 0;
+    if (!rc->timer_open) {
+      uv_timer_init(c->tcp.loop, &rc->sleep_timer);
+      rc->sleep_timer.data = rc;
+      rc->timer_open = true;
+    }
+    uv_timer_start(&rc->sleep_timer, on_sleep_done, wait, 0);
+    return HttpNext::pause;
+  } else {
+    not_found(rc, path);
+  }
+  return finish_exchange(rc);
+}
+
+void on_drain(HttpConn* c) {
+  ReplicaConn* rc = rconn(c);
+  if (rc->bytes_left > 0) {
+    bytes_pump(rc);
+  } else if (!rc->keep_alive) {
+    http_conn_close(c);
+  }
+}
+
+void on_error(HttpConn* c, int err) {
+  ReplicaConn* rc = rconn(c);
+  if (err == HTTP_E_TOO_LARGE || err == HTTP_E_PARSE) {
+    int status = err == HTTP_E_TOO_LARGE ? 431 : 400;
+    std::string body = "{\"message\": \"<Error> ";
+    body.append(err == HTTP_E_TOO_LARGE ? "request header fields too large" : "malformed request");
+    body.append("\", \"status\": \"failure\"}");
+    rc->out.clear();
+    http_append_response(&rc->out, status, "application/json", body, false);
+    rc->keep_alive = false;
+    http_conn_write(c, rc->out.data(), rc->out.size());
+    if (c->write_queued > 0) return;  // on_drain closes
+  }
+  http_conn_close(c);
+}
+
+void free_conn(uv_handle_t* h) { delete static_cast<ReplicaConn*>(h->data); }
+
+void on_close(HttpConn* c) {
+  ReplicaConn* rc = rconn(c);
+  if (rc->timer_open) {
+    rc->sleep_timer.data = rc;
+    uv_close(reinterpret_cast<uv_handle_t*>(&rc->sleep_timer), free_conn);
+  } else {
+    delete rc;
+  }
+}
+
+const HttpConnHandlers kHandlers = {on_head, on_body, on_message_end, on_error, on_drain, on_close};
+
+HttpConn* on_accept(HttpServer* s) {
+  Replica* r = static_cast<Replica*>(s->owner);
+  ReplicaConn* rc = new ReplicaConn();
+  rc->replica = r;
+  if (http_conn_init(r->loop, &rc->conn, HTTP_REQUEST, &kHandlers, s->config.read_buffer) != 0) {
+    delete rc;
+    return nullptr;
+  }
+  return &rc->conn;
+}
+
+void close_walk(uv_handle_t* h, void*) {
+  if (!uv_is_closing(h)) uv_close(h, nullptr);
+}
+
+void on_stopped(HttpServer* s) {
+  Replica* r = static_cast<Replica*>(s->owner);
+  uv_close(reinterpret_cast<uv_handle_t*>(&r->sigterm), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&r->sigint), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&r->force_exit), nullptr);
+}
+
+void on_force_exit(uv_timer_t* t) {
+  // In-flight exchanges did not finish within the grace period: close whatever is left.
+  uv_walk(t->loop, close_walk, nullptr);
+}
+
+void on_signal(uv_signal_t* sig, int signum) {
+  Replica* r = static_cast<Replica*>(sig->data);
+  fprintf(stderr, "replica %s: signal %d, stopping\n", r->config.id.c_str(), signum);
+  uv_signal_stop(&r->sigterm);
+  uv_signal_stop(&r->sigint);
+  uv_timer_start(&r->force_exit, on_force_exit, 900, 0);
+  http_server_stop(&r->server);
+}
+
+void usage(FILE* out) {
+  fprintf(out,
+          "usage: ringlb-replica [--id ID] [--port PORT] [--address ADDR] [--listen-fd FD]\n"
+          "                      [--debug-routes] [--die-with-parent]\n"
+          "  --id ID          server id in /home answers (env SERVER_ID; default 1)\n"
+          "  --port PORT      TCP port (env PORT; default 5000)\n"
+          "  --address ADDR   address to bind (env ADDRESS; default 0.0.0.0)\n"
+          "  --listen-fd FD   serve an already listening socket (or env LISTEN_FDS=1: fd 3)\n"
+          "  --debug-routes   also serve /bytes, /sink and /sleep (tests)\n"
+          "  --die-with-parent  exit when the parent process dies\n");
+}
+
+bool parse_port(const char* text, int* port) {
+  char* end;
+  errno = 0;
+  long v = strtol(text, &end, 10);
+  if (errno || *end || end == text || v < 0 || v > 65535) return false;
+  *port = static_cast<int>(v);
+  return true;
+}
+
+int parse_args(int argc, char** argv, ReplicaConfig* cfg) {
+  if (const char* v = getenv("SERVER_ID"); v && *v) cfg->id = v;
+  if (const char* v = getenv("ADDRESS"); v && *v) cfg->address = v;
+  if (const char* v = getenv("PORT"); v && *v && !parse_port(v, &cfg->port)) {
+    fprintf(stderr, "ringlb-replica: PORT must be a port number (0-65535), got '%s'\n", v);
+    return 2;
+  }
+  if (const char* v = getenv("LISTEN_FDS"); v && strcmp(v, "1") == 0) cfg->listen_fd = 3;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "ringlb-replica: %s needs a value\n", name);
+        return nullptr;
+      }
+      return argv[++i];
+    };
+    const char* v = nullptr;
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      exit(0);
+    } else if (a == "--id") {
+      if (!(v = value("--id"))) return 2;
+      cfg->id = v;
+    } else if (a == "--port") {
+      if (!(v = value("--port"))) return 2;
+      if (!parse_port(v, &cfg->port)) {
+        fprintf(stderr, "ringlb-replica: --port must be a port number (0-65535), got '%s'\n", v);
+        return 2;
+      }
+    } else if (a == "--address") {
+      if (!(v = value("--address"))) return 2;
+      cfg->address = v;
+    } else if (a == "--listen-fd") {
+      if (!(v = value("--listen-fd"))) return 2;
+      cfg->listen_fd = atoi(v);
+    } else if (a == "--debug-routes") {
+      cfg->debug_routes = true;
+    } else if (a == "--die-with-parent") {
+      cfg->die_with_parent = true;
+    } else {
+      fprintf(stderr, "ringlb-replica: unknown option '%s'\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (cfg->id.empty() || cfg->id.find_first_of("\"\\\r\n") != std::string::npos) {
+    fprintf(stderr, "ringlb-replica: the server id must be non-empty text without quotes\n");
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Replica* r = &g_replica;
+  if (int rc = parse_args(argc, argv, &r->config); rc != 0) return rc;
+  if (r->config.die_with_parent) {
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent || parent == 1) return 0;  // the parent is already gone
+  }
+  r->home_body = "{\"message\": \"Hello from Server: " + r->config.id +
+                 "\", \"status\": \"successful\"}";
+  r->loop = uv_default_loop();
+  r->server.owner = r;
+  r->server.on_accept = on_accept;
+  r->server.on_stopped = on_stopped;
+
+  std::string bound;
+  int rc;
+  if (r->config.listen_fd >= 0) {
+    rc = http_server_listen_fd(&r->server, r->loop, r->config.listen_fd, &bound);
+  } else {
+    std::string addr = r->config.address;
+    if (addr.find(':') != std::string::npos) addr = "[" + addr + "]";
+    rc = http_server_listen(&r->server, r->loop, addr + ":" + std::to_string(r->config.port), &bound);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "ringlb-replica: cannot listen on %s:%d: %s\n", r->config.address.c_str(),
+            r->config.port, uv_strerror(rc));
+    return 1;
+  }
+  uv_signal_init(r->loop, &r->sigterm);
+  uv_signal_init(r->loop, &r->sigint);
+  r->sigterm.data = r->sigint.data = r;
+  uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&r->sigint, on_signal, SIGINT);
+  uv_timer_init(r->loop, &r->force_exit);
+  signal(SIGPIPE, SIG_IGN);
+  fprintf(stderr, "replica %s: listening on %s\n", r->config.id.c_str(), bound.c_str());
+
+  uv_run(r->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(r->loop) != 0) {
+    fprintf(stderr, "replica %s: handles left open at exit\n", r->config.id.c_str());
+    return 1;
+  }
+  fprintf(stderr, "replica %s: stopped\n", r->config.id.c_str());
+  return 0;
+}
