@@ -39,5 +39,11 @@ analysis: build
 	@deps/install.sh bench
 	bench/analysis.sh $(BUILD)
 
+# The two FROM scratch images (ringlb-replica:latest, ringlb:latest), built offline from this build's
+# binaries; needs a running Docker engine. Prints each image's size.
+images: build
+	@deps/install.sh docker
+	lb/image.sh $(BUILD) all
+
 clean:
 	rm -rf $(BUILD) build-asan

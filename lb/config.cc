@@ -82,7 +82,7 @@ const std::vector<Option>& options() {
          c->pool = v;
          return std::string();
        }},
-      {"docker-socket", "PATH", "Docker engine socket (default /var/run/docker.sock)", STR(docker_socket)},
+      {"docker-socket", "PATH", "Docker engine socket (default: DOCKER_HOST=unix://... or /var/run/docker.sock)", STR(docker_socket)},
       {"docker-network", "NAME", "host (replicas on 127.0.0.1 ports) or a user-defined bridge network",
        STR(docker_network)},
       {"replica-image", "IMAGE", "replica image (default ringlb-replica:latest)", STR(replica_image)},

@@ -27,7 +27,7 @@ struct Config {
   std::string replica_bin;            // process: default next to ringlb
   std::string pool = "ringlb";
   // Docker.
-  std::string docker_socket = "/var/run/docker.sock";
+  std::string docker_socket;  // empty: $DOCKER_HOST (unix://) or /var/run/docker.sock
   std::string docker_network = "host";
   std::string replica_image = "ringlb-replica:latest";
   uint16_t port_min = 20000, port_max = 20999;

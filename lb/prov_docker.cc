@@ -1,0 +1,763 @@
+#include "lb/prov_docker.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <set>
+
+#include "lb/docker_api.h"
+#include "lb/log.h"
+
+static const char kLabelPool[] = "ringlb.pool";
+static const char kLabelRingId[] = "ringlb.ring-id";
+static const char kLabelPort[] = "ringlb.port";
+static const uint16_t kBridgePort = 5000;
+static const long kCallTimeoutMs = 15000;  // create, start, inspect, list, remove
+static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
+static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
+static const int kEventsRetryMaxMs = 30000;
+
+struct ProvDocker;
+
+// One start(): create, start, and in host mode wait until the replica accepts connections. Owned by
+// the chain of callbacks that carries it; freed in start_finish once every handle it has is closed.
+struct StartOp {
+  ProvDocker* p = nullptr;
+  ReplicaSpec spec;
+  ProvStartCb cb;
+  ReplicaInstance inst;
+  bool conflict_retried = false;
+  uint64_t t0 = 0, t_created = 0, t_started = 0;
+  // readiness probe (host mode)
+  uv_tcp_t tcp;
+  uv_connect_t connect_req;
+  uv_timer_t timer;
+  int open_handles = 0;
+  bool probing = false;
+  bool connecting = false;
+  bool connected = false;
+  uint64_t deadline = 0;
+  bool died = false;
+  std::string died_cause;
+  // outcome, kept while handles close
+  int status = 0;
+  std::string error;
+};
+
+struct ListOp {
+  ProvDocker* p = nullptr;
+  ProvListCb cb;
+  std::vector<ReplicaInstance> running;
+  int pending = 0;  // removals still in flight
+};
+
+struct ProvDocker final : Provisioner {
+  uv_loop_t* loop = nullptr;
+  ProvDockerConfig cfg;
+  DockerApi* api = nullptr;
+  bool host_mode = true;
+  DockerStream* events = nullptr;
+  uv_timer_t events_retry;  // reconnects the events stream after it ended; data = this
+  int events_retry_ms = 1000;
+  std::set<uint16_t> ports_used;  // ports of containers we started or adopted, and reservations
+  uint16_t next_port = 0;
+  std::map<std::string, StartOp*> starting;  // by container id, from create until start_finish
+  std::set<std::string> quiet;               // ids we stop or remove ourselves: no on_exit for them
+  std::deque<std::string> quiet_order;
+  std::set<std::string> reported;  // ids whose exit on_exit already reported
+  int probes = 0;                  // StartOps with open handles
+  bool closing = false;
+  bool api_closing = false;
+  int close_pending = 0;
+  std::function<void()> close_cb;
+
+  const char* kind() const override { return "docker"; }
+  void start(const ReplicaSpec& spec, ProvStartCb cb) override;
+  void stop(const ReplicaInstance& inst, ProvDoneCb cb) override;
+  void list(ProvListCb cb) override;
+  void close(std::function<void()> cb) override;
+};
+
+// ---- small helpers ----
+
+static void quiet_add(ProvDocker* p, const std::string& id) {
+  if (id.empty() || !p->quiet.insert(id).second) return;
+  p->quiet_order.push_back(id);
+  if (p->quiet_order.size() > kQuietMax) {
+    p->quiet.erase(p->quiet_order.front());
+    p->quiet_order.pop_front();
+  }
+}
+
+static bool valid_name(const std::string& n) {
+  // Docker's rule ([a-zA-Z0-9][a-zA-Z0-9_.-]+) within DESIGN.md's length limit of 63.
+  if (n.size() < 2 || n.size() > 63) return false;
+  for (size_t i = 0; i < n.size(); i++) {
+    char c = n[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
+  }
+  return true;
+}
+
+static std::string short_id(const std::string& id) {
+  return id.substr(0, 12);
+}
+
+static double ms_since(uint64_t t) {
+  return (uv_hrtime() - t) / 1e6;
+}
+
+// Whether 127.0.0.1:port can be bound now (nothing listens on it, on 127.0.0.1 or on any address).
+static bool port_bindable(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Picks and reserves the next free port of the range, round robin so a port just given back is not
+// reused at once. Returns 0 when every port is taken.
+static uint16_t port_reserve(ProvDocker* p) {
+  uint32_t span = static_cast<uint32_t>(p->cfg.port_max) - p->cfg.port_min + 1;
+  for (uint32_t i = 0; i < span; i++) {
+    uint16_t port = p->next_port;
+    p->next_port = port >= p->cfg.port_max ? p->cfg.port_min : port + 1;
+    if (p->ports_used.count(port) || !port_bindable(port)) continue;
+    p->ports_used.insert(port);
+    return port;
+  }
+  return 0;
+}
+
+static std::string label_filter(const ProvDocker* p) {
+  json_t* f = json_pack("{s:[s]}", "label", (std::string(kLabelPool) + "=" + p->cfg.pool).c_str());
+  char* s = json_dumps(f, JSON_COMPACT);
+  std::string out = docker_url_escape(s);
+  free(s);
+  json_decref(f);
+  return out;
+}
+
+static const char* json_str(json_t* obj, const char* key) {
+  const char* s = json_string_value(json_object_get(obj, key));
+  return s ? s : "";
+}
+
+static bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
+  if (!s || !*s) return false;
+  char* end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || *end || v > max) return false;
+  *out = static_cast<uint32_t>(v);
+  return true;
+}
+
+// Removes a container we own (DELETE ?force=1&v=1), marking it quiet first so its die/destroy
+// events are not reported as failures. cb gets the reply; 204 and 404 both mean it is gone.
+static void remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
+  quiet_add(p, id);
+  docker_api_call(p->api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
+                  nullptr, kCallTimeoutMs, std::move(cb));
+}
+
+static bool removed_ok(const DockerReply& r) {
+  return r.status == 0 && (r.http_status == 204 || r.http_status == 404);
+}
+
+// A failed reply as (errno, sentence). what says what we tried ("cannot create replica server1").
+static int reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
+  if (r.status != 0) {
+    *err = what + ": " + r.error;
+    return r.status == -ECANCELED ? -ECANCELED : -EIO;
+  }
+  std::string msg = docker_error_message(r);
+  *err = what + ": Docker says \"" + msg + "\"";
+  if (r.http_status == 404) {
+    if (msg.rfind("No such image", 0) == 0)
+      *err += " (build the image with `make images`, or pass another image)";
+    return -ENOENT;
+  }
+  if (r.http_status == 400) return -EINVAL;
+  if (r.http_status == 409) return -EEXIST;
+  return -EIO;
+}
+
+// ---- start ----
+
+static void start_create(StartOp* op);
+static void probe_begin(StartOp* op);
+static void maybe_close_api(ProvDocker* p);
+
+// Delivers the outcome of op and frees it. Runs from a callback, never from start() itself.
+static void start_finish(StartOp* op) {
+  ProvDocker* p = op->p;
+  if (!op->inst.id.empty()) p->starting.erase(op->inst.id);
+  if (op->status != 0) {
+    if (p->host_mode && op->inst.port) p->ports_used.erase(op->inst.port);
+    LOG_WARN("docker: start of replica %s failed: %s", op->spec.name.c_str(), op->error.c_str());
+  } else {
+    LOG_INFO(
+        "docker: replica %s up as container %s at %s:%u in %.0f ms (create %.0f, start %.0f, "
+        "listen %.0f)",
+        op->spec.name.c_str(), short_id(op->inst.id).c_str(), op->inst.host.c_str(), op->inst.port,
+        ms_since(op->t0), (op->t_created - op->t0) / 1e6, (op->t_started - op->t_created) / 1e6,
+        (uv_hrtime() - op->t_started) / 1e6);
+  }
+  ReplicaInstance none;
+  op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
+  delete op;
+}
+
+// Fails op. When a container was created it is removed first, so a failed start leaves nothing.
+static void start_fail(StartOp* op, int status, const std::string& error) {
+  op->status = status;
+  op->error = error;
+  if (op->inst.id.empty() || op->p->closing) {
+    start_finish(op);
+    return;
+  }
+  remove_container(op->p, op->inst.id, [op](const DockerReply& r) {
+    if (!removed_ok(r))
+      LOG_WARN("docker: could not remove container %s of failed replica %s: %s",
+               short_id(op->inst.id).c_str(), op->spec.name.c_str(),
+               docker_error_message(r).c_str());
+    start_finish(op);
+  });
+}
+
+static void start_cancelled(StartOp* op) {
+  op->status = -ECANCELED;
+  op->error = "the docker provisioner closed while replica " + op->spec.name + " was starting";
+  start_finish(op);
+}
+
+static void on_start_answered(StartOp* op, const DockerReply& r) {
+  if (op->p->closing) return start_cancelled(op);
+  if (r.status != 0 || (r.http_status != 204 && r.http_status != 304)) {
+    std::string err;
+    int st = reply_failure(r, "cannot start replica " + op->spec.name, &err);
+    return start_fail(op, st, err);
+  }
+  op->t_started = uv_hrtime();
+  if (op->p->host_mode) return probe_begin(op);
+  start_finish(op);  // bridge: readiness is the registry's heartbeat
+}
+
+static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
+  ProvDocker* p = op->p;
+  if (p->closing) return start_cancelled(op);
+  if (r.status == 0 && r.http_status == 404 && !op->conflict_retried) {
+    op->conflict_retried = true;  // it went away meanwhile
+    return start_create(op);
+  }
+  json_t* j = r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  if (!j) {
+    std::string err;
+    int st = reply_failure(r, "cannot inspect container " + op->spec.name, &err);
+    return start_fail(op, st == -ENOENT ? -EIO : st, err);
+  }
+  std::string id = json_str(j, "Id");
+  json_t* labels = json_object_get(json_object_get(j, "Config"), "Labels");
+  std::string owner = json_str(labels, kLabelPool);
+  bool running = json_is_true(json_object_get(json_object_get(j, "State"), "Running"));
+  std::string image = json_str(json_object_get(j, "Config"), "Image");
+  json_decref(j);
+  if (owner != p->cfg.pool) {
+    return start_fail(op, -EEXIST,
+                      "cannot create replica " + op->spec.name +
+                          ": the name is taken by container " + short_id(id) + " (image " + image +
+                          ")" + (owner.empty() ? "" : ", owned by pool " + owner) +
+                          ", which pool " + p->cfg.pool +
+                          " does not own; remove or rename that container");
+  }
+  if (running || op->conflict_retried) {
+    return start_fail(op, -EEXIST,
+                      "cannot create replica " + op->spec.name + ": pool " + p->cfg.pool +
+                          " already has a container of that name (" + short_id(id) +
+                          (running ? ", running; list() adopts it)" : ")"));
+  }
+  // Our own leftover that is not running (a crash or an interrupted start): replace it once.
+  op->conflict_retried = true;
+  LOG_INFO("docker: removing leftover container %s (%s) of pool %s", op->spec.name.c_str(),
+           short_id(id).c_str(), p->cfg.pool.c_str());
+  remove_container(p, id, [op](const DockerReply& rr) {
+    if (op->p->closing) return start_cancelled(op);
+    if (!removed_ok(rr)) {
+      std::string err;
+      int st = reply_failure(rr, "cannot remove leftover container " + op->spec.name, &err);
+      return start_fail(op, st, err);
+    }
+    start_create(op);
+  });
+}
+
+static void on_created(StartOp* op, const DockerReply& r) {
+  ProvDocker* p = op->p;
+  if (r.status == 0 && r.http_status == 201) {
+    json_t* j = docker_reply_json(r);
+    op->inst.id = j ? json_str(j, "Id") : "";
+    if (j) json_decref(j);
+    op->t_created = uv_hrtime();
+    if (op->inst.id.empty())
+      return start_fail(op, -EIO, "Docker created " + op->spec.name + " without an Id");
+    p->starting[op->inst.id] = op;
+    if (p->closing) return start_cancelled(op);
+    docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
+                    kCallTimeoutMs, [op](const DockerReply& rr) { on_start_answered(op, rr); });
+    return;
+  }
+  if (p->closing) return start_cancelled(op);
+  if (r.status == 0 && r.http_status == 409) {
+    docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
+                    nullptr, kCallTimeoutMs,
+                    [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
+    return;
+  }
+  std::string err;
+  int st = reply_failure(r, "cannot create replica " + op->spec.name, &err);
+  start_fail(op, st, err);
+}
+
+// The create body: image, env, labels, network; no restart policy (the LB heals, not the engine).
+static json_t* create_body(const ProvDocker* p, const StartOp* op) {
+  const std::string& name = op->spec.name;
+  std::string port = std::to_string(op->inst.port);
+  json_t* env = json_array();
+  json_array_append_new(env, json_string(("SERVER_ID=" + name).c_str()));
+  json_array_append_new(env, json_string(("PORT=" + port).c_str()));
+  if (p->host_mode) json_array_append_new(env, json_string("ADDRESS=127.0.0.1"));
+  json_t* labels = json_pack("{s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelRingId,
+                             std::to_string(op->spec.ring_id).c_str(), kLabelPort, port.c_str());
+  json_t* host_config = json_pack("{s:s, s:{s:s}}", "NetworkMode", p->cfg.network.c_str(),
+                                  "RestartPolicy", "Name", "no");
+  json_t* body =
+      json_pack("{s:s, s:o, s:o, s:i, s:o}", "Image", p->cfg.image.c_str(), "Env", env, "Labels",
+                labels, "StopTimeout", p->cfg.stop_grace_s, "HostConfig", host_config);
+  if (!p->host_mode) {
+    json_object_set_new(body, "Hostname", json_string(name.c_str()));
+    json_t* endpoint = json_pack("{s:[s]}", "Aliases", name.c_str());
+    json_t* endpoints = json_object();
+    json_object_set_new(endpoints, p->cfg.network.c_str(), endpoint);
+    json_object_set_new(body, "NetworkingConfig", json_pack("{s:o}", "EndpointsConfig", endpoints));
+  }
+  return body;
+}
+
+static void start_create(StartOp* op) {
+  json_t* body = create_body(op->p, op);
+  docker_api_call(op->p->api, "POST", "/containers/create?name=" + docker_url_escape(op->spec.name),
+                  body, kCallTimeoutMs, [op](const DockerReply& r) { on_created(op, r); });
+  json_decref(body);
+}
+
+void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
+  StartOp* op = new StartOp;
+  op->p = this;
+  op->spec = spec;
+  op->cb = std::move(cb);
+  op->t0 = uv_hrtime();
+  op->inst.name = spec.name;
+  op->inst.ring_id = spec.ring_id;
+  op->inst.host = host_mode ? "127.0.0.1" : spec.name;
+  op->inst.port = host_mode ? 0 : kBridgePort;
+  std::string err;
+  int st = 0;
+  if (closing) {
+    st = -ECANCELED;
+    err = "the docker provisioner is closing";
+  } else if (!valid_name(spec.name)) {
+    st = -EINVAL;
+    err = "invalid replica name \"" + spec.name +
+          "\": use 2 to 63 of A-Z a-z 0-9 _ . -, starting with a letter or digit";
+  } else if (host_mode && (op->inst.port = port_reserve(this)) == 0) {
+    st = -EADDRINUSE;
+    err = "no free port for replica " + spec.name + " in " + std::to_string(cfg.port_min) + "-" +
+          std::to_string(cfg.port_max);
+  }
+  if (st != 0) {
+    op->status = st;
+    op->error = err;
+    docker_api_defer(api, [op] { start_finish(op); });
+    return;
+  }
+  start_create(op);
+}
+
+// ---- readiness probe (host mode): connect to 127.0.0.1:port until it accepts ----
+
+static void probe_attempt(StartOp* op);
+
+static void on_probe_timer_closed(uv_handle_t* h) {
+  StartOp* op = static_cast<StartOp*>(h->data);
+  ProvDocker* p = op->p;
+  p->probes--;
+  if (op->status == -ECANCELED)
+    start_finish(op);
+  else if (op->status != 0)
+    start_fail(op, op->status, op->error);
+  else
+    start_finish(op);
+  maybe_close_api(p);
+}
+
+// Ends the probe with status (0 = listening); the outcome is applied once the timer is closed.
+static void probe_end(StartOp* op, int status, const std::string& error) {
+  op->probing = false;
+  op->status = status;
+  op->error = error;
+  uv_close(reinterpret_cast<uv_handle_t*>(&op->timer), on_probe_timer_closed);
+}
+
+static void on_probe_timer(uv_timer_t* t) {
+  probe_attempt(static_cast<StartOp*>(t->data));
+}
+
+static void on_probe_tcp_closed(uv_handle_t* h) {
+  StartOp* op = static_cast<StartOp*>(h->data);
+  op->connecting = false;
+  ProvDocker* p = op->p;
+  if (p->closing) {
+    return probe_end(
+        op, -ECANCELED,
+        "the docker provisioner closed while replica " + op->spec.name + " was starting");
+  }
+  if (op->connected) return probe_end(op, 0, "");
+  if (op->died) {
+    return probe_end(op, -EIO,
+                     "replica " + op->spec.name + " (container " + short_id(op->inst.id) + ") " +
+                         op->died_cause +
+                         " before listening on 127.0.0.1:" + std::to_string(op->inst.port));
+  }
+  if (uv_now(p->loop) >= op->deadline) {
+    return probe_end(op, -ETIMEDOUT,
+                     "replica " + op->spec.name + " (container " + short_id(op->inst.id) +
+                         ") did not listen on 127.0.0.1:" + std::to_string(op->inst.port) +
+                         " within " + std::to_string(p->cfg.ready_timeout_ms) + " ms");
+  }
+  uv_timer_start(&op->timer, on_probe_timer, kProbeIntervalMs, 0);
+}
+
+static void on_probe_connect(uv_connect_t* req, int status) {
+  StartOp* op = static_cast<StartOp*>(req->data);
+  op->connected = status == 0;
+  uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_tcp_closed);
+}
+
+static void probe_attempt(StartOp* op) {
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", op->inst.port, &addr);
+  uv_tcp_init(op->p->loop, &op->tcp);
+  op->tcp.data = op;
+  op->connect_req.data = op;
+  op->connecting = true;
+  int rc = uv_tcp_connect(&op->connect_req, &op->tcp, reinterpret_cast<const sockaddr*>(&addr),
+                          on_probe_connect);
+  if (rc != 0) {
+    op->connected = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_tcp_closed);
+  }
+}
+
+static void probe_begin(StartOp* op) {
+  ProvDocker* p = op->p;
+  uv_timer_init(p->loop, &op->timer);
+  op->timer.data = op;
+  op->probing = true;
+  p->probes++;
+  op->deadline = uv_now(p->loop) + p->cfg.ready_timeout_ms;
+  probe_attempt(op);
+}
+
+// ---- stop ----
+
+void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
+  std::string id = inst.id.empty() ? inst.name : inst.id;
+  uint64_t t0 = uv_hrtime();
+  if (closing) {
+    docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
+    return;
+  }
+  quiet_add(this, id);
+  std::string path =
+      "/containers/" + docker_url_escape(id) + "/stop?t=" + std::to_string(cfg.stop_grace_s);
+  long timeout = (cfg.stop_grace_s + 15) * 1000L;  // the engine waits up to t s before it answers
+  uint16_t port = host_mode ? inst.port : 0;
+  std::string name = inst.name;
+  docker_api_call(
+      api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
+        double stop_ms = ms_since(t0);
+        if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
+          LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
+                   docker_error_message(r).c_str());
+        remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
+          if (!removed_ok(rr)) {
+            std::string err;
+            int st = reply_failure(rr, "cannot remove replica " + name, &err);
+            LOG_WARN("docker: %s", err.c_str());
+            cb(st == -ENOENT ? -EIO : st, err);
+            return;
+          }
+          if (port) ports_used.erase(port);
+          LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
+                   name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
+          cb(0, "");
+        });
+      });
+}
+
+// ---- list (adoption) ----
+
+static void list_finish_one(ListOp* op) {
+  if (--op->pending > 0) return;
+  op->cb(0, "", op->running);
+  delete op;
+}
+
+static void on_listed(ListOp* op, const DockerReply& r) {
+  ProvDocker* p = op->p;
+  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  if (!json_is_array(arr)) {
+    if (arr) json_decref(arr);
+    std::string err;
+    int st = reply_failure(r, "cannot list the containers of pool " + p->cfg.pool, &err);
+    if (r.status == 0 && r.http_status == 200)
+      err = "the engine's container list is not a JSON array";
+    op->cb(st == 0 || st == -ENOENT ? -EIO : st, err, {});
+    delete op;
+    return;
+  }
+  op->pending = 1;  // held until the loop below is done
+  size_t i;
+  json_t* c;
+  json_array_foreach(arr, i, c) {
+    std::string id = json_str(c, "Id");
+    std::string state = json_str(c, "State");
+    const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
+    json_t* labels = json_object_get(c, "Labels");
+    std::string mode = json_str(json_object_get(c, "HostConfig"), "NetworkMode");
+    ReplicaInstance inst;
+    inst.id = id;
+    inst.name = name ? (name[0] == '/' ? name + 1 : name) : "";
+    uint32_t ring_id = 0, port = 0;
+    bool labels_ok = parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) &&
+                     parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0;
+    bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
+    if (state == "removing") continue;
+    if (state == "running" && labels_ok && net_ok && !inst.name.empty()) {
+      inst.ring_id = ring_id;
+      inst.port = static_cast<uint16_t>(port);
+      inst.host = p->host_mode ? "127.0.0.1" : inst.name;
+      if (p->host_mode) p->ports_used.insert(inst.port);
+      op->running.push_back(inst);
+      continue;
+    }
+    const char* why = state != "running" ? state.c_str()
+                      : !labels_ok       ? "bad labels"
+                                         : "other network";
+    LOG_INFO("docker: removing container %s (%s) of pool %s: %s", inst.name.c_str(),
+             short_id(id).c_str(), p->cfg.pool.c_str(), why);
+    if (p->host_mode && labels_ok) p->ports_used.erase(static_cast<uint16_t>(port));
+    op->pending++;
+    remove_container(p, id, [op, inst](const DockerReply& rr) {
+      if (!removed_ok(rr))
+        LOG_WARN("docker: could not remove container %s: %s", inst.name.c_str(),
+                 docker_error_message(rr).c_str());
+      list_finish_one(op);
+    });
+  }
+  json_decref(arr);
+  list_finish_one(op);
+}
+
+void ProvDocker::list(ProvListCb cb) {
+  ListOp* op = new ListOp;
+  op->p = this;
+  op->cb = std::move(cb);
+  docker_api_call(api, "GET", "/containers/json?all=1&filters=" + label_filter(this), nullptr,
+                  kCallTimeoutMs, [op](const DockerReply& r) { on_listed(op, r); });
+}
+
+// ---- events: die/destroy of the pool's containers, reported through on_exit ----
+
+static void events_open(ProvDocker* p);
+
+static void on_event_line(ProvDocker* p, const std::string& line) {
+  p->events_retry_ms = 1000;  // the stream works
+  json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
+  if (!e) return;
+  std::string action = json_str(e, "Action");
+  json_t* actor = json_object_get(e, "Actor");
+  std::string id = json_str(actor, "ID");
+  json_t* attrs = json_object_get(actor, "Attributes");
+  std::string name = json_str(attrs, "name");
+  std::string code = json_str(attrs, "exitCode");
+  std::string port_label = json_str(attrs, kLabelPort);  // events carry the container's labels
+  json_decref(e);
+  if (id.empty() || (action != "die" && action != "destroy")) return;
+  std::string cause =
+      action == "die" ? "exited with code " + (code.empty() ? "?" : code) : "was removed";
+  auto it = p->starting.find(id);
+  if (it != p->starting.end()) {
+    it->second->died = true;  // the start in progress fails fast instead of waiting for its timeout
+    it->second->died_cause = cause;
+    return;
+  }
+  bool ours = p->quiet.count(id) > 0;  // we stopped or removed it ourselves
+  if (action == "destroy") {
+    bool was_reported = p->reported.erase(id) > 0;
+    // Removed by someone else: its port is free again. (Ours were released by stop or list.)
+    uint32_t port = 0;
+    if (!ours && p->host_mode && parse_u32(port_label.c_str(), 65535, &port))
+      p->ports_used.erase(port);
+    if (ours || was_reported) return;
+  } else if (ours || !p->reported.insert(id).second) {
+    return;
+  }
+  LOG_WARN("docker: replica %s (container %s) %s", name.c_str(), short_id(id).c_str(),
+           cause.c_str());
+  if (p->on_exit) p->on_exit(id, "container " + name + " " + cause);
+}
+
+static void on_events_retry(uv_timer_t* t) {
+  ProvDocker* p = static_cast<ProvDocker*>(t->data);
+  if (!p->closing) events_open(p);
+}
+
+static void on_events_end(ProvDocker* p, const DockerReply& r) {
+  p->events = nullptr;
+  if (p->closing) return;
+  std::string why = r.status != 0          ? r.error
+                    : r.http_status != 200 ? docker_error_message(r)
+                                           : "the engine ended the stream";
+  LOG_WARN("docker: events stream ended (%s); reconnecting in %d ms", why.c_str(),
+           p->events_retry_ms);
+  uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
+  p->events_retry_ms =
+      p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
+}
+
+static void events_open(ProvDocker* p) {
+  json_t* f =
+      json_pack("{s:[s], s:[s], s:[s,s]}", "type", "container", "label",
+                (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(), "event", "die", "destroy");
+  char* s = json_dumps(f, JSON_COMPACT);
+  std::string path = std::string("/events?filters=") + docker_url_escape(s);
+  free(s);
+  json_decref(f);
+  int rc = docker_stream_open(
+      p->api, path, [p](const std::string& line) { on_event_line(p, line); },
+      [p](const DockerReply& r) { on_events_end(p, r); }, &p->events);
+  if (rc != 0) {
+    LOG_WARN("docker: cannot watch events: %s", uv_strerror(rc));
+    uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
+  }
+}
+
+// ---- close ----
+
+static void close_step_done(ProvDocker* p) {
+  if (--p->close_pending > 0) return;
+  std::function<void()> cb = std::move(p->close_cb);
+  if (cb) cb();
+}
+
+// The client is closed last, once no probe can still defer work to it.
+static void maybe_close_api(ProvDocker* p) {
+  if (!p->closing || p->api_closing || p->probes > 0) return;
+  p->api_closing = true;
+  docker_api_close(p->api, [p] {
+    p->api = nullptr;
+    close_step_done(p);
+  });
+}
+
+static void on_events_retry_closed(uv_handle_t* h) {
+  close_step_done(static_cast<ProvDocker*>(h->data));
+}
+
+void ProvDocker::close(std::function<void()> cb) {
+  if (closing) return;
+  closing = true;
+  close_cb = std::move(cb);
+  close_pending = 2;  // the retry timer and the client
+  uv_close(reinterpret_cast<uv_handle_t*>(&events_retry), on_events_retry_closed);
+  if (events) docker_stream_close(events);
+  // Probes waiting on their timer end now; one that is connecting ends in its close callback.
+  std::vector<StartOp*> ops;
+  for (auto& kv : starting) ops.push_back(kv.second);
+  for (StartOp* op : ops) {
+    if (op->probing && !op->connecting &&
+        uv_is_active(reinterpret_cast<uv_handle_t*>(&op->timer))) {
+      uv_timer_stop(&op->timer);
+      probe_end(op, -ECANCELED,
+                "the docker provisioner closed while replica " + op->spec.name + " was starting");
+    }
+  }
+  maybe_close_api(this);
+}
+
+// ---- create ----
+
+Provisioner* prov_docker_create(uv_loop_t* loop, const ProvDockerConfig& cfg, std::string* err) {
+  if (cfg.image.empty()) {
+    *err = "the docker provisioner needs an image";
+    return nullptr;
+  }
+  bool pool_ok = !cfg.pool.empty() && cfg.pool.size() <= 63;
+  for (char c : cfg.pool)
+    pool_ok = pool_ok && (isalnum(static_cast<unsigned char>(c)) || strchr("_.-", c));
+  if (!pool_ok) {
+    *err = "invalid pool name \"" + cfg.pool + "\": use 1 to 63 of A-Z a-z 0-9 _ . -";
+    return nullptr;
+  }
+  if (cfg.network.empty()) {
+    *err = "the docker provisioner needs a network: host, or a user-defined bridge network's name";
+    return nullptr;
+  }
+  bool host_mode = cfg.network == "host";
+  if (host_mode && (cfg.port_min == 0 || cfg.port_min > cfg.port_max)) {
+    *err = "invalid replica port range " + std::to_string(cfg.port_min) + "-" +
+           std::to_string(cfg.port_max);
+    return nullptr;
+  }
+  if (cfg.stop_grace_s < 0 || cfg.ready_timeout_ms <= 0) {
+    *err = "the stop grace must be >= 0 s and the ready timeout > 0 ms";
+    return nullptr;
+  }
+  DockerApi* api = nullptr;
+  if (docker_api_open(loop, cfg.socket.c_str(), &api, err) != 0) return nullptr;
+  ProvDocker* p = new ProvDocker;
+  p->loop = loop;
+  p->cfg = cfg;
+  p->api = api;
+  p->host_mode = host_mode;
+  p->next_port = cfg.port_min;
+  uv_timer_init(loop, &p->events_retry);
+  p->events_retry.data = p;
+  if (cfg.watch_events) events_open(p);
+  LOG_INFO("docker: provisioner for pool %s, image %s, network %s%s", cfg.pool.c_str(),
+           cfg.image.c_str(), cfg.network.c_str(),
+           host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" +
+                        std::to_string(cfg.port_max) + ")")
+                           .c_str()
+                     : " (replicas on port 5000)");
+  return p;
+}

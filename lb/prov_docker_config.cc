@@ -1,0 +1,18 @@
+// Creates the Docker provisioner from the daemon's configuration (--provisioner docker).
+#include <string>
+
+#include <uv.h>
+
+#include "lb/config.h"
+#include "lb/prov_docker.h"
+
+Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::string* err) {
+  ProvDockerConfig dc;
+  dc.socket = cfg.docker_socket;
+  dc.image = cfg.replica_image;
+  dc.pool = cfg.pool;
+  dc.network = cfg.docker_network;
+  dc.port_min = cfg.port_min;
+  dc.port_max = cfg.port_max;
+  return prov_docker_create(loop, dc, err);
+}
