@@ -45,5 +45,14 @@ images: build
 	@deps/install.sh docker
 	lb/image.sh $(BUILD) all
 
+# The compose deployment (network net1, replicas spawned by the LB). down also removes the replicas the
+# LB spawned, by their pool label.
+up: images
+	docker-compose up -d 2>/dev/null || docker compose up -d
+
+down:
+	-docker-compose down 2>/dev/null || docker compose down
+	-docker ps -aq --filter label=ringlb.pool=ringlb | xargs -r docker rm -f
+
 clean:
 	rm -rf $(BUILD) build-asan
