@@ -7,8 +7,8 @@ namespace {
 // 256 sub-buckets: values 0..255 exactly, then 128 linear counters per power of two.
 constexpr int kSubBits = 8;
 constexpr uint64_t kSubCount = uint64_t{1} << kSubBits;  // 256
-constexpr uint64_t kSubHalf = kSubCount / 2;              // 128
-constexpr int kSubHalfBits = kSubBits - 1;                // 7
+constexpr uint64_t kSubHalf = kSubCount / 2;             // 128
+constexpr int kSubHalfBits = kSubBits - 1;               // 7
 
 // The power-of-two bucket of value: 0 for values below 256, k for [2^(k+7), 2^(k+8)).
 int bucket_of(uint64_t value) {
