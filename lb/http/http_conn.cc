@@ -216,6 +216,18 @@ void on_write(uv_write_t* req, int status) {
 
 int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
                    size_t in_cap) {
+  // Every per-connection field starts afresh, so a connection may be initialised again after its
+  // on_close (a client reconnecting in the same memory). The head keeps its buffers' capacity.
+  http_head_reset(&c->head);
+  c->in_start = c->in_end = 0;
+  c->write_queued = 0;
+  c->parse_error = nullptr;
+  c->peer_error = 0;
+  c->body_mode = HttpBody::decoded;
+  c->expect_no_body = c->reading = c->paused = c->in_body = c->in_message = false;
+  c->closing = c->after_pause = false;
+  c->event = 0;
+  c->deadline = 0;
   c->h = h;
   c->in = static_cast<char*>(malloc(in_cap));
   if (c->in == nullptr) return UV_ENOMEM;

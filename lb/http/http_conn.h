@@ -93,7 +93,9 @@ struct HttpConn {
 };
 
 // Initialises c on loop as a request (server side) or response (client side) parser with a read buffer
-// of in_cap bytes. The handle is open after this returns 0; close it with http_conn_close.
+// of in_cap bytes. The handle is open after this returns 0; close it with http_conn_close. A connection
+// whose on_close has run may be initialised again (a client reconnecting): its state starts afresh,
+// while owner, limits, timeouts and the head's buffer capacity are kept.
 int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
                    size_t in_cap);
 
