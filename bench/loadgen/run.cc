@@ -291,9 +291,12 @@ void conn_connect(LgConn* c) {
   if (rc != 0) conn_fail(c, rc == UV_ECONNREFUSED ? LgError::connect_refused : LgError::connect);
 }
 
-// The connection is free: start the next request, wait for the rate, or retire.
+// The connection is free: start the next request, wait for the rate, or retire. A connection whose
+// socket is still closing goes on from its on_close instead, so a handle is never re-initialised
+// before libuv is done with it.
 void conn_next(LgConn* c) {
   LgRun* r = c->run;
+  if (c->link == Link::closing) return;
   uint64_t now = uv_hrtime();
   switch (run_grant(r, now)) {
     case Grant::now:
