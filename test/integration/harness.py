@@ -1,0 +1,282 @@
+"""Shared helpers for ringlb's integration tests (standard library only).
+
+- build_path / source_path: files of the build and source trees (RINGLB_BUILD and RINGLB_SOURCE, set
+  by meson test; without them the tree around this file and its build/ folder).
+- start: runs a server process (replica, ringlb) on a free 127.0.0.1 port and waits, bounded, until
+  it accepts. The process is killed in the test's cleanup whatever happens; Server.stop sends SIGTERM
+  and returns the exit code and the seconds it took.
+- Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
+  (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
+
+Every wait is bounded: a test fails with a clear message instead of hanging.
+"""
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get("RINGLB_SOURCE") or os.path.dirname(os.path.dirname(_HERE))
+BUILD = os.environ.get("RINGLB_BUILD") or os.path.join(SOURCE, "build")
+
+
+def build_path(*parts):
+    return os.path.join(BUILD, *parts)
+
+
+def source_path(*parts):
+    return os.path.join(SOURCE, *parts)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    """The resident set size of process pid in KiB (VmRSS from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def wait_until(predicate, timeout, what, interval=0.01):
+    """Polls predicate until it returns a true value, which it returns; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Server:
+    """A process started by start(). port is where it listens (None when it was given a socket)."""
+
+    def __init__(self, proc, port, log):
+        self.proc, self.port, self.pid, self._log = proc, port, proc.pid, log
+
+    def log(self):
+        """Everything the process wrote to stdout and stderr so far."""
+        self._log.flush()
+        with open(self._log.name, errors="replace") as f:
+            return f.read()
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        """Sends sig (once, if still running) and waits for the exit: (exit code, elapsed seconds).
+        A process still running after timeout is killed and the test fails."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"pid {self.pid} still running {timeout} s after signal {sig}")
+        return code, time.monotonic() - start
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.0):
+    """Starts argv (each "{port}" in it replaced by the port) and returns a Server once something
+    accepts on 127.0.0.1:port. port=None picks a free one; wait=False returns at once (for processes
+    that are handed a listening socket or are expected to fail). env adds to os.environ. fds maps a
+    child fd number to a socket or fd of ours (LISTEN_FDS style: {3: sock}). test.addCleanup kills
+    the process if the test left it running."""
+    port = port or free_port()
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    full_env = dict(os.environ, **(env or {}))
+    log = tempfile.NamedTemporaryFile(prefix="ringlb-test-", suffix=".log")
+    test.addCleanup(log.close)
+    kwargs = {}
+    if fds:
+        sources = {n: s if isinstance(s, int) else s.fileno() for n, s in fds.items()}
+
+        def dup_fds():  # runs in the child between fork and exec
+            # Through high numbers first, so that a source may already sit on another's target.
+            staged = {n: fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for n, fd in sources.items()}
+            for n, fd in staged.items():
+                os.dup2(fd, n, inheritable=True)
+                os.close(fd)
+
+        kwargs = dict(preexec_fn=dup_fds, close_fds=False)
+    proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, **kwargs)
+    server = Server(proc, port, log)
+    test.addCleanup(server.kill)
+    if wait:
+        def accepting():
+            if proc.poll() is not None:
+                raise AssertionError(f"{argv[0]} exited with {proc.returncode}: {server.log()}")
+            try:
+                socket.create_connection((HOST, port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_until(accepting, ready_timeout, f"{argv[0]} to accept on {HOST}:{port}")
+    return server
+
+
+class Response:
+    """One parsed HTTP response. raw holds its exact bytes (head and body as on the wire)."""
+
+    def __init__(self, version, status, reason, headers, body, raw):
+        self.version, self.status, self.reason = version, status, reason
+        self.headers, self.body, self.raw = headers, body, raw
+
+    def header(self, name, default=None):
+        """The first header called name (case-insensitive)."""
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body.decode())
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:200]!r}>"
+
+
+class Connection:
+    """One client TCP connection to 127.0.0.1:port. Every read gives up after timeout seconds."""
+
+    def __init__(self, port, timeout=5.0):
+        self.port, self.timeout = port, timeout
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        if self.eof:
+            raise AssertionError(f"connection closed by the server; unparsed bytes {self.buf[:200]!r}")
+        self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError(f"no response within {self.timeout} s; got {self.buf[:200]!r}")
+        if not data:
+            self.eof = True
+        self.buf += data
+        return len(data)
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buf:
+            self._fill(deadline)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _take(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self, method="GET"):
+        """Reads one response; method tells whether it may have a body (HEAD does not)."""
+        deadline = time.monotonic() + self.timeout
+        status_line = self._line(deadline)
+        raw = [status_line + b"\r\n"]
+        version, status, reason = (status_line.decode("latin-1").split(" ", 2) + [""])[:3]
+        headers = []
+        while True:
+            line = self._line(deadline)
+            raw.append(line + b"\r\n")
+            if not line:
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name, value.strip()))
+        resp = Response(version, int(status), reason, headers, b"", b"")
+        te = (resp.header("Transfer-Encoding") or "").lower()
+        if method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
+            body = b""
+        elif te.endswith("chunked"):
+            body = self._read_chunked(deadline, raw)
+        elif resp.header("Content-Length") is not None:
+            body = self._take(int(resp.header("Content-Length")), deadline)
+        else:  # close-delimited
+            while not self.eof:
+                self._fill(deadline)
+            body, self.buf = self.buf, b""
+        if not te.endswith("chunked"):
+            raw.append(body)
+        resp.body, resp.raw = body, b"".join(raw)
+        return resp
+
+    def _read_chunked(self, deadline, raw):
+        body = []
+        while True:
+            size_line = self._line(deadline)
+            raw.append(size_line + b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            data = self._take(size + 2, deadline)
+            raw.append(data)
+            body.append(data[:-2])
+        while True:  # trailers up to the empty line
+            line = self._line(deadline)
+            raw.append(line + b"\r\n")
+            if not line:
+                return b"".join(body)
+
+    def request(self, method, path, headers=None, body=None, version="HTTP/1.1"):
+        """Sends one request (Host added; Content-Length when body is given; a dict or list body is
+        sent as JSON) and reads its response."""
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            headers = dict(headers or {}, **{"Content-Type": "application/json"})
+        head = [f"{method} {path} {version}", f"Host: {HOST}:{self.port}"]
+        head += [f"{n}: {v}" for n, v in (headers or {}).items()]
+        if body is not None:
+            head.append(f"Content-Length: {len(body)}")
+        self.send(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
+        return self.read_response(method)
+
+    def read_until_closed(self):
+        """Reads until the server closes; returns the bytes not yet parsed. A reset counts as a close."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            while not self.eof:
+                self._fill(deadline)
+        except ConnectionResetError:
+            self.eof = True
+        data, self.buf = self.buf, b""
+        return data
+
+
+def request(port, method, path, headers=None, body=None):
+    """One request on a fresh connection, closed afterwards."""
+    with Connection(port) as conn:
+        return conn.request(method, path, headers, body)
