@@ -426,7 +426,9 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
     http_conn_close(&c->conn);
     return;
   }
-  if (!c->swallow) exchange_done(c);
+  // Always: the upstream was detached above, so no up_on_message_end will complete the exchange
+  // (a 404 turned into 400 used to leave it open: the connection stalled and shutdown never ended).
+  exchange_done(c);
 }
 
 // The response is complete. Once the request is complete too, the connection goes on with the next
