@@ -159,6 +159,9 @@ class Connections(ReplicaTestCase):
         cases = {
             "not http": b"GARBAGE\r\n\r\n",
             "bad version": b"GET /home HTTP/9.x\r\n\r\n",
+            "space before colon": b"GET /home HTTP/1.1\r\nHost : x\r\n\r\n",
+            "chunk without crlf": (b"POST /sink HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   b"5\r\nhelloXX0\r\n\r\n"),
             "header without colon": b"GET /home HTTP/1.1\r\nNoColon\r\n\r\n",
             "bad content-length": b"POST /sink HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
             "two content-lengths": b"POST /sink HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

@@ -498,6 +498,12 @@ struct ErrorCase {
 const ErrorCase kErrorCases[] = {
     {"not_http", "GARBAGE\r\n\r\n", HTTP_E_PARSE, 0},
     {"bad_version", "GET / HTTP/9.x\r\n\r\n", HTTP_E_PARSE, 0},
+    {"space_before_colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", HTTP_E_PARSE, 0},
+    {"bare_cr_ends_head", "GET / HTTP/1.1\r\nHost: a\r\n\rX: y\r\n\r\n", HTTP_E_PARSE, 0},
+    {"chunk_without_crlf",
+     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", HTTP_E_PARSE, 0},
+    {"request_after_connection_close",
+     "GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n", HTTP_E_PARSE, 1},
     {"header_without_colon", "GET / HTTP/1.1\r\nNoColon\r\n\r\n", HTTP_E_PARSE, 0},
     {"bare_lf_line_ends", "GET / HTTP/1.1\nHost: x\n\n", HTTP_E_PARSE, 0},
     {"bare_cr_in_value", "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", HTTP_E_PARSE, 0},
