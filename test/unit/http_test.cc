@@ -746,6 +746,15 @@ const ResponseCase kResponseCases[] = {
      200,
      "until close",
      {UV_EOF}},
+    {"head_request", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false, true, 200, "", {}},
+    {"not_modified_with_length",
+     "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+     false,
+     false,
+     304,
+     "",
+     {}},
+    {"continue", "HTTP/1.1 100 Continue\r\n\r\n", false, false, 100, "", {}},
     {"no_content", "HTTP/1.1 204 No Content\r\n\r\n", false, false, 204, "", {}},
     {"empty_reason", "HTTP/1.1 599 \r\nContent-Length: 1\r\n\r\nx", false, false, 599, "x", {}},
 };
@@ -754,23 +763,45 @@ void PrintTo(const ResponseCase& c, std::ostream* os) {
   *os << c.name;
 }
 
-class Response : public HttpTest, public testing::WithParamInterface<ResponseCase> {};
+class Response : public HttpTest, public testing::WithParamInterface<ResponseCase> {
+ protected:
+  // Sends the case's response, then (unless the server closes) a second one on the same
+  // connection, which parses only if the first consumed exactly its own bytes.
+  void Exchange(bool bytewise) {
+    const ResponseCase& want = GetParam();
+    int lfd = RawListen();
+    auto [e, fd] = ConnectClient(lfd);
+    e->conn.expect_no_body = want.head_request;
+    std::string wire = want.wire;
+    if (!want.close_after) wire += "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext";
+    if (bytewise) {
+      SendBytewise(fd, wire, e);
+    } else {
+      Send(fd, wire);
+    }
+    if (want.close_after) shutdown(fd, SHUT_WR);
+    size_t messages = want.close_after ? 1 : 2;
+    ASSERT_TRUE(RunUntil([&] {
+      return e->messages.size() == messages && e->messages.back().complete &&
+             e->errors.size() == want.errors.size();
+    }));
+    EXPECT_TRUE(e->messages[0].has_head);
+    EXPECT_EQ(e->messages[0].status, want.status);
+    EXPECT_EQ(e->messages[0].body, want.body);
+    EXPECT_EQ(e->errors, want.errors);
+    if (!want.close_after) {
+      EXPECT_EQ(e->messages[1].status, 200);
+      EXPECT_EQ(e->messages[1].body, "next");
+    }
+  }
+};
+
+TEST_P(Response, ParsesInOneWrite) {
+  Exchange(false);
+}
 
 TEST_P(Response, ParsesWhenFedOneByteAtATime) {
-  const ResponseCase& want = GetParam();
-  int lfd = RawListen();
-  auto [e, fd] = ConnectClient(lfd);
-  e->conn.expect_no_body = want.head_request;
-  SendBytewise(fd, want.wire, e);
-  if (want.close_after) shutdown(fd, SHUT_WR);
-  ASSERT_TRUE(RunUntil([&] {
-    return !e->messages.empty() && e->messages[0].complete &&
-           e->errors.size() == want.errors.size();
-  }));
-  EXPECT_TRUE(e->messages[0].has_head);
-  EXPECT_EQ(e->messages[0].status, want.status);
-  EXPECT_EQ(e->messages[0].body, want.body);
-  EXPECT_EQ(e->errors, want.errors);
+  Exchange(true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Response, testing::ValuesIn(kResponseCases),
