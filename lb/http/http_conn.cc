@@ -149,6 +149,12 @@ void conn_parse(HttpConn* c) {
       used = static_cast<size_t>(llhttp_get_error_pos(&c->parser) - p);
       llhttp_resume(&c->parser);
       c->after_pause = true;
+    } else if (e == HPE_PAUSED_UPGRADE) {
+      // The layer does not switch protocols (RFC 9110 §7.8 lets a server ignore Upgrade, and a
+      // proxy drops it as hop-by-hop): the message was an ordinary one, and the bytes after it
+      // are HTTP/1.1 again.
+      used = static_cast<size_t>(llhttp_get_error_pos(&c->parser) - p);
+      llhttp_resume_after_upgrade(&c->parser);
     } else if (e != HPE_OK) {
       c->parse_error = llhttp_get_error_reason(&c->parser);
       int err = c->head.over_limit ? HTTP_E_TOO_LARGE : HTTP_E_PARSE;

@@ -154,6 +154,17 @@ class Connections(ReplicaTestCase):
         self.assertEqual(bodies, [home_body("6"), b"", not_found_body("/nope"), home_body("6"),
                                   home_body("6"), b"xxx"])
 
+    def test_upgrade_is_ignored_and_the_connection_stays_http(self):
+        # What curl --http2 sends to an http:// URL.
+        r = self.start_replica("--id", "u")
+        with Connection(r.port) as conn:
+            resp = conn.request("GET", "/home", {"Connection": "Upgrade, HTTP2-Settings",
+                                                 "Upgrade": "h2c",
+                                                 "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA"})
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.header("Connection"), "keep-alive")
+            self.assertEqual(conn.request("GET", "/home").body, home_body("u"))
+
     def test_malformed_requests_get_400_and_the_connection_closes(self):
         r = self.start_replica()
         cases = {

@@ -634,6 +634,34 @@ TEST_F(HttpTest, PipelinedRequestsLongerThanTheReadBufferAllArrive) {
   EXPECT_TRUE(e->errors.empty());
 }
 
+TEST_F(HttpTest, UpgradeIsIgnoredAndTheConnectionStaysHttp) {
+  Listen();
+  const std::string wire =
+      "GET /a HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+      "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+      "POST /b HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nhi"
+      "CONNECT example.com:443 HTTP/1.1\r\n\r\n"
+      "GET /d HTTP/1.1\r\n\r\n";
+  for (bool bytewise : {false, true}) {
+    SCOPED_TRACE(bytewise ? "one byte at a time" : "one write");
+    int fd = RawConnect();
+    Endpoint* e = accepted.back();
+    if (bytewise) {
+      SendBytewise(fd, wire, e);
+    } else {
+      Send(fd, wire);
+    }
+    ASSERT_TRUE(RunUntil([&] { return e->messages.size() == 4 && e->messages[3].complete; }))
+        << e->parse_error;
+    EXPECT_EQ(e->messages[0].url, "/a");
+    EXPECT_EQ(e->messages[1].body, "hi");
+    EXPECT_EQ(e->messages[2].method, HTTP_CONNECT);
+    EXPECT_EQ(e->messages[3].url, "/d");
+    EXPECT_TRUE(e->errors.empty()) << e->parse_error;
+    http_conn_close(&e->conn);
+  }
+}
+
 // ---- http_conn: raw body mode ----------------------------------------------------------------
 
 const std::string kChunkedHead = "POST /raw HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
