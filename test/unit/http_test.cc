@@ -931,6 +931,20 @@ TEST_F(HttpTest, StopClosesIdleConnectionsAndWaitsForBusyOnes) {
   EXPECT_TRUE(busy->closed);
 }
 
+TEST_F(HttpTest, ARefusedClientIsClosedAndTheServerServesTheNext) {
+  Listen();
+  refuse_clients = true;  // on_accept returns nullptr, as when it cannot allocate
+  int refused[3];
+  for (int& fd : refused) fd = RawConnect();
+  for (int fd : refused) EXPECT_TRUE(PeerClosed(fd));
+  refuse_clients = false;
+  int fd = RawConnect();
+  Endpoint* e = accepted.back();
+  Send(fd, "GET /after HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return !e->messages.empty() && e->messages[0].complete; }));
+  EXPECT_EQ(accepted.size(), 1u);
+}
+
 TEST_F(HttpTest, HeaderAndIdleTimeoutsCloseTheConnection) {
   HttpServerConfig config;
   config.header_timeout_ms = 50;
