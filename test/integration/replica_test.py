@@ -94,6 +94,16 @@ class Routes(ReplicaTestCase):
                 self.assertEqual(resp.body, not_found_body(path))
                 self.assertEqual(resp.json()["status"], "failure")
 
+    def test_the_404_message_quotes_any_path_as_valid_json(self):
+        r = self.start_replica()
+        for path in ['/a"b', "/back\\slash", '/x","status":"successful']:
+            with self.subTest(path=path):
+                resp = harness.request(r.port, "GET", path)
+                self.assertEqual(resp.status, 404)
+                self.assertEqual(resp.json(), {
+                    "message": f"<Error> '{path}' endpoint does not exist in server replica",
+                    "status": "failure"})
+
     def test_head_has_the_get_headers_and_no_body(self):
         r = self.start_replica("--id", "4")
         with Connection(r.port) as conn:

@@ -1077,6 +1077,22 @@ TEST(HttpResponse, FormatsTheExactBytes) {
   EXPECT_EQ(out.substr(0, 15), "HTTP/1.1 599 \r\n");
 }
 
+TEST(HttpResponse, JsonEscapingKeepsTextInsideTheString) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"/home", "/home"},
+      {"/a\"b", "/a\\\"b"},
+      {"/a\\b", "/a\\\\b"},
+      {std::string("\x01\n\x1f", 3), "\\u0001\\u000a\\u001f"},
+      {"/caf\xc3\xa9 x", "/caf\xc3\xa9 x"},
+      {"", ""},
+  };
+  for (const auto& [text, escaped] : cases) {
+    std::string out = "[";
+    http_append_json_escaped(&out, text);
+    EXPECT_EQ(out, "[" + escaped) << text;
+  }
+}
+
 TEST(HttpResponse, ReasonPhrases) {
   EXPECT_STREQ(http_reason(200), "OK");
   EXPECT_STREQ(http_reason(400), "Bad Request");
