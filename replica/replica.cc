@@ -84,7 +84,7 @@ HttpNext finish_exchange(ReplicaConn* rc) {
 
 void not_found(ReplicaConn* rc, std::string_view path) {
   std::string body = "{\"message\": \"<Error> '";
-  body.append(path);
+  http_append_json_escaped(&body, path);
   body.append("' endpoint does not exist in server replica\", \"status\": \"failure\"}");
   respond(rc, 404, body, "application/json");
 }

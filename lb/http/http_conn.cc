@@ -7,6 +7,8 @@
 
 namespace {
 
+// Pending parser events, a bit set: a response without a body completes in the same llhttp step as
+// its head, so both may be pending at once.
 enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2 };
 
 HttpConn* conn_of_parser(llhttp_t* p) { return static_cast<HttpConn*>(p->data); }
@@ -35,13 +37,24 @@ int on_header_value(llhttp_t* p, const char* at, size_t len) {
   return http_head_add_value(&c->head, c->limits, at, len) == 0 ? 0 : -1;
 }
 
+// True for a response that has no body whatever its Content-Length says (RFC 9112 §6.3): the answer
+// to a HEAD request, and every 1xx, 204 and 304. llhttp does not know the request, and reads a body
+// of Content-Length bytes after a 304.
+bool response_has_no_body(const HttpConn* c, const llhttp_t* p) {
+  if (p->type != HTTP_RESPONSE) return false;
+  int status = p->status_code;
+  return c->expect_no_body || (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
 // Pauses so the read loop learns where the head ends (raw body forwarding starts there) and delivers
-// on_head outside llhttp. A response to HEAD has no body: llhttp is told to skip it (return 1).
+// on_head outside llhttp. For a response without a body llhttp is told to skip it (return 1), which
+// cannot be combined with a pause: the message completes in the same step and on_message_complete
+// pauses for both events.
 int on_headers_complete(llhttp_t* p) {
   HttpConn* c = conn_of_parser(p);
   http_head_finish(&c->head, p);
   c->event = EV_HEAD;
-  if (c->expect_no_body) return 1;
+  if (response_has_no_body(c, p)) return 1;
   return HPE_PAUSED;
 }
 
@@ -53,7 +66,7 @@ int on_body(llhttp_t* p, const char* at, size_t len) {
 
 int on_message_complete(llhttp_t* p) {
   HttpConn* c = conn_of_parser(p);
-  c->event = EV_END;
+  c->event |= EV_END;
   return HPE_PAUSED;
 }
 
@@ -81,17 +94,17 @@ void conn_set_idle(HttpConn* c) {
   c->deadline = c->idle_timeout_ms ? uv_now(c->tcp.loop) + c->idle_timeout_ms : 0;
 }
 
-// Runs the owner's callback for a pending parser event. Returns false when parsing must stop.
+// Runs the owner's callbacks for the pending parser events. Returns false when parsing must stop.
 bool deliver_event(HttpConn* c) {
   uint8_t ev = c->event;
   c->event = EV_NONE;
-  if (ev == EV_HEAD) {
+  if (ev & EV_HEAD) {
     c->in_body = true;
     c->deadline = 0;
     c->h->on_head(c);
-    return !c->closing;
+    if (c->closing) return false;
   }
-  if (ev == EV_END) {
+  if (ev & EV_END) {
     c->in_body = false;
     c->in_message = false;
     c->expect_no_body = false;
@@ -136,6 +149,12 @@ void conn_parse(HttpConn* c) {
       used = static_cast<size_t>(llhttp_get_error_pos(&c->parser) - p);
       llhttp_resume(&c->parser);
       c->after_pause = true;
+    } else if (e == HPE_PAUSED_UPGRADE) {
+      // The layer does not switch protocols (RFC 9110 §7.8 lets a server ignore Upgrade, and a
+      // proxy drops it as hop-by-hop): the message was an ordinary one, and the bytes after it
+      // are HTTP/1.1 again.
+      used = static_cast<size_t>(llhttp_get_error_pos(&c->parser) - p);
+      llhttp_resume_after_upgrade(&c->parser);
     } else if (e != HPE_OK) {
       c->parse_error = llhttp_get_error_reason(&c->parser);
       int err = c->head.over_limit ? HTTP_E_TOO_LARGE : HTTP_E_PARSE;

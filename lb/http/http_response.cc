@@ -56,3 +56,20 @@ void http_append_response(std::string* out, int status, std::string_view content
   out->append("\r\n");
   out->append(body);
 }
+
+void http_append_json_escaped(std::string* out, std::string_view text) {
+  static const char hex[] = "0123456789abcdef";
+  for (char ch : text) {
+    unsigned char u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out->push_back('\\');
+      out->push_back(ch);
+    } else if (u < 0x20) {
+      out->append("\\u00");
+      out->push_back(hex[u >> 4]);
+      out->push_back(hex[u & 15]);
+    } else {
+      out->push_back(ch);
+    }
+  }
+}

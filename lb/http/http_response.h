@@ -13,3 +13,8 @@ const char* http_reason(int status);
 // in \r\n, may be empty), and body.
 void http_append_response(std::string* out, int status, std::string_view content_type,
                           std::string_view body, bool keep_alive, std::string_view extra = {});
+
+// Appends text to out escaped for the inside of a JSON string (RFC 8259 §7): quotation mark, reverse
+// solidus and control characters. Other bytes pass unchanged. For text from a request (a path) that a
+// component puts in its own JSON answers.
+void http_append_json_escaped(std::string* out, std::string_view text);

@@ -1,6 +1,7 @@
 #include "lb/http/http_server.h"
 
 #include <arpa/inet.h>
+#include <cstdlib>
 #include <cstring>
 #include <netinet/in.h>
 
@@ -50,11 +51,14 @@ void on_connection(uv_stream_t* listener, int status) {
   HttpConn* c = s->on_accept(s);
   if (c == nullptr) {
     // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
-    uv_tcp_t tmp;
-    if (uv_tcp_init(s->loop, &tmp) == 0) {
-      uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tmp));
-      uv_close(reinterpret_cast<uv_handle_t*>(&tmp), nullptr);
+    // The handle lives on the heap until its close callback: uv_close completes on a later turn.
+    auto* tmp = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
+    if (tmp == nullptr || uv_tcp_init(s->loop, tmp) != 0) {
+      free(tmp);
+      return;
     }
+    uv_accept(listener, reinterpret_cast<uv_stream_t*>(tmp));
+    uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { free(h); });
     return;
   }
   server_link(s, c);

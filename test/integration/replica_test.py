@@ -94,6 +94,16 @@ class Routes(ReplicaTestCase):
                 self.assertEqual(resp.body, not_found_body(path))
                 self.assertEqual(resp.json()["status"], "failure")
 
+    def test_the_404_message_quotes_any_path_as_valid_json(self):
+        r = self.start_replica()
+        for path in ['/a"b', "/back\\slash", '/x","status":"successful']:
+            with self.subTest(path=path):
+                resp = harness.request(r.port, "GET", path)
+                self.assertEqual(resp.status, 404)
+                self.assertEqual(resp.json(), {
+                    "message": f"<Error> '{path}' endpoint does not exist in server replica",
+                    "status": "failure"})
+
     def test_head_has_the_get_headers_and_no_body(self):
         r = self.start_replica("--id", "4")
         with Connection(r.port) as conn:
@@ -154,11 +164,25 @@ class Connections(ReplicaTestCase):
         self.assertEqual(bodies, [home_body("6"), b"", not_found_body("/nope"), home_body("6"),
                                   home_body("6"), b"xxx"])
 
+    def test_upgrade_is_ignored_and_the_connection_stays_http(self):
+        # What curl --http2 sends to an http:// URL.
+        r = self.start_replica("--id", "u")
+        with Connection(r.port) as conn:
+            resp = conn.request("GET", "/home", {"Connection": "Upgrade, HTTP2-Settings",
+                                                 "Upgrade": "h2c",
+                                                 "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA"})
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.header("Connection"), "keep-alive")
+            self.assertEqual(conn.request("GET", "/home").body, home_body("u"))
+
     def test_malformed_requests_get_400_and_the_connection_closes(self):
         r = self.start_replica()
         cases = {
             "not http": b"GARBAGE\r\n\r\n",
             "bad version": b"GET /home HTTP/9.x\r\n\r\n",
+            "space before colon": b"GET /home HTTP/1.1\r\nHost : x\r\n\r\n",
+            "chunk without crlf": (b"POST /sink HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   b"5\r\nhelloXX0\r\n\r\n"),
             "header without colon": b"GET /home HTTP/1.1\r\nNoColon\r\n\r\n",
             "bad content-length": b"POST /sink HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
             "two content-lengths": b"POST /sink HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
