@@ -54,6 +54,7 @@ struct ReplicaConn {
   bool keep_alive = true;
   uint64_t sink_bytes = 0;
   uint64_t bytes_left = 0;  // /bytes still to send
+  bool streaming = false;   // a /bytes body is being written (the connection is paused)
   std::string out;
 };
 
@@ -89,28 +90,37 @@ void not_found(ReplicaConn* rc, std::string_view path) {
   respond(rc, 404, body, "application/json");
 }
 
-// Streams the rest of a /bytes body: writes 64 KiB at a time while the socket takes them, and waits
-// for on_drain when it does not.
-void bytes_pump(ReplicaConn* rc) {
-  static char chunk[64 * 1024];
-  while (rc->bytes_left > 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
-    size_t n = rc->bytes_left < sizeof chunk ? rc->bytes_left : sizeof chunk;
-    memset(chunk, 'x', n);
+// Ends an exchange that finished outside on_message_end (a timer, a drained write queue).
+void finish_later(ReplicaConn* rc) {
+  if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+}
+
+// Writes the rest of a /bytes body, 64 KiB at a time while the socket takes each piece whole.
+// Returns true once every byte is written; false while the rest waits for on_drain (streaming
+// stays set) or when the connection is closing. The caller ends the exchange on true: the pump
+// never resumes the connection itself, since it runs inside on_message_end too.
+bool bytes_pump(ReplicaConn* rc) {
+  static const std::string chunk(64 * 1024, 'x');
+  rc->streaming = true;
+  while (!rc->conn.closing && rc->conn.write_queued == 0) {
+    if (rc->bytes_left == 0) {
+      rc->streaming = false;
+      return true;
+    }
+    size_t n = rc->bytes_left < chunk.size() ? rc->bytes_left : chunk.size();
     rc->bytes_left -= n;
-    if (http_conn_write(&rc->conn, chunk, n) != 0) {
+    if (http_conn_write(&rc->conn, chunk.data(), n) != 0) {
       http_conn_close(&rc->conn);
-      return;
+      return false;
     }
   }
-  if (rc->bytes_left == 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
-    if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
-  }
+  return false;
 }
 
 void on_sleep_done(uv_timer_t* t) {
   ReplicaConn* rc = static_cast<ReplicaConn*>(t->data);
   respond(rc, 200, rc->replica->home_body, "application/json");
-  if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+  finish_later(rc);
 }
 
 void on_head(HttpConn*) {}
@@ -145,11 +155,7 @@ HttpNext on_message_end(HttpConn* c) {
       return HttpNext::pause;
     }
     rc->bytes_left = h.method == HTTP_HEAD ? 0 : count;
-    if (c->write_queued == 0) {
-      bytes_pump(rc);
-      if (rc->bytes_left == 0 && c->write_queued == 0) return HttpNext::pause;  // pump resumed us
-    }
-    return HttpNext::pause;
+    return bytes_pump(rc) ? finish_exchange(rc) : HttpNext::pause;
   } else if (rc->replica->config.debug_routes && get && path == "/sleep") {
     std::string_view ms;
     uint64_t wait = http_url_query(url, "ms", &ms) ? strtoull(std::string(ms).c_str(), nullptr, 10) : 0;
@@ -168,8 +174,8 @@ HttpNext on_message_end(HttpConn* c) {
 
 void on_drain(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
-  if (rc->bytes_left > 0) {
-    bytes_pump(rc);
+  if (rc->streaming) {
+    if (bytes_pump(rc)) finish_later(rc);
   } else if (!rc->keep_alive) {
     http_conn_close(c);
   }

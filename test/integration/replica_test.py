@@ -388,6 +388,16 @@ class DebugRoutes(ReplicaTestCase):
             self.assertEqual(len(resp.body), 10_000_000)
             self.assertEqual(resp.body.count(b"x"), 10_000_000)
 
+    def test_bytes_keeps_the_connection_alive_for_the_next_request(self):
+        r = self.start_replica("--id", "k")
+        with Connection(r.port, timeout=20) as conn:
+            for method, n in [("GET", 10), ("HEAD", 100), ("GET", 0), ("GET", 10_000_000)]:
+                with self.subTest(method=method, n=n):
+                    resp = conn.request(method, f"/bytes?n={n}")
+                    self.assertEqual(resp.header("Content-Length"), str(n))
+                    self.assertEqual(len(resp.body), 0 if method == "HEAD" else n)
+                    self.assertEqual(conn.request("GET", "/home").body, home_body("k"))
+
     def test_sink_counts_a_5_mb_body(self):
         r = self.start_replica()
         body = b"y" * 5_000_000
