@@ -49,6 +49,30 @@ def rss_kib(pid):
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+def peer_socket_inode(sock):
+    """The inode of the socket at the other end of our loopback TCP connection sock (from /proc)."""
+    ours, theirs = sock.getsockname()[1], sock.getpeername()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if (local, remote) == (theirs, ours):
+                return fields[9]
+    raise AssertionError(f"no socket for the other end of {ours} -> {theirs}")
+
+
+def holds_socket(pid, inode):
+    """True while process pid has the socket inode open."""
+    target = f"socket:[{inode}]"
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def wait_until(predicate, timeout, what, interval=0.01):
     """Polls predicate until it returns a true value, which it returns; fails after timeout seconds."""
     deadline = time.monotonic() + timeout

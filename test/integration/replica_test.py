@@ -8,6 +8,7 @@ leaked handles.
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -397,6 +398,17 @@ class DebugRoutes(ReplicaTestCase):
                     self.assertEqual(resp.header("Content-Length"), str(n))
                     self.assertEqual(len(resp.body), 0 if method == "HEAD" else n)
                     self.assertEqual(conn.request("GET", "/home").body, home_body("k"))
+
+    def test_a_client_gone_in_the_middle_of_bytes_leaves_no_connection_behind(self):
+        r = self.start_replica()
+        with Connection(r.port) as conn:
+            conn.send(b"GET /bytes?n=100000000 HTTP/1.1\r\n\r\n")
+            conn.sock.recv(1000)  # the answer is streaming
+            inode = harness.peer_socket_inode(conn.sock)
+            self.assertTrue(harness.holds_socket(r.pid, inode))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        harness.wait_until(lambda: not harness.holds_socket(r.pid, inode), 2,
+                           "the replica to close the connection")
 
     def test_sink_counts_a_5_mb_body(self):
         r = self.start_replica()

@@ -870,6 +870,24 @@ TEST_F(HttpTest, WritesQueueWhatTheSocketDoesNotTakeAndDrainInOrder) {
   EXPECT_EQ(e->conn.write_queued, 0u);
 }
 
+TEST_F(HttpTest, AQueuedWriteThatFailsIsReportedEvenWhenNotReading) {
+  Listen();
+  int fd = RawConnect();
+  Endpoint* e = accepted.back();
+  http_conn_stop(&e->conn);  // the owner applies backpressure: only the write can notice
+  std::string big(8 << 20, 'w');
+  ASSERT_EQ(http_conn_write(&e->conn, big.data(), big.size()), 0);
+  ASSERT_GT(e->conn.write_queued, 0u);
+  struct linger reset = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(fd);  // RST
+  fds.clear();
+  ASSERT_TRUE(RunUntil([&] { return !e->errors.empty(); }));
+  EXPECT_LT(e->errors[0], 0);
+  EXPECT_EQ(e->errors.size(), 1u);
+  EXPECT_EQ(e->drains, 0);
+}
+
 TEST_F(HttpTest, ServerAndClientConnectionsExchangeAResponse) {
   Listen();
   // The client is an HttpConn too: an exchange entirely through the layer.
