@@ -55,6 +55,7 @@ struct ReplicaConn {
   uint64_t sink_bytes = 0;
   uint64_t bytes_left = 0;  // /bytes still to send
   bool streaming = false;   // a /bytes body is being written (the connection is paused)
+  bool draining = false;    // an answer is queued; the exchange ends when it is written
   std::string out;
 };
 
@@ -74,11 +75,19 @@ void respond(ReplicaConn* rc, int status, std::string_view body, std::string_vie
   if (http_conn_write(&rc->conn, rc->out.data(), rc->out.size()) != 0) http_conn_close(&rc->conn);
 }
 
-// After a response: close when the client or the shutdown asked for it.
+// Ends an exchange whose answer is written or queued. While part of it is queued the connection
+// stays paused until on_drain: a client that pipelines requests without reading the answers meets
+// TCP backpressure instead of making the replica queue every answer in memory. Then it closes when
+// the client or the shutdown asked for it, or goes on to the next request.
 HttpNext finish_exchange(ReplicaConn* rc) {
+  if (rc->conn.write_queued > 0) {
+    rc->draining = true;
+    return HttpNext::pause;
+  }
+  rc->draining = false;
   if (!rc->keep_alive) {
-    if (rc->conn.write_queued == 0) http_conn_close(&rc->conn);
-    return HttpNext::pause;  // closed once the queue drains (on_drain)
+    http_conn_close(&rc->conn);
+    return HttpNext::pause;
   }
   return HttpNext::parse;
 }
@@ -176,8 +185,8 @@ void on_drain(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
   if (rc->streaming) {
     if (bytes_pump(rc)) finish_later(rc);
-  } else if (!rc->keep_alive) {
-    http_conn_close(c);
+  } else if (rc->draining) {
+    finish_later(rc);
   }
 }
 
@@ -191,8 +200,10 @@ void on_error(HttpConn* c, int err) {
     rc->out.clear();
     http_append_response(&rc->out, status, "application/json", body, false);
     rc->keep_alive = false;
-    http_conn_write(c, rc->out.data(), rc->out.size());
-    if (c->write_queued > 0) return;  // on_drain closes
+    if (http_conn_write(c, rc->out.data(), rc->out.size()) == 0) {
+      finish_exchange(rc);  // closes now, or once the answer is written
+      return;
+    }
   }
   http_conn_close(c);
 }

@@ -176,6 +176,29 @@ class Connections(ReplicaTestCase):
             self.assertEqual(resp.header("Connection"), "keep-alive")
             self.assertEqual(conn.request("GET", "/home").body, home_body("u"))
 
+    def test_pipelining_without_reading_meets_backpressure_not_memory_growth(self):
+        r = self.start_replica()
+        before = harness.rss_kib(r.pid)
+        requests = b"GET /home HTTP/1.1\r\n\r\n" * 1000
+        sent = 0
+        with socket.create_connection((HOST, r.port)) as sock:
+            sock.setblocking(False)
+            # Up to 300,000 requests (about 45 MB of answers) in 5 s; stop once the replica has not
+            # taken a byte for half a second.
+            deadline, stalled = time.monotonic() + 5, None
+            while sent < 300 * len(requests) and time.monotonic() < deadline:
+                try:
+                    sent += sock.send(requests)
+                    stalled = None
+                except BlockingIOError:
+                    stalled = stalled or time.monotonic()
+                    if time.monotonic() - stalled > 0.5:
+                        break
+                    time.sleep(0.01)
+            grown = harness.rss_kib(r.pid) - before
+        self.assertLess(grown, 4096, f"RSS grew {grown} KiB after {sent // 22} requests")
+        self.assertEqual(harness.request(r.port, "GET", "/heartbeat").status, 200)
+
     def test_malformed_requests_get_400_and_the_connection_closes(self):
         r = self.start_replica()
         cases = {
