@@ -3,8 +3,9 @@
 - build_path / source_path: files of the build and source trees (RINGLB_BUILD and RINGLB_SOURCE, set
   by meson test; without them the tree around this file and its build/ folder).
 - start: runs a server process (replica, ringlb) on a free 127.0.0.1 port and waits, bounded, until
-  it accepts. The process is killed in the test's cleanup whatever happens; Server.stop sends SIGTERM
-  and returns the exit code and the seconds it took.
+  it listens there. The process is killed in the test's cleanup whatever happens; Server.stop sends
+  SIGTERM and returns the exit code and the seconds it took. /proc helpers: rss_kib, listening,
+  peer_socket_inode, holds_socket.
 - Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
   (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
 
@@ -119,15 +120,43 @@ class Server:
             self.proc.wait(5)
 
 
+def listening(pid, port):
+    """True when process pid itself holds a TCP socket listening on port (any address), from /proc.
+    Unlike a connect, this cannot be fooled by another process that happens to listen there."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return any(holds_socket(pid, inode) for inode in inodes)
+
+
 def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.0):
-    """Starts argv (each "{port}" in it replaced by the port) and returns a Server once something
-    accepts on 127.0.0.1:port. port=None picks a free one; wait=False returns at once (for processes
-    that are handed a listening socket or are expected to fail). env adds to os.environ. fds maps a
-    child fd number to a socket or fd of ours (LISTEN_FDS style: {3: sock}). test.addCleanup kills
-    the process if the test left it running."""
-    port = port or free_port()
+    """Starts argv (each "{port}" in it replaced by the port) and returns a Server once the process
+    listens on port. port=None picks a free one, and a process that exits before it listens is
+    started again on another port (up to three times: a free port can be taken in between).
+    wait=False returns at once (a process handed a listening socket, or expected to fail). env adds
+    to os.environ. fds maps a child fd number to a socket or fd of ours (LISTEN_FDS style: {3: sock}).
+    test.addCleanup kills the process if the test left it running."""
+    for attempt in range(3 if port is None and wait else 1):
+        server = _spawn(test, argv, port or free_port(), env, fds)
+        if not wait:
+            return server
+        deadline = time.monotonic() + ready_timeout
+        while server.running():
+            if listening(server.pid, server.port):
+                return server
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{argv[0]} did not listen on port {server.port} within "
+                                     f"{ready_timeout} s: {server.log()}")
+            time.sleep(0.005)
+    raise AssertionError(f"{argv[0]} exited with {server.proc.returncode}: {server.log()}")
+
+
+def _spawn(test, argv, port, env, fds):
     argv = [a.replace("{port}", str(port)) for a in argv]
-    full_env = dict(os.environ, **(env or {}))
     log = tempfile.NamedTemporaryFile(prefix="ringlb-test-", suffix=".log")
     test.addCleanup(log.close)
     kwargs = {}
@@ -142,20 +171,10 @@ def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.
                 os.close(fd)
 
         kwargs = dict(preexec_fn=dup_fds, close_fds=False)
-    proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, **kwargs)
+    proc = subprocess.Popen(argv, env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, **kwargs)
     server = Server(proc, port, log)
     test.addCleanup(server.kill)
-    if wait:
-        def accepting():
-            if proc.poll() is not None:
-                raise AssertionError(f"{argv[0]} exited with {proc.returncode}: {server.log()}")
-            try:
-                socket.create_connection((HOST, port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_until(accepting, ready_timeout, f"{argv[0]} to accept on {HOST}:{port}")
     return server
 
 
