@@ -314,7 +314,10 @@ int parse_args(int argc, char** argv, ReplicaConfig* cfg) {
       cfg->address = v;
     } else if (a == "--listen-fd") {
       if (!(v = value("--listen-fd"))) return 2;
-      cfg->listen_fd = atoi(v);
+      if (!parse_port(v, &cfg->listen_fd)) {  // the same digits-only check, and fds are small
+        fprintf(stderr, "ringlb-replica: --listen-fd must be a file descriptor number, got '%s'\n", v);
+        return 2;
+      }
     } else if (a == "--debug-routes") {
       cfg->debug_routes = true;
     } else if (a == "--die-with-parent") {
@@ -357,6 +360,11 @@ int main(int argc, char** argv) {
     std::string addr = r->config.address;
     if (addr.find(':') != std::string::npos) addr = "[" + addr + "]";
     rc = http_server_listen(&r->server, r->loop, addr + ":" + std::to_string(r->config.port), &bound);
+  }
+  if (rc != 0 && r->config.listen_fd >= 0) {
+    fprintf(stderr, "ringlb-replica: cannot listen on fd %d: %s\n", r->config.listen_fd,
+            uv_strerror(rc));
+    return 1;
   }
   if (rc != 0) {
     fprintf(stderr, "ringlb-replica: cannot listen on %s:%d: %s\n", r->config.address.c_str(),

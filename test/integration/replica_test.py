@@ -354,6 +354,17 @@ class Startup(ReplicaTestCase):
         sock.close()
         self.assertEqual(harness.request(port, "GET", "/home").body, home_body("fd7"))
 
+    def test_a_listen_fd_that_is_not_a_listening_socket_is_named(self):
+        code, out = self.run_replica("--listen-fd", "abc")
+        self.assertEqual(code, 2, out)
+        self.assertIn("--listen-fd must be a file descriptor number, got 'abc'", out)
+        code, out = self.run_replica("--listen-fd", "0")  # stdin: /dev/null
+        self.assertEqual(code, 1, out)
+        self.assertIn("cannot listen on fd 0", out)
+        code, out = self.run_replica(env={"LISTEN_FDS": "1"})  # no fd 3
+        self.assertEqual(code, 1, out)
+        self.assertIn("cannot listen on fd 3", out)
+
     def test_die_with_parent_exits_when_its_parent_is_killed(self):
         port = harness.free_port()
         # An intermediate process starts the replica, says its pid, and waits to be killed.
