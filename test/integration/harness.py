@@ -91,6 +91,7 @@ class Server:
 
     def __init__(self, proc, port, log):
         self.proc, self.port, self.pid, self._log = proc, port, proc.pid, log
+        self.signalled_at = None
 
     def log(self):
         """Everything the process wrote to stdout and stderr so far."""
@@ -101,12 +102,17 @@ class Server:
     def running(self):
         return self.proc.poll() is None
 
+    def send_signal(self, sig=signal.SIGTERM):
+        """Sends sig now; a later stop() waits for the exit without sending another."""
+        self.signalled_at = time.monotonic()
+        self.proc.send_signal(sig)
+
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
-        """Sends sig (once, if still running) and waits for the exit: (exit code, elapsed seconds).
-        A process still running after timeout is killed and the test fails."""
-        start = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """Sends sig unless send_signal() already did, and waits for the exit: (exit code, seconds
+        since the signal). A process still running after timeout is killed and the test fails."""
+        if self.signalled_at is None and self.proc.poll() is None:
+            self.send_signal(sig)
+        start = self.signalled_at or time.monotonic()
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

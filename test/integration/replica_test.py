@@ -278,7 +278,7 @@ class Shutdown(ReplicaTestCase):
         with Connection(r.port) as conn:
             conn.send(b"GET /sleep?ms=300 HTTP/1.1\r\n\r\n")
             time.sleep(0.1)  # the request is in the replica's hands
-            r.proc.send_signal(signal.SIGTERM)
+            r.send_signal(signal.SIGTERM)
             # The listener closes at once: no new clients.
             time.sleep(0.05)
             with self.assertRaises(ConnectionRefusedError):
