@@ -75,7 +75,7 @@ def holds_socket(pid, inode):
 
 
 def wait_until(predicate, timeout, what, interval=0.01):
-    """Polls predicate until it returns a true value, which it returns; fails after timeout seconds."""
+    """Polls predicate until it returns a true value, and returns that; fails after timeout s."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -144,7 +144,7 @@ def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.
     listens on port. port=None picks a free one, and a process that exits before it listens is
     started again on another port (up to three times: a free port can be taken in between).
     wait=False returns at once (a process handed a listening socket, or expected to fail). env adds
-    to os.environ. fds maps a child fd number to a socket or fd of ours (LISTEN_FDS style: {3: sock}).
+    to os.environ. fds maps a child fd number to a socket or fd of ours (LISTEN_FDS: {3: sock}).
     test.addCleanup kills the process if the test left it running."""
     for attempt in range(3 if port is None and wait else 1):
         server = _spawn(test, argv, port or free_port(), env, fds)
@@ -229,7 +229,7 @@ class Connection:
 
     def _fill(self, deadline):
         if self.eof:
-            raise AssertionError(f"connection closed by the server; unparsed bytes {self.buf[:200]!r}")
+            raise AssertionError(f"connection closed by the server; unparsed: {self.buf[:200]!r}")
         self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
             data = self.sock.recv(65536)
@@ -314,7 +314,7 @@ class Connection:
         return self.read_response(method)
 
     def read_until_closed(self):
-        """Reads until the server closes; returns the bytes not yet parsed. A reset counts as a close."""
+        """Reads until the server closes; returns the bytes not yet parsed. A reset is a close."""
         deadline = time.monotonic() + self.timeout
         try:
             while not self.eof:
