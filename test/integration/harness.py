@@ -87,7 +87,7 @@ def wait_until(predicate, timeout, what, interval=0.01):
 
 
 class Server:
-    """A process started by start(). port is where it listens (None when it was given a socket)."""
+    """A process started by start(). port is the one put in its argv for "{port}"."""
 
     def __init__(self, proc, port, log):
         self.proc, self.port, self.pid, self._log = proc, port, proc.pid, log
@@ -146,7 +146,7 @@ def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.
     wait=False returns at once (a process handed a listening socket, or expected to fail). env adds
     to os.environ. fds maps a child fd number to a socket or fd of ours (LISTEN_FDS: {3: sock}).
     test.addCleanup kills the process if the test left it running."""
-    for attempt in range(3 if port is None and wait else 1):
+    for _ in range(3 if port is None and wait else 1):
         server = _spawn(test, argv, port or free_port(), env, fds)
         if not wait:
             return server
