@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -373,31 +374,28 @@ class Startup(ReplicaTestCase):
 
     def test_die_with_parent_exits_when_its_parent_is_killed(self):
         port = harness.free_port()
+        log = tempfile.NamedTemporaryFile(prefix="ringlb-test-", suffix=".log")
+        self.addCleanup(log.close)
         # An intermediate process starts the replica, says its pid, and waits to be killed.
         parent_code = ("import subprocess, sys, time\n"
-                       "p = subprocess.Popen(sys.argv[1:])\n"
+                       "p = subprocess.Popen(sys.argv[2:], stderr=open(sys.argv[1], 'w'))\n"
                        "print(p.pid, flush=True)\n"
                        "time.sleep(60)\n")
-        parent = subprocess.Popen([sys.executable, "-c", parent_code, REPLICA, "--address", HOST,
-                                   "--port", str(port), "--die-with-parent"],
+        parent = subprocess.Popen([sys.executable, "-c", parent_code, log.name, REPLICA,
+                                   "--address", HOST, "--port", str(port), "--die-with-parent"],
                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.addCleanup(parent.stdout.close)
         self.addCleanup(lambda: parent.poll() is None and (parent.kill(), parent.wait()))
         replica_pid = int(parent.stdout.readline())
         self.addCleanup(kill_if_replica, replica_pid)
-        harness.wait_until(lambda: harness.request(port, "GET", "/heartbeat").status == 200
-                           if port_accepts(port) else False, 5, "the replica to answer")
+        harness.wait_until(lambda: harness.listening(replica_pid, port), 5, "the replica to listen")
+        self.assertEqual(harness.request(port, "GET", "/heartbeat").status, 200)
         parent.kill()
         parent.wait(5)
         harness.wait_until(lambda: not pid_alive(replica_pid), 2, "the replica to exit")
-
-
-def port_accepts(port):
-    try:
-        socket.create_connection((HOST, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+        # It stopped the graceful way (SIGTERM from PR_SET_PDEATHSIG), with no handle left open.
+        with open(log.name) as f:
+            self.assertIn("stopped", f.read().splitlines()[-1])
 
 
 def pid_alive(pid):
