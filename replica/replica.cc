@@ -54,6 +54,8 @@ struct ReplicaConn {
   bool keep_alive = true;
   uint64_t sink_bytes = 0;
   uint64_t bytes_left = 0;  // /bytes still to send
+  bool streaming = false;   // a /bytes body is being written (the connection is paused)
+  bool draining = false;    // an answer is queued; the exchange ends when it is written
   std::string out;
 };
 
@@ -73,11 +75,19 @@ void respond(ReplicaConn* rc, int status, std::string_view body, std::string_vie
   if (http_conn_write(&rc->conn, rc->out.data(), rc->out.size()) != 0) http_conn_close(&rc->conn);
 }
 
-// After a response: close when the client or the shutdown asked for it.
+// Ends an exchange whose answer is written or queued. While part of it is queued the connection
+// stays paused until on_drain: a client that pipelines requests without reading the answers meets
+// TCP backpressure instead of making the replica queue every answer in memory. Then it closes when
+// the client or the shutdown asked for it, or goes on to the next request.
 HttpNext finish_exchange(ReplicaConn* rc) {
+  if (rc->conn.write_queued > 0) {
+    rc->draining = true;
+    return HttpNext::pause;
+  }
+  rc->draining = false;
   if (!rc->keep_alive) {
-    if (rc->conn.write_queued == 0) http_conn_close(&rc->conn);
-    return HttpNext::pause;  // closed once the queue drains (on_drain)
+    http_conn_close(&rc->conn);
+    return HttpNext::pause;
   }
   return HttpNext::parse;
 }
@@ -89,28 +99,37 @@ void not_found(ReplicaConn* rc, std::string_view path) {
   respond(rc, 404, body, "application/json");
 }
 
-// Streams the rest of a /bytes body: writes 64 KiB at a time while the socket takes them, and waits
-// for on_drain when it does not.
-void bytes_pump(ReplicaConn* rc) {
-  static char chunk[64 * 1024];
-  while (rc->bytes_left > 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
-    size_t n = rc->bytes_left < sizeof chunk ? rc->bytes_left : sizeof chunk;
-    memset(chunk, 'x', n);
+// Ends an exchange that finished outside on_message_end (a timer, a drained write queue).
+void finish_later(ReplicaConn* rc) {
+  if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+}
+
+// Writes the rest of a /bytes body, 64 KiB at a time while the socket takes each piece whole.
+// Returns true once every byte is written; false while the rest waits for on_drain (streaming
+// stays set) or when the connection is closing. The caller ends the exchange on true: the pump
+// never resumes the connection itself, since it runs inside on_message_end too.
+bool bytes_pump(ReplicaConn* rc) {
+  static const std::string chunk(64 * 1024, 'x');
+  rc->streaming = true;
+  while (!rc->conn.closing && rc->conn.write_queued == 0) {
+    if (rc->bytes_left == 0) {
+      rc->streaming = false;
+      return true;
+    }
+    size_t n = rc->bytes_left < chunk.size() ? rc->bytes_left : chunk.size();
     rc->bytes_left -= n;
-    if (http_conn_write(&rc->conn, chunk, n) != 0) {
+    if (http_conn_write(&rc->conn, chunk.data(), n) != 0) {
       http_conn_close(&rc->conn);
-      return;
+      return false;
     }
   }
-  if (rc->bytes_left == 0 && rc->conn.write_queued == 0 && !rc->conn.closing) {
-    if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
-  }
+  return false;
 }
 
 void on_sleep_done(uv_timer_t* t) {
   ReplicaConn* rc = static_cast<ReplicaConn*>(t->data);
   respond(rc, 200, rc->replica->home_body, "application/json");
-  if (finish_exchange(rc) == HttpNext::parse) http_conn_resume(&rc->conn);
+  finish_later(rc);
 }
 
 void on_head(HttpConn*) {}
@@ -145,11 +164,7 @@ HttpNext on_message_end(HttpConn* c) {
       return HttpNext::pause;
     }
     rc->bytes_left = h.method == HTTP_HEAD ? 0 : count;
-    if (c->write_queued == 0) {
-      bytes_pump(rc);
-      if (rc->bytes_left == 0 && c->write_queued == 0) return HttpNext::pause;  // pump resumed us
-    }
-    return HttpNext::pause;
+    return bytes_pump(rc) ? finish_exchange(rc) : HttpNext::pause;
   } else if (rc->replica->config.debug_routes && get && path == "/sleep") {
     std::string_view ms;
     uint64_t wait = http_url_query(url, "ms", &ms) ? strtoull(std::string(ms).c_str(), nullptr, 10) : 0;
@@ -168,10 +183,10 @@ HttpNext on_message_end(HttpConn* c) {
 
 void on_drain(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
-  if (rc->bytes_left > 0) {
-    bytes_pump(rc);
-  } else if (!rc->keep_alive) {
-    http_conn_close(c);
+  if (rc->streaming) {
+    if (bytes_pump(rc)) finish_later(rc);
+  } else if (rc->draining) {
+    finish_later(rc);
   }
 }
 
@@ -185,8 +200,10 @@ void on_error(HttpConn* c, int err) {
     rc->out.clear();
     http_append_response(&rc->out, status, "application/json", body, false);
     rc->keep_alive = false;
-    http_conn_write(c, rc->out.data(), rc->out.size());
-    if (c->write_queued > 0) return;  // on_drain closes
+    if (http_conn_write(c, rc->out.data(), rc->out.size()) == 0) {
+      finish_exchange(rc);  // closes now, or once the answer is written
+      return;
+    }
   }
   http_conn_close(c);
 }
@@ -297,7 +314,10 @@ int parse_args(int argc, char** argv, ReplicaConfig* cfg) {
       cfg->address = v;
     } else if (a == "--listen-fd") {
       if (!(v = value("--listen-fd"))) return 2;
-      cfg->listen_fd = atoi(v);
+      if (!parse_port(v, &cfg->listen_fd)) {  // the same digits-only check, and fds are small
+        fprintf(stderr, "ringlb-replica: --listen-fd must be a file descriptor number, got '%s'\n", v);
+        return 2;
+      }
     } else if (a == "--debug-routes") {
       cfg->debug_routes = true;
     } else if (a == "--die-with-parent") {
@@ -340,6 +360,11 @@ int main(int argc, char** argv) {
     std::string addr = r->config.address;
     if (addr.find(':') != std::string::npos) addr = "[" + addr + "]";
     rc = http_server_listen(&r->server, r->loop, addr + ":" + std::to_string(r->config.port), &bound);
+  }
+  if (rc != 0 && r->config.listen_fd >= 0) {
+    fprintf(stderr, "ringlb-replica: cannot listen on fd %d: %s\n", r->config.listen_fd,
+            uv_strerror(rc));
+    return 1;
   }
   if (rc != 0) {
     fprintf(stderr, "ringlb-replica: cannot listen on %s:%d: %s\n", r->config.address.c_str(),

@@ -223,12 +223,23 @@ struct WriteReq {
   char data[];
 };
 
+// A queued write failing (the peer reset the connection) is reported once through on_error: an
+// owner that paused until on_drain, or stopped reading, would otherwise wait for good.
 void on_write(uv_write_t* req, int status) {
   WriteReq* w = reinterpret_cast<WriteReq*>(req);
   HttpConn* c = static_cast<HttpConn*>(req->data);
   c->write_queued -= w->len;
   free(w);
-  if (status == 0 && c->write_queued == 0 && !c->closing && c->h->on_drain) c->h->on_drain(c);
+  if (c->closing) return;
+  if (status < 0) {
+    if (!c->write_failed) {
+      c->write_failed = true;
+      http_conn_stop(c);
+      c->h->on_error(c, status);
+    }
+    return;
+  }
+  if (c->write_queued == 0 && c->h->on_drain) c->h->on_drain(c);
 }
 
 }  // namespace

@@ -48,9 +48,10 @@ struct HttpConnHandlers {
   void (*on_body)(HttpConn* c, const char* data, size_t len);
   // The message is complete. parse: go on with the next pipelined message; pause: wait for resume.
   HttpNext (*on_message_end)(HttpConn* c);
-  // Reading failed or the peer closed: err is UV_EOF, another libuv code, HTTP_E_PARSE or
-  // HTTP_E_TOO_LARGE. The connection has stopped reading; the owner decides whether to close. On EOF a
-  // message that the close completes (a close-delimited response body) is delivered first.
+  // Reading failed, the peer closed, or a queued write failed (once): err is UV_EOF, another libuv
+  // code, HTTP_E_PARSE or HTTP_E_TOO_LARGE. The connection has stopped reading; the owner decides
+  // whether to close. On EOF a message that the close completes (a close-delimited response body) is
+  // delivered first.
   void (*on_error)(HttpConn* c, int err);
   // The write queue drained (optional).
   void (*on_drain)(HttpConn* c);
@@ -79,6 +80,7 @@ struct HttpConn {
   bool in_body = false;   // between on_head and on_message_end
   bool in_message = false;  // a message has begun (its first byte was parsed)
   bool closing = false;
+  bool write_failed = false;  // a queued write failed (reported through on_error once)
   uint8_t event = 0;      // pending parser event (internal)
   bool after_pause = false;  // llhttp was resumed and may complete a message without input
 

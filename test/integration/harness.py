@@ -3,8 +3,9 @@
 - build_path / source_path: files of the build and source trees (RINGLB_BUILD and RINGLB_SOURCE, set
   by meson test; without them the tree around this file and its build/ folder).
 - start: runs a server process (replica, ringlb) on a free 127.0.0.1 port and waits, bounded, until
-  it accepts. The process is killed in the test's cleanup whatever happens; Server.stop sends SIGTERM
-  and returns the exit code and the seconds it took.
+  it listens there. The process is killed in the test's cleanup whatever happens; Server.stop sends
+  SIGTERM and returns the exit code and the seconds it took. /proc helpers: rss_kib, listening,
+  peer_socket_inode, holds_socket.
 - Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
   (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
 
@@ -49,8 +50,32 @@ def rss_kib(pid):
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+def peer_socket_inode(sock):
+    """The inode of the socket at the other end of our loopback TCP connection sock (from /proc)."""
+    ours, theirs = sock.getsockname()[1], sock.getpeername()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if (local, remote) == (theirs, ours):
+                return fields[9]
+    raise AssertionError(f"no socket for the other end of {ours} -> {theirs}")
+
+
+def holds_socket(pid, inode):
+    """True while process pid has the socket inode open."""
+    target = f"socket:[{inode}]"
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
 def wait_until(predicate, timeout, what, interval=0.01):
-    """Polls predicate until it returns a true value, which it returns; fails after timeout seconds."""
+    """Polls predicate until it returns a true value, and returns that; fails after timeout s."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -62,10 +87,11 @@ def wait_until(predicate, timeout, what, interval=0.01):
 
 
 class Server:
-    """A process started by start(). port is where it listens (None when it was given a socket)."""
+    """A process started by start(). port is the one put in its argv for "{port}"."""
 
     def __init__(self, proc, port, log):
         self.proc, self.port, self.pid, self._log = proc, port, proc.pid, log
+        self.signalled_at = None
 
     def log(self):
         """Everything the process wrote to stdout and stderr so far."""
@@ -76,12 +102,17 @@ class Server:
     def running(self):
         return self.proc.poll() is None
 
+    def send_signal(self, sig=signal.SIGTERM):
+        """Sends sig now; a later stop() waits for the exit without sending another."""
+        self.signalled_at = time.monotonic()
+        self.proc.send_signal(sig)
+
     def stop(self, sig=signal.SIGTERM, timeout=5.0):
-        """Sends sig (once, if still running) and waits for the exit: (exit code, elapsed seconds).
-        A process still running after timeout is killed and the test fails."""
-        start = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """Sends sig unless send_signal() already did, and waits for the exit: (exit code, seconds
+        since the signal). A process still running after timeout is killed and the test fails."""
+        if self.signalled_at is None and self.proc.poll() is None:
+            self.send_signal(sig)
+        start = self.signalled_at or time.monotonic()
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -95,15 +126,43 @@ class Server:
             self.proc.wait(5)
 
 
+def listening(pid, port):
+    """True when process pid itself holds a TCP socket listening on port (any address), from /proc.
+    Unlike a connect, this cannot be fooled by another process that happens to listen there."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return any(holds_socket(pid, inode) for inode in inodes)
+
+
 def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.0):
-    """Starts argv (each "{port}" in it replaced by the port) and returns a Server once something
-    accepts on 127.0.0.1:port. port=None picks a free one; wait=False returns at once (for processes
-    that are handed a listening socket or are expected to fail). env adds to os.environ. fds maps a
-    child fd number to a socket or fd of ours (LISTEN_FDS style: {3: sock}). test.addCleanup kills
-    the process if the test left it running."""
-    port = port or free_port()
+    """Starts argv (each "{port}" in it replaced by the port) and returns a Server once the process
+    listens on port. port=None picks a free one, and a process that exits before it listens is
+    started again on another port (up to three times: a free port can be taken in between).
+    wait=False returns at once (a process handed a listening socket, or expected to fail). env adds
+    to os.environ. fds maps a child fd number to a socket or fd of ours (LISTEN_FDS: {3: sock}).
+    test.addCleanup kills the process if the test left it running."""
+    for _ in range(3 if port is None and wait else 1):
+        server = _spawn(test, argv, port or free_port(), env, fds)
+        if not wait:
+            return server
+        deadline = time.monotonic() + ready_timeout
+        while server.running():
+            if listening(server.pid, server.port):
+                return server
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{argv[0]} did not listen on port {server.port} within "
+                                     f"{ready_timeout} s: {server.log()}")
+            time.sleep(0.005)
+    raise AssertionError(f"{argv[0]} exited with {server.proc.returncode}: {server.log()}")
+
+
+def _spawn(test, argv, port, env, fds):
     argv = [a.replace("{port}", str(port)) for a in argv]
-    full_env = dict(os.environ, **(env or {}))
     log = tempfile.NamedTemporaryFile(prefix="ringlb-test-", suffix=".log")
     test.addCleanup(log.close)
     kwargs = {}
@@ -118,20 +177,10 @@ def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.
                 os.close(fd)
 
         kwargs = dict(preexec_fn=dup_fds, close_fds=False)
-    proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, **kwargs)
+    proc = subprocess.Popen(argv, env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, **kwargs)
     server = Server(proc, port, log)
     test.addCleanup(server.kill)
-    if wait:
-        def accepting():
-            if proc.poll() is not None:
-                raise AssertionError(f"{argv[0]} exited with {proc.returncode}: {server.log()}")
-            try:
-                socket.create_connection((HOST, port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_until(accepting, ready_timeout, f"{argv[0]} to accept on {HOST}:{port}")
     return server
 
 
@@ -180,7 +229,7 @@ class Connection:
 
     def _fill(self, deadline):
         if self.eof:
-            raise AssertionError(f"connection closed by the server; unparsed bytes {self.buf[:200]!r}")
+            raise AssertionError(f"connection closed by the server; unparsed: {self.buf[:200]!r}")
         self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
             data = self.sock.recv(65536)
@@ -265,7 +314,7 @@ class Connection:
         return self.read_response(method)
 
     def read_until_closed(self):
-        """Reads until the server closes; returns the bytes not yet parsed. A reset counts as a close."""
+        """Reads until the server closes; returns the bytes not yet parsed. A reset is a close."""
         deadline = time.monotonic() + self.timeout
         try:
             while not self.eof:

@@ -1,15 +1,20 @@
-"""ringlb-replica as a client sees it: its routes with their exact bodies, HTTP/1.x connection handling,
-its limits, graceful shutdown, the ways it gets its socket, and its debug routes.
+"""ringlb-replica as a client sees it: its routes with their exact bodies, HTTP/1.x connection
+handling, its limits, graceful shutdown, the ways it gets its socket, and its debug routes.
 
-Every replica a test starts must exit 0 on SIGTERM within a second (tearDown checks the ones the test
-left running): the replica exits 1 when libuv handles are still open at exit, so this also catches
-leaked handles.
+Every replica a test starts must exit 0 on SIGTERM within a second (tearDown checks the ones the
+test left running): the replica exits 1 when libuv handles are still open at exit, so this also
+catches leaked handles.
+
+Not covered here: the header-read timeout, fixed at 10 s in the replica (http_test's
+HeaderAndIdleTimeoutsCloseTheConnection covers the HTTP layer's timeouts with short ones).
 """
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -117,7 +122,8 @@ class Routes(ReplicaTestCase):
         r = self.start_replica(debug_routes=False)
         for method, path in [("GET", "/bytes?n=10"), ("POST", "/sink"), ("GET", "/sleep?ms=1")]:
             with self.subTest(path=path):
-                resp = harness.request(r.port, method, path, body=b"x" if method == "POST" else None)
+                body = b"x" if method == "POST" else None
+                resp = harness.request(r.port, method, path, body=body)
                 self.assertEqual(resp.status, 404)
 
 
@@ -144,7 +150,8 @@ class Connections(ReplicaTestCase):
         r = self.start_replica("--id", "1")
         with Connection(r.port) as conn:
             for _ in range(2):
-                resp = conn.request("GET", "/home", {"Connection": "keep-alive"}, version="HTTP/1.0")
+                resp = conn.request("GET", "/home", {"Connection": "keep-alive"},
+                                    version="HTTP/1.0")
                 self.assertEqual(resp.header("Connection"), "keep-alive")
 
     def test_connection_close_closes_after_the_answer(self):
@@ -175,6 +182,29 @@ class Connections(ReplicaTestCase):
             self.assertEqual(resp.header("Connection"), "keep-alive")
             self.assertEqual(conn.request("GET", "/home").body, home_body("u"))
 
+    def test_pipelining_without_reading_meets_backpressure_not_memory_growth(self):
+        r = self.start_replica()
+        before = harness.rss_kib(r.pid)
+        requests = b"GET /home HTTP/1.1\r\n\r\n" * 1000
+        sent = 0
+        with socket.create_connection((HOST, r.port)) as sock:
+            sock.setblocking(False)
+            # Up to 300,000 requests (about 45 MB of answers) in 5 s; stop once the replica has not
+            # taken a byte for half a second.
+            deadline, stalled = time.monotonic() + 5, None
+            while sent < 300 * len(requests) and time.monotonic() < deadline:
+                try:
+                    sent += sock.send(requests)
+                    stalled = None
+                except BlockingIOError:
+                    stalled = stalled or time.monotonic()
+                    if time.monotonic() - stalled > 0.5:
+                        break
+                    time.sleep(0.01)
+            grown = harness.rss_kib(r.pid) - before
+        self.assertLess(grown, 4096, f"RSS grew {grown} KiB after {sent // 22} requests")
+        self.assertEqual(harness.request(r.port, "GET", "/heartbeat").status, 200)
+
     def test_malformed_requests_get_400_and_the_connection_closes(self):
         r = self.start_replica()
         cases = {
@@ -185,7 +215,8 @@ class Connections(ReplicaTestCase):
                                    b"5\r\nhelloXX0\r\n\r\n"),
             "header without colon": b"GET /home HTTP/1.1\r\nNoColon\r\n\r\n",
             "bad content-length": b"POST /sink HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
-            "two content-lengths": b"POST /sink HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "two content-lengths": (b"POST /sink HTTP/1.1\r\nContent-Length: 1\r\n"
+                                    b"Content-Length: 2\r\n\r\n"),
             "content-length and chunked": (b"POST /sink HTTP/1.1\r\nContent-Length: 5\r\n"
                                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
             "chunked not last": b"POST /sink HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
@@ -254,7 +285,7 @@ class Shutdown(ReplicaTestCase):
         with Connection(r.port) as conn:
             conn.send(b"GET /sleep?ms=300 HTTP/1.1\r\n\r\n")
             time.sleep(0.1)  # the request is in the replica's hands
-            r.proc.send_signal(signal.SIGTERM)
+            r.send_signal(signal.SIGTERM)
             # The listener closes at once: no new clients.
             time.sleep(0.05)
             with self.assertRaises(ConnectionRefusedError):
@@ -330,33 +361,41 @@ class Startup(ReplicaTestCase):
         sock.close()
         self.assertEqual(harness.request(port, "GET", "/home").body, home_body("fd7"))
 
+    def test_a_listen_fd_that_is_not_a_listening_socket_is_named(self):
+        code, out = self.run_replica("--listen-fd", "abc")
+        self.assertEqual(code, 2, out)
+        self.assertIn("--listen-fd must be a file descriptor number, got 'abc'", out)
+        code, out = self.run_replica("--listen-fd", "0")  # stdin: /dev/null
+        self.assertEqual(code, 1, out)
+        self.assertIn("cannot listen on fd 0", out)
+        code, out = self.run_replica(env={"LISTEN_FDS": "1"})  # no fd 3
+        self.assertEqual(code, 1, out)
+        self.assertIn("cannot listen on fd 3", out)
+
     def test_die_with_parent_exits_when_its_parent_is_killed(self):
         port = harness.free_port()
+        log = tempfile.NamedTemporaryFile(prefix="ringlb-test-", suffix=".log")
+        self.addCleanup(log.close)
         # An intermediate process starts the replica, says its pid, and waits to be killed.
         parent_code = ("import subprocess, sys, time\n"
-                       "p = subprocess.Popen(sys.argv[1:])\n"
+                       "p = subprocess.Popen(sys.argv[2:], stderr=open(sys.argv[1], 'w'))\n"
                        "print(p.pid, flush=True)\n"
                        "time.sleep(60)\n")
-        parent = subprocess.Popen([sys.executable, "-c", parent_code, REPLICA, "--address", HOST,
-                                   "--port", str(port), "--die-with-parent"],
+        parent = subprocess.Popen([sys.executable, "-c", parent_code, log.name, REPLICA,
+                                   "--address", HOST, "--port", str(port), "--die-with-parent"],
                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.addCleanup(parent.stdout.close)
         self.addCleanup(lambda: parent.poll() is None and (parent.kill(), parent.wait()))
         replica_pid = int(parent.stdout.readline())
         self.addCleanup(kill_if_replica, replica_pid)
-        harness.wait_until(lambda: harness.request(port, "GET", "/heartbeat").status == 200
-                           if port_accepts(port) else False, 5, "the replica to answer")
+        harness.wait_until(lambda: harness.listening(replica_pid, port), 5, "the replica to listen")
+        self.assertEqual(harness.request(port, "GET", "/heartbeat").status, 200)
         parent.kill()
         parent.wait(5)
         harness.wait_until(lambda: not pid_alive(replica_pid), 2, "the replica to exit")
-
-
-def port_accepts(port):
-    try:
-        socket.create_connection((HOST, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+        # It stopped the graceful way (SIGTERM from PR_SET_PDEATHSIG), with no handle left open.
+        with open(log.name) as f:
+            self.assertIn("stopped", f.read().splitlines()[-1])
 
 
 def pid_alive(pid):
@@ -387,6 +426,27 @@ class DebugRoutes(ReplicaTestCase):
             self.assertEqual(resp.header("Content-Length"), "10000000")
             self.assertEqual(len(resp.body), 10_000_000)
             self.assertEqual(resp.body.count(b"x"), 10_000_000)
+
+    def test_bytes_keeps_the_connection_alive_for_the_next_request(self):
+        r = self.start_replica("--id", "k")
+        with Connection(r.port, timeout=20) as conn:
+            for method, n in [("GET", 10), ("HEAD", 100), ("GET", 0), ("GET", 10_000_000)]:
+                with self.subTest(method=method, n=n):
+                    resp = conn.request(method, f"/bytes?n={n}")
+                    self.assertEqual(resp.header("Content-Length"), str(n))
+                    self.assertEqual(len(resp.body), 0 if method == "HEAD" else n)
+                    self.assertEqual(conn.request("GET", "/home").body, home_body("k"))
+
+    def test_a_client_gone_in_the_middle_of_bytes_leaves_no_connection_behind(self):
+        r = self.start_replica()
+        with Connection(r.port) as conn:
+            conn.send(b"GET /bytes?n=100000000 HTTP/1.1\r\n\r\n")
+            conn.sock.recv(1000)  # the answer is streaming
+            inode = harness.peer_socket_inode(conn.sock)
+            self.assertTrue(harness.holds_socket(r.pid, inode))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        harness.wait_until(lambda: not harness.holds_socket(r.pid, inode), 2,
+                           "the replica to close the connection")
 
     def test_sink_counts_a_5_mb_body(self):
         r = self.start_replica()

@@ -1,5 +1,6 @@
-// The HTTP layer (lb/http) on a real libuv loop over real loopback sockets: what bytes on the wire
-// become (heads, bodies, errors, pauses), whatever pieces they arrive in, and the pure helpers.
+// The HTTP layer (lb/http: http_conn, http_server) on a real libuv loop over real loopback sockets:
+// what bytes on the wire become (heads, bodies, errors, pauses), whatever pieces they arrive in.
+// The pure helpers are in http_head_test.cc and http_response_test.cc.
 //
 // Request side: a raw client socket writes exact bytes to an HttpServer whose connections record
 // every event. Response side: an HttpConn client reads exact bytes that a raw server socket writes.
@@ -870,6 +871,24 @@ TEST_F(HttpTest, WritesQueueWhatTheSocketDoesNotTakeAndDrainInOrder) {
   EXPECT_EQ(e->conn.write_queued, 0u);
 }
 
+TEST_F(HttpTest, AQueuedWriteThatFailsIsReportedEvenWhenNotReading) {
+  Listen();
+  int fd = RawConnect();
+  Endpoint* e = accepted.back();
+  http_conn_stop(&e->conn);  // the owner applies backpressure: only the write can notice
+  std::string big(8 << 20, 'w');
+  ASSERT_EQ(http_conn_write(&e->conn, big.data(), big.size()), 0);
+  ASSERT_GT(e->conn.write_queued, 0u);
+  struct linger reset = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  close(fd);  // RST
+  fds.clear();
+  ASSERT_TRUE(RunUntil([&] { return !e->errors.empty(); }));
+  EXPECT_LT(e->errors[0], 0);
+  EXPECT_EQ(e->errors.size(), 1u);
+  EXPECT_EQ(e->drains, 0);
+}
+
 TEST_F(HttpTest, ServerAndClientConnectionsExchangeAResponse) {
   Listen();
   // The client is an HttpConn too: an exchange entirely through the layer.
@@ -964,78 +983,6 @@ TEST_F(HttpTest, HeaderAndIdleTimeoutsCloseTheConnection) {
   EXPECT_TRUE(PeerClosed(idle_fd));
 }
 
-// ---- http_head: helpers -----------------------------------------------------------------------
-
-TEST(HttpUrl, PathStopsAtQueryOrFragment) {
-  const std::pair<const char*, const char*> cases[] = {
-      {"/home", "/home"}, {"/home?x=1", "/home"},
-      {"/a#frag", "/a"},  {"/a?b#c", "/a"},
-      {"/", "/"},         {"", ""},
-      {"*", "*"},         {"/?", "/"},
-  };
-  for (auto [url, path] : cases) EXPECT_EQ(http_url_path(url), path) << url;
-}
-
-TEST(HttpUrl, QueryFindsTheExactKey) {
-  struct Case {
-    const char* url;
-    const char* key;
-    bool found;
-    const char* value;
-  };
-  const Case cases[] = {
-      {"/bytes?n=10", "n", true, "10"}, {"/p?a=1&n=2", "n", true, "2"},
-      {"/p?nn=1&n=2", "n", true, "2"},  {"/p?n1=5", "n", false, ""},
-      {"/p?n", "n", true, ""},          {"/p?n=", "n", true, ""},
-      {"/p?a=1&&n=3", "n", true, "3"},  {"/p?n=1&n=2", "n", true, "1"},
-      {"/p?x=1#n=2", "n", false, ""},   {"/p?n=1#x", "n", true, "1"},
-      {"/p", "n", false, ""},           {"/p?a=n", "n", false, ""},
-  };
-  for (const Case& c : cases) {
-    std::string_view value = "unset";
-    EXPECT_EQ(http_url_query(c.url, c.key, &value), c.found) << c.url;
-    if (c.found) {
-      EXPECT_EQ(value, c.value) << c.url;
-    }
-  }
-}
-
-TEST(HttpHead, GetIsCaseInsensitiveTrimsAndReturnsTheFirst) {
-  HttpHead h;
-  HttpHeadLimits lim;
-  auto add = [&](std::string_view name, std::string_view value) {
-    ASSERT_EQ(http_head_add_field(&h, lim, name.data(), name.size()), 0);
-    ASSERT_EQ(http_head_add_value(&h, lim, value.data(), value.size()), 0);
-  };
-  // Pieces of one name and one value arrive in several calls.
-  ASSERT_EQ(http_head_add_url(&h, lim, "/pa", 3), 0);
-  ASSERT_EQ(http_head_add_url(&h, lim, "th", 2), 0);
-  ASSERT_EQ(http_head_add_field(&h, lim, "X-Requ", 6), 0);
-  ASSERT_EQ(http_head_add_field(&h, lim, "est-Id", 6), 0);
-  ASSERT_EQ(http_head_add_value(&h, lim, "12", 2), 0);
-  ASSERT_EQ(http_head_add_value(&h, lim, "34 \t", 4), 0);
-  add("Host", "a");
-  add("host", "b");
-  EXPECT_EQ(http_head_url(h), "/path");
-  std::string_view v;
-  ASSERT_TRUE(http_head_get(h, "x-request-id", &v));
-  EXPECT_EQ(v, "1234");
-  ASSERT_TRUE(http_head_get(h, "HOST", &v));
-  EXPECT_EQ(v, "a");
-  EXPECT_FALSE(http_head_get(h, "X-Request", &v));
-  http_head_reset(&h);
-  EXPECT_FALSE(http_head_get(h, "Host", &v));
-  EXPECT_EQ(http_head_url(h), "");
-}
-
-TEST(HttpHead, HopByHopHeaders) {
-  for (const char* name : {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
-                           "Upgrade", "Proxy-Authenticate", "Proxy-Authorization"})
-    EXPECT_TRUE(http_is_hop_by_hop(name)) << name;
-  for (const char* name : {"Content-Length", "Transfer-Encoding", "Host", "X-Request-Id", "Te2"})
-    EXPECT_FALSE(http_is_hop_by_hop(name)) << name;
-}
-
 // ---- http_server: addresses -------------------------------------------------------------------
 
 TEST(HttpAddress, ParsesHostPortForms) {
@@ -1058,47 +1005,6 @@ TEST(HttpAddress, RefusesWhatIsNotAnAddress) {
     struct sockaddr_storage addr;
     EXPECT_EQ(http_parse_address(text, &addr), UV_EINVAL) << "'" << text << "'";
   }
-}
-
-// ---- http_response ----------------------------------------------------------------------------
-
-TEST(HttpResponse, FormatsTheExactBytes) {
-  std::string out;
-  http_append_response(&out, 200, "application/json", "{}", true);
-  EXPECT_EQ(out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
-            "Connection: keep-alive\r\n\r\n{}");
-  out.clear();
-  http_append_response(&out, 404, "", "", false, "X-A: 1\r\n");
-  EXPECT_EQ(out,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\nX-A: 1\r\n\r\n");
-  out.clear();
-  http_append_response(&out, 599, "text/plain", "x", true);
-  EXPECT_EQ(out.substr(0, 15), "HTTP/1.1 599 \r\n");
-}
-
-TEST(HttpResponse, JsonEscapingKeepsTextInsideTheString) {
-  const std::pair<std::string, std::string> cases[] = {
-      {"/home", "/home"},
-      {"/a\"b", "/a\\\"b"},
-      {"/a\\b", "/a\\\\b"},
-      {std::string("\x01\n\x1f", 3), "\\u0001\\u000a\\u001f"},
-      {"/caf\xc3\xa9 x", "/caf\xc3\xa9 x"},
-      {"", ""},
-  };
-  for (const auto& [text, escaped] : cases) {
-    std::string out = "[";
-    http_append_json_escaped(&out, text);
-    EXPECT_EQ(out, "[" + escaped) << text;
-  }
-}
-
-TEST(HttpResponse, ReasonPhrases) {
-  EXPECT_STREQ(http_reason(200), "OK");
-  EXPECT_STREQ(http_reason(400), "Bad Request");
-  EXPECT_STREQ(http_reason(431), "Request Header Fields Too Large");
-  EXPECT_STREQ(http_reason(503), "Service Unavailable");
-  EXPECT_STREQ(http_reason(299), "");
 }
 
 }  // namespace

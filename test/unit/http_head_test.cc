@@ -1,0 +1,81 @@
+// http_head's helpers: the path and query of a URL, header lookup, hop-by-hop names.
+#include <gtest/gtest.h>
+
+#include <string_view>
+#include <utility>
+
+#include "lb/http/http_head.h"
+
+namespace {
+
+TEST(HttpUrl, PathStopsAtQueryOrFragment) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"/home", "/home"}, {"/home?x=1", "/home"},
+      {"/a#frag", "/a"},  {"/a?b#c", "/a"},
+      {"/", "/"},         {"", ""},
+      {"*", "*"},         {"/?", "/"},
+  };
+  for (auto [url, path] : cases) EXPECT_EQ(http_url_path(url), path) << url;
+}
+
+TEST(HttpUrl, QueryFindsTheExactKey) {
+  struct Case {
+    const char* url;
+    const char* key;
+    bool found;
+    const char* value;
+  };
+  const Case cases[] = {
+      {"/bytes?n=10", "n", true, "10"}, {"/p?a=1&n=2", "n", true, "2"},
+      {"/p?nn=1&n=2", "n", true, "2"},  {"/p?n1=5", "n", false, ""},
+      {"/p?n", "n", true, ""},          {"/p?n=", "n", true, ""},
+      {"/p?a=1&&n=3", "n", true, "3"},  {"/p?n=1&n=2", "n", true, "1"},
+      {"/p?x=1#n=2", "n", false, ""},   {"/p?n=1#x", "n", true, "1"},
+      {"/p", "n", false, ""},           {"/p?a=n", "n", false, ""},
+  };
+  for (const Case& c : cases) {
+    std::string_view value = "unset";
+    EXPECT_EQ(http_url_query(c.url, c.key, &value), c.found) << c.url;
+    if (c.found) {
+      EXPECT_EQ(value, c.value) << c.url;
+    }
+  }
+}
+
+TEST(HttpHead, GetIsCaseInsensitiveTrimsAndReturnsTheFirst) {
+  HttpHead h;
+  HttpHeadLimits lim;
+  auto add = [&](std::string_view name, std::string_view value) {
+    ASSERT_EQ(http_head_add_field(&h, lim, name.data(), name.size()), 0);
+    ASSERT_EQ(http_head_add_value(&h, lim, value.data(), value.size()), 0);
+  };
+  // Pieces of one name and one value arrive in several calls.
+  ASSERT_EQ(http_head_add_url(&h, lim, "/pa", 3), 0);
+  ASSERT_EQ(http_head_add_url(&h, lim, "th", 2), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "X-Requ", 6), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "est-Id", 6), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "12", 2), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "34 \t", 4), 0);
+  add("Host", "a");
+  add("host", "b");
+  EXPECT_EQ(http_head_url(h), "/path");
+  std::string_view v;
+  ASSERT_TRUE(http_head_get(h, "x-request-id", &v));
+  EXPECT_EQ(v, "1234");
+  ASSERT_TRUE(http_head_get(h, "HOST", &v));
+  EXPECT_EQ(v, "a");
+  EXPECT_FALSE(http_head_get(h, "X-Request", &v));
+  http_head_reset(&h);
+  EXPECT_FALSE(http_head_get(h, "Host", &v));
+  EXPECT_EQ(http_head_url(h), "");
+}
+
+TEST(HttpHead, HopByHopHeaders) {
+  for (const char* name : {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
+                           "Upgrade", "Proxy-Authenticate", "Proxy-Authorization"})
+    EXPECT_TRUE(http_is_hop_by_hop(name)) << name;
+  for (const char* name : {"Content-Length", "Transfer-Encoding", "Host", "X-Request-Id", "Te2"})
+    EXPECT_FALSE(http_is_hop_by_hop(name)) << name;
+}
+
+}  // namespace
