@@ -604,11 +604,7 @@ void on_server_stopped(HttpServer* s) {
 
 std::string proxy_error_json(const std::string& text) {
   std::string out = "{\"message\": \"<Error> ";
-  for (char ch : text) {
-    if (ch == '"' || ch == '\\') out.push_back('\\');
-    if (static_cast<unsigned char>(ch) < 0x20) continue;
-    out.push_back(ch);
-  }
+  http_append_json_escaped(&out, text);
   out.append("\", \"status\": \"failure\"}");
   return out;
 }
