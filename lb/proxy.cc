@@ -26,6 +26,7 @@ struct ClientConn {
   bool stopped_for_upstream = false;  // client reading stopped: upstream queue or buffer full
   bool swallow = false;        // discard the upstream body (404 turned into 400)
   bool skip_interim = false;   // an interim 1xx response is being skipped
+  bool head_pending = false;   // the response head waits in out for the first body bytes
   bool same_retry_used = false;
   uint8_t attempts = 0;
   UpstreamConn* up = nullptr;
@@ -34,7 +35,7 @@ struct ClientConn {
   std::vector<uint32_t> tried;  // ring ids
   std::string req_head;         // the head sent upstream
   std::string body_buf;         // body bytes waiting for the upstream connection
-  std::string out;              // scratch for heads and local responses
+  std::string out;              // the response head (held back while head_pending), local responses
   std::string admin_body;
   ClientConn* act_prev = nullptr;
   ClientConn* act_next = nullptr;
@@ -169,6 +170,17 @@ void on_up_connected(UpstreamConn* u, int status) {
   send_request(c);
 }
 
+// Writes len bytes of response body to the client, preceded by the response head when it is still
+// held back, in one write: a response that arrived in one read leaves in one writev, not two
+// writes. len may be 0 (the head alone). Returns 0 or a libuv code.
+int write_response(ClientConn* c, const char* data, size_t len) {
+  if (!c->head_pending) return http_conn_write(&c->conn, data, len);
+  c->head_pending = false;
+  uv_buf_t bufs[2] = {uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size())),
+                      uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len))};
+  return http_conn_write(&c->conn, bufs, len > 0 ? 2 : 1);
+}
+
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
@@ -219,14 +231,14 @@ void up_on_head(HttpConn* hc) {
   out.append("\r\n");
   hc->body_mode = dechunk ? HttpBody::decoded : HttpBody::raw;
   metrics_response(&c->proxy->metrics, h.status);
-  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+  c->head_pending = true;  // written with the first body bytes, at the message end or in up_on_parsed
 }
 
 void up_on_body(HttpConn* hc, const char* data, size_t len) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
   if (c == nullptr || c->swallow || c->skip_interim) return;
-  if (http_conn_write(&c->conn, data, len) != 0) {
+  if (write_response(c, data, len) != 0) {
     http_conn_close(&c->conn);
     return;
   }
@@ -247,6 +259,7 @@ HttpNext up_on_message_end(HttpConn* hc) {
     return HttpNext::parse;
   }
   u->replica->requests++;
+  if (c->head_pending && write_response(c, nullptr, 0) != 0) http_conn_close(&c->conn);  // no body
   bool keep = hc->head.keep_alive && c->req_done;
   detach_upstream(c, keep);
   exchange_done(c);
@@ -280,8 +293,16 @@ void up_on_drain(HttpConn* hc) {
 
 void up_on_close(HttpConn* hc) { upstream_free(up_of(hc)); }
 
-const HttpConnHandlers kUpstreamHandlers = {up_on_head, up_on_body, up_on_message_end,
-                                            up_on_error, up_on_drain, up_on_close};
+// The bytes read from the replica so far are parsed: a response head still held back (its body has
+// not arrived yet) goes to the client now.
+void up_on_parsed(HttpConn* hc) {
+  ClientConn* c = static_cast<ClientConn*>(up_of(hc)->client);
+  if (c != nullptr && c->head_pending && write_response(c, nullptr, 0) != 0)
+    http_conn_close(&c->conn);
+}
+
+const HttpConnHandlers kUpstreamHandlers = {up_on_head,  up_on_body,  up_on_message_end, up_on_error,
+                                            up_on_drain, up_on_close, up_on_parsed};
 
 // --- routing -----------------------------------------------------------------------------------
 
@@ -453,6 +474,7 @@ void client_on_head(HttpConn* hc) {
   c->kind = ClientConn::Kind::none;
   c->req_done = c->resp_started = c->resp_done = false;
   c->head_sent = c->body_sent = c->swallow = c->skip_interim = c->same_retry_used = false;
+  c->head_pending = false;
   c->attempts = 0;
   c->tried.clear();
   c->body_buf.clear();

@@ -136,9 +136,11 @@ void deliver_peer_error(HttpConn* c) {
 // reading, or the connection closes. A peer close or read error is reported once every byte before it
 // has been parsed.
 void conn_parse(HttpConn* c) {
+  bool parsed = false;
   // After a pause llhttp may have work left that needs no input (completing a bodyless message after
   // its head), so it runs once more even when the buffer is empty.
   while (!c->closing && !c->paused && c->reading && (c->in_start < c->in_end || c->after_pause)) {
+    parsed = true;
     c->after_pause = false;
     const char* p = c->in + c->in_start;
     size_t n = c->in_end - c->in_start;
@@ -167,10 +169,13 @@ void conn_parse(HttpConn* c) {
     c->in_start += static_cast<uint32_t>(used);
     if (raw_body && used > 0 && !c->closing) c->h->on_body(c, p, used);
     if (c->in_start == c->in_end) c->in_start = c->in_end = 0;
-    if (e == HPE_PAUSED && !deliver_event(c)) return;
+    if (e == HPE_PAUSED && !deliver_event(c)) break;  // paused or closing
   }
-  if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0)
+  if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0) {
+    parsed = true;
     deliver_peer_error(c);
+  }
+  if (parsed && !c->closing && c->h->on_parsed) c->h->on_parsed(c);
 }
 
 // Reads while the owner wants bytes and the buffer has room. While paused at a message end the

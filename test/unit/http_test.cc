@@ -57,6 +57,7 @@ struct Endpoint {
   std::string parse_error;
   int drains = 0;
   bool closed = false;
+  std::string trace;  // events in order: h head, b body piece, e message end, x error, p parsed
   // Behaviour chosen by the test.
   HttpBody body_mode = HttpBody::decoded;
   HttpNext next = HttpNext::parse;
@@ -82,6 +83,7 @@ void on_head(HttpConn* c) {
   m.chunked = h.chunked;
   m.content_length = h.content_length;
   e->messages.push_back(std::move(m));
+  e->trace += 'h';
   c->body_mode = e->body_mode;
 }
 
@@ -92,17 +94,20 @@ Message& current(Endpoint* e) {
 
 void on_body(HttpConn* c, const char* data, size_t len) {
   current(endpoint_of(c)).body.append(data, len);
+  endpoint_of(c)->trace += 'b';
 }
 
 HttpNext on_message_end(HttpConn* c) {
   Endpoint* e = endpoint_of(c);
   current(e).complete = true;
+  e->trace += 'e';
   return e->next;
 }
 
 void on_error(HttpConn* c, int err) {
   Endpoint* e = endpoint_of(c);
   e->errors.push_back(err);
+  e->trace += 'x';
   if (c->parse_error) e->parse_error = c->parse_error;
 }
 
@@ -113,7 +118,12 @@ void on_close(HttpConn* c) {
   endpoint_of(c)->closed = true;
 }
 
-const HttpConnHandlers kRecorder = {on_head, on_body, on_message_end, on_error, on_drain, on_close};
+void on_parsed(HttpConn* c) {
+  endpoint_of(c)->trace += 'p';
+}
+
+const HttpConnHandlers kRecorder = {on_head,  on_body,  on_message_end, on_error,
+                                    on_drain, on_close, on_parsed};
 
 class HttpTest : public testing::Test {
  protected:
@@ -848,6 +858,32 @@ TEST_F(HttpTest, ResponseCutShortIsEofWithoutAMessageEnd) {
   EXPECT_FALSE(e->messages[0].complete);
   EXPECT_EQ(e->messages[0].body, "abc");
   EXPECT_EQ(e->errors, std::vector<int>{UV_EOF});
+}
+
+// on_parsed comes once the bytes of a read are used up, after every event they produced: a proxy
+// holding back a response head learns there whether the body came with it.
+TEST_F(HttpTest, OnParsedFollowsTheEventsOfEachRead) {
+  int lfd = RawListen();
+  auto [e, fd] = ConnectClient(lfd);
+  EXPECT_EQ(e->trace, "") << "starting to read with nothing buffered parses nothing";
+  Send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 4; }));
+  EXPECT_EQ(e->trace, "hbep");
+  Send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 6; }));
+  EXPECT_EQ(e->trace, "hbephp") << "a head alone: on_parsed before any body byte";
+  Send(fd, "abc");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 9; }));
+  EXPECT_EQ(e->trace, "hbephpbep");
+  e->next = HttpNext::pause;
+  Send(fd, "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 12; }));
+  RunFor(50);
+  EXPECT_EQ(e->trace, "hbephpbephep") << "a pause at a message end ends the parsing";
+  e->next = HttpNext::parse;
+  http_conn_resume(&e->conn);
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 16; }));
+  EXPECT_EQ(e->trace, "hbephpbephephbep");
 }
 
 // ---- http_conn: writes -------------------------------------------------------------------------
