@@ -15,6 +15,7 @@ struct ClientConn {
   bool admin_listener = false;
   std::shared_ptr<bool> alive;
   std::string peer_ip;
+  std::string xff_line;  // "X-Forwarded-For: PEER_IP\r\n", the line added when the client sent none
   // The exchange.
   enum class Kind : uint8_t { none, admin, proxied } kind = Kind::none;
   bool req_done = false;       // the request's last byte arrived
@@ -212,19 +213,12 @@ void up_on_head(HttpConn* hc) {
 
   std::string& out = c->out;
   out.clear();
-  out.append("HTTP/1.1 ");
-  out.append(std::to_string(h.status));
-  out.push_back(' ');
-  out.append(http_reason(h.status));
-  out.append("\r\n");
+  http_append_status_line(&out, h.status);
   for (const HttpHeader& hd : h.headers) {
     std::string_view name = http_head_name(h, hd);
     if (http_is_hop_by_hop(name)) continue;
     if (dechunk && http_iequals(name, "transfer-encoding")) continue;
-    out.append(name);
-    out.append(": ");
-    out.append(http_head_value(h, hd));
-    out.append("\r\n");
+    out.append(http_head_line(h, hd));
   }
   if (!c->keep_alive) out.append("Connection: close\r\n");
   else if (client_10) out.append("Connection: keep-alive\r\n");
@@ -365,19 +359,18 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
       continue;
     }
     if (http_iequals(name, "host")) has_host = true;
-    out.append(name);
-    out.append(": ");
-    out.append(http_head_value(h, hd));
-    out.append("\r\n");
+    out.append(http_head_line(h, hd));
   }
   if (!has_host) out.append("Host: ringlb\r\n");
-  out.append("X-Forwarded-For: ");
   if (has_xff) {
+    out.append("X-Forwarded-For: ");
     out.append(xff);
     out.append(", ");
+    out.append(c->peer_ip);
+    out.append("\r\n");
+  } else {
+    out.append(c->xff_line);
   }
-  out.append(c->peer_ip);
-  out.append("\r\n");
   if (!generated_rid.empty()) {
     out.append("X-Request-Id: ");
     out.append(generated_rid);
@@ -422,6 +415,7 @@ void fill_peer(ClientConn* c) {
     size_t colon = a.rfind(':');
     c->peer_ip = a.substr(a[0] == '[' ? 1 : 0, colon - (a[0] == '[' ? 2 : 0));
   }
+  c->xff_line = "X-Forwarded-For: " + c->peer_ip + "\r\n";
 }
 
 // --- client side -------------------------------------------------------------------------------

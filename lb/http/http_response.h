@@ -8,6 +8,9 @@
 // The reason phrase for status ("OK", "Not Found"); "Unknown" for codes llhttp does not name.
 const char* http_reason(int status);
 
+// Appends the status line "HTTP/1.1 STATUS REASON\r\n" (status 100..999) in one append.
+void http_append_status_line(std::string* out, int status);
+
 // Appends a complete HTTP/1.1 response to out: status line, Content-Type (when body or content_type is
 // non-empty), Content-Length, Connection: keep-alive or close, extra (complete header lines, each ending
 // in \r\n, may be empty), and body.

@@ -77,8 +77,12 @@ void on_head(HttpConn* c) {
   m.url = std::string(http_head_url(h));
   m.major = h.major;
   m.minor = h.minor;
-  for (const HttpHeader& hd : h.headers)
+  for (const HttpHeader& hd : h.headers) {
     m.headers.emplace_back(std::string(http_head_name(h, hd)), std::string(http_head_value(h, hd)));
+    // Whatever pieces the head arrived in, each header is its own wire line for a proxy to copy.
+    EXPECT_EQ(http_head_line(h, hd),
+              m.headers.back().first + ": " + m.headers.back().second + "\r\n");
+  }
   m.keep_alive = h.keep_alive;
   m.chunked = h.chunked;
   m.content_length = h.content_length;
