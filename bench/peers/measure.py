@@ -8,8 +8,11 @@ second at a time until the busy share is at most --quiet-max percent of one CPU 
 seconds have passed, and records what it saw (the processes measured here are idle at that point,
 so what is busy is someone else).
 
+"Others' CPU" is what the machine was busy with beyond the groups and the command, in percent of
+one CPU over the command's run. The groups must not overlap.
+
 usage: measure.py --out FILE.json --stdout FILE [--group NAME=PID,PID]... [--quiet-max PCT]
-                  [--quiet-wait S] -- COMMAND...
+                  [--quiet-wait S] [--attempt N] -- COMMAND...
 """
 import argparse
 import json
@@ -51,6 +54,7 @@ def main():
     ap.add_argument("--group", action="append", default=[])
     ap.add_argument("--quiet-max", type=float, default=None)
     ap.add_argument("--quiet-wait", type=float, default=0)
+    ap.add_argument("--attempt", type=int, default=0)
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
@@ -78,12 +82,17 @@ def main():
     m1 = machine()
     after = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
     code = os.waitstatus_to_exitcode(status)
+    command_cpu = usage.ru_utime + usage.ru_stime
+    busy = (m1[0] - m0[0]) / TICK
+    others = max(busy - command_cpu - sum(after[n] - before[n] for n in groups), 0.0)
     doc = {
+        "attempt": a.attempt,
         "exit_code": code,
         "wall_s": round(wall, 4),
-        "command_cpu_s": round(usage.ru_utime + usage.ru_stime, 4),
+        "command_cpu_s": round(command_cpu, 4),
         "groups_cpu_s": {n: round(after[n] - before[n], 4) for n in groups},
-        "machine_busy_s": round((m1[0] - m0[0]) / TICK, 4),
+        "machine_busy_s": round(busy, 4),
+        "others_cpu_pct": round(100 * others / wall, 1),
         "quiet_before_pct": None if quiet is None else round(quiet, 1),
         "quiet_waited_s": round(waited, 1),
     }

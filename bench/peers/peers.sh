@@ -21,17 +21,23 @@
 # with --latency. measure.py brackets the measured run with /proc/PID/stat of the LB process (the
 # nginx worker), of the replicas and of wrk, and /proc/stat for the rest of the machine; before
 # each window it waits up to QUIET_WAIT s for the machine to be quiet (others' CPU at most
-# QUIET_MAX % of one CPU) and records what it saw. Then, through each target once: ab -n 10000 -c 100
+# QUIET_MAX % of one CPU) and records what it saw; a window in which other processes still used
+# more than QUIET_MAX % is measured again, up to RETRIES times (the report counts the repeats and
+# marks windows that stayed noisy). Then, through each target once: ab -n 10000 -c 100
 # (HTTP/1.0, no keep-alive) and, through each LB, ringlb-loadgen over the same 10,000 request ids
 # (--rid --seed SEED) for the distribution over the replicas. Peak RSS is VmHWM of each LB process
 # at the end.
+#
+# BASELINE=PATH adds a fifth target, "ringlb-before": another ringlb binary (an older build) with
+# the same flags, measured in the same rounds right after ringlb, for a before/after comparison that
+# the machine's drift cannot fake.
 #
 # Output: a Markdown report on stdout, bench/results/peers.json and bench/results/peers.png (needs
 # gnuplot). report.py computes medians and ratios from the raw files.
 #
 # Usage: bench/peers/peers.sh [BUILD_DIR]
 #   env: ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=64 SEED=42 REPLICA_CPU=1|float
-#        QUIET_MAX=25 QUIET_WAIT=30 RESULTS=bench/results
+#        QUIET_MAX=25 QUIET_WAIT=30 RETRIES=2 RESULTS=bench/results BASELINE=path/to/older/ringlb
 # Takes about ROUNDS x 4 x (WARMUP + DURATION + 2) s plus ab and the distribution runs (under a
 # minute), longer when it waits for quiet; on exit it stops what it started.
 set -euo pipefail
@@ -47,11 +53,19 @@ SEED=${SEED:-42}
 REPLICA_CPU=${REPLICA_CPU:-1}
 QUIET_MAX=${QUIET_MAX:-25}
 QUIET_WAIT=${QUIET_WAIT:-30}
+RETRIES=${RETRIES:-2}
 RESULTS=${RESULTS:-$ROOT/bench/results}
 RINGLB=$BUILD/lb/ringlb
 REPLICA=$BUILD/replica/ringlb-replica
 LOADGEN=$BUILD/bench/loadgen/ringlb-loadgen
+BASELINE=${BASELINE:-}
 TARGETS=(ringlb haproxy nginx direct)
+LBS=(ringlb haproxy nginx)
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "peers: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+  TARGETS=(ringlb ringlb-before haproxy nginx direct)
+  LBS=(ringlb ringlb-before haproxy nginx)
+fi
 
 for tool in wrk ab haproxy nginx python3 taskset; do
   command -v "$tool" >/dev/null || { echo "peers: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
@@ -137,6 +151,14 @@ for port in "${replica_ports[@]}"; do backends+=(--backend "127.0.0.1:$port"); d
   --log-level warn 2>"$tmp/ringlb.log" &
 ringlb_pid=$!
 started+=("$ringlb_pid")
+before_port= before_pid=
+if [ -n "$BASELINE" ]; then
+  before_port=$(free_port)
+  "${server_cpu[@]}" "$BASELINE" --provisioner static "${backends[@]}" \
+    --listen "127.0.0.1:$before_port" --log-level warn 2>"$tmp/ringlb-before.log" &
+  before_pid=$!
+  started+=("$before_pid")
+fi
 
 # --- HAProxy --------------------------------------------------------------------------------------
 haproxy_port=$(free_port)
@@ -212,15 +234,17 @@ nginx_master=$!
 started+=("$nginx_master")
 
 wait_home "$ringlb_port"
+[ -z "$BASELINE" ] || wait_home "$before_port"
 wait_home "$haproxy_port"
 wait_home "$nginx_port"
 nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 [ -n "$nginx_worker" ] || { echo "peers: no nginx worker" >&2; exit 1; }
 [ "$(pgrep -c -P "$haproxy_pid" || true)" = 0 ] || { echo "peers: haproxy forked" >&2; exit 1; }
 
-declare -A port_of=([ringlb]=$ringlb_port [haproxy]=$haproxy_port [nginx]=$nginx_port
-                    [direct]=${replica_ports[0]})
-declare -A lb_pid=([ringlb]=$ringlb_pid [haproxy]=$haproxy_pid [nginx]=$nginx_worker [direct]=)
+declare -A port_of=([ringlb]=$ringlb_port [ringlb-before]=$before_port [haproxy]=$haproxy_port
+                    [nginx]=$nginx_port [direct]=${replica_ports[0]})
+declare -A lb_pid=([ringlb]=$ringlb_pid [ringlb-before]=$before_pid [haproxy]=$haproxy_pid
+                   [nginx]=$nginx_worker [direct]=)
 replica_csv=$(IFS=,; echo "${replica_pids[*]}")
 
 # --- wrk rounds -----------------------------------------------------------------------------------
@@ -231,12 +255,18 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "peers: round $round/$ROUNDS, $target" >&2
     "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$HERE/request_id.lua" "$url" \
       -- "$((SEED + round))" >/dev/null
-    python3 "$HERE/measure.py" --out "$tmp/rounds/$round-$target.json" \
-      --stdout "$tmp/rounds/$round-$target.wrk" \
-      --group "lb=${lb_pid[$target]}" --group "replicas=$replica_csv" \
-      --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
-      "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-      -s "$HERE/request_id.lua" "$url" -- "$((SEED + round))"
+    for attempt in $(seq 0 "$RETRIES"); do
+      python3 "$HERE/measure.py" --out "$tmp/rounds/$round-$target.json" \
+        --stdout "$tmp/rounds/$round-$target.wrk" --attempt "$attempt" \
+        --group "lb=${lb_pid[$target]}" --group "replicas=$replica_csv" \
+        --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
+        "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
+        -s "$HERE/request_id.lua" "$url" -- "$((SEED + round))"
+      others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
+        "$tmp/rounds/$round-$target.json")
+      [ "$others" -gt "$QUIET_MAX" ] || break
+      echo "peers: other processes used ${others}% of a CPU in that window" >&2
+    done
   done
 done
 
@@ -248,7 +278,7 @@ for target in "${TARGETS[@]}"; do
 done
 
 # --- distribution of the same 10,000 request ids --------------------------------------------------
-for target in ringlb haproxy nginx; do
+for target in "${LBS[@]}"; do
   echo "peers: distribution through $target" >&2
   "${client_cpu[@]}" "$LOADGEN" --rid --seed "$SEED" -n 10000 -c 10 -q -T 60 \
     -j "$tmp/dist/$target.json" "http://127.0.0.1:${port_of[$target]}/home" >/dev/null 2>&1
@@ -258,16 +288,20 @@ quiet_after=$(cpu_busy 2)
 
 # --- peak memory and versions ---------------------------------------------------------------------
 hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+before_hwm=None
+[ -z "$BASELINE" ] || before_hwm=$(hwm "$before_pid")
 python3 - "$tmp/meta.json" <<EOF
 import json, sys
 json.dump({
   "date": "$(date -u +%Y-%m-%d)",
   "command": "bench/peers/peers.sh $BUILD",
-  "env": {"ROUNDS": $ROUNDS, "DURATION": $DURATION, "WARMUP": $WARMUP,
+  "targets": "${TARGETS[*]}".split(),
+  "baseline": "$BASELINE" or None,
+  "env": {"ROUNDS": $ROUNDS, "DURATION": $DURATION, "WARMUP": $WARMUP, "RETRIES": $RETRIES,
           "CONNECTIONS": $CONNECTIONS, "SEED": $SEED, "REPLICA_CPU": "$REPLICA_CPU",
           "QUIET_MAX": $QUIET_MAX, "QUIET_WAIT": $QUIET_WAIT},
-  "peak_rss_kib": {"ringlb": $(hwm "$ringlb_pid"), "haproxy": $(hwm "$haproxy_pid"),
-                   "nginx": $(hwm "$nginx_worker")},
+  "peak_rss_kib": {"ringlb": $(hwm "$ringlb_pid"), "ringlb-before": $before_hwm,
+                   "haproxy": $(hwm "$haproxy_pid"), "nginx": $(hwm "$nginx_worker")},
   "replica_peak_rss_kib": $(hwm "${replica_pids[0]}"),
   "versions": {
     "ringlb": "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"

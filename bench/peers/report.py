@@ -17,8 +17,7 @@ import statistics
 import subprocess
 import sys
 
-TARGETS = ["ringlb", "haproxy", "nginx", "direct"]
-LBS = ["ringlb", "haproxy", "nginx"]
+TARGETS = ["ringlb", "haproxy", "nginx", "direct"]  # the run's own list is in meta.json
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
@@ -70,6 +69,9 @@ def fmt(v, spec, none="–"):
 def main():
     run, results = sys.argv[1], sys.argv[2]
     meta = json.load(open(os.path.join(run, "meta.json")))
+    global TARGETS
+    TARGETS = meta.get("targets") or TARGETS
+    lbs = [t for t in TARGETS if t != "direct"]
     duration = meta["env"]["DURATION"]
     rounds = []
     for path in sorted(glob.glob(os.path.join(run, "rounds", "*.json"))):
@@ -77,7 +79,6 @@ def main():
         m = json.load(open(path))
         requests, seconds, p50, p99, errors = parse_wrk(open(path[:-5] + ".wrk").read())
         lb_cpu, rep_cpu = m["groups_cpu_s"]["lb"], m["groups_cpu_s"]["replicas"]
-        others = max(m["machine_busy_s"] - lb_cpu - rep_cpu - m["command_cpu_s"], 0.0)
         rounds.append({
             "round": int(rnd), "target": target, "requests": requests, "seconds": seconds,
             "req_s": requests / seconds, "p50_ms": p50, "p99_ms": p99, "errors": errors,
@@ -86,7 +87,7 @@ def main():
             "lb_cpu_pct": 100 * lb_cpu / m["wall_s"] if target != "direct" else None,
             "replicas_cpu_s_per_100k": rep_cpu / requests * 1e5,
             "wrk_cpu_pct": 100 * m["command_cpu_s"] / m["wall_s"],
-            "others_cpu_pct": 100 * others / m["wall_s"],
+            "others_cpu_pct": m["others_cpu_pct"], "repeats": m["attempt"],
             "quiet_before_pct": m["quiet_before_pct"], "quiet_waited_s": m["quiet_waited_s"],
         })
     rounds.sort(key=lambda r: (r["round"], TARGETS.index(r["target"])))
@@ -133,6 +134,7 @@ def main():
           f"{meta['machine']['kernel']}; ringlb {meta['versions']['ringlb']}, HAProxy "
           f"{meta['versions']['haproxy']}, nginx {meta['versions']['nginx']}, wrk "
           f"{meta['versions']['wrk']}, ab {meta['versions']['ab']}")
+    quiet_max = meta["env"]["QUIET_MAX"]
     print(f"wrk -t1 -c{meta['env']['CONNECTIONS']} -d{duration}s --latency, random X-Request-Id; "
           f"{meta['env']['ROUNDS']} interleaved rounds after {meta['env']['WARMUP']} s warm-ups; "
           f"medians over rounds.")
@@ -155,21 +157,31 @@ def main():
               f"| {fmt(dist and dist['max_over_mean'], '.3f')} |")
     print()
     print("| round | target | req/s | p50 | p99 | LB CPU s / 100k | replicas CPU s / 100k | wrk CPU "
-          "| others' CPU | quiet before | errors |")
+          "| others' CPU | repeats | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for x in rounds:
         print(f"| {x['round']} | {x['target']} | {x['req_s']:,.0f} | {x['p50_ms']:.2f} ms "
               f"| {x['p99_ms']:.2f} ms | {fmt(x['lb_cpu_s_per_100k'], '.2f')} "
               f"| {x['replicas_cpu_s_per_100k']:.2f} | {x['wrk_cpu_pct']:.0f}% "
-              f"| {x['others_cpu_pct']:.0f}% | {fmt(x['quiet_before_pct'], '.0f')}% | {x['errors']} |")
+              f"| {x['others_cpu_pct']:.0f}%{' (noisy)' if x['others_cpu_pct'] > quiet_max else ''} "
+              f"| {x['repeats']} | {x['errors']} |")
     print()
-    for t in LBS:
+    for t in lbs:
         print(f"{t} req/s ÷ HAProxy by round: {', '.join(f'{p:.2f}' for p in summary[t]['req_s_vs_haproxy_by_round'])}")
-    for t in LBS:
+    for t in lbs:
         d = summary[t]["distribution"]
         print(f"distribution through {t} ({d['requests']} ids, seed {meta['env']['SEED']}, "
               f"{d['failed']} failed): " + ", ".join(f"{k} {v}" for k, v in d["counts"].items())
               + f"; max/mean {d['max_over_mean']:.3f}")
+    if "ringlb-before" in summary:
+        a, b = summary["ringlb"], summary["ringlb-before"]
+        pairs = [x["req_s"] / y["req_s"] for x in rounds for y in rounds
+                 if x["target"] == "ringlb" and y["target"] == "ringlb-before"
+                 and x["round"] == y["round"]]
+        print(f"ringlb ÷ ringlb-before ({meta['baseline']}): req/s {a['req_s'] / b['req_s']:.2f} "
+              f"(by round: {', '.join(f'{p:.2f}' for p in pairs)}), LB CPU per request "
+              f"{a['lb_cpu_s_per_100k'] / b['lb_cpu_s_per_100k']:.2f}, p99 "
+              f"{a['p99_ms'] / b['p99_ms']:.2f}")
     print("issue targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items()))
     print(f"machine: {meta['quiet_before_pct']}% of one CPU busy in the 2 s before the run, "
           f"{meta['quiet_after_pct']}% in the 2 s after")
@@ -207,6 +219,7 @@ set ytics nomirror
 set y2tics
 set xlabel 'target (direct = wrk straight to one replica: no LB, no LB CPU)'
 set grid ytics
+set xrange [-0.6:{len(TARGETS) - 0.4}]
 plot '{data}' using 2:xtic(1) title 'requests/s (k, left axis)' linecolor rgb '#4477aa', \\
      '' using 3 axes x1y2 title 'LB CPU s / 100k requests (right axis)' linecolor rgb '#ee6677', \\
      '' using ($0 - 0.17):2:(sprintf('%.1fk', $2)) with labels offset 0,0.7 notitle, \\
