@@ -332,8 +332,9 @@ std::string_view routing_key(ClientConn* c, char* rid_buf, bool* generated) {
       break;
   }
   // No key in the request: a fresh 6-digit request id, as the assignment's Rid.
-  uint64_t id = 100000 + c->proxy->rng() % 900000;
-  snprintf(rid_buf, 8, "%06u", static_cast<unsigned>(id));
+  unsigned id = static_cast<unsigned>(100000 + c->proxy->rng() % 900000);
+  for (int i = 5; i >= 0; i--, id /= 10) rid_buf[i] = static_cast<char>('0' + id % 10);
+  rid_buf[6] = '\0';
   *generated = true;
   return std::string_view(rid_buf, 6);
 }
@@ -410,12 +411,10 @@ void dispatch(ClientConn* c) {
 void fill_peer(ClientConn* c) {
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  if (uv_tcp_getpeername(&c->conn.tcp, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0) {
-    std::string a = http_format_address(reinterpret_cast<struct sockaddr*>(&addr));
-    size_t colon = a.rfind(':');
-    c->peer_ip = a.substr(a[0] == '[' ? 1 : 0, colon - (a[0] == '[' ? 2 : 0));
-  }
-  c->xff_line = "X-Forwarded-For: " + c->peer_ip + "\r\n";
+  if (uv_tcp_getpeername(&c->conn.tcp, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0)
+    c->peer_ip = http_format_ip(reinterpret_cast<struct sockaddr*>(&addr));
+  c->xff_line.reserve(c->peer_ip.size() + 19);
+  c->xff_line.append("X-Forwarded-For: ").append(c->peer_ip).append("\r\n");
 }
 
 // --- client side -------------------------------------------------------------------------------
@@ -578,6 +577,8 @@ HttpConn* accept_client(HttpServer* s, bool admin) {
   c->proxy = p;
   c->admin_listener = admin;
   c->alive = std::make_shared<bool>(true);
+  c->req_head.reserve(1024);  // one allocation per connection, not one per doubling
+  c->out.reserve(512);
   if (http_conn_init(p->loop, &c->conn, HTTP_REQUEST, &kClientHandlers, kReadBuffer) != 0) {
     delete c;
     return nullptr;

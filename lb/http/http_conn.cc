@@ -11,6 +11,9 @@ namespace {
 // its head, so both may be pending at once.
 enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2 };
 
+constexpr size_t kHeadReserve = 1024;  // bytes of URL and header lines
+constexpr size_t kHeadersReserve = 16;
+
 HttpConn* conn_of_parser(llhttp_t* p) { return static_cast<HttpConn*>(p->data); }
 
 int on_message_begin(llhttp_t* p) {
@@ -252,8 +255,11 @@ void on_write(uv_write_t* req, int status) {
 int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
                    size_t in_cap) {
   // Every per-connection field starts afresh, so a connection may be initialised again after its
-  // on_close (a client reconnecting in the same memory). The head keeps its buffers' capacity.
+  // on_close (a client reconnecting in the same memory). The head keeps its buffers' capacity, and
+  // starts with room for a typical head: one allocation each rather than one per doubling.
   http_head_reset(&c->head);
+  if (c->head.buf.capacity() < kHeadReserve) c->head.buf.reserve(kHeadReserve);
+  if (c->head.headers.capacity() < kHeadersReserve) c->head.headers.reserve(kHeadersReserve);
   c->in_start = c->in_end = 0;
   c->write_queued = 0;
   c->parse_error = nullptr;

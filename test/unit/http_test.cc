@@ -1038,6 +1038,18 @@ TEST(HttpAddress, ParsesHostPortForms) {
   }
 }
 
+TEST(HttpAddress, FormatsTheIpAlone) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"127.0.0.1:80", "127.0.0.1"}, {"0.0.0.0:1", "0.0.0.0"},     {"10.1.2.3:1", "10.1.2.3"},
+      {"255.99.100.9:1", "255.99.100.9"}, {"[::1]:443", "::1"}, {"[fe80::1:2]:1", "fe80::1:2"},
+  };
+  for (auto [text, ip] : cases) {
+    struct sockaddr_storage addr;
+    ASSERT_EQ(http_parse_address(text, &addr), 0) << text;
+    EXPECT_EQ(http_format_ip(reinterpret_cast<struct sockaddr*>(&addr)), ip) << text;
+  }
+}
+
 TEST(HttpAddress, RefusesWhatIsNotAnAddress) {
   for (const char* text :
        {"", "host", "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:123456", "1.2.3.4:-1", "1.2.3.4:8x",
