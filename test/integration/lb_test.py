@@ -80,15 +80,20 @@ class RssSampler:
         self._thread.join(5)
 
 
-class SlowSink:
-    """A backend on 127.0.0.1 that reads request bodies slowly (16 KiB every 2 ms, with a 64 KiB
-    receive buffer): POST answers {"bytes": N}, any other request the /home body of "slow" (so the
-    LB's heartbeats and readiness checks pass). HTTP/1.1 keep-alive with Content-Length bodies only.
-    A thread per connection; everything stops in the test's cleanup, bounded."""
+class PyBackend:
+    """A backend on 127.0.0.1 in Python, for what the replica cannot do: it records the head of
+    every request other than /heartbeat (heads: exact bytes), and with slow=True reads bodies slowly
+    (16 KiB every 2 ms, with a 64 KiB receive buffer). POST answers {"bytes": N}, any other request
+    the /home body of "py" (so the LB's heartbeats and readiness checks pass), with two extra
+    headers: Keep-Alive (hop-by-hop, which a proxy drops) and X-Backend: py. HTTP/1.1 keep-alive
+    with Content-Length bodies only. A thread per connection; everything stops in the test's
+    cleanup, bounded."""
 
-    def __init__(self, test):
+    def __init__(self, test, slow=False):
+        self.slow, self.heads = slow, []
         self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        if slow:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self.listener.bind((HOST, 0))
         self.listener.listen(16)
         self.listener.settimeout(0.1)
@@ -129,25 +134,29 @@ class SlowSink:
                         continue
                     head, buf = buf.split(b"\r\n\r\n", 1)
                     lines = head.decode("latin-1").split("\r\n")
+                    if not lines[0].startswith("GET /heartbeat "):
+                        self.heads.append(head + b"\r\n\r\n")
                     headers = {n.strip().lower(): v.strip() for n, _, v in
                                (line.partition(":") for line in lines[1:])}
                     left = int(headers.get("content-length", "0")) - len(buf)
                     got, buf = len(buf), b""
                     while left > 0 and time.monotonic() < deadline:
                         try:
-                            data = sock.recv(min(16 * 1024, left))
+                            data = sock.recv(min(16 * 1024 if self.slow else 65536, left))
                         except socket.timeout:
                             continue
                         if not data:
                             return
                         got, left = got + len(data), left - len(data)
-                        time.sleep(0.002)
+                        if self.slow:
+                            time.sleep(0.002)
                     if lines[0].startswith("POST "):
                         body = json.dumps({"bytes": got}).encode()
                     else:
-                        body = home_body("slow")
+                        body = home_body("py")
                     close = headers.get("connection", "").lower() == "close"
                     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Keep-Alive: timeout=60\r\nX-Backend: py\r\n"
                                  b"Content-Length: %d\r\n%s\r\n" % (
                                      len(body), b"Connection: close\r\n" if close else b"")
                                  + body)
@@ -465,7 +474,7 @@ class Proxying(LbTestCase):
     def test_10_mb_upload_to_a_slow_replica_keeps_lb_memory_bounded(self):
         # The backend reads the body 16 KiB every 2 ms: the LB must stop reading the client while
         # its writes to the backend queue, instead of holding the body.
-        sink = SlowSink(self)
+        sink = PyBackend(self, slow=True)
         lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{sink.port}", replicas=1)
         size = 10 * 1024 * 1024
         with Connection(lb.port, timeout=60) as conn, RssSampler(lb.pid) as rss:
@@ -494,6 +503,36 @@ class Proxying(LbTestCase):
                         f"LB RSS grew by {rss.growth_kib()} KiB for a {size >> 10} KiB body "
                         f"(from {rss.baseline} KiB, peak {rss.peak} KiB)")
         self.stop_big_pair(replica, lb)
+
+    def test_heads_are_rewritten_hop_by_hop_dropped_and_forwarding_headers_added(self):
+        backend = PyBackend(self)
+        lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{backend.port}", replicas=1)
+        with Connection(lb.port) as conn:
+            del backend.heads[:]  # the readiness checks' requests
+            conn.send(b"GET /home?a=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n"
+                      b"Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                      b"x-custom: v w\r\nX-Empty:\r\nProxy-Connection: x\r\nupgrade: y\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.body, home_body("py"))
+            self.assertEqual(resp.header("X-Backend"), "py")
+            self.assertIsNone(resp.header("Keep-Alive"), resp)
+            self.assertEqual(len(backend.heads), 1, backend.heads)
+            head = backend.heads[0].decode("latin-1")
+            rid = re.search(r"\r\nX-Request-Id: (\d+)\r\n", head)
+            self.assertIsNotNone(rid, head)
+            self.assertEqual(len(rid.group(1)), 6, head)
+            self.assertEqual(head, "GET /home?a=1 HTTP/1.1\r\nHost: h\r\nx-custom: v w\r\n"
+                                   "X-Empty: \r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+                                   f"X-Request-Id: {rid.group(1)}\r\n\r\n")
+            # HTTP/1.0 with a request id and no Host: the LB speaks HTTP/1.1 to the backend.
+            conn.send(b"GET /home HTTP/1.0\r\nX-Request-Id: 123456\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.header("Connection"), "close")
+            self.assertEqual(backend.heads[1], b"GET /home HTTP/1.1\r\nX-Request-Id: 123456\r\n"
+                                               b"Host: ringlb\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n")
+        self.assert_clean_stop(lb)
 
     def test_chunked_upload_is_forwarded_and_the_connection_stays_usable(self):
         replica, lb = self.start_big_pair()
