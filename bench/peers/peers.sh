@@ -24,7 +24,7 @@
 # QUIET_MAX % of one CPU) and records what it saw; a window in which other processes still used
 # more than QUIET_MAX % is measured again, up to RETRIES times (the report counts the repeats and
 # marks windows that stayed noisy). Then, through each target once: ab -n 10000 -c 100
-# (HTTP/1.0, no keep-alive) and, through each LB, ringlb-loadgen over the same 10,000 request ids
+# (HTTP/1.0, no keep-alive; LB and ab CPU measured the same way) and, through each LB, ringlb-loadgen over the same 10,000 request ids
 # (--rid --seed SEED) for the distribution over the replicas. Peak RSS is VmHWM of each LB process
 # at the end.
 #
@@ -273,8 +273,11 @@ done
 # --- ab: no keep-alive, one connection per request ------------------------------------------------
 for target in "${TARGETS[@]}"; do
   echo "peers: ab through $target" >&2
-  "${client_cpu[@]}" ab -q -n 10000 -c 100 -s 10 "http://127.0.0.1:${port_of[$target]}/home" \
-    >"$tmp/ab/$target.txt" 2>&1 || true  # a failed run is reported from its output
+  python3 "$HERE/measure.py" --out "$tmp/ab/$target.json" --stdout "$tmp/ab/$target.txt" \
+    --group "lb=${lb_pid[$target]}" --group "replicas=$replica_csv" \
+    --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
+    "${client_cpu[@]}" ab -q -n 10000 -c 100 -s 10 "http://127.0.0.1:${port_of[$target]}/home" \
+    || true  # a failed run is reported from its output
 done
 
 # --- distribution of the same 10,000 request ids --------------------------------------------------

@@ -101,6 +101,15 @@ def main():
         summary[t]["errors"] = sum(r["errors"] for r in rs)
         summary[t]["peak_rss_kib"] = meta["peak_rss_kib"].get(t)
         summary[t]["ab"] = parse_ab(open(os.path.join(run, "ab", t + ".txt")).read())
+        ab_cpu = os.path.join(run, "ab", t + ".json")
+        if os.path.exists(ab_cpu) and summary[t]["ab"]["complete"]:
+            m = json.load(open(ab_cpu))
+            n = summary[t]["ab"]["complete"]
+            summary[t]["ab"].update({
+                "lb_cpu_s_per_100k": m["groups_cpu_s"]["lb"] / n * 1e5 if t != "direct" else None,
+                "replicas_cpu_s_per_100k": m["groups_cpu_s"]["replicas"] / n * 1e5,
+                "ab_cpu_pct": 100 * m["command_cpu_s"] / m["wall_s"],
+                "others_cpu_pct": m["others_cpu_pct"]})
         dist = os.path.join(run, "dist", t + ".json")
         summary[t]["distribution"] = parse_dist(dist) if os.path.exists(dist) else None
     h = summary["haproxy"]
@@ -165,6 +174,25 @@ def main():
               f"| {x['replicas_cpu_s_per_100k']:.2f} | {x['wrk_cpu_pct']:.0f}% "
               f"| {x['others_cpu_pct']:.0f}%{' (noisy)' if x['others_cpu_pct'] > quiet_max else ''} "
               f"| {x['repeats']} | {x['errors']} |")
+    print()
+    print("ab -n 10000 -c 100 (a new connection per request):")
+    print()
+    print("| target | req/s | × HAProxy | failed | LB CPU s / 100k req | CPU × HAProxy "
+          "| replicas CPU s / 100k | ab CPU | others' CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    hab = summary["haproxy"]["ab"]
+    for t in TARGETS:
+        ab = summary[t]["ab"]
+        if ab["req_s"] is None:
+            print(f"| {t} | failed: {ab['error']} | | | | | | | |")
+            continue
+        lbc = ab.get("lb_cpu_s_per_100k")
+        ratio = lbc / hab["lb_cpu_s_per_100k"] if lbc and hab.get("lb_cpu_s_per_100k") else None
+        print(f"| {t} | {ab['req_s']:,.0f} | "
+              f"{fmt(hab['req_s'] and ab['req_s'] / hab['req_s'], '.2f')} | {ab['failed']} "
+              f"| {fmt(lbc, '.2f')} | {fmt(ratio, '.2f')} "
+              f"| {fmt(ab.get('replicas_cpu_s_per_100k'), '.2f')} "
+              f"| {fmt(ab.get('ab_cpu_pct'), '.0f')}% | {fmt(ab.get('others_cpu_pct'), '.0f')}% |")
     print()
     for t in lbs:
         print(f"{t} req/s ÷ HAProxy by round: {', '.join(f'{p:.2f}' for p in summary[t]['req_s_vs_haproxy_by_round'])}")
