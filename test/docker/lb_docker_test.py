@@ -315,6 +315,20 @@ class Containers(DockerLbTestCase):
         self.wait_containers(left)
         self.stop_clean(lb)
 
+    def test_sigterm_while_replicas_start_leaves_no_container(self):
+        # A name held by a foreign container fails its /add at once (409) while the other four
+        # replicas of that /add are still being created and started; SIGTERM comes right after.
+        taken = f"{self.pool}-held"
+        status, created = engine("POST", f"/containers/create?name={taken}",
+                                 {"Image": IMAGE, "Labels": {FOREIGN_LABEL: self.pool},
+                                  "HostConfig": {"NetworkMode": "host"}})
+        self.assertEqual(status, 201, created)
+        lb = self.start_lb(replicas=1)
+        resp = harness.request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
+        self.assertEqual(resp.status, 409, resp)
+        self.stop_clean(lb)
+        self.assertEqual(inspect(taken)["Id"], created["Id"])
+
 
 class Failures(DockerLbTestCase):
     def test_missing_image_is_5xx_quoting_docker_and_leaves_nothing(self):
