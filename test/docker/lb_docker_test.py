@@ -18,11 +18,16 @@ of that pool or carrying this run's foreign label is force-removed in the test's
 the test passed or not (also when meson's timeout sends SIGTERM). Every loop is bounded in count and
 time.
 
+Container names are global to the engine and these tests use the assignment's names (server1..3,
+S4, S5, S10, S11), so two runs on one machine (two worktrees) take turns: each holds an flock on
+/tmp/ringlb-lb-docker-test.lock while it runs (waiting at most 240 s for it).
+
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. The replica
 image: RINGLB_TEST_IMAGE when set, else ringlb-replica:test built from this build's replica by
 lb/image.sh (as test_prov_docker does; Docker's cache makes the second build a no-op), so the order
 in which the two docker tests run does not matter.
 """
+import fcntl
 import http.client
 import json
 import os
@@ -481,6 +486,21 @@ def engine_answers():
         return False, f"{docker_socket()}: {e}"
 
 
+def take_turn(timeout=240.0):
+    """Waits, bounded, until no other run of this file on this machine is running; returns the
+    open lock file, which holds the lock until the process exits."""
+    lock = open("/tmp/ringlb-lb-docker-test.lock", "a")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                sys.exit(f"lb_docker_test: another run still holds {lock.name} after {timeout} s")
+            time.sleep(0.2)
+
+
 def build_image():
     """ringlb-replica:test from this build's replica (no-op when RINGLB_TEST_IMAGE is set)."""
     if os.environ.get("RINGLB_TEST_IMAGE"):
@@ -501,6 +521,7 @@ if __name__ == "__main__":
                   file=sys.stderr)
             sys.exit(1)
         sys.exit(77)
+    _lock = take_turn()
     build_image()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
