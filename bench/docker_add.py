@@ -12,7 +12,9 @@ label unique to this run, then for each round and each size n (interleaved: 1 5 
         from sending the request until the Engine API lists no container of the pool (polled every
         20 ms over the unix socket).
 
-Prints one line per measurement and a table of median and max per size, and per container
+Prints one line per measurement (with the share of the machine's CPU that was busy during it, ours
+and the engine's included, and the median create and start call of that /add from ringlb's log, which
+include the time a call waits for its turn) and a table of median and max per size, and per container
 (median / n). Traffic only to 127.0.0.1; every wait is bounded; whatever happens, ringlb is stopped
 with SIGTERM (SIGKILL after 15 s) and every container of the pool is force-removed by its label.
 
@@ -24,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -94,16 +97,37 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cpu_snap():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # total, idle + iowait
+
+
+def cpu_busy_since(snap):
+    """Share of all CPUs' time that was busy since snap (from /proc/stat)."""
+    t1, i1 = cpu_snap()
+    return 1.0 - (i1 - snap[1]) / max(t1 - snap[0], 1)
+
+
 def cpu_busy_fraction(seconds):
-    """Share of all CPUs' time that was busy over the next `seconds` (from /proc/stat)."""
-    def snap():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]  # total, idle + iowait
-    t0, i0 = snap()
+    """Share of all CPUs' time that was busy over the next `seconds`."""
+    snap = cpu_snap()
     time.sleep(seconds)
-    t1, i1 = snap()
-    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+    return cpu_busy_since(snap)
+
+
+UP_LINE = re.compile(r"up as container .* in \d+ ms \(create (\d+), start (\d+), listen (\d+)\)")
+
+
+def log_phases(log_path, offset):
+    """Median create and start times (ms) of the replicas ringlb logged past offset."""
+    with open(log_path, errors="replace") as f:
+        f.seek(offset)
+        found = UP_LINE.findall(f.read())
+    if not found:
+        return 0, 0
+    return (statistics.median(int(c) for c, _, _ in found),
+            statistics.median(int(s) for _, s, _ in found))
 
 
 def wait_until(pred, timeout, what, interval=0.02):
@@ -152,7 +176,9 @@ def stop_lb(proc):
         return "killed"
 
 
-def measure_round(port, pool, n, results):
+def measure_round(port, pool, n, results, log_path):
+    snap = cpu_snap()
+    offset = os.path.getsize(log_path)
     t0 = time.monotonic()
     status, body = lb_request(port, "POST", "/add", {"n": n})
     add = time.monotonic() - t0
@@ -171,9 +197,12 @@ def measure_round(port, pool, n, results):
         raise RuntimeError(f"/rm n={n}: HTTP {status} {body}")
     wait_until(lambda: not pool_containers(pool), 60, f"the {n} containers to be removed")
     rm_gone = time.monotonic() - t0
+    busy = cpu_busy_since(snap)
+    create, start = log_phases(log_path, offset)
     results.setdefault(n, []).append((add, rm_answer, rm_gone))
-    print(f"n={n:2d}  add {add * 1000:7.0f} ms  rm answer {rm_answer * 1000:5.1f} ms  "
-          f"rm gone {rm_gone * 1000:7.0f} ms", flush=True)
+    print(f"n={n:2d}  add {add * 1000:7.0f} ms (create {create:4.0f}, start {start:4.0f})  "
+          f"rm answer {rm_answer * 1000:5.1f} ms  rm gone {rm_gone * 1000:7.0f} ms  "
+          f"CPU busy {busy * 100:3.0f}%", flush=True)
 
 
 def report(results):
@@ -230,7 +259,8 @@ def main():
             proc = start_lb(args, pool, port, log)
             for _ in range(args.rounds):
                 for n in sizes:
-                    measure_round(port, pool, n, results)
+                    log.flush()
+                    measure_round(port, pool, n, results, log_path)
         finally:
             code = stop_lb(proc) if proc else None
             left = pool_containers(pool)
