@@ -227,6 +227,31 @@ class DockerLbTestCase(unittest.TestCase):
             return got if sorted(got) == want else None
         return harness.wait_until(match, timeout, f"the pool's containers to be {want}", 0.1)
 
+    def pool_events(self, since):
+        """(action, container name) of the pool's create and destroy events from since (a
+        time.time() value) until now, in order, from the engine's event log."""
+        query = urllib.parse.quote(json.dumps({"type": ["container"], "event": ["create", "destroy"],
+                                               "label": [f"ringlb.pool={self.pool}"]}))
+        status, body = engine("GET", f"/events?since={since:.9f}&until={time.time():.9f}"
+                                     f"&filters={query}")
+        self.assertEqual(status, 200, body)
+        if isinstance(body, dict):  # exactly one event parses as one JSON document
+            body = json.dumps(body)
+        lines = (body or "").splitlines() if isinstance(body, str) else []
+        return [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in map(json.loads, lines)]
+
+    def wait_rolled_back(self, since, creates, timeout=10.0):
+        """Until the engine has created and destroyed `creates` containers of the pool since
+        `since`: the replicas of a failed /add that were still being created when it answered."""
+        def settled():
+            events = self.pool_events(since)
+            made = [n for a, n in events if a == "create"]
+            gone = [n for a, n in events if a == "destroy"]
+            self.assertLessEqual(len(made), creates, events)
+            return (events,) if len(made) == creates and sorted(gone) == sorted(made) else None
+        return harness.wait_until(settled, timeout, f"{creates} containers created and removed",
+                                  0.05)[0]
+
     def route(self, lb, rids):
         """{rid: replica name} for GET /home with each X-Request-Id."""
         out = {}
@@ -365,8 +390,12 @@ class Failures(DockerLbTestCase):
         before = self.assert_containers_match(lb)
         initial = self.rep(lb).body
 
-        for body in ({"n": 1, "hostnames": [taken]}, {"n": 3, "hostnames": ["ok1", taken]}):
+        # n = 1: nothing to create. n = 3: ok1 and a generated name are being created when the
+        # answer comes (ringlb answers at the first failure), and are removed afterwards.
+        for body, creates in (({"n": 1, "hostnames": [taken]}, 0),
+                              ({"n": 3, "hostnames": ["ok1", taken]}, 2)):
             with self.subTest(body=body):
+                since = time.time()
                 resp = harness.request(lb.port, "POST", "/add", body=body)
                 self.assertGreaterEqual(resp.status, 400, resp)
                 self.assertLess(resp.status, 500, resp)
@@ -376,7 +405,9 @@ class Failures(DockerLbTestCase):
                 self.assertIn(foreign_id[:12], doc["message"])
                 self.assertEqual(self.rep(lb).body, initial)
                 # All or nothing: what this /add started is removed again.
-                self.wait_containers(before, timeout=10.0)
+                events = self.wait_rolled_back(since, creates)
+                self.assertNotIn(taken, [n for _, n in events])
+                self.assertEqual(sorted(self.running_by_name()), sorted(before))
                 c = inspect(taken)
                 self.assertIsNotNone(c, "the foreign container was removed")
                 self.assertEqual(c["Id"], foreign_id)
