@@ -57,23 +57,8 @@ class Procs(contextlib.ExitStack):
         if "--provisioner" not in args and "--replicas" not in args:
             argv += ["--replicas", str(replicas)]
         lb = harness.start(self, argv, ready_timeout=10.0)
-        wait_ready(lb, replicas, ready_timeout)
+        harness.wait_lb_ready(lb, replicas, ready_timeout)
         return lb
-
-
-def wait_ready(lb, n, timeout=30.0):
-    """Waits until lb's /rep lists n replicas and /home answers 200."""
-    def ready():
-        if not lb.running():
-            raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
-        try:
-            rep = harness.request(lb.port, "GET", "/rep")
-            if rep.status != 200 or rep.json()["message"]["N"] != n:
-                return False
-            return harness.request(lb.port, "GET", "/home").status == 200
-        except (OSError, AssertionError, ValueError):
-            return False
-    harness.wait_until(ready, timeout, f"ringlb to list {n} replicas and serve /home", 0.05)
 
 
 def admin(port, method, path, body=None):

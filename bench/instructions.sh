@@ -12,6 +12,7 @@
 # Usage: bench/instructions.sh [BUILD_DIR]    env: SMALL=2000 LARGE=12000 REPEAT=2
 # Takes about a minute; on exit it kills what it started.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 BUILD=${1:-build}
 SMALL=${SMALL:-2000}
@@ -36,59 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits (bounded: 20 s, callgrind starts slowly) until 127.0.0.1:$1 answers GET /home with $BODY.
-wait_home() {
-  python3 - "$1" "$BODY" <<'EOF'
-import http.client, sys, time
-port, body = int(sys.argv[1]), sys.argv[2].encode()
-deadline = time.monotonic() + 20
-while True:
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        c.request("GET", "/home")
-        r = c.getresponse()
-        got = r.read()
-        if r.status == 200 and got == body:
-            sys.exit(0)
-        sys.exit(f"port {port}: /home answered {r.status} {got!r}")
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(f"port {port}: no answer within 20 s")
-        time.sleep(0.1)
-EOF
-}
-
-nginx_conf() {  # $1: port
-  cat <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $tmp/body;
-  proxy_temp_path $tmp/proxy;
-  fastcgi_temp_path $tmp/fastcgi;
-  uwsgi_temp_path $tmp/uwsgi;
-  scgi_temp_path $tmp/scgi;
-  server {
-    listen 127.0.0.1:$1;
-    location /home {
-      default_type application/json;
-      return 200 '$BODY';
-    }
-  }
-}
-EOF
-}
-
 # Runs target $1 under callgrind, sends $2 requests, stops it and prints callgrind's total.
 count() {
   local target=$1 requests=$2 port out stop_signal
@@ -99,13 +47,13 @@ count() {
       "$REPLICA" --address 127.0.0.1 --port "$port" --id 1 2>"$tmp/valgrind.log" &
     stop_signal=TERM
   else
-    nginx_conf "$port" >"$tmp/nginx.conf"
+    nginx_home_conf "$tmp" "$port" "$BODY" "master_process off; daemon off;" >"$tmp/nginx.conf"
     valgrind --tool=callgrind --callgrind-out-file="$out" \
       nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/error.log" 2>"$tmp/valgrind.log" &
     stop_signal=QUIT  # nginx's graceful stop
   fi
   server_pid=$!
-  wait_home "$port"
+  wait_home "$port" "$BODY" 20  # callgrind starts slowly
   "$LOADGEN" -q -n "$requests" -c 64 -T 120 -j "$tmp/loadgen.json" \
     "http://127.0.0.1:$port/home" >/dev/null
   python3 - "$tmp/loadgen.json" "$requests" <<'EOF'
