@@ -11,6 +11,7 @@ per replica from the "Hello from Server: NAME" body. Writes bench/results/a1_bal
   python3 bench/a1_balance.py --smoke --out /tmp/a1   # 500 requests, for the test suite
 """
 import os
+import textwrap
 
 import benchlib
 import rings
@@ -68,15 +69,25 @@ def chart(data, png):
     benchlib.gnuplot("\n".join(script) + "\n", png, width=1100, height=520)
 
 
+def fill(text):
+    return textwrap.fill(text, width=105, break_on_hyphens=False)
+
+
 def results_section(data):
     m = data["machine"]
     facts = data["assignment_model"]
+    per = facts["per_n"][data["n"]]
+    assignment, default = data["rings"][0], data["rings"][-1]
+    p = 1 / data["n"]
+    noise = 100 * ((1 - p) / (data["requests"] * p)) ** 0.5
+    expected = ", ".join(f"{name} {100 * s:.1f}%" for name, s in per["expected_share"].items())
     lines = [
         "## A-1 Load of N = 3 replicas: the assignment's ring and ringlb's default",
         "",
-        f"Date: {m['date']}. Machine: {benchlib.os_name()}, {m['cpus']} vCPU, \"{m['cpu_model']}\", kernel {m['kernel']}; "
-        f"load average {data['loadavg'][0]:.1f} at the start (other sessions were building and "
-        "testing; the counts below do not depend on timing, only on the ids and the ring).",
+        fill(f"Date: {m['date']}. Machine: {benchlib.os_name()}, {m['cpus']} vCPU, "
+             f"\"{m['cpu_model']}\", kernel {m['kernel']}; load average {data['loadavg'][0]:.1f} "
+             "at the start (other sessions were building and testing; the counts do not depend on "
+             "timing, only on the ids and the ring)."),
         "",
         "Command, from the repository root, release build:",
         "",
@@ -84,11 +95,12 @@ def results_section(data):
         data["command"],
         "```",
         "",
-        f"The real ringlb with the process provisioner and N = {data['n']} replicas on 127.0.0.1; "
-        f"ringlb-loadgen sends {data['requests']:,} GET /home over {data['connections']} keep-alive "
-        f"connections, each with a random 6-digit X-Request-Id (seed {data['seed']}, the same ids "
-        "for every ring); answers counted per replica from the /home body. "
-        f"Data: [{NAME}.json](results/{NAME}.json), chart: [{NAME}.png](results/{NAME}.png).",
+        fill(f"The real ringlb with the process provisioner and N = {data['n']} replicas on "
+             f"127.0.0.1; ringlb-loadgen sends {data['requests']:,} GET /home over "
+             f"{data['connections']} keep-alive connections, each with a random 6-digit "
+             f"X-Request-Id (seed {data['seed']}, the same ids for every ring); answers counted per "
+             f"replica from the /home body. Data: [{NAME}.json](results/{NAME}.json), chart: "
+             f"[{NAME}.png](results/{NAME}.png)."),
         "",
         "| ring | " + " | ".join(f"server{i}" for i in range(1, data["n"] + 1)) +
         " | max/mean | min/mean |",
@@ -98,33 +110,32 @@ def results_section(data):
         cells = [f"{c:,} ({100 * c / r['total']:.1f}%)" for c in r["counts"].values()]
         lines.append(f"| {r['label']} | " + " | ".join(cells) +
                      f" | {r['max_over_mean']:.2f} | {r['min_over_mean']:.2f} |")
-    per = facts["per_n"][data["n"]]
-    p = 1 / data["n"]
-    noise = 100 * ((1 - p) / (data["requests"] * p)) ** 0.5
-    expected = ", ".join(f"{name} {100 * s:.1f}%" for name, s in per["expected_share"].items())
     lines += [
         "",
-        "What happened and why. The assignment's ring gives one replica most of the traffic. Its "
-        f"request hash H(i) = i² + 2i + 17 = (i + 1)² + 16 mod 512 reaches only "
-        f"{facts['key_slots_reachable']} of 512 slots (squares mod 512, plus 16), and Φ puts all "
-        f"{data['n'] * facts['K']} virtual servers of servers 1..{data['n']} between slots "
-        f"{per['first_point']} and {per['last_point']}: every request hashed past slot "
-        f"{per['last_point']} wraps around to server{per['wrap_owner']}'s point at slot "
-        f"{per['first_point']}. Computed exactly over all 900,000 six-digit ids the shares are "
-        f"{expected}; the measured counts match within sampling noise. A-4 takes this apart.",
+        fill("What happened and why. The assignment's ring gives one replica most of the traffic "
+             f"(max/mean {assignment['max_over_mean']:.2f}). Its request hash H(i) = i² + 2i + 17 "
+             f"= (i + 1)² + 16 mod 512 reaches only {facts['key_slots_reachable']} of 512 slots "
+             f"(the squares mod 512, plus 16), and Φ puts all {data['n'] * facts['K']} virtual "
+             f"servers of servers 1..{data['n']} between slots {per['first_point']} and "
+             f"{per['last_point']}: every request hashed past slot {per['last_point']} wraps "
+             f"around to server{per['wrap_owner']}'s point at slot {per['first_point']}. Computed "
+             f"exactly over all 900,000 six-digit ids the shares are {expected}; the measured "
+             "counts match that within sampling noise. A-4 takes the formulas apart."),
         "",
-        "ringlb's default ring (ketama: 160 points per replica from xxh3) spreads the same ids "
-        "within a few percent of the mean; what is left is the unevenness of 160 random points "
-        f"per replica plus the sampling noise of {data['requests']:,} random keys (one standard "
-        f"deviation is {noise:.1f}% of the mean per replica).",
+        fill("ringlb's default ring (ketama: 160 points per replica from xxh3) keeps the busiest "
+             f"replica at {default['max_over_mean']:.2f}× the mean. Most of that is ketama's own "
+             "unevenness with 160 random points per replica (the ring's unit test measures "
+             "max/mean 1.10 at N = 3 over 10^6 keys); sampling adds little (one standard "
+             f"deviation of a replica's count is {noise:.1f}% of the mean with "
+             f"{data['requests']:,} keys). Maglev (A-4) removes the ring's part."),
         "",
-        "Performance: the ring decides who works, not how fast one request is. With the "
-        "assignment's ring one replica does the work of all three, so the system saturates at "
-        "one replica's capacity while the others idle; with an even ring the capacity of all "
-        f"three is usable. (Each run took {data['rings'][0]['loadgen']['elapsed_s']:.2f} s and "
-        f"{data['rings'][-1]['loadgen']['elapsed_s']:.2f} s on a shared 2-vCPU machine where "
-        "loadgen, ringlb and the replicas compete for the same cores; those times are not a "
-        "throughput figure.)",
+        fill("Performance: the ring decides who works, not how fast one request is. With the "
+             "assignment's ring one replica does the work of all three, so the pool saturates at "
+             "about one replica's capacity while the other two idle; with an even ring all three "
+             "are usable. (The runs took "
+             f"{assignment['loadgen']['elapsed_s']:.2f} s and {default['loadgen']['elapsed_s']:.2f} s "
+             "on a shared 2-vCPU machine where loadgen, ringlb and the replicas compete for the "
+             "same cores, so those times are not a throughput figure.)"),
     ]
     return "\n".join(lines) + "\n"
 

@@ -16,21 +16,26 @@ RID_LO, RID_HI = 100000, 999999  # the 6-digit request ids loadgen sends
 
 
 class Ring:
-    def __init__(self, key, label, args):
-        self.key, self.label, self.args = key, label, args
+    """key: a name for files and JSON; label: for tables; short: for chart legends."""
+
+    def __init__(self, key, label, short, args):
+        self.key, self.label, self.short, self.args = key, label, short, args
 
     def as_json(self):
-        return {"key": self.key, "label": self.label, "args": self.args}
+        return {"key": self.key, "label": self.label, "short": self.short, "args": self.args}
 
 
 SLOTS = ["--ring", "slots", "--slots", str(M), "--vnodes", str(K), "--probe", "linear"]
 RINGS = {r.key: r for r in [
-    Ring("assignment", "slots, assignment H and Φ", SLOTS + ["--hash", "assignment"]),
-    Ring("slots-xxh3", "slots, xxh3", SLOTS + ["--hash", "xxh3"]),
-    Ring("slots-murmur", "slots, murmur (fmix64)", SLOTS + ["--hash", "murmur"]),
-    Ring("slots-fibonacci", "slots, fibonacci", SLOTS + ["--hash", "fibonacci"]),
-    Ring("ketama", "ketama, xxh3, 160 points (ringlb default)", ["--ring", "ketama"]),
-    Ring("maglev", "maglev, xxh3, table 65537", ["--ring", "maglev"]),
+    Ring("assignment", "slots, assignment H and Φ", "assignment H, Φ (slots)",
+         SLOTS + ["--hash", "assignment"]),
+    Ring("slots-xxh3", "slots, xxh3", "slots, xxh3", SLOTS + ["--hash", "xxh3"]),
+    Ring("slots-murmur", "slots, murmur (fmix64)", "slots, murmur", SLOTS + ["--hash", "murmur"]),
+    Ring("slots-fibonacci", "slots, fibonacci", "slots, fibonacci",
+         SLOTS + ["--hash", "fibonacci"]),
+    Ring("ketama", "ketama, xxh3, 160 points (ringlb default)", "ketama (default)",
+         ["--ring", "ketama"]),
+    Ring("maglev", "maglev, xxh3, table 65537", "maglev", ["--ring", "maglev"]),
 ]}
 ASSIGNMENT, KETAMA = RINGS["assignment"], RINGS["ketama"]
 
