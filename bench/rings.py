@@ -78,6 +78,20 @@ def key_slot_histogram():
     return collections.Counter(H(i) for i in range(RID_LO, RID_HI + 1))
 
 
+def slot_classes(hist, total):
+    """A sentence grouping H's reachable slots by the share of ids each one gets."""
+    groups = collections.defaultdict(list)
+    for slot, count in hist.items():
+        groups[round(total / count)].append(slot)  # 1/x of the ids each
+    parts = []
+    for inverse in sorted(groups, reverse=True):
+        slots = sorted(groups[inverse])
+        what = f"slot {slots[0]}" if len(slots) == 1 else f"{len(slots)} slots"
+        each = "" if len(slots) == 1 else " each"
+        parts.append(f"{what} get{'s' if len(slots) == 1 else ''} 1/{inverse} of the ids{each}")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def assignment_facts(n_max=6):
     """What the formulas imply, computed exactly over every 6-digit id: H's reachable slots, where
     Φ places servers 1..n, and each server's expected share of uniformly random ids."""
@@ -92,6 +106,7 @@ def assignment_facts(n_max=6):
         "key_slots_odd": sum(1 for s in hist if s % 2),
         "busiest_key_slot": max(hist, key=hist.get),
         "busiest_key_slot_share": max(hist.values()) / total,
+        "key_slot_classes": slot_classes(hist, total),
         "per_n": {},
     }
     for n in range(1, n_max + 1):
