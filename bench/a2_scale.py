@@ -141,6 +141,7 @@ def results_section(data):
     facts = data["assignment_model"]["per_n"]
     lo, hi = facts[a[0]["n"]], facts[a[-1]["n"]]
     first = lambda s: list(s["counts"].values())[0]  # noqa: E731  server1's count
+    cap = lambda s: s["total"] / s["max"]  # noqa: E731  capacity in replicas' worth
     lines += [
         "",
         fill("What happened and why. The average load per replica is requests / N whatever the "
@@ -160,13 +161,16 @@ def results_section(data):
              f"of the mean at every N (max/mean {min(s['max_over_mean'] for s in b):.2f} to "
              f"{max(s['max_over_mean'] for s in b):.2f}), so each replica added takes its share."),
         "",
-        fill("Scalability: the load a pool can take is bounded by its busiest replica. With "
-             "ketama, capacity grows close to linearly with N (N replicas at about 1/1.1 of their "
-             "ideal share). With the assignment's ring it barely grows: server1's load falls "
-             f"only {100 * (1 - first(a[-1]) / first(a[0])):.0f}% from N = {a[0]['n']} to N = "
-             f"{a[-1]['n']} ({first(a[0]):,} to {first(a[-1]):,}) where an even ring would cut it "
-             f"by {100 * (1 - a[0]['n'] / a[-1]['n']):.0f}%, so adding replicas buys almost "
-             "nothing until the hash functions change (A-4)."),
+        fill("Scalability: the load a pool can take is bounded by its busiest replica: it "
+             "saturates when that one does, at requests / max times one replica's capacity. "
+             f"With ketama that is {cap(b[0]):.2f} replicas' worth at N = {b[0]['n']} and "
+             f"{cap(b[-1]):.2f} at N = {b[-1]['n']}, close to linear in N. With the assignment's "
+             f"ring it is {cap(a[0]):.2f} at N = {a[0]['n']} and {cap(a[-1]):.2f} at N = "
+             f"{a[-1]['n']}: server1's load falls only "
+             f"{100 * (1 - first(a[-1]) / first(a[0])):.0f}% ({first(a[0]):,} to "
+             f"{first(a[-1]):,}) where an even ring would cut it by "
+             f"{100 * (1 - a[0]['n'] / a[-1]['n']):.0f}%, so adding replicas buys almost nothing "
+             "until the hash functions change (A-4)."),
     ]
     return "\n".join(lines) + "\n"
 
