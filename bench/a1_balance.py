@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A-1: how 10,000 requests spread over N = 3 replicas, with the assignment's ring and ringlb's default.
+"""A-1: how 10,000 requests spread over N = 3 replicas, the assignment's ring and ringlb's default.
 
 For each ring, starts the real ringlb with the process provisioner and three replicas on 127.0.0.1,
 sends 10,000 GET /home through it with ringlb-loadgen (64 keep-alive connections, a random 6-digit
@@ -98,8 +98,8 @@ def results_section(data):
         fill(f"The real ringlb with the process provisioner and N = {data['n']} replicas on "
              f"127.0.0.1; ringlb-loadgen sends {data['requests']:,} GET /home over "
              f"{data['connections']} keep-alive connections, each with a random 6-digit "
-             f"X-Request-Id (seed {data['seed']}, the same ids for every ring); answers counted per "
-             f"replica from the /home body. Data: [{NAME}.json](results/{NAME}.json), chart: "
+             f"X-Request-Id (seed {data['seed']}, the same ids for every ring); answers counted "
+             f"per replica from the /home body. Data: [{NAME}.json](results/{NAME}.json), chart: "
              f"[{NAME}.png](results/{NAME}.png)."),
         "",
         "| ring | " + " | ".join(f"server{i}" for i in range(1, data["n"] + 1)) +
@@ -133,7 +133,8 @@ def results_section(data):
              "assignment's ring one replica does the work of all three, so the pool saturates at "
              "about one replica's capacity while the other two idle; with an even ring all three "
              "are usable. (The runs took "
-             f"{assignment['loadgen']['elapsed_s']:.2f} s and {default['loadgen']['elapsed_s']:.2f} s "
+             f"{assignment['loadgen']['elapsed_s']:.2f} s and "
+             f"{default['loadgen']['elapsed_s']:.2f} s "
              "on a shared 2-vCPU machine where loadgen, ringlb and the replicas compete for the "
              "same cores, so those times are not a throughput figure.)"),
     ]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A-2: the load per replica as N grows from 2 to 6, with the assignment's ring and ringlb's default.
+"""A-2: the load per replica as N grows from 2 to 6, the assignment's ring and ringlb's default.
 
 For each ring, starts the real ringlb with the process provisioner and two replicas on 127.0.0.1,
 then for N = 2..6: sends 10,000 GET /home through it with ringlb-loadgen (64 keep-alive connections,
@@ -92,7 +92,8 @@ def chart(data, png, title="A-2"):
         plots.append(f"$d{k} using 6:5 with linespoints pt 7 ps 0.9 lw 2 lc rgb "
                      f"'{colors[k % len(colors)]}' title '{label}'")
     script += [
-        "set title 'Busiest replica over the average (max/mean)'", "set key inside top left box opaque",
+        "set title 'Busiest replica over the average (max/mean)'",
+        "set key inside top left box opaque",
         "set ylabel 'max/mean (1 = perfect)'", f"set yrange [0:{max(top_ratio, 1.5):.2f}]",
         "set format y '%.1f'",
         "plot " + ", ".join(plots),
@@ -148,7 +149,8 @@ def results_section(data):
              f"ring: {a[0]['mean']:,.0f} at N = {a[0]['n']} down to {a[-1]['mean']:,.0f} at N = "
              f"{a[-1]['n']}. What the ring decides is the spread around it. With the assignment's "
              f"ring server1 keeps {first(a[0]):,} requests at N = {a[0]['n']} and still "
-             f"{first(a[-1]):,} at N = {a[-1]['n']} ({100 * first(a[-1]) / data['requests']:.0f}%): "
+             f"{first(a[-1]):,} at N = {a[-1]['n']} "
+             f"({100 * first(a[-1]) / data['requests']:.0f}%): "
              f"max/mean grows from {a[0]['max_over_mean']:.2f} to {a[-1]['max_over_mean']:.2f}, "
              "because every server Φ adds lands in the same narrow band of slots next to the "
              f"others (slots {lo['first_point']} to {lo['last_point']} for servers 1 and 2, "
@@ -157,7 +159,8 @@ def results_section(data):
              f"point at slot {hi['first_point']}. The new replicas only split the little that "
              "falls inside the band; A-4 has the numbers."),
         "",
-        fill(f"With ketama the busiest replica stays within {100 * (max(s['max_over_mean'] for s in b) - 1):.0f}% "
+        fill("With ketama the busiest replica stays within "
+             f"{100 * (max(s['max_over_mean'] for s in b) - 1):.0f}% "
              f"of the mean at every N (max/mean {min(s['max_over_mean'] for s in b):.2f} to "
              f"{max(s['max_over_mean'] for s in b):.2f}), so each replica added takes its share."),
         "",

@@ -135,7 +135,8 @@ def chart(data, png):
     worst = max(st["max_over_mean"] for r in rows for st in r["steps"])
     plots = ["1 with lines dt 2 lw 2 lc rgb '#333333' notitle"]
     plots += [f"$s{k} using 1:2 with linespoints pt 7 ps 0.8 lw 2 lc rgb "
-              f"'{COLORS.get(r['key'], '#555555')}' title '{r['short']}'" for k, r in enumerate(rows)]
+              f"'{COLORS.get(r['key'], '#555555')}' title '{r['short']}'"
+              for k, r in enumerate(rows)]
     s += [
         "set title 'A-2 redone: max/mean at each N (log scale)'",
         "set xlabel 'N (replicas)'", "set ylabel 'max/mean (1 = perfect)'",
@@ -250,7 +251,8 @@ def results_section(data):
              f"half crowds into {facts['key_slots_reachable'] - facts['key_slots_odd']} even "
              f"ones; in all {hist_note}. Φ(i, j) = i² + j² + 2j + 25 = i² + (j + 1)² + 24 "
              f"grows slowly in both arguments, so all {facts['K'] * at} virtual servers of servers "
-             f"1..{at} ({facts['K']} each) land between slots {per['first_point']} and {per['last_point']} "
+             f"1..{at} ({facts['K']} each) land between slots {per['first_point']} and "
+             f"{per['last_point']} "
              f"(1..{data['n_max']}: {facts['per_n'][data['n_max']]['first_point']} to "
              f"{facts['per_n'][data['n_max']]['last_point']}), and for every pair of servers a, b "
              "Φ(a, b − 1) = Φ(b, a − 1) = a² + b² + 24 collides "
@@ -326,7 +328,8 @@ def observations(data):
            + " for the assignment's and the three other slots rings."),
         "Verdict: the assignment's H and Φ are what skews A-1 and A-2, not consistent hashing. "
         "Any well-mixing function fixes H's reachability and Φ's clustering (max/mean "
-        f"{get('assignment', 'max_over_mean_n3'):.2f}-{get('assignment', 'max_over_mean_worst'):.2f}"
+        f"{get('assignment', 'max_over_mean_n3'):.2f}-"
+        f"{get('assignment', 'max_over_mean_worst'):.2f}"
         f" down to {slot_best:.2f}-{slot_worst:.2f} with the same 9 points per server); even "
         "balance then needs more points per server (ketama, ringlb's default) or a lookup table "
         "(maglev). Minimal movement on add and remove holds for all of them, maglev within a "

@@ -5,16 +5,17 @@
 #   A-4  bench/a4_hashes.py    six rings (hash functions, ketama, maglev): balance and keys moved
 #   A-3  bench/a3_heal.py      a replica killed under steady load (when present)
 #   peers bench/peers/peers.sh ringlb vs HAProxy vs NGINX (when present)
-# Each writes bench/results/<name>.json and .png and its section of bench/RESULTS.md. Everything runs
-# on 127.0.0.1 with the real ringlb and its replica processes; every step is bounded by a timeout
-# (STEP_TIMEOUT seconds, default 900). A failing step is reported and the others still run; the
+# Each writes bench/results/<name>.json and .png and its section of bench/RESULTS.md. Everything
+# runs on 127.0.0.1 with the real ringlb and its replica processes; every step is bounded by a
+# timeout (STEP_TIMEOUT seconds, default 900). A failing step is reported and the others still run; the
 # exit status is 1 when any failed.
 #
 # Usage: bench/analysis.sh [BUILD_DIR]     (default build; needs python3 and gnuplot with pngcairo)
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-build}" 2>/dev/null && pwd) || { echo "analysis: no build folder ${1:-build}" >&2; exit 1; }
+build=$(cd "${1:-build}" 2>/dev/null && pwd) ||
+  { echo "analysis: no build folder ${1:-build}" >&2; exit 1; }
 export RINGLB_BUILD=$build PYTHONDONTWRITEBYTECODE=1
 step_timeout=${STEP_TIMEOUT:-900}
 cd "$root"
@@ -23,7 +24,8 @@ for f in lb/ringlb replica/ringlb-replica bench/loadgen/ringlb-loadgen; do
   [ -x "$build/$f" ] || { echo "analysis: no $build/$f (build first: make build)" >&2; exit 1; }
 done
 for tool in python3 gnuplot; do
-  command -v "$tool" >/dev/null || { echo "analysis: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
+  command -v "$tool" >/dev/null ||
+    { echo "analysis: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
 done
 
 failed=()

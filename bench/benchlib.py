@@ -10,6 +10,10 @@ started when the experiment ends, whatever happens.
 - admin(port, method, path, body): one admin request, the parsed JSON answer.
 - gnuplot(script, png): renders a chart with gnuplot's pngcairo terminal.
 - results_path(name), write_json(name, data), machine(): where results go and how they are labelled.
+- For the analysis experiments (A-1, A-2, A-4): experiment_args (--smoke, --out, --build),
+  replica_counts (loadgen's per-replica counts, checked to add up), key_owners (which replica
+  answers each of a fixed set of keys, through the LB), moved_fraction, rep_details, command_line,
+  os_name, and update_results_section (a section of bench/RESULTS.md, or of RESULTS.md in --out).
 
 Every wait is bounded; traffic goes only to 127.0.0.1.
 """
@@ -150,10 +154,15 @@ def experiment_args(description, argv=None, **extra):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a fast run for the test suite")
     parser.add_argument("--out", metavar="DIR", help="results folder (default bench/results)")
-    parser.add_argument("--build", metavar="DIR", help="build folder (default RINGLB_BUILD or build/)")
+    parser.add_argument("--build", metavar="DIR",
+                        help="build folder (default RINGLB_BUILD or build/)")
     for name, kwargs in extra.items():
         parser.add_argument(name, **kwargs)
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, an impatient caller) ends the run through the with-blocks' cleanup, so
+    # the LBs and replicas it started are stopped too.
+    import signal
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         set_results_dir(args.out)

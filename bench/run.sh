@@ -14,7 +14,8 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-build}" 2>/dev/null && pwd) || { echo "bench: no build folder ${1:-build}" >&2; exit 1; }
+build=$(cd "${1:-build}" 2>/dev/null && pwd) ||
+  { echo "bench: no build folder ${1:-build}" >&2; exit 1; }
 step_timeout=${STEP_TIMEOUT:-1200}
 cd "$root"
 
