@@ -5,7 +5,8 @@
 #      libbenchmark-dev is installed), three repetitions, medians;    about 1 minute
 #   2. bench/replica_vs_nginx.sh: the replica against nginx on GET /home, interleaved rounds;
 #      about ROUNDS x 2 x (WARMUP + DURATION + 1) s, 80 s with its defaults
-#   3. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX (when present); see its header for its time
+#   3. bench/instructions.sh: their instructions per request under callgrind; about a minute
+#   4. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX (when present); see its header for its time
 # Each step is bounded by a timeout (STEP_TIMEOUT seconds, default 1200). A failing step is
 # reported and the others still run; the exit status is 1 when any failed. The experiments A-1..A-4
 # are bench/analysis.sh (`make analysis`).
@@ -39,6 +40,7 @@ else
   echo "== ring_bench: not built (needs libbenchmark-dev: deps/install.sh build), skipped" >&2
 fi
 step replica_vs_nginx bash bench/replica_vs_nginx.sh "$build"
+step instructions bash bench/instructions.sh "$build"
 if [ -f bench/peers/peers.sh ]; then
   step peers bash bench/peers/peers.sh "$build"
 else
