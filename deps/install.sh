@@ -8,7 +8,7 @@ build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
 test=(wrk apache2-utils curl gnuplot-nox)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
-docker=(docker.io)
+docker=(docker.io docker-compose)
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(build test)
