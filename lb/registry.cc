@@ -1,6 +1,7 @@
 #include "lb/registry.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -129,9 +130,11 @@ void start_instance(Replica* r) {
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
                      if (r->removed || reg->closing) {
-                       if (status == 0 && !reg->closing) reg->prov->stop(inst, [](int, const std::string&) {});
-                       else if (status == 0) r->inst = inst;  // registry_close stops it
+                       // Started after /add was rolled back or registry_close stopped the others:
+                       // nobody else knows it, so stop it now (the provisioner's close waits).
+                       if (status == 0) reg->prov->stop(inst, [](int, const std::string&) {});
                      } else if (status != 0) {
+                       r->start_status = status;
                        set_state(r, ReplicaState::dead, error);
                      } else {
                        replica_attach(r, inst);
@@ -209,10 +212,13 @@ void check_adds(Registry* reg) {
     adds.erase(adds.begin() + static_cast<long>(i));
     if (failed) {
       std::string cause = "replica '" + failed->name + "' failed to start: " + failed->last_cause;
+      // A name taken by a container the pool does not own is the client's to fix: 409, as for a
+      // replica name that exists. Everything else (image missing, engine down) is the server's.
+      int http_status = failed->start_status == -EEXIST ? 409 : 500;
       LOG_WARN("/add failed, removing the %zu replicas it started: %s", done.replicas.size(), cause.c_str());
       for (Replica* r : done.replicas) retire(r, "/add rolled back");
       rebuild_ring(reg);
-      done.req->done(500, cause);
+      done.req->done(http_status, cause);
     } else {
       for (Replica* r : done.replicas) r->counts = true;
       done.req->done(200, "");

@@ -52,6 +52,7 @@ struct Replica {
   bool hb_probe_running = false;
   uint32_t hb_ok = 0, hb_fail = 0, strikes = 0;
   std::string last_cause;
+  int start_status = 0;  // the provisioner's code when starting failed (-EEXIST: name taken)
   // Metrics.
   uint64_t requests = 0, failures = 0;
   int refs = 1;  // the registry's reference + one per UpstreamConn and health probe
