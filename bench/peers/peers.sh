@@ -41,6 +41,7 @@
 # Takes about ROUNDS x 4 x (WARMUP + DURATION + 2) s plus ab and the distribution runs (under a
 # minute), longer when it waits for quiet; on exit it stops what it started.
 set -euo pipefail
+. "$(dirname "$0")/../lib.sh"  # free_port, wait_home
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -89,12 +90,11 @@ server_cpu=(taskset -c 1)
 replica_cpu=("${server_cpu[@]}")
 [ "$REPLICA_CPU" = float ] && replica_cpu=()
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+home_body() { echo "{\"message\": \"Hello from Server: server$1\", \"status\": \"successful\"}"; }
 
-# Waits (at most 10 s) until 127.0.0.1:$1 answers GET /home with one of the replicas' bodies.
-wait_home() {
+# Waits (at most 10 s) until the LB on 127.0.0.1:$1 answers GET /home with one of the replicas'
+# bodies (which one depends on how it hashes the request id).
+wait_lb_home() {
   python3 - "$1" <<'EOF'
 import http.client, sys, time
 port = int(sys.argv[1])
@@ -141,7 +141,7 @@ for i in 1 2 3; do
   replica_pids+=($!)
   replica_ports+=("$port")
 done
-for port in "${replica_ports[@]}"; do wait_home "$port"; done
+for i in 1 2 3; do wait_home "${replica_ports[$((i - 1))]}" "$(home_body "$i")"; done
 
 # --- ringlb ---------------------------------------------------------------------------------------
 ringlb_port=$(free_port)
@@ -233,10 +233,10 @@ EOF
 nginx_master=$!
 started+=("$nginx_master")
 
-wait_home "$ringlb_port"
-[ -z "$BASELINE" ] || wait_home "$before_port"
-wait_home "$haproxy_port"
-wait_home "$nginx_port"
+wait_lb_home "$ringlb_port"
+[ -z "$BASELINE" ] || wait_lb_home "$before_port"
+wait_lb_home "$haproxy_port"
+wait_lb_home "$nginx_port"
 nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 [ -n "$nginx_worker" ] || { echo "peers: no nginx worker" >&2; exit 1; }
 [ "$(pgrep -c -P "$haproxy_pid" || true)" = 0 ] || { echo "peers: haproxy forked" >&2; exit 1; }
