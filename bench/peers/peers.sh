@@ -41,7 +41,8 @@
 # Takes about ROUNDS x 4 x (WARMUP + DURATION + 2) s plus ab and the distribution runs (under a
 # minute), longer when it waits for quiet; on exit it stops what it started.
 set -euo pipefail
-. "$(dirname "$0")/../lib.sh"  # free_port, wait_home
+. "$(dirname "$0")/../lib.sh"      # free_port, wait_home
+. "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -89,33 +90,6 @@ client_cpu=(taskset -c 0)
 server_cpu=(taskset -c 1)
 replica_cpu=("${server_cpu[@]}")
 [ "$REPLICA_CPU" = float ] && replica_cpu=()
-
-home_body() { echo "{\"message\": \"Hello from Server: server$1\", \"status\": \"successful\"}"; }
-
-# Waits (at most 10 s) until the LB on 127.0.0.1:$1 answers GET /home with one of the replicas'
-# bodies (which one depends on how it hashes the request id).
-wait_lb_home() {
-  python3 - "$1" <<'EOF'
-import http.client, sys, time
-port = int(sys.argv[1])
-bodies = {f'{{"message": "Hello from Server: server{i}", "status": "successful"}}'.encode()
-          for i in (1, 2, 3)}
-deadline = time.monotonic() + 10
-while True:
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        c.request("GET", "/home", headers={"X-Request-Id": "123456"})
-        r = c.getresponse()
-        got = r.read()
-        if r.status == 200 and got in bodies:
-            sys.exit(0)
-        sys.exit(f"port {port}: /home answered {r.status} {got!r}")
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(f"port {port}: no answer within 10 s")
-        time.sleep(0.05)
-EOF
-}
 
 # Busy share of all CPUs over $1 seconds, in percent of one CPU (as replica_vs_nginx.sh).
 cpu_busy() {
