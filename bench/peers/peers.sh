@@ -37,9 +37,12 @@
 #
 # Usage: bench/peers/peers.sh [BUILD_DIR]
 #   env: ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=64 SEED=42 REPLICA_CPU=1|float
-#        QUIET_MAX=25 QUIET_WAIT=30 RETRIES=2 RESULTS=bench/results BASELINE=path/to/older/ringlb
+#        QUIET_MAX=25 QUIET_WAIT=15 RETRIES=2 RESULTS=bench/results BASELINE=path/to/older/ringlb
 # Takes about ROUNDS x 4 x (WARMUP + DURATION + 2) s plus ab and the distribution runs (under a
-# minute), longer when it waits for quiet; on exit it stops what it started.
+# minute): about 4 minutes on a quiet machine. On a busy one each window may wait QUIET_WAIT + 1 s
+# and be repeated RETRIES times: at most ROUNDS x 4 x (WARMUP + (RETRIES + 1) x (QUIET_WAIT +
+# DURATION + 2)) s, 17 minutes with the defaults, within bench/run.sh's 20-minute step limit. On exit
+# it stops what it started.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"      # free_port, wait_home
 . "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
@@ -54,7 +57,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 SEED=${SEED:-42}
 REPLICA_CPU=${REPLICA_CPU:-1}
 QUIET_MAX=${QUIET_MAX:-25}
-QUIET_WAIT=${QUIET_WAIT:-30}
+QUIET_WAIT=${QUIET_WAIT:-15}
 RETRIES=${RETRIES:-2}
 RESULTS=${RESULTS:-$ROOT/bench/results}
 RINGLB=$BUILD/lb/ringlb
