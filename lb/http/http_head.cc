@@ -71,8 +71,10 @@ int http_head_add_value(HttpHead* h, const HttpHeadLimits& lim, const char* at, 
   if (h->headers.empty()) return -1;  // llhttp never sends a value before a field
   if (h->part == PART_NAME) {
     begin_value(h);
-  } else {
+  } else if (h->part == PART_VALUE) {
     h->buf.resize(h->buf.size() - 2);  // a further piece of the value: it goes before the CRLF
+  } else {
+    return -1;  // a value after the head was finished, without a field first
   }
   if (head_append(h, lim, at, len) != 0) return -1;
   h->headers.back().value_len += static_cast<uint32_t>(len);

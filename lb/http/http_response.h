@@ -5,7 +5,8 @@
 #include <string>
 #include <string_view>
 
-// The reason phrase for status ("OK", "Not Found"); "Unknown" for codes llhttp does not name.
+// The reason phrase for status ("OK", "Not Found"); "" for codes without one here (RFC 9112 §4
+// makes the phrase optional).
 const char* http_reason(int status);
 
 // Appends the status line "HTTP/1.1 STATUS REASON\r\n" (status 100..999) in one append.
