@@ -15,6 +15,7 @@ struct ClientConn {
   bool admin_listener = false;
   std::shared_ptr<bool> alive;
   std::string peer_ip;
+  std::string xff_line;  // "X-Forwarded-For: PEER_IP\r\n", the line added when the client sent none
   // The exchange.
   enum class Kind : uint8_t { none, admin, proxied } kind = Kind::none;
   bool req_done = false;       // the request's last byte arrived
@@ -26,6 +27,7 @@ struct ClientConn {
   bool stopped_for_upstream = false;  // client reading stopped: upstream queue or buffer full
   bool swallow = false;        // discard the upstream body (404 turned into 400)
   bool skip_interim = false;   // an interim 1xx response is being skipped
+  bool head_pending = false;   // the response head waits in out for the first body bytes
   bool same_retry_used = false;
   uint8_t attempts = 0;
   UpstreamConn* up = nullptr;
@@ -34,7 +36,7 @@ struct ClientConn {
   std::vector<uint32_t> tried;  // ring ids
   std::string req_head;         // the head sent upstream
   std::string body_buf;         // body bytes waiting for the upstream connection
-  std::string out;              // scratch for heads and local responses
+  std::string out;              // the response head (held back while head_pending), local responses
   std::string admin_body;
   ClientConn* act_prev = nullptr;
   ClientConn* act_next = nullptr;
@@ -169,6 +171,17 @@ void on_up_connected(UpstreamConn* u, int status) {
   send_request(c);
 }
 
+// Writes len bytes of response body to the client, preceded by the response head when it is still
+// held back, in one write: a response that arrived in one read leaves in one writev, not two
+// writes. len may be 0 (the head alone). Returns 0 or a libuv code.
+int write_response(ClientConn* c, const char* data, size_t len) {
+  if (!c->head_pending) return http_conn_write(&c->conn, data, len);
+  c->head_pending = false;
+  uv_buf_t bufs[2] = {uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size())),
+                      uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len))};
+  return http_conn_write(&c->conn, bufs, len > 0 ? 2 : 1);
+}
+
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
@@ -200,33 +213,26 @@ void up_on_head(HttpConn* hc) {
 
   std::string& out = c->out;
   out.clear();
-  out.append("HTTP/1.1 ");
-  out.append(std::to_string(h.status));
-  out.push_back(' ');
-  out.append(http_reason(h.status));
-  out.append("\r\n");
+  http_append_status_line(&out, h.status);
   for (const HttpHeader& hd : h.headers) {
     std::string_view name = http_head_name(h, hd);
     if (http_is_hop_by_hop(name)) continue;
     if (dechunk && http_iequals(name, "transfer-encoding")) continue;
-    out.append(name);
-    out.append(": ");
-    out.append(http_head_value(h, hd));
-    out.append("\r\n");
+    out.append(http_head_line(h, hd));
   }
   if (!c->keep_alive) out.append("Connection: close\r\n");
   else if (client_10) out.append("Connection: keep-alive\r\n");
   out.append("\r\n");
   hc->body_mode = dechunk ? HttpBody::decoded : HttpBody::raw;
   metrics_response(&c->proxy->metrics, h.status);
-  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+  c->head_pending = true;  // written with the first body bytes, at the message end or in up_on_parsed
 }
 
 void up_on_body(HttpConn* hc, const char* data, size_t len) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
   if (c == nullptr || c->swallow || c->skip_interim) return;
-  if (http_conn_write(&c->conn, data, len) != 0) {
+  if (write_response(c, data, len) != 0) {
     http_conn_close(&c->conn);
     return;
   }
@@ -247,6 +253,7 @@ HttpNext up_on_message_end(HttpConn* hc) {
     return HttpNext::parse;
   }
   u->replica->requests++;
+  if (c->head_pending && write_response(c, nullptr, 0) != 0) http_conn_close(&c->conn);  // no body
   bool keep = hc->head.keep_alive && c->req_done;
   detach_upstream(c, keep);
   exchange_done(c);
@@ -280,8 +287,16 @@ void up_on_drain(HttpConn* hc) {
 
 void up_on_close(HttpConn* hc) { upstream_free(up_of(hc)); }
 
-const HttpConnHandlers kUpstreamHandlers = {up_on_head, up_on_body, up_on_message_end,
-                                            up_on_error, up_on_drain, up_on_close};
+// The bytes read from the replica so far are parsed: a response head still held back (its body has
+// not arrived yet) goes to the client now.
+void up_on_parsed(HttpConn* hc) {
+  ClientConn* c = static_cast<ClientConn*>(up_of(hc)->client);
+  if (c != nullptr && c->head_pending && write_response(c, nullptr, 0) != 0)
+    http_conn_close(&c->conn);
+}
+
+const HttpConnHandlers kUpstreamHandlers = {up_on_head,  up_on_body,  up_on_message_end, up_on_error,
+                                            up_on_drain, up_on_close, up_on_parsed};
 
 // --- routing -----------------------------------------------------------------------------------
 
@@ -317,8 +332,9 @@ std::string_view routing_key(ClientConn* c, char* rid_buf, bool* generated) {
       break;
   }
   // No key in the request: a fresh 6-digit request id, as the assignment's Rid.
-  uint64_t id = 100000 + c->proxy->rng() % 900000;
-  snprintf(rid_buf, 8, "%06u", static_cast<unsigned>(id));
+  unsigned id = static_cast<unsigned>(100000 + c->proxy->rng() % 900000);
+  for (int i = 5; i >= 0; i--, id /= 10) rid_buf[i] = static_cast<char>('0' + id % 10);
+  rid_buf[6] = '\0';
   *generated = true;
   return std::string_view(rid_buf, 6);
 }
@@ -344,19 +360,18 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
       continue;
     }
     if (http_iequals(name, "host")) has_host = true;
-    out.append(name);
-    out.append(": ");
-    out.append(http_head_value(h, hd));
-    out.append("\r\n");
+    out.append(http_head_line(h, hd));
   }
   if (!has_host) out.append("Host: ringlb\r\n");
-  out.append("X-Forwarded-For: ");
   if (has_xff) {
+    out.append("X-Forwarded-For: ");
     out.append(xff);
     out.append(", ");
+    out.append(c->peer_ip);
+    out.append("\r\n");
+  } else {
+    out.append(c->xff_line);
   }
-  out.append(c->peer_ip);
-  out.append("\r\n");
   if (!generated_rid.empty()) {
     out.append("X-Request-Id: ");
     out.append(generated_rid);
@@ -396,11 +411,10 @@ void dispatch(ClientConn* c) {
 void fill_peer(ClientConn* c) {
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  if (uv_tcp_getpeername(&c->conn.tcp, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0) {
-    std::string a = http_format_address(reinterpret_cast<struct sockaddr*>(&addr));
-    size_t colon = a.rfind(':');
-    c->peer_ip = a.substr(a[0] == '[' ? 1 : 0, colon - (a[0] == '[' ? 2 : 0));
-  }
+  if (uv_tcp_getpeername(&c->conn.tcp, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0)
+    c->peer_ip = http_format_ip(reinterpret_cast<struct sockaddr*>(&addr));
+  c->xff_line.reserve(c->peer_ip.size() + 19);
+  c->xff_line.append("X-Forwarded-For: ").append(c->peer_ip).append("\r\n");
 }
 
 // --- client side -------------------------------------------------------------------------------
@@ -453,6 +467,7 @@ void client_on_head(HttpConn* hc) {
   c->kind = ClientConn::Kind::none;
   c->req_done = c->resp_started = c->resp_done = false;
   c->head_sent = c->body_sent = c->swallow = c->skip_interim = c->same_retry_used = false;
+  c->head_pending = false;
   c->attempts = 0;
   c->tried.clear();
   c->body_buf.clear();
@@ -562,6 +577,8 @@ HttpConn* accept_client(HttpServer* s, bool admin) {
   c->proxy = p;
   c->admin_listener = admin;
   c->alive = std::make_shared<bool>(true);
+  c->req_head.reserve(1024);  // one allocation per connection, not one per doubling
+  c->out.reserve(512);
   if (http_conn_init(p->loop, &c->conn, HTTP_REQUEST, &kClientHandlers, kReadBuffer) != 0) {
     delete c;
     return nullptr;

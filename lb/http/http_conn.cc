@@ -11,6 +11,9 @@ namespace {
 // its head, so both may be pending at once.
 enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2 };
 
+constexpr size_t kHeadReserve = 1024;  // bytes of URL and header lines
+constexpr size_t kHeadersReserve = 16;
+
 HttpConn* conn_of_parser(llhttp_t* p) { return static_cast<HttpConn*>(p->data); }
 
 int on_message_begin(llhttp_t* p) {
@@ -136,9 +139,11 @@ void deliver_peer_error(HttpConn* c) {
 // reading, or the connection closes. A peer close or read error is reported once every byte before it
 // has been parsed.
 void conn_parse(HttpConn* c) {
+  bool parsed = false;
   // After a pause llhttp may have work left that needs no input (completing a bodyless message after
   // its head), so it runs once more even when the buffer is empty.
   while (!c->closing && !c->paused && c->reading && (c->in_start < c->in_end || c->after_pause)) {
+    parsed = true;
     c->after_pause = false;
     const char* p = c->in + c->in_start;
     size_t n = c->in_end - c->in_start;
@@ -167,10 +172,13 @@ void conn_parse(HttpConn* c) {
     c->in_start += static_cast<uint32_t>(used);
     if (raw_body && used > 0 && !c->closing) c->h->on_body(c, p, used);
     if (c->in_start == c->in_end) c->in_start = c->in_end = 0;
-    if (e == HPE_PAUSED && !deliver_event(c)) return;
+    if (e == HPE_PAUSED && !deliver_event(c)) break;  // paused or closing
   }
-  if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0)
+  if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0) {
+    parsed = true;
     deliver_peer_error(c);
+  }
+  if (parsed && !c->closing && c->h->on_parsed) c->h->on_parsed(c);
 }
 
 // Reads while the owner wants bytes and the buffer has room. While paused at a message end the
@@ -247,8 +255,11 @@ void on_write(uv_write_t* req, int status) {
 int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
                    size_t in_cap) {
   // Every per-connection field starts afresh, so a connection may be initialised again after its
-  // on_close (a client reconnecting in the same memory). The head keeps its buffers' capacity.
+  // on_close (a client reconnecting in the same memory). The head keeps its buffers' capacity, and
+  // starts with room for a typical head: one allocation each rather than one per doubling.
   http_head_reset(&c->head);
+  if (c->head.buf.capacity() < kHeadReserve) c->head.buf.reserve(kHeadReserve);
+  if (c->head.headers.capacity() < kHeadersReserve) c->head.headers.reserve(kHeadersReserve);
   c->in_start = c->in_end = 0;
   c->write_queued = 0;
   c->parse_error = nullptr;

@@ -57,6 +57,11 @@ struct HttpConnHandlers {
   void (*on_drain)(HttpConn* c);
   // The handle is closed; the owner may free the connection now.
   void (*on_close)(HttpConn* c);
+  // Parsing stopped after it used bytes or delivered events: the buffer ran out, the owner paused at
+  // a message end or stopped reading (optional). Everything the bytes read so far produced has been
+  // delivered, so an owner that holds back a write to combine it with the next one (a proxy's response
+  // head with the first body bytes) writes it here at the latest. Not called once closing.
+  void (*on_parsed)(HttpConn* c) = nullptr;
 };
 
 struct HttpConn {

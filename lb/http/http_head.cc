@@ -1,6 +1,9 @@
 #include "lb/http/http_head.h"
 
-#include <strings.h>
+// HttpHead::part: what the last piece added belongs to. A header's line is complete (CRLF included)
+// once a value piece arrived, so the lines of trailer fields, which come after http_head_finish,
+// are complete too.
+enum : uint8_t { PART_NONE = 0, PART_NAME = 1, PART_VALUE = 2 };
 
 void http_head_reset(HttpHead* h) {
   h->buf.clear();
@@ -12,17 +15,34 @@ void http_head_reset(HttpHead* h) {
   h->keep_alive = true;
   h->chunked = false;
   h->content_length = -1;
-  h->in_value = false;
+  h->text_bytes = 0;
+  h->part = PART_NONE;
   h->over_limit = false;
 }
 
 static int head_append(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
-  if (h->over_limit || h->buf.size() + len > lim.max_bytes) {
+  if (h->over_limit || h->text_bytes + len > lim.max_bytes) {
     h->over_limit = true;
     return -1;
   }
+  h->text_bytes += static_cast<uint32_t>(len);
   h->buf.append(at, len);
   return 0;
+}
+
+// The separators go in with push_back, which is inlined, where append is a call: the head of every
+// message a proxy forwards passes through here.
+static void end_line(HttpHead* h) {
+  h->buf.push_back('\r');
+  h->buf.push_back('\n');
+}
+
+// After the last name piece: the separator, and where the value starts.
+static void begin_value(HttpHead* h) {
+  h->buf.push_back(':');
+  h->buf.push_back(' ');
+  h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
+  h->part = PART_VALUE;
 }
 
 int http_head_add_url(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
@@ -33,30 +53,41 @@ int http_head_add_url(HttpHead* h, const HttpHeadLimits& lim, const char* at, si
 }
 
 int http_head_add_field(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
-  if (h->headers.empty() || h->in_value) {
+  if (h->part != PART_NAME) {  // a new header (a name may arrive in several pieces)
     if (h->headers.size() >= lim.max_headers) {
       h->over_limit = true;
       return -1;
     }
     uint32_t off = static_cast<uint32_t>(h->buf.size());
     h->headers.push_back(HttpHeader{off, 0, off, 0});
-    h->in_value = false;
+    h->part = PART_NAME;
   }
   if (head_append(h, lim, at, len) != 0) return -1;
   h->headers.back().name_len += static_cast<uint32_t>(len);
-  h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
   return 0;
 }
 
 int http_head_add_value(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len) {
   if (h->headers.empty()) return -1;  // llhttp never sends a value before a field
-  h->in_value = true;
+  if (h->part == PART_NAME) {
+    begin_value(h);
+  } else if (h->part == PART_VALUE) {
+    h->buf.resize(h->buf.size() - 2);  // a further piece of the value: it goes before the CRLF
+  } else {
+    return -1;  // a value after the head was finished, without a field first
+  }
   if (head_append(h, lim, at, len) != 0) return -1;
   h->headers.back().value_len += static_cast<uint32_t>(len);
+  end_line(h);
   return 0;
 }
 
 void http_head_finish(HttpHead* h, const llhttp_t* p) {
+  if (h->part == PART_NAME) {  // a header without a value piece
+    begin_value(h);
+    end_line(h);
+  }
+  h->part = PART_NONE;
   h->method = static_cast<llhttp_method_t>(p->method);
   h->status = p->status_code;
   h->major = p->http_major;
@@ -64,10 +95,6 @@ void http_head_finish(HttpHead* h, const llhttp_t* p) {
   h->keep_alive = llhttp_should_keep_alive(p) != 0;
   h->chunked = (p->flags & F_CHUNKED) != 0;
   h->content_length = (p->flags & F_CONTENT_LENGTH) ? static_cast<int64_t>(p->content_length) : -1;
-}
-
-bool http_iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 static std::string_view trim(std::string_view v) {
@@ -113,10 +140,14 @@ bool http_url_query(std::string_view url, std::string_view key, std::string_view
 }
 
 bool http_is_hop_by_hop(std::string_view name) {
-  static const std::string_view hop[] = {"connection", "keep-alive", "proxy-connection",
-                                         "te", "trailer", "upgrade", "proxy-authenticate",
-                                         "proxy-authorization"};
-  for (std::string_view h : hop)
-    if (http_iequals(name, h)) return true;
-  return false;
+  // Called for every forwarded header: one comparison at most, chosen by length.
+  switch (name.size()) {
+    case 2: return http_iequals(name, "te");
+    case 7: return http_iequals(name, "trailer") || http_iequals(name, "upgrade");
+    case 10: return http_iequals(name, "connection") || http_iequals(name, "keep-alive");
+    case 16: return http_iequals(name, "proxy-connection");
+    case 18: return http_iequals(name, "proxy-authenticate");
+    case 19: return http_iequals(name, "proxy-authorization");
+    default: return false;
+  }
 }

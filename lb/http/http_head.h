@@ -2,7 +2,9 @@
 // callbacks, which may deliver the URL, a header name or a header value in several pieces.
 //
 // All text lives in one buffer owned by the head; headers are offsets into it, so a head is reused
-// message after message without allocating once its buffer has grown.
+// message after message without allocating once its buffer has grown. Each header is kept as its
+// wire line "Name: value\r\n" (value as received, without leading whitespace), so a proxy forwards
+// it with one copy (http_head_line).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +26,7 @@ struct HttpHeadLimits {
 };
 
 struct HttpHead {
-  std::string buf;
+  std::string buf;  // the URL, then one "Name: value\r\n" line per header
   std::vector<HttpHeader> headers;
   uint32_t url_off = 0, url_len = 0;
   // Filled by http_head_finish when the head is complete.
@@ -35,7 +37,8 @@ struct HttpHead {
   bool chunked = false;
   int64_t content_length = -1;  // -1: none given
   // Accumulation state.
-  bool in_value = false;
+  uint32_t text_bytes = 0;  // URL, names and values (what HttpHeadLimits::max_bytes counts)
+  uint8_t part = 0;         // what the last piece was: nothing yet, a name or a value (http_head.cc)
   bool over_limit = false;
 };
 
@@ -47,7 +50,8 @@ int http_head_add_url(HttpHead* h, const HttpHeadLimits& lim, const char* at, si
 int http_head_add_field(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len);
 int http_head_add_value(HttpHead* h, const HttpHeadLimits& lim, const char* at, size_t len);
 
-// Copies method, status, version and framing from the parser at on_headers_complete.
+// Ends the last header line and copies method, status, version and framing from the parser at
+// on_headers_complete.
 void http_head_finish(HttpHead* h, const llhttp_t* parser);
 
 inline std::string_view http_head_url(const HttpHead& h) {
@@ -59,6 +63,10 @@ inline std::string_view http_head_name(const HttpHead& h, const HttpHeader& hd) 
 inline std::string_view http_head_value(const HttpHead& h, const HttpHeader& hd) {
   return std::string_view(h.buf.data() + hd.value_off, hd.value_len);
 }
+// The header as the line "Name: value\r\n" (complete once the head is finished).
+inline std::string_view http_head_line(const HttpHead& h, const HttpHeader& hd) {
+  return std::string_view(h.buf.data() + hd.name_off, hd.value_off + hd.value_len + 2 - hd.name_off);
+}
 
 // The value of the first header called name (ASCII case-insensitive), or nullptr-data view when absent.
 // Leading and trailing spaces of the value are trimmed.
@@ -69,7 +77,18 @@ std::string_view http_url_path(std::string_view url);
 // The value of query parameter key in url ("a=1&b=2"), false when absent.
 bool http_url_query(std::string_view url, std::string_view key, std::string_view* value);
 
-bool http_iequals(std::string_view a, std::string_view b);
+inline unsigned char http_ascii_lower(char ch) {
+  unsigned char u = static_cast<unsigned char>(ch);
+  return static_cast<unsigned>(u - 'A') < 26u ? u | 0x20 : u;
+}
+// ASCII case-insensitive equality (header names are ASCII tokens). Inline: a proxy compares every
+// header name it forwards, and a call to strncasecmp cost more than the comparison.
+inline bool http_iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++)
+    if (http_ascii_lower(a[i]) != http_ascii_lower(b[i])) return false;
+  return true;
+}
 // True for the hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), and Content-Length and
 // Transfer-Encoding are not among them.
 bool http_is_hop_by_hop(std::string_view name);

@@ -1,5 +1,7 @@
 #include "lb/http/http_response.h"
 
+#include <cstring>
+
 const char* http_reason(int status) {
   switch (status) {
     case 100: return "Continue";
@@ -37,13 +39,25 @@ const char* http_reason(int status) {
   }
 }
 
+void http_append_status_line(std::string* out, int status) {
+  char line[64] = "HTTP/1.1 ";
+  size_t n = 9;
+  line[n++] = static_cast<char>('0' + status / 100 % 10);
+  line[n++] = static_cast<char>('0' + status / 10 % 10);
+  line[n++] = static_cast<char>('0' + status % 10);
+  line[n++] = ' ';
+  const char* reason = http_reason(status);
+  size_t len = strlen(reason);  // at most 31 ("Request Header Fields Too Large")
+  memcpy(line + n, reason, len);
+  n += len;
+  line[n++] = '\r';
+  line[n++] = '\n';
+  out->append(line, n);
+}
+
 void http_append_response(std::string* out, int status, std::string_view content_type,
                           std::string_view body, bool keep_alive, std::string_view extra) {
-  out->append("HTTP/1.1 ");
-  out->append(std::to_string(status));
-  out->push_back(' ');
-  out->append(http_reason(status));
-  out->append("\r\n");
+  http_append_status_line(out, status);
   if (!content_type.empty()) {
     out->append("Content-Type: ");
     out->append(content_type);

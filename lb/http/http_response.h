@@ -5,8 +5,12 @@
 #include <string>
 #include <string_view>
 
-// The reason phrase for status ("OK", "Not Found"); "Unknown" for codes llhttp does not name.
+// The reason phrase for status ("OK", "Not Found"); "" for codes without one here (RFC 9112 §4
+// makes the phrase optional).
 const char* http_reason(int status);
+
+// Appends the status line "HTTP/1.1 STATUS REASON\r\n" (status 100..999) in one append.
+void http_append_status_line(std::string* out, int status);
 
 // Appends a complete HTTP/1.1 response to out: status line, Content-Type (when body or content_type is
 // non-empty), Content-Length, Connection: keep-alive or close, extra (complete header lines, each ending

@@ -124,19 +124,33 @@ int http_parse_address(const std::string& text, struct sockaddr_storage* addr) {
   return UV_EINVAL;
 }
 
-std::string http_format_address(const struct sockaddr* addr) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
+std::string http_format_ip(const struct sockaddr* addr) {
   if (addr->sa_family == AF_INET) {
-    auto* a = reinterpret_cast<const struct sockaddr_in*>(addr);
-    uv_ip4_name(a, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-    return std::string(ip) + ":" + std::to_string(port);
+    const auto* a = reinterpret_cast<const struct sockaddr_in*>(addr);
+    const auto* b = reinterpret_cast<const unsigned char*>(&a->sin_addr.s_addr);
+    char ip[INET_ADDRSTRLEN];
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+      if (i > 0) ip[n++] = '.';
+      unsigned v = b[i];
+      if (v >= 100) ip[n++] = static_cast<char>('0' + v / 100);
+      if (v >= 10) ip[n++] = static_cast<char>('0' + v / 10 % 10);
+      ip[n++] = static_cast<char>('0' + v % 10);
+    }
+    return std::string(ip, n);
   }
-  auto* a = reinterpret_cast<const struct sockaddr_in6*>(addr);
-  uv_ip6_name(a, ip, sizeof ip);
-  port = ntohs(a->sin6_port);
-  return "[" + std::string(ip) + "]:" + std::to_string(port);
+  char ip[INET6_ADDRSTRLEN] = "?";
+  uv_ip6_name(reinterpret_cast<const struct sockaddr_in6*>(addr), ip, sizeof ip);
+  return ip;
+}
+
+std::string http_format_address(const struct sockaddr* addr) {
+  if (addr->sa_family == AF_INET) {
+    int port = ntohs(reinterpret_cast<const struct sockaddr_in*>(addr)->sin_port);
+    return http_format_ip(addr) + ":" + std::to_string(port);
+  }
+  int port = ntohs(reinterpret_cast<const struct sockaddr_in6*>(addr)->sin6_port);
+  return "[" + http_format_ip(addr) + "]:" + std::to_string(port);
 }
 
 int http_server_listen(HttpServer* s, uv_loop_t* loop, const std::string& address,

@@ -44,6 +44,9 @@ struct HttpServer {
 int http_parse_address(const std::string& text, struct sockaddr_storage* addr);
 // "127.0.0.1:5000" for a bound address.
 std::string http_format_address(const struct sockaddr* addr);
+// The IP address alone, "127.0.0.1" or "::1" (no brackets). IPv4 is formatted without printf: the
+// proxy formats the address of every client it accepts.
+std::string http_format_ip(const struct sockaddr* addr);
 
 // Listens on address (http_parse_address form). Returns 0 or a negative libuv code; *bound gets the
 // actual address (useful with port 0).

@@ -1,6 +1,8 @@
 """ringlb (the load balancer daemon) as a client sees it: the admin API of ASSIGNMENT.md §2 with its
 exact bodies, proxying with stickiness and the assignment's slots ring, load through ab and wrk,
-pipelining, self-healing after a replica is killed, large bodies, and config errors.
+pipelining, self-healing after a replica is killed, large bodies (10 MiB both ways, to a slow reader
+and from a slow backend, with the LB's memory sampled throughout), chunked uploads on keep-alive
+connections, and config errors.
 
 Every ringlb a test starts must exit 0 on SIGTERM within a few seconds (tearDown checks the ones the
 test left running): ringlb exits 1 when libuv handles are still open at exit, so this also catches
@@ -11,7 +13,9 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -33,6 +37,135 @@ def error_body(text):
 
 def home_body(name):
     return f'{{"message": "Hello from Server: {name}", "status": "successful"}}'.encode()
+
+
+# Largest growth of the LB's RSS allowed while it streams a 10 MiB body: its own buffers (a 16 KiB
+# read buffer per connection, writes queued up to 256 KiB before the other side stops reading) and
+# malloc's slack, never the body. 2 MiB: 188-216 KiB were measured over 20 runs of each of the three
+# tests below; with the LB's backpressure disabled they grew by 2.5-6.4 MiB and all failed.
+MEMORY_BOUND_KIB = 2048
+
+
+class RssSampler:
+    """Samples the RSS of process pid every 2 ms on a thread while the with-block runs: baseline
+    (before it), peak, samples. Bounded: it stops when the block ends or after 120 s."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.baseline = harness.rss_kib(pid)
+        self.peak = self.baseline
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + 120
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.peak = max(self.peak, harness.rss_kib(self.pid))
+            except (FileNotFoundError, AssertionError):
+                return
+            self.samples += 1
+            self._stop.wait(0.002)
+
+    def growth_kib(self):
+        return self.peak - self.baseline
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+class PyBackend:
+    """A backend on 127.0.0.1 in Python, for what the replica cannot do: it records the head of
+    every request other than /heartbeat (heads: exact bytes), and with slow=True reads bodies slowly
+    (16 KiB every 2 ms, with a 64 KiB receive buffer). POST answers {"bytes": N}, any other request
+    the /home body of "py" (so the LB's heartbeats and readiness checks pass), with two extra
+    headers: Keep-Alive (hop-by-hop, which a proxy drops) and X-Backend: py. HTTP/1.1 keep-alive
+    with Content-Length bodies only. A thread per connection; everything stops in the test's
+    cleanup, bounded."""
+
+    def __init__(self, test, slow=False):
+        self.slow, self.heads = slow, []
+        self.listener = socket.socket()
+        if slow:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+        test.addCleanup(self.close)
+
+    def close(self):
+        self._stop.set()
+        for t in list(self._threads):
+            t.join(5)
+        self.listener.close()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            t = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, sock):
+        sock.settimeout(0.1)
+        buf = b""
+        deadline = time.monotonic() + 120
+        with sock:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if b"\r\n\r\n" not in buf:
+                        data = sock.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                        continue
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    lines = head.decode("latin-1").split("\r\n")
+                    if not lines[0].startswith("GET /heartbeat "):
+                        self.heads.append(head + b"\r\n\r\n")
+                    headers = {n.strip().lower(): v.strip() for n, _, v in
+                               (line.partition(":") for line in lines[1:])}
+                    left = int(headers.get("content-length", "0")) - len(buf)
+                    got, buf = len(buf), b""
+                    while left > 0 and time.monotonic() < deadline:
+                        try:
+                            data = sock.recv(min(16 * 1024 if self.slow else 65536, left))
+                        except socket.timeout:
+                            continue
+                        if not data:
+                            return
+                        got, left = got + len(data), left - len(data)
+                        if self.slow:
+                            time.sleep(0.002)
+                    if lines[0].startswith("POST "):
+                        body = json.dumps({"bytes": got}).encode()
+                    else:
+                        body = home_body("py")
+                    close = headers.get("connection", "").lower() == "close"
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Keep-Alive: timeout=60\r\nX-Backend: py\r\n"
+                                 b"Content-Length: %d\r\n%s\r\n" % (
+                                     len(body), b"Connection: close\r\n" if close else b"")
+                                 + body)
+                    if close:
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
 
 
 def slots_prediction(rid, n=3, m=512, k=9):
@@ -283,22 +416,147 @@ class Proxying(LbTestCase):
             self.assertIn(b"Hello from Server", resp.body)
             self.assertEqual(conn.read_until_closed(), b"")
 
-    def test_10_mb_download_and_upload(self):
+    def start_big_pair(self):
+        """A replica with the debug routes behind an LB that has only it (static provisioner)."""
         replica = harness.start(self, [REPLICA, "--address", HOST, "--port", "{port}", "--id", "big",
                                        "--debug-routes"])
         lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{replica.port}", replicas=1)
+        return replica, lb
+
+    def stop_big_pair(self, replica, lb):
+        self.assert_clean_stop(lb)
+        code, _ = replica.stop()
+        self.assertEqual(code, 0)
+
+    def test_10_mb_download_to_a_slow_reader_keeps_lb_memory_bounded(self):
+        # The client reads 16 KiB every 2 ms (about 8 MB/s), far slower than the replica writes:
+        # the LB must stop reading the replica while its writes to the client queue (backpressure)
+        # instead of holding the body. Its RSS may grow by its buffers, never by the body.
+        replica, lb = self.start_big_pair()
         size = 10 * 1024 * 1024
-        with Connection(lb.port, timeout=30) as conn:
+        with Connection(lb.port, timeout=30) as conn, RssSampler(lb.pid) as rss:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            conn.send(f"GET /bytes?n={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.sock.recv(1)
+                self.assertTrue(chunk, "the LB closed before the response head")
+                head += chunk
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+            self.assertIn(f"\r\nContent-Length: {size}\r\n".encode(), head)
+            got = 0
+            deadline = time.monotonic() + 60
+            while got < size and time.monotonic() < deadline:
+                chunk = conn.sock.recv(min(16 * 1024, size - got))
+                self.assertTrue(chunk, f"the LB closed after {got} of {size} body bytes")
+                self.assertEqual(chunk.count(b"x"), len(chunk))
+                got += len(chunk)
+                time.sleep(0.002)
+            self.assertEqual(got, size, "the slow download did not finish within 60 s")
+            # The connection stays usable after the big response.
+            self.assertEqual(conn.request("GET", "/home").status, 200)
+        self.assertGreater(rss.samples, 50, "too few RSS samples to see the transfer")
+        self.assertLess(rss.growth_kib(), MEMORY_BOUND_KIB,
+                        f"LB RSS grew by {rss.growth_kib()} KiB for a {size >> 10} KiB body "
+                        f"(from {rss.baseline} KiB, peak {rss.peak} KiB)")
+        self.stop_big_pair(replica, lb)
+
+    def test_10_mb_upload_to_a_slow_replica_keeps_lb_memory_bounded(self):
+        # The backend reads the body 16 KiB every 2 ms: the LB must stop reading the client while
+        # its writes to the backend queue, instead of holding the body.
+        sink = PyBackend(self, slow=True)
+        lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{sink.port}", replicas=1)
+        size = 10 * 1024 * 1024
+        with Connection(lb.port, timeout=60) as conn, RssSampler(lb.pid) as rss:
+            resp = conn.request("POST", "/sink", body=b"y" * size)
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.json(), {"bytes": size})
+            self.assertEqual(conn.request("GET", "/home").status, 200)
+        self.assertGreater(rss.samples, 50, "too few RSS samples to see the transfer")
+        self.assertLess(rss.growth_kib(), MEMORY_BOUND_KIB,
+                        f"LB RSS grew by {rss.growth_kib()} KiB for a {size >> 10} KiB body "
+                        f"(from {rss.baseline} KiB, peak {rss.peak} KiB)")
+        self.assert_clean_stop(lb)
+
+    def test_10_mb_upload_and_download_at_full_speed(self):
+        replica, lb = self.start_big_pair()
+        size = 10 * 1024 * 1024
+        with Connection(lb.port, timeout=30) as conn, RssSampler(lb.pid) as rss:
+            resp = conn.request("POST", "/sink", body=b"y" * size)
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.json(), {"bytes": size})
             resp = conn.request("GET", f"/bytes?n={size}")
             self.assertEqual(resp.status, 200)
             self.assertEqual(len(resp.body), size)
             self.assertEqual(resp.body.count(b"x"), size)
-            resp = conn.request("POST", "/sink", body=b"y" * size)
+        self.assertLess(rss.growth_kib(), MEMORY_BOUND_KIB,
+                        f"LB RSS grew by {rss.growth_kib()} KiB for a {size >> 10} KiB body "
+                        f"(from {rss.baseline} KiB, peak {rss.peak} KiB)")
+        self.stop_big_pair(replica, lb)
+
+    def test_heads_are_rewritten_hop_by_hop_dropped_and_forwarding_headers_added(self):
+        backend = PyBackend(self)
+        lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{backend.port}", replicas=1)
+        with Connection(lb.port) as conn:
+            del backend.heads[:]  # the readiness checks' requests
+            conn.send(b"GET /home?a=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n"
+                      b"Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                      b"x-custom: v w\r\nX-Empty:\r\nProxy-Connection: x\r\nupgrade: y\r\n\r\n")
+            resp = conn.read_response()
             self.assertEqual(resp.status, 200, resp)
-            self.assertEqual(resp.json(), {"bytes": size})
+            self.assertEqual(resp.body, home_body("py"))
+            self.assertEqual(resp.header("X-Backend"), "py")
+            self.assertIsNone(resp.header("Keep-Alive"), resp)
+            self.assertEqual(len(backend.heads), 1, backend.heads)
+            head = backend.heads[0].decode("latin-1")
+            rid = re.search(r"\r\nX-Request-Id: (\d+)\r\n", head)
+            self.assertIsNotNone(rid, head)
+            self.assertEqual(len(rid.group(1)), 6, head)
+            self.assertEqual(head, "GET /home?a=1 HTTP/1.1\r\nHost: h\r\nx-custom: v w\r\n"
+                                   "X-Empty: \r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+                                   f"X-Request-Id: {rid.group(1)}\r\n\r\n")
+            # HTTP/1.0 with a request id and no Host: the LB speaks HTTP/1.1 to the backend.
+            conn.send(b"GET /home HTTP/1.0\r\nX-Request-Id: 123456\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.header("Connection"), "close")
+            self.assertEqual(backend.heads[1], b"GET /home HTTP/1.1\r\nX-Request-Id: 123456\r\n"
+                                               b"Host: ringlb\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n")
         self.assert_clean_stop(lb)
-        code, _ = replica.stop()
-        self.assertEqual(code, 0)
+
+    def test_chunked_upload_is_forwarded_and_the_connection_stays_usable(self):
+        replica, lb = self.start_big_pair()
+        rng = random.Random(5)
+        sizes = [1, 15, 16, 4096, 65535, 65536, 100000] + [rng.randrange(1, 70000) for _ in range(20)]
+        chunks = b"".join(b"%X\r\n" % n + bytes([97 + i % 26]) * n + b"\r\n"
+                          for i, n in enumerate(sizes))
+        head = b"POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        with Connection(lb.port, timeout=30) as conn:
+            # Head, chunks and the last chunk sent in pieces, then a request on the same connection.
+            conn.send(head)
+            for at in range(0, len(chunks), 50000):
+                conn.send(chunks[at:at + 50000])
+            conn.send(b"0\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.json(), {"bytes": sum(sizes)})
+            self.assertEqual(conn.request("GET", "/home").body, home_body("big"))
+            # Chunk extensions and a trailer, and the next request in the same write: it must
+            # start exactly where the chunked body ends.
+            conn.send(head + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+                      + b"GET /home HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.json(), {"bytes": 5})
+            resp = conn.read_response()
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.body, home_body("big"))
+            # An empty chunked body.
+            conn.send(head + b"0\r\n\r\n")
+            resp = conn.read_response()
+            self.assertEqual(resp.json(), {"bytes": 0})
+            self.assertEqual(conn.request("GET", "/home").status, 200)
+        self.stop_big_pair(replica, lb)
 
 
 class Load(LbTestCase):

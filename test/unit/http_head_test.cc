@@ -70,6 +70,48 @@ TEST(HttpHead, GetIsCaseInsensitiveTrimsAndReturnsTheFirst) {
   EXPECT_EQ(http_head_url(h), "");
 }
 
+TEST(HttpHead, EachHeaderIsKeptAsItsWireLine) {
+  HttpHead h;
+  HttpHeadLimits lim;
+  llhttp_settings_t settings;
+  llhttp_settings_init(&settings);
+  llhttp_t parser;
+  llhttp_init(&parser, HTTP_REQUEST, &settings);
+  ASSERT_EQ(http_head_add_url(&h, lim, "/", 1), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "Ho", 2), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "st", 2), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "a.", 2), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "b", 1), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "X-Empty", 7), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "", 0), 0);
+  ASSERT_EQ(http_head_add_field(&h, lim, "X-None", 6), 0);  // no value piece at all
+  http_head_finish(&h, &parser);
+  ASSERT_EQ(h.headers.size(), 3u);
+  EXPECT_EQ(http_head_line(h, h.headers[0]), "Host: a.b\r\n");
+  EXPECT_EQ(http_head_value(h, h.headers[0]), "a.b");
+  EXPECT_EQ(http_head_line(h, h.headers[1]), "X-Empty: \r\n");
+  EXPECT_EQ(http_head_line(h, h.headers[2]), "X-None: \r\n");
+  EXPECT_EQ(http_head_name(h, h.headers[2]), "X-None");
+  EXPECT_EQ(http_head_value(h, h.headers[2]), "");
+  EXPECT_EQ(h.text_bytes, 1u + 4 + 3 + 7 + 6) << "limits count the text, not the separators";
+  // A trailer field after the head is finished is a complete line of its own.
+  ASSERT_EQ(http_head_add_field(&h, lim, "X-Trailer", 9), 0);
+  ASSERT_EQ(http_head_add_value(&h, lim, "t", 1), 0);
+  ASSERT_EQ(h.headers.size(), 4u);
+  EXPECT_EQ(http_head_line(h, h.headers[3]), "X-Trailer: t\r\n");
+  EXPECT_EQ(http_head_line(h, h.headers[2]), "X-None: \r\n");
+}
+
+TEST(HttpHead, IequalsFoldsAsciiLettersOnly) {
+  EXPECT_TRUE(http_iequals("X-Request-Id", "x-request-id"));
+  EXPECT_TRUE(http_iequals("", ""));
+  EXPECT_FALSE(http_iequals("host", "hos"));
+  EXPECT_FALSE(http_iequals("a^", "a~"));  // 0x5E and 0x7E differ by the case bit, not letters
+  EXPECT_FALSE(http_iequals("@", "`"));
+  EXPECT_FALSE(http_iequals("[", "{"));
+  EXPECT_FALSE(http_iequals("\xc9", "\xe9"));  // not ASCII
+}
+
 TEST(HttpHead, HopByHopHeaders) {
   for (const char* name : {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
                            "Upgrade", "Proxy-Authenticate", "Proxy-Authorization"})

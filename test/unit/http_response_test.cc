@@ -39,6 +39,21 @@ TEST(HttpResponse, JsonEscapingKeepsTextInsideTheString) {
   }
 }
 
+TEST(HttpResponse, StatusLines) {
+  const std::pair<int, const char*> cases[] = {
+      {200, "HTTP/1.1 200 OK\r\n"},
+      {100, "HTTP/1.1 100 Continue\r\n"},
+      {431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
+      {599, "HTTP/1.1 599 \r\n"},
+      {999, "HTTP/1.1 999 \r\n"},
+  };
+  for (auto [status, line] : cases) {
+    std::string out = "x";
+    http_append_status_line(&out, status);
+    EXPECT_EQ(out, std::string("x") + line) << status;
+  }
+}
+
 TEST(HttpResponse, ReasonPhrases) {
   EXPECT_STREQ(http_reason(200), "OK");
   EXPECT_STREQ(http_reason(400), "Bad Request");

@@ -57,6 +57,7 @@ struct Endpoint {
   std::string parse_error;
   int drains = 0;
   bool closed = false;
+  std::string trace;  // events in order: h head, b body piece, e message end, x error, p parsed
   // Behaviour chosen by the test.
   HttpBody body_mode = HttpBody::decoded;
   HttpNext next = HttpNext::parse;
@@ -76,12 +77,17 @@ void on_head(HttpConn* c) {
   m.url = std::string(http_head_url(h));
   m.major = h.major;
   m.minor = h.minor;
-  for (const HttpHeader& hd : h.headers)
+  for (const HttpHeader& hd : h.headers) {
     m.headers.emplace_back(std::string(http_head_name(h, hd)), std::string(http_head_value(h, hd)));
+    // Whatever pieces the head arrived in, each header is its own wire line for a proxy to copy.
+    EXPECT_EQ(http_head_line(h, hd),
+              m.headers.back().first + ": " + m.headers.back().second + "\r\n");
+  }
   m.keep_alive = h.keep_alive;
   m.chunked = h.chunked;
   m.content_length = h.content_length;
   e->messages.push_back(std::move(m));
+  e->trace += 'h';
   c->body_mode = e->body_mode;
 }
 
@@ -92,17 +98,20 @@ Message& current(Endpoint* e) {
 
 void on_body(HttpConn* c, const char* data, size_t len) {
   current(endpoint_of(c)).body.append(data, len);
+  endpoint_of(c)->trace += 'b';
 }
 
 HttpNext on_message_end(HttpConn* c) {
   Endpoint* e = endpoint_of(c);
   current(e).complete = true;
+  e->trace += 'e';
   return e->next;
 }
 
 void on_error(HttpConn* c, int err) {
   Endpoint* e = endpoint_of(c);
   e->errors.push_back(err);
+  e->trace += 'x';
   if (c->parse_error) e->parse_error = c->parse_error;
 }
 
@@ -113,7 +122,12 @@ void on_close(HttpConn* c) {
   endpoint_of(c)->closed = true;
 }
 
-const HttpConnHandlers kRecorder = {on_head, on_body, on_message_end, on_error, on_drain, on_close};
+void on_parsed(HttpConn* c) {
+  endpoint_of(c)->trace += 'p';
+}
+
+const HttpConnHandlers kRecorder = {on_head,  on_body,  on_message_end, on_error,
+                                    on_drain, on_close, on_parsed};
 
 class HttpTest : public testing::Test {
  protected:
@@ -850,6 +864,32 @@ TEST_F(HttpTest, ResponseCutShortIsEofWithoutAMessageEnd) {
   EXPECT_EQ(e->errors, std::vector<int>{UV_EOF});
 }
 
+// on_parsed comes once the bytes of a read are used up, after every event they produced: a proxy
+// holding back a response head learns there whether the body came with it.
+TEST_F(HttpTest, OnParsedFollowsTheEventsOfEachRead) {
+  int lfd = RawListen();
+  auto [e, fd] = ConnectClient(lfd);
+  EXPECT_EQ(e->trace, "") << "starting to read with nothing buffered parses nothing";
+  Send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 4; }));
+  EXPECT_EQ(e->trace, "hbep");
+  Send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 6; }));
+  EXPECT_EQ(e->trace, "hbephp") << "a head alone: on_parsed before any body byte";
+  Send(fd, "abc");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 9; }));
+  EXPECT_EQ(e->trace, "hbephpbep");
+  e->next = HttpNext::pause;
+  Send(fd, "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz");
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 12; }));
+  RunFor(50);
+  EXPECT_EQ(e->trace, "hbephpbephep") << "a pause at a message end ends the parsing";
+  e->next = HttpNext::parse;
+  http_conn_resume(&e->conn);
+  ASSERT_TRUE(RunUntil([&] { return e->trace.size() >= 16; }));
+  EXPECT_EQ(e->trace, "hbephpbephephbep");
+}
+
 // ---- http_conn: writes -------------------------------------------------------------------------
 
 TEST_F(HttpTest, WritesQueueWhatTheSocketDoesNotTakeAndDrainInOrder) {
@@ -995,6 +1035,18 @@ TEST(HttpAddress, ParsesHostPortForms) {
     struct sockaddr_storage addr;
     ASSERT_EQ(http_parse_address(text, &addr), 0) << text;
     EXPECT_EQ(http_format_address(reinterpret_cast<struct sockaddr*>(&addr)), formatted) << text;
+  }
+}
+
+TEST(HttpAddress, FormatsTheIpAlone) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"127.0.0.1:80", "127.0.0.1"}, {"0.0.0.0:1", "0.0.0.0"},     {"10.1.2.3:1", "10.1.2.3"},
+      {"255.99.100.9:1", "255.99.100.9"}, {"[::1]:443", "::1"}, {"[fe80::1:2]:1", "fe80::1:2"},
+  };
+  for (auto [text, ip] : cases) {
+    struct sockaddr_storage addr;
+    ASSERT_EQ(http_parse_address(text, &addr), 0) << text;
+    EXPECT_EQ(http_format_ip(reinterpret_cast<struct sockaddr*>(&addr)), ip) << text;
   }
 }
 

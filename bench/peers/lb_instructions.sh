@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# User-space instructions and syscalls per proxied request of ringlb (bench/RESULTS.md, "Peers:
+# ringlb vs HAProxy vs NGINX", where the proxy's hot path was made cheaper). Figures that do not
+# depend on what else this shared machine is doing, unlike requests/s.
+#
+# Three ringlb-replica processes on 127.0.0.1 behind ringlb (--provisioner static, default ring).
+# Each ringlb binary given is measured in two modes: keep-alive (ringlb-loadgen, 64 connections, a
+# random X-Request-Id per request) and a new connection per request (--no-keepalive: HTTP/1.0, as
+# ab does).
+#   instructions: ringlb runs under valgrind's callgrind and answers SMALL requests in one run,
+#     LARGE in another; the difference of the two totals over LARGE - SMALL is the cost of one
+#     request without start-up and shutdown (as bench/instructions.sh does for the replica). The
+#     kernel's part (loopback TCP, epoll: most of the LB's CPU time) is not in it.
+#   syscalls: ringlb runs normally, strace -c -f counts its system calls over LARGE requests
+#     (skipped when strace is not installed).
+#
+# Usage: bench/peers/lb_instructions.sh [BUILD_DIR] [OTHER_RINGLB...]
+#   env: SMALL=2000 LARGE=12000
+# Takes one to two minutes per binary; on exit it stops what it started.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"      # free_port, wait_home
+. "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
+
+BUILD=${1:-build}
+shift || true
+BINARIES=("$BUILD/lb/ringlb" "$@")
+SMALL=${SMALL:-2000}
+LARGE=${LARGE:-12000}
+REPLICA=$BUILD/replica/ringlb-replica
+LOADGEN=$BUILD/bench/loadgen/ringlb-loadgen
+
+for tool in valgrind python3; do
+  command -v "$tool" >/dev/null || { echo "lb_instructions: $tool is not installed" >&2; exit 1; }
+done
+for bin in "${BINARIES[@]}" "$REPLICA" "$LOADGEN"; do
+  [ -x "$bin" ] || { echo "lb_instructions: no $bin (build first)" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d /tmp/ringlb-lb-instructions.XXXXXX)
+started=() lb_pid=
+cleanup() {
+  [ -n "$lb_pid" ] && kill "$lb_pid" 2>/dev/null && wait "$lb_pid" 2>/dev/null
+  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+backends=()
+for i in 1 2 3; do
+  port=$(free_port)
+  "$REPLICA" --address 127.0.0.1 --port "$port" --id "server$i" 2>"$tmp/replica$i.log" &
+  started+=($!)
+  wait_home "$port" "$(home_body "$i")"
+  backends+=(--backend "127.0.0.1:$port")
+done
+
+# load PORT MODE N: N requests through the LB on PORT; fails unless every one answered 200.
+load() {
+  local flags=(--rid --seed 1 -c 64)
+  [ "$2" = newconn ] && flags+=(--no-keepalive)
+  "$LOADGEN" -q "${flags[@]}" -n "$3" -T 120 -j "$tmp/loadgen.json" \
+    "http://127.0.0.1:$1/home" >/dev/null 2>&1
+  python3 - "$tmp/loadgen.json" "$3" <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))["totals"]
+if t["ok"] != int(sys.argv[2]):
+    sys.exit(f"lb_instructions: only {t['ok']} of {sys.argv[2]} requests answered 200")
+EOF
+}
+
+# count BIN MODE N: callgrind's total for ringlb BIN answering N requests in MODE.
+count() {
+  local port out
+  port=$(free_port)
+  out=$tmp/callgrind.out
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --provisioner static "${backends[@]}" \
+    --listen "127.0.0.1:$port" --log-level warn 2>"$tmp/valgrind.log" &
+  lb_pid=$!
+  wait_lb_home "$port" 30  # callgrind starts slowly
+  load "$port" "$2" "$3"
+  kill -TERM "$lb_pid"
+  wait "$lb_pid" || true
+  lb_pid=
+  awk '/^summary:/ {print $2}' "$out"
+}
+
+# syscalls BIN MODE N: system calls of ringlb BIN per request over N requests in MODE (strace -c).
+syscalls() {
+  local port strace_pid
+  port=$(free_port)
+  "$1" --provisioner static "${backends[@]}" --listen "127.0.0.1:$port" --log-level warn \
+    2>"$tmp/ringlb.log" &
+  lb_pid=$!
+  wait_lb_home "$port"
+  load "$port" "$2" 1000  # warm: the upstream pools fill
+  strace -c -f -o "$tmp/strace.txt" -p "$lb_pid" 2>/dev/null &
+  strace_pid=$!
+  sleep 0.5
+  load "$port" "$2" "$3"
+  kill -INT "$strace_pid"
+  wait "$strace_pid" || true
+  kill -TERM "$lb_pid"
+  wait "$lb_pid" || true
+  lb_pid=
+  # strace -c's total line: "100.00  SECONDS  USECS/CALL  CALLS  ERRORS total"
+  awk -v n="$3" '$NF == "total" {printf "%.2f\n", $(NF - 2) / n}' "$tmp/strace.txt"
+}
+
+echo "binary,mode,small_total,large_total,per_request,syscalls" >"$tmp/counts.csv"
+for bin in "${BINARIES[@]}"; do
+  for mode in keepalive newconn; do
+    echo "lb_instructions: $bin, $mode" >&2
+    small=$(count "$bin" "$mode" "$SMALL")
+    large=$(count "$bin" "$mode" "$LARGE")
+    calls=n/a
+    command -v strace >/dev/null && calls=$(syscalls "$bin" "$mode" "$LARGE")
+    echo "$bin,$mode,$small,$large,$(( (large - small) / (LARGE - SMALL) )),$calls" >>"$tmp/counts.csv"
+  done
+done
+
+python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print(f"| ringlb binary | connections | total at {int(sys.argv[2]):,} req | total at "
+      f"{int(sys.argv[3]):,} req | instructions / request | syscalls / request |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    mode = "keep-alive" if r["mode"] == "keepalive" else "new per request"
+    print(f"| {r['binary']} | {mode} | {int(r['small_total']):,} | {int(r['large_total']):,} "
+          f"| {int(r['per_request']):,} | {r['syscalls']} |")
+EOF

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Runs one command (a wrk run) and reports the CPU time that named groups of processes used while it
+ran, from /proc/PID/stat (utime + stime, all threads), with the command's own CPU (from wait4) and
+the CPU that the whole machine was busy (/proc/stat). Part of bench/peers/peers.sh.
+
+Before the command it can wait, bounded, for the machine to be quiet: it samples /proc/stat for one
+second at a time until the busy share is at most --quiet-max percent of one CPU or --quiet-wait
+seconds have passed, and records what it saw (the processes measured here are idle at that point,
+so what is busy is someone else).
+
+"Others' CPU" is what the machine was busy with beyond the groups and the command, in percent of
+one CPU over the command's run. The groups must not overlap.
+
+usage: measure.py --out FILE.json --stdout FILE [--group NAME=PID,PID]... [--quiet-max PCT]
+                  [--quiet-wait S] [--attempt N] -- COMMAND...
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid):
+    """utime + stime of process pid (all its threads) in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def machine():
+    """(busy, total) jiffies over all CPUs, as bench/replica_vs_nginx.sh counts them: user, nice,
+    system, irq and softirq are busy; idle, iowait and steal are not."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
+
+
+def busy_pct(seconds):
+    """Busy share of all CPUs over seconds, in percent of one CPU."""
+    b0, t0 = machine()
+    time.sleep(seconds)
+    b1, t1 = machine()
+    return 100.0 * (b1 - b0) / max(t1 - t0, 1) * os.cpu_count()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stdout", required=True)
+    ap.add_argument("--group", action="append", default=[])
+    ap.add_argument("--quiet-max", type=float, default=None)
+    ap.add_argument("--quiet-wait", type=float, default=0)
+    ap.add_argument("--attempt", type=int, default=0)
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    groups = {}
+    for g in a.group:
+        name, pids = g.split("=", 1)
+        groups[name] = [int(p) for p in pids.split(",") if p]
+
+    quiet, waited = None, 0.0
+    if a.quiet_max is not None:
+        start = time.monotonic()
+        while True:
+            quiet = busy_pct(1.0)
+            waited = time.monotonic() - start
+            if quiet <= a.quiet_max or waited >= a.quiet_wait:
+                break
+
+    before = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
+    m0 = machine()
+    t0 = time.monotonic()
+    with open(a.stdout, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    m1 = machine()
+    after = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
+    code = os.waitstatus_to_exitcode(status)
+    command_cpu = usage.ru_utime + usage.ru_stime
+    busy = (m1[0] - m0[0]) / TICK
+    others = max(busy - command_cpu - sum(after[n] - before[n] for n in groups), 0.0)
+    doc = {
+        "attempt": a.attempt,
+        "exit_code": code,
+        "wall_s": round(wall, 4),
+        "command_cpu_s": round(command_cpu, 4),
+        "groups_cpu_s": {n: round(after[n] - before[n], 4) for n in groups},
+        "machine_busy_s": round(busy, 4),
+        "others_cpu_pct": round(100 * others / wall, 1),
+        "quiet_before_pct": None if quiet is None else round(quiet, 1),
+        "quiet_waited_s": round(waited, 1),
+    }
+    with open(a.out, "w") as f:
+        json.dump(doc, f)
+    if code != 0:
+        sys.exit(f"measure: {command[0]} exited with {code}")
+
+
+if __name__ == "__main__":
+    main()
