@@ -14,7 +14,7 @@
 The replicas are real ringlb-replica processes, sometimes behind a small shell wrapper given as
 --replica-bin. Everything listens on 127.0.0.1; every loop is bounded in count and time.
 """
-import datetime
+import json
 import os
 import random
 import re
@@ -33,22 +33,14 @@ from lb_test import LbTestCase, pid_gone, home_body
 LOADGEN = harness.build_path("bench", "loadgen", "ringlb-loadgen")
 REPLICA = harness.build_path("replica", "ringlb-replica")
 
-# "2026-11-22T01:09:32.073Z info replica server1: starting -> healthy (heartbeat ok) after 3 ms"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (\w+) (.*)$")
+# "replica server1: starting -> healthy (heartbeat ok) after 3 ms"
 TRANSITION = re.compile(r"^replica (\S+): (\w+) -> (\w+) \((.*)\) after (\d+) ms$")
 STARTED = re.compile(r"^replica (\S+): started pid (\d+) on 127\.0\.0\.1:(\d+)$")
 
 
 def log_events(lb):
-    """The load balancer's own log lines as (unix time, level, message); replica output is skipped."""
-    out = []
-    for line in lb.log().splitlines():
-        m = LOG_LINE.match(line)
-        if m:
-            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
-            t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
-            out.append((t, m.group(2), m.group(3)))
-    return out
+    """The load balancer's own log lines as (unix time, level, message)."""
+    return harness.log_events(lb.log())
 
 
 def transitions(lb):
@@ -113,7 +105,6 @@ class Loadgen:
     def result(self):
         _, err = self.proc.communicate(timeout=self.limit)
         assert self.proc.returncode == 0, f"loadgen exited with {self.proc.returncode}: {err}"
-        import json
         with open(self.out.name) as f:
             return json.load(f)
 
