@@ -6,6 +6,8 @@
 - A replica slot whose replacements exit at once is retried with exponential backoff up to
   --heal-backoff-max, while the load balancer keeps answering quickly on little CPU and keeps serving
   with the replicas it has.
+- A replica that hangs (SIGSTOP) is found by its heartbeats; the requests waiting on it are failed
+  over as soon as it is marked dead, and none fails.
 - /rm under load: the removed replicas get no new request, finish the ones in flight (drain), and
   their processes exit; no client request fails.
 - /rep?verbose=1 shows each replica's state, address and ring id; every transition is one log line
@@ -185,6 +187,35 @@ class KillUnderLoad(HealTestCase):
         self.assertEqual(dead[0][2], "healthy")
         self.assertRegex(dead[0][4], r"^(exited: signal Killed|\d+ requests failed: ECONNREFUSED)$")
         self.assertLess(healed_after, 5.0)
+
+
+class HungReplica(HealTestCase):
+    def test_stopped_replica_is_found_by_heartbeats_and_costs_no_request(self):
+        # SIGSTOP: the process lives and its socket accepts, but nothing answers. Only the heartbeat
+        # timeouts (--fall) can find it; the requests waiting on it then go to another replica.
+        lb = self.start_lb("--hb-interval", "200", "--hb-timeout", "300")
+        det = self.details(lb)
+        victim_pid = int(det["server2"]["id"])
+        load = Loadgen(self, lb.port, rate=1000, duration=6.0)
+        time.sleep(1.5)
+        stopped = time.time()
+        os.kill(victim_pid, signal.SIGSTOP)
+        self.addCleanup(lambda: pid_gone(victim_pid) or os.kill(victim_pid, signal.SIGKILL))
+        report = load.result()
+        self.assert_no_failure(report, lb)
+        dead = [t for t in transitions(lb) if t[1] == "server2" and t[3] == "dead"]
+        self.assertEqual(len(dead), 1, transitions(lb))
+        self.assertRegex(dead[0][4], r"^2 heartbeats failed: heartbeat timeout$")
+        harness.wait_until(lambda: pid_gone(victim_pid), 5.0, "the stopped replica to be killed")
+        d = self.details(lb)
+        self.assertNotIn("server2", d)
+        self.assertEqual(sorted(r["state"] for r in d.values()), ["healthy"] * 3)
+        # The requests that waited on it were failed over once it was marked dead, not only when it
+        # was killed (2 s later: SIGTERM goes unanswered by a stopped process).
+        detected = dead[0][0] - stopped
+        self.assertLess(detected, 3.0)
+        self.assertLess(report["latency_us"]["max"] / 1e6, detected + 1.0,
+                        f"detected after {detected:.3f} s")
 
 
 class CrashLoop(HealTestCase):
