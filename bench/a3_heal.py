@@ -8,12 +8,14 @@ killed: SIGKILL of the pid that /rep?verbose=1 lists (process), or `docker kill`
 (docker). The victim is the replica that has been healthy longest, so it is a settled one (a replica
 that dies within 5 s of becoming healthy is backed off on purpose, see lb/registry.h).
 
-For each kill it measures, from the moment of the kill:
+For each kill it measures, from the moment of the kill (the SIGKILL, or the start of the `docker kill`
+call, which returns once the engine has killed the container: kill_call_ms):
 - detection: the load balancer's "VICTIM: healthy -> dead (cause)" log line;
 - replacement healthy: the replacement's "starting -> healthy" log line;
 - first served: the end of the first 100 ms timeline interval in which the replacement answered a
   request (an upper bound: it answered within that interval);
-- failed requests in the kill's slot of the timeline (and in the whole run);
+- failed requests in the kill's slot of the timeline (and in the whole run), and the slowest request
+  started within 0.5 s of the kill;
 - keys moved: 300 fixed keys are mapped to replicas right before the kill and once the replacement
   is healthy. The victim's keys should all go to the replacement, every other key stay.
 
@@ -171,6 +173,7 @@ def measure(kind, kills, smoke):
             before = owners(lb.port, keys)
             t_kill = time.time()
             kill(kind, det[victim])
+            t_killed = time.time()  # docker kill returns once the engine has killed the container
 
             def replaced():
                 d = details(lb.port)
@@ -180,7 +183,8 @@ def measure(kind, kills, smoke):
             after = owners(lb.port, keys)
             records.append({"victim": victim, "victim_ring_id": det[victim]["ring_id"],
                             "victim_healthy_for_s": round(t_kill - since[victim], 3),
-                            "t_kill": t_kill, "replacement_seen": new, "before": before, "after": after})
+                            "t_kill": t_kill, "kill_call_ms": round((t_killed - t_kill) * 1000),
+                            "replacement_seen": new, "before": before, "after": after})
             time.sleep(max(0.0, started + warmup + (k + 1) * spacing - time.time()))
         thread.join(duration + 90)
         if "error" in result or "report" not in result:
@@ -222,6 +226,8 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
         served = first_served(report, new, t_kill)
         slot = [iv for iv in report["timeline"]["intervals"]
                 if t_kill - step <= t0 + iv["t_s"] < t_kill - step + spacing]
+        around = [iv["latency_max_us"] / 1000 for iv in report["timeline"]["intervals"]
+                  if -step <= t0 + iv["t_s"] - t_kill < 0.5]
         before, after = rec["before"], rec["after"]
         victim_keys = [k for k in before if before[k] == victim]
         moved = [k for k in before if after[k] != before[k]]
@@ -233,6 +239,7 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
             "replacement": new,
             "replacement_ring_id": ring_id,
             "kill_unix_s": round(t_kill, 3),
+            "kill_call_ms": rec["kill_call_ms"],
             "detection_ms": round((dead[0] - t_kill) * 1000) if dead else None,
             "detection_cause": dead[4] if dead else None,
             "healthy_ms": round((healthy[0] - t_kill) * 1000),
@@ -240,6 +247,7 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
             "first_served_interval_ms": [round((max(served[0], healthy[0]) - t_kill) * 1000),
                                          round((served[1] - t_kill) * 1000)] if served else None,
             "slot_s": [round(t0 + slot[0]["t_s"] - t_kill, 3), round(t0 + slot[-1]["t_s"] + step - t_kill, 3)],
+            "latency_max_ms": round(max(around, default=0), 1),
             "ok": sum(iv["ok"] for iv in slot),
             "failed": sum(iv["failed"] for iv in slot),
             "keys": {
@@ -258,16 +266,23 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
         if not values:
             return None
         return {"median": statistics.median(values), "max": max(values), "min": min(values)}
+    # Whether a kill shows in the latency: the slowest request started within 0.5 s of each kill (from
+    # the interval holding the kill on: latency_max_ms per kill), against all other intervals.
+    elsewhere = [iv["latency_max_us"] / 1000 for iv in report["timeline"]["intervals"]
+                 if not any(-step <= t0 + iv["t_s"] - k["kill_unix_s"] < 0.5 for k in out)]
     served = stats("first_served_ms")
     target_ms = TARGET_SERVING_S[kind] * 1000
     summary = {
         "kills": len(out),
+        "kill_call_ms": stats("kill_call_ms"),
         "detection_ms": stats("detection_ms"),
         "healthy_ms": stats("healthy_ms"),
         "first_served_ms": served,
         "failed_in_kill_slots": sum(k["failed"] for k in out),
         "failed_in_run": report["totals"]["failed"],
         "keys_moved_elsewhere": sum(k["keys"]["moved_elsewhere"] for k in out),
+        "latency_max_ms_after_kill": stats("latency_max_ms"),
+        "latency_max_ms_elsewhere": round(max(elsewhere, default=0), 1),
         "victim_keys_not_on_replacement": sum(k["keys"]["victim_keys"] - k["keys"]["victim_keys_to_replacement"]
                                               for k in out),
     }
@@ -322,7 +337,7 @@ def chart(png):
                             f"{iv['replicas'].get(k['replacement'], 0)}\n")
         marks = [("kill", 0, "#000000"), ("detected", k["detection_ms"], "#cc0000"),
                  ("replacement healthy", k["healthy_ms"], "#0060c0"),
-                 ("first served (by)", k["first_served_ms"], "#008000")]
+                 ("first served ≤", k["first_served_ms"], "#008000")]
         script.append("unset arrow; unset label")
         for j, (what, ms, color) in enumerate(marks):
             if ms is None:
@@ -355,11 +370,14 @@ def chart(png):
 
 def print_summary(doc):
     s = doc["summary"]
-    fmt = lambda st: "-" if st is None else f"median {st['median']:.0f} ms, max {st['max']:.0f} ms"  # noqa: E731
+    def fmt(st):
+        return "-" if st is None else f"median {st['median']:.0f} ms, max {st['max']:.0f} ms"
     print(f"{doc['provisioner']}: {s['kills']} kills; detection {fmt(s['detection_ms'])}; "
           f"replacement healthy {fmt(s['healthy_ms'])}; first served by {fmt(s['first_served_ms'])}; "
           f"failed requests {s['failed_in_run']} in the run; keys moved elsewhere "
-          f"{s['keys_moved_elsewhere']}; targets {'met' if doc['targets']['met'] else 'MISSED'}")
+          f"{s['keys_moved_elsewhere']}; slowest request within 0.5 s of a kill "
+          f"{fmt(s['latency_max_ms_after_kill'])}, {s['latency_max_ms_elsewhere']} ms elsewhere; targets "
+          f"{'met' if doc['targets']['met'] else 'MISSED'}")
 
 
 def main():

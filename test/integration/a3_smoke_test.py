@@ -76,8 +76,12 @@ class A3Smoke(unittest.TestCase):
         # The summary is the kills' figures; healing itself worked.
         s = doc["summary"]
         self.assertEqual(s["kills"], 1)
-        for field in ("detection_ms", "healthy_ms", "first_served_ms"):
+        for field in ("kill_call_ms", "detection_ms", "healthy_ms", "first_served_ms"):
             self.assertEqual(s[field], {"median": k[field], "max": k[field], "min": k[field]})
+        v = k["latency_max_ms"]
+        self.assertEqual(s["latency_max_ms_after_kill"], {"median": v, "max": v, "min": v})
+        self.assertLessEqual(v, rep["latency_us"]["max"] / 1000 + 0.1)
+        self.assertLessEqual(s["latency_max_ms_elsewhere"], rep["latency_us"]["max"] / 1000 + 0.1)
         self.assertEqual(s["failed_in_run"], totals["failed"])
         self.assertEqual(s["failed_in_run"], 0)
         self.assertEqual(s["keys_moved_elsewhere"], 0)
