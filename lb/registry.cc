@@ -156,12 +156,27 @@ void replica_attach(Replica* r, const ReplicaInstance& inst) {
 void start_instance(Replica* r) {
   Registry* reg = r->reg;
   replica_ref(r);
+  reg->starts_in_flight++;
   reg->prov->start(ReplicaSpec{r->name, r->ring_id},
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
-                     if (r->removed || reg->closing) {
-                       if (status == 0 && !reg->closing) reg->prov->stop(inst, [](int, const std::string&) {});
-                       else if (status == 0) r->inst = inst;  // registry_close stops it
+                     reg->starts_in_flight--;
+                     if (reg->closing) {
+                       // registry_close counted this start: stop what it started, then report.
+                       if (status == 0) {
+                         r->inst = inst;
+                         replica_ref(r);
+                         reg->prov->stop(inst, [r](int st, const std::string& err) {
+                           if (st != 0) LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), err.c_str());
+                           Registry* reg = r->reg;
+                           replica_unref(r);
+                           reg->close_step();
+                         });
+                       } else {
+                         reg->close_step();
+                       }
+                     } else if (r->removed) {
+                       if (status == 0) reg->prov->stop(inst, [](int, const std::string&) {});
                      } else if (status != 0) {
                        set_state(r, ReplicaState::dead, error);
                      } else {
@@ -474,7 +489,9 @@ void registry_close(Registry* reg, std::function<void()> on_closed) {
   auto& adds = reg->adds;
   for (PendingAdd& a : adds) a.req->done(503, "the load balancer is stopping");
   adds.clear();
-  auto pending = std::make_shared<int>(1);
+  // The provisioner closes once every stop below and every start still in flight (whose instance is
+  // stopped as soon as it is reported, see start_instance) has answered.
+  auto pending = std::make_shared<int>(1 + static_cast<int>(reg->starts_in_flight));
   auto finish = [reg, pending]() {
     if (--*pending > 0) return;
     reg->prov->close([reg]() {
@@ -484,6 +501,7 @@ void registry_close(Registry* reg, std::function<void()> on_closed) {
       });
     });
   };
+  reg->close_step = finish;
   std::vector<Replica*> list = reg->replicas;
   reg->replicas.clear();
   reg->ring_members.clear();

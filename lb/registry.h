@@ -87,6 +87,8 @@ struct Registry {
   std::vector<PendingAdd> adds;  // /add requests waiting for their replicas' first heartbeat
   std::vector<uint32_t> heal_failures;  // by ring id: early deaths in a row (see schedule_heal)
   std::vector<uint64_t> heal_after;     // by ring id: loop time of the next replacement
+  uint32_t starts_in_flight = 0;      // provisioner starts not yet answered
+  std::function<void()> close_step;  // registry_close: one call per stop or start it waits for
   uint64_t heals = 0;
   uint64_t last_reap = 0;
 };
