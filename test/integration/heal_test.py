@@ -384,6 +384,47 @@ class RemoveUnderLoad(HealTestCase):
         self.assertEqual(self.names(lb), ["server1", "server3"])
 
 
+def docker_image():
+    """A replica image on a reachable Docker engine, or None (skip; a failure when
+    RINGLB_REQUIRE_DOCKER=1)."""
+    for image in ("ringlb-replica:test", "ringlb-replica:latest"):
+        try:
+            if subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                              timeout=20).returncode == 0:
+                return image
+        except (OSError, subprocess.TimeoutExpired):
+            break
+    if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
+        raise AssertionError("RINGLB_REQUIRE_DOCKER=1 but no engine with a ringlb-replica image")
+    return None
+
+
+class StopWhileStarting(HealTestCase):
+    def test_sigterm_while_containers_start_leaves_none_behind(self):
+        # A container start takes 100-300 ms: a SIGTERM meanwhile must still stop what the start
+        # produces (it used to be left running). Several delays, so that one falls in the window.
+        image = docker_image()
+        if image is None:
+            self.skipTest("no Docker engine with a ringlb-replica image")
+        for delay in (0.1, 0.2, 0.3):
+            with self.subTest(delay=delay):
+                pool = f"ringlb-heal-{os.getpid()}-{random.randrange(1 << 30):x}"
+                self.addCleanup(lambda p=pool: subprocess.run(
+                    f"docker ps -aq --filter label=ringlb.pool={p} | xargs -r docker rm -f",
+                    shell=True, capture_output=True, timeout=60))
+                lb = harness.start(self, [harness.build_path("lb", "ringlb"), "--listen",
+                                          f"{harness.HOST}:{{port}}", "--provisioner", "docker",
+                                          "--docker-network", "host", "--pool", pool,
+                                          "--replica-image", image, "--replicas", "2",
+                                          "--replica-port-range", "25000-25999"], wait=False)
+                time.sleep(delay)  # from the spawn: ringlb is up within a few ms
+                code, _ = lb.stop(signal.SIGTERM, timeout=15.0)
+                self.assertEqual(code, 0, lb.log())
+                left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ringlb.pool={pool}"],
+                                      capture_output=True, text=True, timeout=30).stdout.split()
+                self.assertEqual(left, [], lb.log())
+
+
 class Observability(HealTestCase):
     def test_verbose_rep_and_transition_lines(self):
         lb = self.start_lb("--hb-interval", "100")
