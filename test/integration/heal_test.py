@@ -13,6 +13,9 @@
 - /rep?verbose=1 shows each replica's state, address and ring id; every transition is one log line
   naming the replica, the old and new state, the cause and the milliseconds spent in the old state.
 
+- A SIGTERM while replicas are still starting stops them too (Docker containers, the one case with a
+  window wide enough to hit; skipped without an engine unless RINGLB_REQUIRE_DOCKER=1).
+
 The replicas are real ringlb-replica processes, sometimes behind a small shell wrapper given as
 --replica-bin. Everything listens on 127.0.0.1; every loop is bounded in count and time.
 """
