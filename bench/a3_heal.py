@@ -8,8 +8,8 @@ killed: SIGKILL of the pid that /rep?verbose=1 lists (process), or `docker kill`
 (docker). The victim is the replica that has been healthy longest, so it is a settled one (a replica
 that dies within 5 s of becoming healthy is backed off on purpose, see lb/registry.h).
 
-For each kill it measures, from the moment of the kill (the SIGKILL, or the start of the `docker kill`
-call, which returns once the engine has killed the container: kill_call_ms):
+For each kill it measures, from the moment of the kill (the SIGKILL, or the start of the
+`docker kill` call, which returns once the engine has killed the container: kill_call_ms):
 - detection: the load balancer's "VICTIM: healthy -> dead (cause)" log line;
 - replacement healthy: the replacement's "starting -> healthy" log line;
 - first served: the end of the first 100 ms timeline interval in which the replacement answered a
@@ -26,8 +26,8 @@ served marked). The chart uses whichever of the two JSON files exist.
 
 usage: bench/a3_heal.py [--provisioner process|docker|both] [--kills K] [--smoke]
 --smoke: one kill and 4 s of load, for the test suite (with RINGLB_RESULTS pointing elsewhere).
-Traffic goes only to 127.0.0.1; every wait is bounded; docker containers carry a pool label unique to
-the run and are removed by it, whatever happens.
+Traffic goes only to 127.0.0.1; every wait is bounded; docker containers carry a pool label unique
+to the run and are removed by it, whatever happens.
 """
 import argparse
 import json
@@ -93,15 +93,18 @@ def healthy_since(events, names):
 
 
 def ensure_image():
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, timeout=30).returncode == 0:
+    inspect = ["docker", "image", "inspect", IMAGE]
+    if subprocess.run(inspect, capture_output=True, timeout=30).returncode == 0:
         return
     print(f"a3: {IMAGE} is missing, building it with lb/image.sh", file=sys.stderr)
-    subprocess.run([os.path.join(os.path.dirname(benchlib.BENCH), "lb", "image.sh"), benchlib.build_dir(),
-                    "replica"], check=True, timeout=300, env=dict(os.environ, RINGLB_REPLICA_TAG=IMAGE))
+    script = os.path.join(os.path.dirname(benchlib.BENCH), "lb", "image.sh")
+    subprocess.run([script, benchlib.build_dir(), "replica"], check=True, timeout=300,
+                   env=dict(os.environ, RINGLB_REPLICA_TAG=IMAGE))
 
 
 def remove_pool(pool):
-    """Removes every container labelled with our pool (ours alone: the label is unique to this run)."""
+    """Removes every container labelled with our pool (ours alone: the label is unique to the
+    run)."""
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ringlb.pool={pool}"],
                          capture_output=True, text=True, timeout=30).stdout.split()
     if ids:
@@ -112,7 +115,8 @@ def kill(kind, detail):
     if kind == "process":
         os.kill(int(detail["id"]), signal.SIGKILL)
     else:
-        subprocess.run(["docker", "kill", detail["id"]], check=True, capture_output=True, timeout=30)
+        subprocess.run(["docker", "kill", detail["id"]], check=True, capture_output=True,
+                       timeout=30)
 
 
 def wait_healthy(port, n, timeout):
@@ -135,7 +139,8 @@ def measure(kind, kills, smoke):
         # Container names are global on the engine: the three replicas get names unique to the
         # run through /add (ring ids 1..3) instead of the default server1..3.
         lb_args += ["--provisioner", "docker", "--docker-network", "host", "--pool", pool,
-                    "--replica-image", IMAGE, "--replicas", "0", "--replica-port-range", "24000-24999"]
+                    "--replica-image", IMAGE, "--replicas", "0",
+                    "--replica-port-range", "24000-24999"]
     busy = benchlib.machine_busy()
     rng = random.Random(2026)
     keys = [str(k) for k in rng.sample(range(100000, 1000000), KEYS)]
@@ -144,8 +149,8 @@ def measure(kind, kills, smoke):
         if pool:
             procs.callback(remove_pool, pool)
         if pool:
-            lb = procs.start([benchlib.binary("lb", "ringlb"), "--listen", f"{benchlib.HOST}:{{port}}",
-                              *lb_args], ready_timeout=30.0)
+            lb = procs.start([benchlib.binary("lb", "ringlb"), "--listen",
+                              f"{benchlib.HOST}:{{port}}", *lb_args], ready_timeout=30.0)
             status, doc = benchlib.admin(lb.port, "POST", "/add",
                                          {"n": 3, "hostnames": [f"{pool}-{i}" for i in (1, 2, 3)]})
             if status != 200:
@@ -193,7 +198,8 @@ def measure(kind, kills, smoke):
         log = lb.log()
         final = details(lb.port)
     events = harness.log_events(log)
-    return summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, report, events, final)
+    return summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, report, events,
+                     final)
 
 
 def first_served(report, name, after_t):
@@ -220,7 +226,8 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
     out = []
     for i, rec in enumerate(records):
         victim, t_kill = rec["victim"], rec["t_kill"]
-        dead = next((t for t in trans if t[1] == victim and t[3] == "dead" and t[0] >= t_kill - 0.01), None)
+        dead = next((t for t in trans
+                     if t[1] == victim and t[3] == "dead" and t[0] >= t_kill - 0.01), None)
         _, new, ring_id = replaced[victim]
         healthy = next(t for t in trans if t[1] == new and t[3] == "healthy")
         served = first_served(report, new, t_kill)
@@ -246,7 +253,8 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
             "first_served_ms": round((served[1] - t_kill) * 1000) if served else None,
             "first_served_interval_ms": [round((max(served[0], healthy[0]) - t_kill) * 1000),
                                          round((served[1] - t_kill) * 1000)] if served else None,
-            "slot_s": [round(t0 + slot[0]["t_s"] - t_kill, 3), round(t0 + slot[-1]["t_s"] + step - t_kill, 3)],
+            "slot_s": [round(t0 + slot[0]["t_s"] - t_kill, 3),
+                       round(t0 + slot[-1]["t_s"] + step - t_kill, 3)],
             "latency_max_ms": round(max(around, default=0), 1),
             "ok": sum(iv["ok"] for iv in slot),
             "failed": sum(iv["failed"] for iv in slot),
@@ -255,19 +263,21 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
                 "victim_keys": len(victim_keys),
                 "moved": len(moved),
                 "victim_keys_to_replacement": sum(1 for k in victim_keys if after[k] == new),
-                "moved_elsewhere": sum(1 for k in moved if not (before[k] == victim and after[k] == new)),
+                "moved_elsewhere": sum(1 for k in moved
+                                       if not (before[k] == victim and after[k] == new)),
             },
         })
         if new != rec["replacement_seen"]:
-            raise RuntimeError(f"log says {victim} was replaced by {new}, /rep showed {rec['replacement_seen']}")
+            raise RuntimeError(f"log says {victim} was replaced by {new}, "
+                               f"/rep showed {rec['replacement_seen']}")
 
     def stats(field):
         values = [k[field] for k in out if k[field] is not None]
         if not values:
             return None
         return {"median": statistics.median(values), "max": max(values), "min": min(values)}
-    # Whether a kill shows in the latency: the slowest request started within 0.5 s of each kill (from
-    # the interval holding the kill on: latency_max_ms per kill), against all other intervals.
+    # Whether a kill shows in the latency: the slowest request started within 0.5 s of each kill
+    # (from the interval holding the kill on: latency_max_ms per kill), against all other intervals.
     elsewhere = [iv["latency_max_us"] / 1000 for iv in report["timeline"]["intervals"]
                  if not any(-step <= t0 + iv["t_s"] - k["kill_unix_s"] < 0.5 for k in out)]
     served = stats("first_served_ms")
@@ -283,10 +293,11 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
         "keys_moved_elsewhere": sum(k["keys"]["moved_elsewhere"] for k in out),
         "latency_max_ms_after_kill": stats("latency_max_ms"),
         "latency_max_ms_elsewhere": round(max(elsewhere, default=0), 1),
-        "victim_keys_not_on_replacement": sum(k["keys"]["victim_keys"] - k["keys"]["victim_keys_to_replacement"]
-                                              for k in out),
+        "victim_keys_not_on_replacement": sum(
+            k["keys"]["victim_keys"] - k["keys"]["victim_keys_to_replacement"] for k in out),
     }
-    ordered = sorted((k for k in out if k["first_served_ms"] is not None), key=lambda k: k["first_served_ms"])
+    ordered = sorted((k for k in out if k["first_served_ms"] is not None),
+                     key=lambda k: k["first_served_ms"])
     representative = ordered[(len(ordered) - 1) // 2]["kill"] if ordered else 1
     return {
         "experiment": "A-3: a replica dies under load",
@@ -294,16 +305,19 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
         "command": "bench/a3_heal.py " + " ".join(sys.argv[1:]),
         "machine": dict(benchlib.machine(), busy_before=busy),
         "setup": {"replicas": 3, "rate_per_s": RATE, "connections": CONNECTIONS, "keys": KEYS,
-                  "interval_ms": INTERVAL_MS, "seconds_between_kills": spacing, "load_seconds": duration,
+                  "interval_ms": INTERVAL_MS, "seconds_between_kills": spacing,
+                  "load_seconds": duration,
                   "smoke": smoke, "lb_args": lb_args,
-                  "lb_defaults": "--hb-interval 500 --hb-timeout 1000 --fall 2 --rise 1 --strikes 3"},
+                  "lb_defaults": "--hb-interval 500 --hb-timeout 1000 --fall 2 --rise 1 "
+                                 "--strikes 3"},
         "targets": {"failed_requests": 0, "first_served_ms_max": target_ms,
-                    "met": summary["failed_in_run"] == 0 and served is not None and served["max"] <= target_ms
-                    and summary["keys_moved_elsewhere"] == 0},
+                    "met": summary["failed_in_run"] == 0 and served is not None
+                    and served["max"] <= target_ms and summary["keys_moved_elsewhere"] == 0},
         "summary": summary,
         "representative_kill": representative,
         "kills": out,
-        "final_replicas": {n: {"state": d["state"], "ring_id": d["ring_id"]} for n, d in final.items()},
+        "final_replicas": {n: {"state": d["state"], "ring_id": d["ring_id"]}
+                           for n, d in final.items()},
         "loadgen": report,
     }
 
@@ -320,8 +334,8 @@ def chart(png):
     if not docs:
         return None
     tmp = tempfile.TemporaryDirectory(prefix="ringlb-a3-")
-    script = [f"set multiplot layout {len(docs)},1 title 'A-3: a replica killed under 1000 requests/s "
-              "(3 replicas, random X-Request-Id)' font ',13'"]
+    script = [f"set multiplot layout {len(docs)},1 title 'A-3: a replica killed under 1000 "
+              "requests/s (3 replicas, random X-Request-Id)' font ',13'"]
     for n, doc in enumerate(docs):
         k = doc["kills"][doc["representative_kill"] - 1]
         rep = doc["loadgen"]
@@ -333,8 +347,9 @@ def chart(png):
             for iv in rep["timeline"]["intervals"]:
                 rel = t0 + iv["t_s"] - k["kill_unix_s"]
                 if -1.1 <= rel <= 3.1:
-                    f.write(f"{rel:.3f} {iv['ok']} {iv['failed']} {iv['replicas'].get(k['victim'], 0)} "
-                            f"{iv['replicas'].get(k['replacement'], 0)}\n")
+                    by = iv["replicas"]
+                    f.write(f"{rel:.3f} {iv['ok']} {iv['failed']} {by.get(k['victim'], 0)} "
+                            f"{by.get(k['replacement'], 0)}\n")
         marks = [("kill", 0, "#000000"), ("detected", k["detection_ms"], "#cc0000"),
                  ("replacement healthy", k["healthy_ms"], "#0060c0"),
                  ("first served ≤", k["first_served_ms"], "#008000")]
@@ -343,7 +358,8 @@ def chart(png):
             if ms is None:
                 continue
             x = ms / 1000
-            script.append(f"set arrow from {x},graph 0 to {x},graph 1 nohead lw 1.5 dt 2 lc rgb '{color}'")
+            script.append(f"set arrow from {x},graph 0 to {x},graph 1 nohead lw 1.5 dt 2 "
+                          f"lc rgb '{color}'")
             script.append(f"set label '{what} {ms} ms' at {x},graph {0.95 - 0.07 * j} offset 0.5,0 "
                           f"tc rgb '{color}' font ',9'")
         title = (f"{doc['provisioner']} provisioner: kill {k['kill']} of {len(doc['kills'])} "
@@ -373,11 +389,12 @@ def print_summary(doc):
     def fmt(st):
         return "-" if st is None else f"median {st['median']:.0f} ms, max {st['max']:.0f} ms"
     print(f"{doc['provisioner']}: {s['kills']} kills; detection {fmt(s['detection_ms'])}; "
-          f"replacement healthy {fmt(s['healthy_ms'])}; first served by {fmt(s['first_served_ms'])}; "
+          f"replacement healthy {fmt(s['healthy_ms'])}; "
+          f"first served by {fmt(s['first_served_ms'])}; "
           f"failed requests {s['failed_in_run']} in the run; keys moved elsewhere "
           f"{s['keys_moved_elsewhere']}; slowest request within 0.5 s of a kill "
-          f"{fmt(s['latency_max_ms_after_kill'])}, {s['latency_max_ms_elsewhere']} ms elsewhere; targets "
-          f"{'met' if doc['targets']['met'] else 'MISSED'}")
+          f"{fmt(s['latency_max_ms_after_kill'])}, {s['latency_max_ms_elsewhere']} ms elsewhere; "
+          f"targets {'met' if doc['targets']['met'] else 'MISSED'}")
 
 
 def main():

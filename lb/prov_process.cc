@@ -27,8 +27,8 @@ struct Child {
   bool stopping = false;
   bool exited = false;
   ProvDoneCb stop_cb;
-  // Until the deferred start callback ran: the answer to give. An exit before it turns the start into
-  // a failure (the registry does not know this id yet, so on_exit would be lost).
+  // Until the deferred start callback ran: the answer to give. An exit before it turns the start
+  // into a failure (the registry does not know this id yet, so on_exit would be lost).
   ProvStartCb start_cb;
   ReplicaInstance inst;
   uint64_t serial = 0;  // unique per start (a pid may be reused)

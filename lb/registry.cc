@@ -13,9 +13,9 @@ namespace {
 
 constexpr uint64_t kTickMs = 100;
 constexpr uint64_t kPoolIdleMs = 30000;  // pooled upstream connections idle longer are closed
-// A replica that dies before it has been healthy this long died "early". From the second early death
-// in a row of a ring id on, its next replacement waits (exponential backoff). One that had been
-// healthy longer is replaced at once and clears the count.
+// A replica that dies before it has been healthy this long died "early". From the second early
+// death in a row of a ring id on, its next replacement waits (exponential backoff). One that had
+// been healthy longer is replaced at once and clears the count.
 constexpr uint64_t kStableMs = 5000;
 constexpr uint64_t kHealBackoffBaseMs = 250;
 
@@ -30,11 +30,11 @@ void tick_within(Registry* reg, uint64_t delay_ms) {
   uv_timer_start(&reg->tick, on_tick, delay_ms, kTickMs);
 }
 
-// Decides when the dead replica r (which counts toward N) may be replaced. After the k-th early death
-// in a row of its ring id: at once for k = 1 (one death is not a crash loop: a replica killed under
-// load is replaced without delay however young it was), then min(--heal-backoff-max,
-// 250 ms × 2^(k-2)): 250, 500, 1000 ms... A replica that had been healthy for kStableMs is replaced at
-// once and clears the count.
+// Decides when the dead replica r (which counts toward N) may be replaced. After the k-th early
+// death in a row of its ring id: at once for k = 1 (one death is not a crash loop: a replica killed
+// under load is replaced without delay however young it was), then min(--heal-backoff-max,
+// 250 ms × 2^(k-2)): 250, 500, 1000 ms... A replica that had been healthy for kStableMs is
+// replaced at once and clears the count.
 void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
   if (!reg->cfg->heal || !reg->prov->can_scale()) return;
   uint32_t& failures = reg->heal_failures[r->ring_id];
@@ -44,7 +44,8 @@ void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
     reg->heal_after[r->ring_id] = now;
   } else {
     failures++;
-    uint64_t backoff = failures < 2 ? 0 : kHealBackoffBaseMs << std::min<uint32_t>(failures - 2, 20);
+    uint64_t backoff =
+        failures < 2 ? 0 : kHealBackoffBaseMs << std::min<uint32_t>(failures - 2, 20);
     backoff = std::min<uint64_t>(backoff, reg->cfg->heal_backoff_max_ms);
     reg->heal_after[r->ring_id] = now + backoff;
     LOG_WARN("replica slot %u: %s died %llu ms after its start (early deaths in a row: %u), next "
@@ -167,7 +168,8 @@ void start_instance(Replica* r) {
                          r->inst = inst;
                          replica_ref(r);
                          reg->prov->stop(inst, [r](int st, const std::string& err) {
-                           if (st != 0) LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), err.c_str());
+                           if (st != 0)
+                             LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), err.c_str());
                            Registry* reg = r->reg;
                            replica_unref(r);
                            reg->close_step();

@@ -3,9 +3,9 @@
 //
 // States: starting → healthy → dead (→ replaced when healing is on), and draining after /rm.
 // A dead replica is replaced at once. When the replicas of one ring id keep dying before they have
-// been healthy for 5 s (a crash loop, a replica that cannot start), the second and later replacements
-// in a row wait an exponential backoff, 250 ms doubling up to --heal-backoff-max, so a broken replica
-// never spins the CPU or floods the provisioner.
+// been healthy for 5 s (a crash loop, a replica that cannot start), the second and later
+// replacements in a row wait an exponential backoff, 250 ms doubling up to --heal-backoff-max, so a
+// broken replica never spins the CPU or floods the provisioner.
 // Only healthy replicas receive new requests. The ring changes only with membership (/add, /rm); health
 // changes update the skip table that lookups walk past. A replacement takes over the dead replica's ring
 // id, so its keys come back to it and no other key moves.

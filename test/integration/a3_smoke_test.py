@@ -65,11 +65,12 @@ class A3Smoke(unittest.TestCase):
         self.assertLessEqual(hi - lo, 100)
         keys = k["keys"]
         self.assertEqual(keys["checked"], doc["setup"]["keys"])
-        self.assertEqual(keys["moved"], keys["victim_keys_to_replacement"] + keys["moved_elsewhere"])
+        self.assertEqual(keys["moved"],
+                         keys["victim_keys_to_replacement"] + keys["moved_elsewhere"])
         self.assertLessEqual(keys["victim_keys_to_replacement"], keys["victim_keys"])
-        slot = [iv for iv in intervals
-                if k["slot_s"][0] - 1e-3 <= rep["start_unix_ms"] / 1000 + iv["t_s"] - k["kill_unix_s"]
-                < k["slot_s"][1] - 1e-3]
+        t0 = rep["start_unix_ms"] / 1000
+        first, last = k["slot_s"][0] - 1e-3, k["slot_s"][1] - 1e-3
+        slot = [iv for iv in intervals if first <= t0 + iv["t_s"] - k["kill_unix_s"] < last]
         self.assertEqual(sum(iv["ok"] for iv in slot), k["ok"])
         self.assertEqual(sum(iv["failed"] for iv in slot), k["failed"])
 
@@ -86,7 +87,8 @@ class A3Smoke(unittest.TestCase):
         self.assertEqual(s["failed_in_run"], 0)
         self.assertEqual(s["keys_moved_elsewhere"], 0)
         self.assertEqual(s["victim_keys_not_on_replacement"], 0)
-        self.assertEqual(sorted(r["state"] for r in doc["final_replicas"].values()), ["healthy"] * 3)
+        states = sorted(r["state"] for r in doc["final_replicas"].values())
+        self.assertEqual(states, ["healthy"] * 3)
 
         if shutil.which("gnuplot"):
             with open(os.path.join(out.name, "a3.png"), "rb") as f:

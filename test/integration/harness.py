@@ -87,7 +87,8 @@ def log_events(text):
         m = _LOG_LINE.match(line)
         if m:
             t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
-            out.append((t.replace(tzinfo=datetime.timezone.utc).timestamp(), m.group(2), m.group(3)))
+            t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+            out.append((t, m.group(2), m.group(3)))
     return out
 
 

@@ -4,8 +4,8 @@
   ringlb-loadgen) costs no client request; a replacement with a fresh name takes over the victim's
   ring id, so the keys of the other replicas never move and the victim's keys all go to it.
 - A replica slot whose replacements exit at once is retried with exponential backoff up to
-  --heal-backoff-max, while the load balancer keeps answering quickly on little CPU and keeps serving
-  with the replicas it has.
+  --heal-backoff-max, while the load balancer keeps answering quickly on little CPU and keeps
+  serving with the replicas it has.
 - A replica that hangs (SIGSTOP) is found by its heartbeats; the requests waiting on it are failed
   over as soon as it is marked dead, and none fails.
 - /rm under load: the removed replicas get no new request, finish the ones in flight (drain), and
@@ -95,8 +95,9 @@ class Loadgen:
     def __init__(self, test, port, rate=1000, duration=6.0, connections=10):
         self.out = tempfile.NamedTemporaryFile(prefix="ringlb-heal-", suffix=".json")
         test.addCleanup(self.out.close)
-        argv = [LOADGEN, "-q", "--rid", "-r", str(rate), "-d", str(duration), "-c", str(connections),
-                "-i", "100", "-t", "5000", "-j", self.out.name, f"http://{harness.HOST}:{port}/home"]
+        argv = [LOADGEN, "-q", "--rid", "-r", str(rate), "-d", str(duration),
+                "-c", str(connections), "-i", "100", "-t", "5000", "-j", self.out.name,
+                f"http://{harness.HOST}:{port}/home"]
         self.limit = duration + 15
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
@@ -243,7 +244,8 @@ class CrashLoop(HealTestCase):
                 t0 = time.monotonic()
                 rep = conn.request("GET", "/rep")
                 t1 = time.monotonic()
-                home = conn.request("GET", "/home", {"X-Request-Id": str(rng.randrange(100000, 1000000))})
+                rid = str(rng.randrange(100000, 1000000))
+                home = conn.request("GET", "/home", {"X-Request-Id": rid})
                 t2 = time.monotonic()
                 self.assertEqual(rep.status, 200)
                 self.assertEqual(rep.json()["message"]["N"], 3)
@@ -328,9 +330,11 @@ class RemoveUnderLoad(HealTestCase):
         load = Loadgen(self, lb.port, rate=1000, duration=5.0)
         time.sleep(1.5)
         rm_at = time.time()
-        resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 2, "hostnames": ["server2", "server4"]})
+        resp = harness.request(lb.port, "DELETE", "/rm",
+                               body={"n": 2, "hostnames": ["server2", "server4"]})
         self.assertEqual(resp.status, 200, resp)
-        self.assertEqual(resp.json()["message"], {"N": 3, "replicas": ["server1", "server3", "server5"]})
+        self.assertEqual(resp.json()["message"],
+                         {"N": 3, "replicas": ["server1", "server3", "server5"]})
         for name in ("server2", "server4"):
             harness.wait_until(lambda: pid_gone(pids[name]), 5.0, f"{name} to exit after /rm")
         report = load.result()
@@ -348,7 +352,8 @@ class RemoveUnderLoad(HealTestCase):
         self.assertGreater(sum(iv["ok"] for iv in late), 2000)
         for name in ("server2", "server4"):
             self.assertGreater(report["replicas"].get(name, 0), 0, "it served before the /rm")
-        lines = [t for t in transitions(lb) if t[1] in ("server2", "server4") and t[2] != "starting"]
+        lines = [t for t in transitions(lb)
+                 if t[1] in ("server2", "server4") and t[2] != "starting"]
         self.assertEqual(sorted((t[1], t[2], t[3], t[4]) for t in lines),
                          [("server2", "healthy", "draining", "removed by /rm"),
                           ("server4", "healthy", "draining", "removed by /rm")])
@@ -383,7 +388,8 @@ class RemoveUnderLoad(HealTestCase):
         thread.join(10)
         self.assertEqual(slow["resp"].status, 200)
         self.assertEqual(slow["resp"].body, home_body("server2"))
-        harness.wait_until(lambda: pid_gone(pids["server2"]), 5.0, "server2 to exit after its drain")
+        harness.wait_until(lambda: pid_gone(pids["server2"]), 5.0,
+                           "server2 to exit after its drain")
         self.assertEqual(self.names(lb), ["server1", "server3"])
 
 
@@ -423,8 +429,8 @@ class StopWhileStarting(HealTestCase):
                 time.sleep(delay)  # from the spawn: ringlb is up within a few ms
                 code, _ = lb.stop(signal.SIGTERM, timeout=15.0)
                 self.assertEqual(code, 0, lb.log())
-                left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ringlb.pool={pool}"],
-                                      capture_output=True, text=True, timeout=30).stdout.split()
+                ps = ["docker", "ps", "-aq", "--filter", f"label=ringlb.pool={pool}"]
+                left = subprocess.run(ps, capture_output=True, text=True, timeout=30).stdout.split()
                 self.assertEqual(left, [], lb.log())
 
 
