@@ -14,6 +14,7 @@
 # Takes about ROUNDS x 2 x (WARMUP + DURATION + 1) s plus 4 s of quiet checks; on exit it kills
 # what it started.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 BUILD=${1:-build}
 ROUNDS=${ROUNDS:-3}
@@ -41,10 +42,6 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   server_cpu=(taskset -c 1) client_cpu=(taskset -c 0)
 fi
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Busy share of all CPUs over $1 seconds, in percent of one CPU (/proc/stat).
 cpu_busy() {
   python3 - "$1" <<'EOF'
@@ -59,28 +56,6 @@ print(f"{100.0 * (b1 - b0) / (t1 - t0) * os.cpu_count():.0f}")
 EOF
 }
 
-# Waits (at most 5 s) until 127.0.0.1:$1 answers GET /home with exactly $BODY as application/json.
-wait_home() {
-  python3 - "$1" "$BODY" <<'EOF'
-import http.client, sys, time
-port, body = int(sys.argv[1]), sys.argv[2].encode()
-deadline = time.monotonic() + 5
-while True:
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        c.request("GET", "/home")
-        r = c.getresponse()
-        got = r.read()
-        if r.status == 200 and got == body and r.getheader("Content-Type") == "application/json":
-            sys.exit(0)
-        sys.exit(f"port {port}: /home answered {r.status} {r.getheader('Content-Type')} {got!r}")
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(f"port {port}: no answer within 5 s")
-        time.sleep(0.05)
-EOF
-}
-
 quiet_before=$(cpu_busy 2)
 
 replica_port=$(free_port)
@@ -90,34 +65,13 @@ replica_pid=$!
 started+=("$replica_pid")
 
 nginx_port=$(free_port)
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-pid $tmp/nginx.pid;
-error_log $tmp/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $tmp/body;
-  proxy_temp_path $tmp/proxy;
-  fastcgi_temp_path $tmp/fastcgi;
-  uwsgi_temp_path $tmp/uwsgi;
-  scgi_temp_path $tmp/scgi;
-  server {
-    listen 127.0.0.1:$nginx_port;
-    location /home {
-      default_type application/json;
-      return 200 '$BODY';
-    }
-  }
-}
-EOF
+nginx_home_conf "$tmp" "$nginx_port" "$BODY" >"$tmp/nginx.conf"
 "${server_cpu[@]}" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/error.log" -g 'daemon off;' &
 nginx_master=$!
 started+=("$nginx_master")
 
-wait_home "$replica_port"
-wait_home "$nginx_port"
+wait_home "$replica_port" "$BODY"
+wait_home "$nginx_port" "$BODY"
 nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 [ -n "$nginx_worker" ] || { echo "replica_vs_nginx: no nginx worker" >&2; exit 1; }
 

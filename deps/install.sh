@@ -6,9 +6,9 @@ set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
-test=(wrk apache2-utils curl)
-bench=(haproxy nginx-light gnuplot-nox linux-perf)
-docker=(docker.io)
+test=(wrk apache2-utils curl gnuplot-nox)
+bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
+docker=(docker.io docker-compose)
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(build test)

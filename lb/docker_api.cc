@@ -45,6 +45,7 @@ struct DockerApi {
   std::vector<CURL*> idle;         // handles not lent to any call (loop thread only)
   std::deque<DockerCall*> queued;  // calls waiting for a free slot
   int inflight = 0;
+  int max_inflight = 3;  // see kDockerMaxInflight
   uv_timer_t
       defer_timer;  // runs deferred functions; closing it is the last step of docker_api_close
   std::vector<std::function<void()>> deferred;
@@ -187,6 +188,14 @@ static int check_socket_file(const std::string& path, std::string* err) {
   return 0;
 }
 
+// libuv's threadpool size as libuv itself reads it (UV_THREADPOOL_SIZE, default 4, at most 1024).
+static int threadpool_size() {
+  const char* v = getenv("UV_THREADPOOL_SIZE");
+  int n = v && *v ? atoi(v) : 4;
+  if (n < 1) n = 1;
+  return n > 1024 ? 1024 : n;
+}
+
 int docker_api_open(uv_loop_t* loop, const char* socket_path, DockerApi** out, std::string* err) {
   *out = nullptr;
   uv_once(&g_curl_once, curl_init_once);
@@ -255,12 +264,20 @@ int docker_api_open(uv_loop_t* loop, const char* socket_path, DockerApi** out, s
   api->headers = curl_slist_append(nullptr, "Content-Type: application/json");
   api->headers = curl_slist_append(api->headers, "Expect:");  // no 100-continue round trip
   api->idle.push_back(h);  // keeps the ping's connection for the first call
+  int threads = threadpool_size();
+  api->max_inflight = threads > 1 ? threads - 1 : 1;
+  if (api->max_inflight > kDockerMaxInflight) api->max_inflight = kDockerMaxInflight;
   uv_timer_init(loop, &api->defer_timer);
   api->defer_timer.data = api;
   *out = api;
-  LOG_INFO("docker: engine at unix://%s, API %s (engine speaks %s)", path.c_str(),
-           api->version.c_str(), server_version.empty() ? "?" : server_version.c_str());
+  LOG_INFO("docker: engine at unix://%s, API %s (engine speaks %s), up to %d calls at once",
+           path.c_str(), api->version.c_str(),
+           server_version.empty() ? "?" : server_version.c_str(), api->max_inflight);
   return 0;
+}
+
+int docker_api_max_inflight(const DockerApi* api) {
+  return api->max_inflight;
 }
 
 const char* docker_api_version(const DockerApi* api) {
@@ -328,7 +345,7 @@ static void on_work_done(uv_work_t* req, int status) {
 }
 
 static void dispatch(DockerApi* api) {
-  while (!api->closing && api->inflight < kDockerMaxInflight && !api->queued.empty()) {
+  while (!api->closing && api->inflight < api->max_inflight && !api->queued.empty()) {
     CURL* h;
     if (!api->idle.empty()) {
       h = api->idle.back();

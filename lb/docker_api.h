@@ -3,9 +3,10 @@
 // HTTP/1.1 with libcurl over the engine's unix socket, pinned to API version min(1.41, the
 // daemon's). Each call runs one blocking curl_easy_perform on the libuv threadpool (uv_queue_work,
 // one baton per call); its result is delivered on the loop thread in the after-work callback. At
-// most kDockerMaxInflight calls occupy threadpool threads at a time; the rest wait in a FIFO on the
-// loop thread. Every worker uses an easy handle that the loop thread checked out of the client's
-// pool for it and takes back after the call, so connections are kept alive and reused across calls.
+// most docker_api_max_inflight() calls occupy threadpool threads at a time; the rest wait in a FIFO
+// on the loop thread. Every worker uses an easy handle that the loop thread checked out of the
+// client's pool for it and takes back after the call, so connections are kept alive and reused
+// across calls.
 //
 // Long-lived streams (GET /events) would hold a threadpool thread forever, so they run on a
 // dedicated thread each (docker_stream_open) and post complete lines back through a uv_async_t.
@@ -24,9 +25,11 @@ struct DockerApi;
 struct DockerStream;
 
 constexpr const char* kDockerDefaultSocket = "/var/run/docker.sock";
-// Calls on threadpool threads at once. libuv's pool has 4 threads by default and is shared with fs
-// and DNS work; a slow call (stop?t=N) holds its thread, so leave one thread free.
-constexpr int kDockerMaxInflight = 3;
+// Calls on threadpool threads at once: one less than the threads of libuv's pool
+// (UV_THREADPOOL_SIZE, 4 by default), which is shared with fs and DNS work, so that a slow call
+// (stop?t=N) never takes the last thread; at most kDockerMaxInflight. ringlb sets the pool to 8
+// threads, so 7 calls (stops and removals of an /rm mostly wait on the engine).
+constexpr int kDockerMaxInflight = 16;
 
 // The outcome of one call.
 struct DockerReply {
@@ -58,6 +61,8 @@ int docker_api_open(uv_loop_t* loop, const char* socket_path, DockerApi** out, s
 // The pinned version ("1.41") and the socket path, for log lines and error messages.
 const char* docker_api_version(const DockerApi* api);
 const char* docker_api_socket(const DockerApi* api);
+// How many calls may run at once (from UV_THREADPOOL_SIZE, read when the client was opened).
+int docker_api_max_inflight(const DockerApi* api);
 
 // Starts one call: method ("GET", "POST", "DELETE", "HEAD", "PUT") on path relative to the pinned
 // version ("/containers/json?all=1"; query values already escaped with docker_url_escape). body may

@@ -74,6 +74,7 @@ struct ProvDocker final : Provisioner {
   std::deque<std::string> quiet_order;
   std::set<std::string> reported;  // ids whose exit on_exit already reported
   int probes = 0;                  // StartOps with open handles
+  int ops = 0;  // start, stop and list calls whose callback has not run yet; close waits for them
   bool closing = false;
   bool api_closing = false;
   int close_pending = 0;
@@ -206,9 +207,18 @@ static void start_create(StartOp* op);
 static void probe_begin(StartOp* op);
 static void maybe_close_api(ProvDocker* p);
 
-// Delivers the outcome of op and frees it. Runs from a callback, never from start() itself.
+static void start_fail(StartOp* op, int status, const std::string& error);
+
+// Delivers the outcome of op and frees it. Runs from a callback, never from start() itself. A start
+// that succeeds once close() was called is cancelled instead, and its container removed: the
+// registry may already have stopped every replica it knows, so nobody else would remove it.
 static void start_finish(StartOp* op) {
   ProvDocker* p = op->p;
+  if (op->status == 0 && p->closing) {
+    return start_fail(
+        op, -ECANCELED,
+        "the docker provisioner closed while replica " + op->spec.name + " was starting");
+  }
   if (!op->inst.id.empty()) p->starting.erase(op->inst.id);
   if (op->status != 0) {
     if (p->host_mode && op->inst.port) p->ports_used.erase(op->inst.port);
@@ -224,13 +234,16 @@ static void start_finish(StartOp* op) {
   ReplicaInstance none;
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
   delete op;
+  p->ops--;
+  maybe_close_api(p);
 }
 
-// Fails op. When a container was created it is removed first, so a failed start leaves nothing.
+// Fails op. When a container was created it is removed first, so a failed start leaves nothing,
+// also when it failed because the provisioner is closing (close waits for the removal).
 static void start_fail(StartOp* op, int status, const std::string& error) {
   op->status = status;
   op->error = error;
-  if (op->inst.id.empty() || op->p->closing) {
+  if (op->inst.id.empty()) {
     start_finish(op);
     return;
   }
@@ -244,9 +257,8 @@ static void start_fail(StartOp* op, int status, const std::string& error) {
 }
 
 static void start_cancelled(StartOp* op) {
-  op->status = -ECANCELED;
-  op->error = "the docker provisioner closed while replica " + op->spec.name + " was starting";
-  start_finish(op);
+  start_fail(op, -ECANCELED,
+             "the docker provisioner closed while replica " + op->spec.name + " was starting");
 }
 
 static void on_start_answered(StartOp* op, const DockerReply& r) {
@@ -369,6 +381,7 @@ static void start_create(StartOp* op) {
 }
 
 void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
+  ops++;
   StartOp* op = new StartOp;
   op->p = this;
   op->spec = spec;
@@ -409,10 +422,8 @@ static void on_probe_timer_closed(uv_handle_t* h) {
   StartOp* op = static_cast<StartOp*>(h->data);
   ProvDocker* p = op->p;
   p->probes--;
-  if (op->status == -ECANCELED)
-    start_finish(op);
-  else if (op->status != 0)
-    start_fail(op, op->status, op->error);
+  if (op->status != 0)
+    start_fail(op, op->status, op->error);  // removes the container, also when cancelled
   else
     start_finish(op);
   maybe_close_api(p);
@@ -495,6 +506,7 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
     docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
     return;
   }
+  ops++;
   quiet_add(this, id);
   std::string path =
       "/containers/" + docker_url_escape(id) + "/stop?t=" + std::to_string(cfg.stop_grace_s);
@@ -513,12 +525,14 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
             int st = reply_failure(rr, "cannot remove replica " + name, &err);
             LOG_WARN("docker: %s", err.c_str());
             cb(st == -ENOENT ? -EIO : st, err);
-            return;
+          } else {
+            if (port) ports_used.erase(port);
+            LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
+                     name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
+            cb(0, "");
           }
-          if (port) ports_used.erase(port);
-          LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
-                   name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
-          cb(0, "");
+          ops--;
+          maybe_close_api(this);
         });
       });
 }
@@ -527,8 +541,11 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 
 static void list_finish_one(ListOp* op) {
   if (--op->pending > 0) return;
+  ProvDocker* p = op->p;
   op->cb(0, "", op->running);
   delete op;
+  p->ops--;
+  maybe_close_api(p);
 }
 
 static void on_listed(ListOp* op, const DockerReply& r) {
@@ -542,6 +559,8 @@ static void on_listed(ListOp* op, const DockerReply& r) {
       err = "the engine's container list is not a JSON array";
     op->cb(st == 0 || st == -ENOENT ? -EIO : st, err, {});
     delete op;
+    p->ops--;
+    maybe_close_api(p);
     return;
   }
   op->pending = 1;  // held until the loop below is done
@@ -588,6 +607,7 @@ static void on_listed(ListOp* op, const DockerReply& r) {
 }
 
 void ProvDocker::list(ProvListCb cb) {
+  ops++;
   ListOp* op = new ListOp;
   op->p = this;
   op->cb = std::move(cb);
@@ -679,9 +699,10 @@ static void close_step_done(ProvDocker* p) {
   if (cb) cb();
 }
 
-// The client is closed last, once no probe can still defer work to it.
+// The client is closed last, once no probe can still defer work to it and every start, stop and
+// list has called back (a start cancelled by close removes its container through the client).
 static void maybe_close_api(ProvDocker* p) {
-  if (!p->closing || p->api_closing || p->probes > 0) return;
+  if (!p->closing || p->api_closing || p->probes > 0 || p->ops > 0) return;
   p->api_closing = true;
   docker_api_close(p->api, [p] {
     p->api = nullptr;

@@ -16,6 +16,10 @@
 //   -EEXIST  the name is taken by a container this pool does not own (named in the message)
 //   -EIO     the engine cannot be reached, or answered an unexpected error
 //   -EINVAL  the engine rejected the name or a parameter; -EADDRINUSE no free port in the range
+// close() lets every start, stop and list in flight call back first; a start that has not called
+// back by then is cancelled (-ECANCELED) and the container it created is removed, so a LB that
+// stops while replicas are starting leaves no container behind. Replicas already started are left
+// as they are (the registry stops them before it closes the provisioner).
 // All methods and callbacks run on the loop thread.
 #pragma once
 

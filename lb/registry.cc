@@ -1,6 +1,7 @@
 #include "lb/registry.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -157,29 +158,15 @@ void replica_attach(Replica* r, const ReplicaInstance& inst) {
 void start_instance(Replica* r) {
   Registry* reg = r->reg;
   replica_ref(r);
-  reg->starts_in_flight++;
   reg->prov->start(ReplicaSpec{r->name, r->ring_id},
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
-                     reg->starts_in_flight--;
-                     if (reg->closing) {
-                       // registry_close counted this start: stop what it started, then report.
-                       if (status == 0) {
-                         r->inst = inst;
-                         replica_ref(r);
-                         reg->prov->stop(inst, [r](int st, const std::string& err) {
-                           if (st != 0)
-                             LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), err.c_str());
-                           Registry* reg = r->reg;
-                           replica_unref(r);
-                           reg->close_step();
-                         });
-                       } else {
-                         reg->close_step();
-                       }
-                     } else if (r->removed) {
+                     if (r->removed || reg->closing) {
+                       // Started after /add was rolled back or registry_close stopped the others:
+                       // nobody else knows it, so stop it now (the provisioner's close waits).
                        if (status == 0) reg->prov->stop(inst, [](int, const std::string&) {});
                      } else if (status != 0) {
+                       r->start_status = status;
                        set_state(r, ReplicaState::dead, error);
                      } else {
                        replica_attach(r, inst);
@@ -257,10 +244,13 @@ void check_adds(Registry* reg) {
     adds.erase(adds.begin() + static_cast<long>(i));
     if (failed) {
       std::string cause = "replica '" + failed->name + "' failed to start: " + failed->last_cause;
+      // A name taken by a container the pool does not own is the client's to fix: 409, as for a
+      // replica name that exists. Everything else (image missing, engine down) is the server's.
+      int http_status = failed->start_status == -EEXIST ? 409 : 500;
       LOG_WARN("/add failed, removing the %zu replicas it started: %s", done.replicas.size(), cause.c_str());
       for (Replica* r : done.replicas) retire(r, "/add rolled back");
       rebuild_ring(reg);
-      done.req->done(500, cause);
+      done.req->done(http_status, cause);
     } else {
       for (Replica* r : done.replicas) r->counts = true;
       done.req->done(200, "");
@@ -491,9 +481,7 @@ void registry_close(Registry* reg, std::function<void()> on_closed) {
   auto& adds = reg->adds;
   for (PendingAdd& a : adds) a.req->done(503, "the load balancer is stopping");
   adds.clear();
-  // The provisioner closes once every stop below and every start still in flight (whose instance is
-  // stopped as soon as it is reported, see start_instance) has answered.
-  auto pending = std::make_shared<int>(1 + static_cast<int>(reg->starts_in_flight));
+  auto pending = std::make_shared<int>(1);
   auto finish = [reg, pending]() {
     if (--*pending > 0) return;
     reg->prov->close([reg]() {
@@ -503,7 +491,6 @@ void registry_close(Registry* reg, std::function<void()> on_closed) {
       });
     });
   };
-  reg->close_step = finish;
   std::vector<Replica*> list = reg->replicas;
   reg->replicas.clear();
   reg->ring_members.clear();

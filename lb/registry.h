@@ -56,6 +56,7 @@ struct Replica {
   bool hb_probe_running = false;
   uint32_t hb_ok = 0, hb_fail = 0, strikes = 0;
   std::string last_cause;
+  int start_status = 0;  // the provisioner's code when starting failed (-EEXIST: name taken)
   // Metrics.
   uint64_t requests = 0, failures = 0;
   int refs = 1;  // the registry's reference + one per UpstreamConn and health probe
@@ -87,8 +88,6 @@ struct Registry {
   std::vector<PendingAdd> adds;  // /add requests waiting for their replicas' first heartbeat
   std::vector<uint32_t> heal_failures;  // by ring id: early deaths in a row (see schedule_heal)
   std::vector<uint64_t> heal_after;     // by ring id: loop time of the next replacement
-  uint32_t starts_in_flight = 0;      // provisioner starts not yet answered
-  std::function<void()> close_step;  // registry_close: one call per stop or start it waits for
   uint64_t heals = 0;
   uint64_t last_reap = 0;
 };

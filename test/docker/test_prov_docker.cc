@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -455,10 +456,38 @@ TEST_F(DockerProv, CloseWhileStartingCompletesEveryCallback) {
   ASSERT_TRUE(run_until(&loop, [&] { return closed; }));
   delete prov;
   prov = nullptr;
+  std::vector<std::string> started;
   for (int i = 0; i < kN; i++) {
     EXPECT_TRUE(s[i].done) << "start " << i << " never called back";
     EXPECT_TRUE(s[i].status == 0 || s[i].status == -ECANCELED) << s[i].status << " " << s[i].error;
+    if (s[i].status == 0) started.push_back(s[i].inst.id);
   }
+  // What started is the caller's to stop; what was cancelled left no container behind.
+  std::vector<std::string> left = labelled("ringlb.pool=" + pool);
+  std::sort(started.begin(), started.end());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, started);
+}
+
+// A start that is still creating or starting when close() is called: close waits for it, removes
+// the container it created, and reports -ECANCELED.
+TEST_F(DockerProv, CloseRightAfterStartRemovesWhatItCreated) {
+  const int kN = 3;
+  Started s[kN];
+  for (int i = 0; i < kN; i++) start_async(prov, name(("r" + std::to_string(i)).c_str()), i, &s[i]);
+  // Until the engine has created the first container, so that close() meets starts in flight.
+  ASSERT_TRUE(run_until(
+      &loop, [&] { return !labelled("ringlb.pool=" + pool).empty(); }, 10000));
+  bool closed = false;
+  prov->close([&] { closed = true; });
+  ASSERT_TRUE(run_until(&loop, [&] { return closed; }));
+  delete prov;
+  prov = nullptr;
+  for (int i = 0; i < kN; i++) {
+    EXPECT_TRUE(s[i].done) << "start " << i << " never called back";
+    EXPECT_EQ(s[i].status, -ECANCELED) << s[i].error;
+  }
+  EXPECT_TRUE(labelled("ringlb.pool=" + pool).empty()) << "close left containers behind";
 }
 
 TEST_F(DockerProv, InvalidNameFailsLater) {

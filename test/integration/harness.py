@@ -4,8 +4,9 @@
   by meson test; without them the tree around this file and its build/ folder).
 - start: runs a server process (replica, ringlb) on a free 127.0.0.1 port and waits, bounded, until
   it listens there. The process is killed in the test's cleanup whatever happens; Server.stop sends
-  SIGTERM and returns the exit code and the seconds it took. /proc helpers: rss_kib, listening,
-  peer_socket_inode, holds_socket. log_events parses ringlb's log lines.
+  SIGTERM and returns the exit code and the seconds it took. wait_lb_ready: until a ringlb lists its
+  replicas and serves. /proc helpers: rss_kib, listening, peer_socket_inode, holds_socket.
+  log_events parses ringlb's log lines.
 - Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
   (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
 
@@ -200,6 +201,22 @@ def _spawn(test, argv, port, env, fds):
     server = Server(proc, port, log)
     test.addCleanup(server.kill)
     return server
+
+
+def wait_lb_ready(lb, n, timeout=15.0):
+    """Waits until ringlb lb lists n replicas in /rep and answers GET /home with 200; fails at once
+    if lb exits, and after timeout s."""
+    def ready():
+        if not lb.running():
+            raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
+        try:
+            rep = request(lb.port, "GET", "/rep")
+            if rep.status != 200 or rep.json()["message"]["N"] != n:
+                return False
+            return request(lb.port, "GET", "/home").status == 200
+        except (OSError, AssertionError, ValueError):
+            return False
+    wait_until(ready, timeout, f"ringlb to list {n} replicas and serve /home", 0.05)
 
 
 class Response:

@@ -82,17 +82,7 @@ class LbTestCase(unittest.TestCase):
         return lb
 
     def wait_ready(self, lb, n, timeout=15.0):
-        def ready():
-            if not lb.running():
-                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
-            try:
-                rep = harness.request(lb.port, "GET", "/rep")
-                if rep.status != 200 or rep.json()["message"]["N"] != n:
-                    return False
-                return harness.request(lb.port, "GET", "/home").status == 200
-            except (OSError, AssertionError, ValueError):
-                return False
-        harness.wait_until(ready, timeout, f"ringlb to list {n} replicas and serve /home", 0.05)
+        harness.wait_lb_ready(lb, n, timeout)
 
     def rep(self, lb, verbose=False):
         resp = harness.request(lb.port, "GET", "/rep?verbose=1" if verbose else "/rep")

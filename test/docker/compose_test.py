@@ -1,0 +1,156 @@
+"""A smoke test of docker-compose.yml: the LB image started by docker-compose with the Docker socket
+mounted creates its replicas, serves the assignment's API and removes its replicas when compose
+stops it.
+
+The file itself publishes port 5000 on every address and puts the LB on the bridge network net1;
+a test must send traffic only to 127.0.0.1 and must not take a port others may use. So the test
+loads docker-compose.yml, keeps its lb service as it is (image, privileged, the socket volume, every
+RINGLB_* variable) and changes only what that rule needs: host networking instead of ports and
+networks, RINGLB_LISTEN on 127.0.0.1 and a free port, host-network replicas on 127.0.0.1, a pool,
+container name and compose project unique to the run, and the images built from this build
+(ringlb:test and ringlb-replica:test, by lb/image.sh). Everything of the run (the pool's label, the
+compose project's label) is force-removed at the end, whether the test passed or not. Like
+lb_docker_test it names replicas server1..3, so it takes its turn through the same lock.
+
+Skips (exit 77) when docker-compose or PyYAML is missing (the compose deployment is optional), and
+when no engine answers unless RINGLB_REQUIRE_DOCKER=1, then fails.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import harness  # noqa: E402
+from harness import HOST  # noqa: E402
+from lb_docker_test import (containers, engine, engine_answers, remove_labelled,  # noqa: E402
+                            take_turn)
+
+try:
+    import yaml
+except ImportError:
+    yaml = None
+
+COMPOSE = shutil.which("docker-compose")
+LB_IMAGE = "ringlb:test"
+REPLICA_IMAGE = "ringlb-replica:test"
+RUN = f"ringlb-cmp-{os.getpid()}-{int(time.time())}"
+PORT_RANGE = "28000-28999"
+
+
+def compose(project, path, *args, timeout=120):
+    out = subprocess.run([COMPOSE, "-p", project, "-f", path, *args],
+                         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return out.returncode, out.stdout + out.stderr
+
+
+def sweep(project):
+    """Force-removes the LB first (it would replace replicas removed under it), then the pool."""
+    remove_labelled(f"com.docker.compose.project={project}")
+    remove_labelled(f"ringlb.pool={RUN}")
+
+
+class Compose(unittest.TestCase):
+    def setUp(self):
+        self.project = RUN.replace("-", "")
+        self.port = harness.free_port()
+        self.dir = tempfile.mkdtemp(prefix="ringlb-compose-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.addCleanup(sweep, self.project)
+        with open(harness.source_path("docker-compose.yml")) as f:
+            self.original = yaml.safe_load(f)
+        self.path = os.path.join(self.dir, "docker-compose.yml")
+        with open(self.path, "w") as f:
+            json.dump(self.for_localhost(self.original), f, indent=2)  # JSON is YAML
+        self.addCleanup(compose, self.project, self.path, "down", "--timeout", "10")
+
+    def for_localhost(self, doc):
+        lb = dict(doc["services"]["lb"])
+        env = dict(lb["environment"])
+        self.assertEqual(env.get("RINGLB_PROVISIONER"), "docker", env)
+        self.assertIn("/var/run/docker.sock:/var/run/docker.sock", lb["volumes"])
+        for key in ("ports", "networks"):
+            lb.pop(key, None)
+        lb["network_mode"] = "host"
+        lb["image"] = LB_IMAGE
+        lb["container_name"] = f"{RUN}-lb"
+        env.update({"RINGLB_LISTEN": f"{HOST}:{self.port}", "RINGLB_DOCKER_NETWORK": "host",
+                    "RINGLB_REPLICA_IMAGE": REPLICA_IMAGE, "RINGLB_POOL": RUN,
+                    "RINGLB_REPLICA_PORT_RANGE": PORT_RANGE})
+        lb["environment"] = env
+        self.env = env
+        return {"version": doc.get("version", "3.9"), "services": {"lb": lb}}
+
+    def test_compose_up_serves_the_api_and_down_removes_the_replicas(self):
+        code, out = compose(self.project, self.path, "up", "-d")
+        self.assertEqual(code, 0, out)
+        replicas = int(self.env.get("RINGLB_REPLICAS", "3"))
+        names = [f"server{i}" for i in range(1, replicas + 1)]
+
+        def ready():
+            try:
+                rep = harness.request(self.port, "GET", "/rep?verbose=1").json()["message"]
+                return (rep["replicas"] == names and
+                        all(d["state"] == "healthy" for d in rep["details"]))
+            except (OSError, AssertionError, ValueError, KeyError):
+                return False
+        try:
+            harness.wait_until(ready, 30.0, f"the compose LB to have {names} healthy", 0.1)
+        except AssertionError:
+            raise AssertionError(compose(self.project, self.path, "logs", "--no-color")[1])
+        pool = containers(f"ringlb.pool={RUN}")
+        self.assertEqual(sorted(c["Names"][0].lstrip("/") for c in pool), names)
+        self.assertTrue(all(c["State"] == "running" for c in pool), pool)
+        lb = containers(f"com.docker.compose.project={self.project}")
+        self.assertEqual([c["Names"][0] for c in lb], [f"/{RUN}-lb"])
+
+        resp = harness.request(self.port, "GET", "/home")
+        self.assertEqual(resp.status, 200, resp)
+        self.assertIn(resp.json()["message"], [f"Hello from Server: {n}" for n in names])
+        ring = self.env.get("RINGLB_RING")
+        if ring:
+            self.assertIn(f"{ring} ring", compose(self.project, self.path, "logs", "--no-color")[1])
+        resp = harness.request(self.port, "POST", "/add", body={"n": 1, "hostnames": [f"{RUN}-x"]})
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(len(containers(f"ringlb.pool={RUN}")), replicas + 1)
+
+        code, out = compose(self.project, self.path, "stop", "--timeout", "10")
+        self.assertEqual(code, 0, out)
+        status, state = engine("GET", f"/containers/{RUN}-lb/json")
+        self.assertEqual(status, 200, state)
+        self.assertEqual(state["State"]["ExitCode"], 0, compose(self.project, self.path, "logs")[1])
+        self.assertEqual(containers(f"ringlb.pool={RUN}"), [], "replicas left after compose stop")
+        code, out = compose(self.project, self.path, "down", "--timeout", "10")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(containers(f"com.docker.compose.project={self.project}"), [])
+
+
+def build_images():
+    for which, env in (("replica", {"RINGLB_REPLICA_TAG": REPLICA_IMAGE}),
+                       ("lb", {"RINGLB_LB_TAG": LB_IMAGE})):
+        out = subprocess.run([harness.source_path("lb", "image.sh"), harness.BUILD, which],
+                             env=dict(os.environ, **env), capture_output=True, text=True,
+                             timeout=180)
+        if out.returncode != 0:
+            sys.exit(f"compose_test: building the {which} image failed:\n{out.stdout}{out.stderr}")
+
+
+if __name__ == "__main__":
+    if COMPOSE is None or yaml is None:
+        print(f"compose_test: skipped ({'docker-compose' if COMPOSE is None else 'PyYAML'} is "
+              f"not installed; deps/install.sh docker installs it)", file=sys.stderr)
+        sys.exit(77)
+    ok, why = engine_answers()
+    if not ok:
+        print(f"compose_test: no Docker engine answers ({why})", file=sys.stderr)
+        sys.exit(1 if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1" else 77)
+    _lock = take_turn()  # the replicas are named server1..3, as lb_docker_test's
+    build_images()
+    signal.signal(signal.SIGTERM, lambda *_: (sweep(RUN.replace("-", "")), os._exit(1)))
+    unittest.main()
