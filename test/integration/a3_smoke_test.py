@@ -2,8 +2,8 @@
 what it writes is complete and consistent: the JSON parses, the load generator's timeline adds up to
 its totals, each kill's figures are ordered and its key counts add up, and the chart is a PNG.
 
-The results go to a temporary folder (RINGLB_RESULTS), never over bench/results. Traffic only to
-127.0.0.1; the run is bounded by a timeout.
+The results go to a temporary folder (--out), never over bench/results or bench/RESULTS.md. Traffic
+only to 127.0.0.1; the run is bounded by a timeout.
 """
 import json
 import os
@@ -22,10 +22,9 @@ class A3Smoke(unittest.TestCase):
     def test_smoke_run_writes_consistent_results(self):
         out = tempfile.TemporaryDirectory(prefix="ringlb-a3-")
         self.addCleanup(out.cleanup)
-        env = dict(os.environ, RINGLB_RESULTS=out.name, RINGLB_BUILD=harness.BUILD)
-        run = subprocess.run([sys.executable, SCRIPT, "--smoke", "--provisioner", "process"],
-                             capture_output=True, text=True, timeout=120, env=env,
-                             stdin=subprocess.DEVNULL)
+        run = subprocess.run([sys.executable, SCRIPT, "--smoke", "--provisioner", "process",
+                              "--out", out.name, "--build", harness.BUILD],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         self.assertIn("process: 1 kills", run.stdout)
         with open(os.path.join(out.name, "a3-process.json")) as f:
@@ -90,6 +89,14 @@ class A3Smoke(unittest.TestCase):
         states = sorted(r["state"] for r in doc["final_replicas"].values())
         self.assertEqual(states, ["healthy"] * 3)
 
+        # The RESULTS.md section, with this run's figures; the chart.
+        with open(os.path.join(out.name, "RESULTS.md")) as f:
+            section = f.read()
+        self.assertTrue(section.startswith("## A-3: a replica dies under load\n"), section[:200])
+        self.assertIn(doc["command"], section)
+        healthy = f"{k['healthy_ms']} ms"
+        self.assertIn(f"| kill → replacement healthy | {healthy} | {healthy} |", section)
+        self.assertIn("Targets: zero failed requests, **met**", section)
         if shutil.which("gnuplot"):
             with open(os.path.join(out.name, "a3.png"), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
