@@ -333,7 +333,9 @@ def git_commit():
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+        # Results of an earlier provisioner of the same run do not make the source dirty.
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":!bench/results", ":!bench/RESULTS.md"],
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -434,8 +436,7 @@ def results_section(docs):
         return f"{100 * x:.0f}%"
     first = docs[0]
     m = first["machine"]
-    busy = " and ".join(f"{pct(d['machine']['busy_before'])} before the {d['provisioner']} run"
-                        for d in docs)
+    busy = ", ".join(f"{pct(d['machine']['busy_before'])} ({d['provisioner']} run)" for d in docs)
     quiet = all(d["machine"]["busy_before"] < 0.1 for d in docs)
     engines = [d["machine"].get("docker_engine") for d in docs if d["provisioner"] == "docker"]
     kinds = " and ".join(d["provisioner"] for d in docs)
@@ -448,11 +449,11 @@ def results_section(docs):
              f"\"{m['cpu_model']}\", kernel {m['kernel']}"
              + (f"; Docker Engine {engines[0]}, image `{IMAGE}`" if engines and engines[0] else "")
              + f"; release build at commit {first.get('commit') or 'unknown'}. "
-             + (f"The machine was quiet: its CPUs were {busy} busy (in the second before each "
-                "run)." if quiet else
-                f"The machine was not quiet: its CPUs were {busy} busy (in the second before "
-                "each run; other processes' work), which shows in the slowest requests more than "
-                "in the healing times.")),
+             + (f"The machine was quiet: CPU busy in the second before each run {busy}."
+                if quiet else
+                f"The machine was not always quiet: CPU busy in the second before each run "
+                f"{busy}, other processes' work, which shows in the slowest requests more than in "
+                "the healing times.")),
         "",
         "Command, from the repository root:",
         "",
@@ -502,7 +503,8 @@ def results_section(docs):
                    "the exit callback" if cause.startswith("exited") else
                    "failed proxied requests (strikes)" if "requests failed" in cause else cause)
             causes[key] = causes.get(key, 0) + 1
-        how = ", ".join(f"{what} ({n})" for what, n in causes.items())
+        how = ", ".join(f"{what} {'once' if n == 1 else f'{n} times'}"
+                        for what, n in causes.items())
         calls = d["summary"].get("kill_call_ms")
         extra = ""
         if d["provisioner"] == "docker" and calls:
@@ -517,9 +519,10 @@ def results_section(docs):
                  if gaps else "")
         lines.append(fill(
             f"- {d['provisioner']}: {total['failed']} of {total['started']:,} requests failed in "
-            f"the whole run. Detected by {how}.{extra}{start} Of the victims' {victims} keys "
-            f"(of {d['setup']['keys']} per kill), {back} went to their replacements; other keys "
-            f"moved: {d['summary']['keys_moved_elsewhere']}. The slowest request away from the "
+            f"the whole run. Detected by {how}.{extra}{start} Of the {victims} keys the victims "
+            f"held ({d['setup']['keys']} keys checked at each kill), {back} went to their "
+            f"replacements; other keys moved: {d['summary']['keys_moved_elsewhere']}. The slowest "
+            "request away from the "
             f"kills took {d['summary']['latency_max_ms_elsewhere']:.0f} ms.",
             width=98).replace("\n", "\n  "))
     lines.append("")
