@@ -9,7 +9,8 @@ started when the experiment ends, whatever happens.
 - loadgen(port, ...): runs build/bench/loadgen/ringlb-loadgen against 127.0.0.1 and returns its JSON.
 - admin(port, method, path, body): one admin request, the parsed JSON answer.
 - gnuplot(script, png): renders a chart with gnuplot's pngcairo terminal.
-- results_path(name), write_json(name, data), machine(): where results go and how they are labelled.
+- results_path(name), write_json(name, data), machine(), machine_busy(): where results go, how they
+  are labelled, whether the machine was quiet.
 - For the analysis experiments (A-1, A-2, A-4): experiment_args (--smoke, --out, --build),
   replica_counts (loadgen's per-replica counts, checked to add up), key_owners (which replica
   answers each of a fixed set of keys, through the LB), moved_fraction, rep_details, command_line,
@@ -25,6 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), "test", "integration"))
@@ -108,6 +110,19 @@ def gnuplot(script, png, width=900, height=520):
     if run.returncode != 0:
         raise RuntimeError(f"gnuplot failed for {png}: {run.stderr}")
     return png
+
+
+def machine_busy(seconds=1.0):
+    """The fraction of all CPUs' time spent busy (not idle or iowait) over the next seconds, from
+    /proc/stat: whether the machine is quiet before a measurement (BENCHMARKING.md)."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return round(1 - (idle1 - idle0) / max(1, total1 - total0), 3)
 
 
 def machine():

@@ -149,6 +149,9 @@ const std::vector<Option>& options() {
          else return std::string("must be random or same");
          return std::string();
        }},
+      {"heal-backoff-max", "MS",
+       "longest wait between replacements that keep dying (default 30000)",
+       U32(heal_backoff_max_ms, 100, 3600000)},
       {"start-timeout", "MS", "a new replica must answer a heartbeat within this (default 10000)",
        U32(start_timeout_ms, 100, 600000)},
       {"connect-timeout", "MS", "upstream connect timeout (default 2000)", U32(connect_timeout_ms, 10, 600000)},

@@ -48,6 +48,7 @@ struct Config {
   bool heal = true;
   HealName heal_name = HealName::random;
   uint32_t start_timeout_ms = 10000;  // a new replica must pass a heartbeat within this
+  uint32_t heal_backoff_max_ms = 30000;  // longest wait between replacements that keep dying
   // Timeouts and limits.
   uint32_t connect_timeout_ms = 2000;
   uint32_t upstream_timeout_ms = 30000;

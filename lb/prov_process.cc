@@ -27,6 +27,11 @@ struct Child {
   bool stopping = false;
   bool exited = false;
   ProvDoneCb stop_cb;
+  // Until the deferred start callback ran: the answer to give. An exit before it turns the start
+  // into a failure (the registry does not know this id yet, so on_exit would be lost).
+  ProvStartCb start_cb;
+  ReplicaInstance inst;
+  uint64_t serial = 0;  // unique per start (a pid may be reused)
 };
 
 // Runs fn on a later loop iteration (no provisioner callback runs synchronously).
@@ -43,6 +48,7 @@ struct ProcessProv : Provisioner {
   int open = 0;  // handles not yet closed
   std::function<void()> close_cb;
   bool closing = false;
+  uint64_t next_serial = 1;
 
   const char* kind() const override { return "process"; }
   void start(const ReplicaSpec& spec, ProvStartCb cb) override;
@@ -113,7 +119,13 @@ void on_child_exit(uv_process_t* proc, int64_t status, int signal) {
   c->exited = true;
   std::string cause = signal ? std::string("signal ") + strsignal(signal)
                              : "exit code " + std::to_string(status);
-  if (c->stopping) {
+  if (c->start_cb) {
+    LOG_WARN("replica %s (pid %s) ended right after its start: %s", c->name.c_str(), c->id.c_str(),
+             cause.c_str());
+    auto cb = std::move(c->start_cb);
+    c->start_cb = nullptr;
+    cb(-EIO, "the replica process exited right after its start: " + cause, ReplicaInstance{});
+  } else if (c->stopping) {
     if (c->stop_cb) {
       auto cb = std::move(c->stop_cb);
       c->stop_cb = nullptr;
@@ -188,15 +200,24 @@ void ProcessProv::start(const ReplicaSpec& spec, ProvStartCb cb) {
     return;
   }
   c->id = std::to_string(c->proc.pid);
+  c->serial = next_serial++;
   children.push_back(c);
-  ReplicaInstance inst;
-  inst.name = spec.name;
-  inst.ring_id = spec.ring_id;
-  inst.host = "127.0.0.1";
-  inst.port = port;
-  inst.id = c->id;
+  c->inst.name = spec.name;
+  c->inst.ring_id = spec.ring_id;
+  c->inst.host = "127.0.0.1";
+  c->inst.port = port;
+  c->inst.id = c->id;
+  c->start_cb = std::move(cb);
   LOG_INFO("replica %s: started pid %s on 127.0.0.1:%u", spec.name.c_str(), c->id.c_str(), port);
-  defer([cb, inst]() { cb(0, "", inst); });
+  defer([this, serial = c->serial]() {
+    for (Child* ch : children) {
+      if (ch->serial != serial || !ch->start_cb) continue;  // gone: on_child_exit answered
+      auto start_cb = std::move(ch->start_cb);
+      ch->start_cb = nullptr;
+      start_cb(0, "", ch->inst);
+      return;
+    }
+  });
 }
 
 void ProcessProv::stop(const ReplicaInstance& inst, ProvDoneCb cb) {

@@ -591,6 +591,10 @@ HttpConn* on_accept(HttpServer* s) { return accept_client(s, false); }
 
 HttpConn* on_accept_admin(HttpServer* s) { return accept_client(s, true); }
 
+// Every 100 ms: exchanges past their connect or response deadline fail (and may fail over), and so
+// do replayable exchanges still waiting for the first response byte of a replica that was marked
+// dead meanwhile (a hung replica found by its heartbeats): they go to the next replica now instead
+// of waiting until the dead one is killed.
 void on_sweep(uv_timer_t* t) {
   Proxy* p = static_cast<Proxy*>(t->data);
   uint64_t now = uv_now(p->loop);
@@ -600,6 +604,10 @@ void on_sweep(uv_timer_t* t) {
     if (c->deadline != 0 && now >= c->deadline && c->up != nullptr) {
       if (!c->up->connected) upstream_failed(c, "connect timeout", false);
       else upstream_failed(c, "timeout", true);
+    } else if (c->up != nullptr && c->up->replica->state == ReplicaState::dead &&
+               !c->resp_started &&
+               (!c->head_sent || (idempotent(c->conn.head.method) && !c->body_sent))) {
+      upstream_failed(c, "replica marked dead", false);
     }
     c = next;
   }

@@ -13,11 +13,49 @@
 namespace {
 
 constexpr uint64_t kTickMs = 100;
-constexpr uint64_t kPoolIdleMs = 30000;   // pooled upstream connections idle longer are closed
-constexpr uint64_t kEarlyDeathMs = 5000;  // a replacement dying sooner counts as a failed heal
-constexpr uint64_t kHealBackoffMaxMs = 30000;
+constexpr uint64_t kPoolIdleMs = 30000;  // pooled upstream connections idle longer are closed
+// A replica that dies before it has been healthy this long died "early". From the second early
+// death in a row of a ring id on, its next replacement waits (exponential backoff). One that had
+// been healthy longer is replaced at once and clears the count.
+constexpr uint64_t kStableMs = 5000;
+constexpr uint64_t kHealBackoffBaseMs = 250;
 
 uint64_t now_ms(const Registry* reg) { return uv_now(reg->loop); }
+
+void on_tick(uv_timer_t* t);
+
+// Runs the tick in delay_ms (0: on the next loop iteration) unless it is due sooner anyway, so a
+// dead replica is replaced as soon as its backoff allows instead of on the next 100 ms boundary.
+void tick_within(Registry* reg, uint64_t delay_ms) {
+  if (reg->closing || uv_timer_get_due_in(&reg->tick) <= delay_ms) return;
+  uv_timer_start(&reg->tick, on_tick, delay_ms, kTickMs);
+}
+
+// Decides when the dead replica r (which counts toward N) may be replaced. After the k-th early
+// death in a row of its ring id: at once for k = 1 (one death is not a crash loop: a replica killed
+// under load is replaced without delay however young it was), then min(--heal-backoff-max,
+// 250 ms × 2^(k-2)): 250, 500, 1000 ms... A replica that had been healthy for kStableMs is
+// replaced at once and clears the count.
+void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
+  if (!reg->cfg->heal || !reg->prov->can_scale()) return;
+  uint32_t& failures = reg->heal_failures[r->ring_id];
+  bool stable = old == ReplicaState::healthy && now - r->state_since >= kStableMs;
+  if (stable) {
+    failures = 0;
+    reg->heal_after[r->ring_id] = now;
+  } else {
+    failures++;
+    uint64_t backoff =
+        failures < 2 ? 0 : kHealBackoffBaseMs << std::min<uint32_t>(failures - 2, 20);
+    backoff = std::min<uint64_t>(backoff, reg->cfg->heal_backoff_max_ms);
+    reg->heal_after[r->ring_id] = now + backoff;
+    LOG_WARN("replica slot %u: %s died %llu ms after its start (early deaths in a row: %u), next "
+             "try in %llu ms", r->ring_id, r->name.c_str(),
+             static_cast<unsigned long long>(now - r->created_at), failures,
+             static_cast<unsigned long long>(backoff));
+  }
+  tick_within(reg, reg->heal_after[r->ring_id] - now);
+}
 
 void update_skip(Registry* reg) {
   reg->skip.resize(reg->ring_members.size());
@@ -66,18 +104,12 @@ void set_state(Replica* r, ReplicaState s, const std::string& cause) {
   uint64_t now = now_ms(reg);
   LOG_INFO("replica %s: %s -> %s (%s) after %llu ms", r->name.c_str(), replica_state_name(r->state),
            replica_state_name(s), cause.c_str(), static_cast<unsigned long long>(now - r->state_since));
+  ReplicaState old = r->state;
+  if (s == ReplicaState::dead && r->counts) schedule_heal(reg, r, old, now);
   r->state = s;
   r->state_since = now;
   if (!cause.empty() && s != ReplicaState::healthy) r->last_cause = cause;
   r->hb_ok = r->hb_fail = r->strikes = 0;
-  if (s == ReplicaState::healthy) reg->heal_failures[r->ring_id] = 0;
-  if (s == ReplicaState::dead && r->counts && now - r->created_at < kEarlyDeathMs) {
-    uint32_t f = ++reg->heal_failures[r->ring_id];
-    uint64_t backoff = std::min<uint64_t>(kHealBackoffMaxMs, 250ull << std::min<uint32_t>(f, 10));
-    reg->heal_after[r->ring_id] = now + backoff;
-    if (f > 1) LOG_WARN("replica slot %u: replacement failed %u times in a row, next try in %llu ms",
-                        r->ring_id, f, static_cast<unsigned long long>(backoff));
-  }
   if (s == ReplicaState::dead) upstream_pool_reap(r, UINT64_MAX);
   update_skip(reg);
   check_adds(reg);
@@ -252,6 +284,12 @@ void on_tick(uv_timer_t* t) {
         break;
     }
     if (reap && !r->removed) upstream_pool_reap(r, now > kPoolIdleMs ? now - kPoolIdleMs : 0);
+  }
+  // The next replacement due before the next periodic tick gets a tick of its own, on time.
+  if (reg->cfg->heal && reg->prov->can_scale()) {
+    for (Replica* r : reg->replicas)
+      if (r->state == ReplicaState::dead && r->counts && reg->heal_after[r->ring_id] > now)
+        tick_within(reg, reg->heal_after[r->ring_id] - now);
   }
 }
 

@@ -2,6 +2,10 @@
 // count N that /add and /rm change and healing keeps.
 //
 // States: starting → healthy → dead (→ replaced when healing is on), and draining after /rm.
+// A dead replica is replaced at once. When the replicas of one ring id keep dying before they have
+// been healthy for 5 s (a crash loop, a replica that cannot start), the second and later
+// replacements in a row wait an exponential backoff, 250 ms doubling up to --heal-backoff-max, so a
+// broken replica never spins the CPU or floods the provisioner.
 // Only healthy replicas receive new requests. The ring changes only with membership (/add, /rm); health
 // changes update the skip table that lookups walk past. A replacement takes over the dead replica's ring
 // id, so its keys come back to it and no other key moves.
@@ -82,8 +86,8 @@ struct Registry {
   bool closing = false;
   std::function<void()> on_closed;
   std::vector<PendingAdd> adds;  // /add requests waiting for their replicas' first heartbeat
-  std::vector<uint32_t> heal_failures;             // by ring id: consecutive failed replacements
-  std::vector<uint64_t> heal_after;                // by ring id: loop time of the next attempt
+  std::vector<uint32_t> heal_failures;  // by ring id: early deaths in a row (see schedule_heal)
+  std::vector<uint64_t> heal_after;     // by ring id: loop time of the next replacement
   uint64_t heals = 0;
   uint64_t last_reap = 0;
 };

@@ -6,14 +6,17 @@
   it listens there. The process is killed in the test's cleanup whatever happens; Server.stop sends
   SIGTERM and returns the exit code and the seconds it took. wait_lb_ready: until a ringlb lists its
   replicas and serves. /proc helpers: rss_kib, listening, peer_socket_inode, holds_socket.
+  log_events parses ringlb's log lines.
 - Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
   (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
 
 Every wait is bounded: a test fails with a clear message instead of hanging.
 """
+import datetime
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +75,22 @@ def holds_socket(pid, inode):
         except FileNotFoundError:
             pass
     return False
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (\w+) (.*)$")
+
+
+def log_events(text):
+    """ringlb's own log lines in text as (unix time in s, level, message), in order. Other lines
+    (the replicas' output shares ringlb's stderr) are skipped."""
+    out = []
+    for line in text.splitlines():
+        m = _LOG_LINE.match(line)
+        if m:
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+            t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+            out.append((t, m.group(2), m.group(3)))
+    return out
 
 
 def wait_until(predicate, timeout, what, interval=0.01):
