@@ -214,9 +214,11 @@ void up_on_head(HttpConn* hc) {
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
+  const std::string listed = http_connection_options(h);  // more hop-by-hop names; usually none
   for (const HttpHeader& hd : h.headers) {
     std::string_view name = http_head_name(h, hd);
     if (http_is_hop_by_hop(name)) continue;
+    if (!listed.empty() && http_list_has(listed, name)) continue;
     if (dechunk && http_iequals(name, "transfer-encoding")) continue;
     out.append(http_head_line(h, hd));
   }
@@ -351,9 +353,11 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
   out.append(" HTTP/1.1\r\n");
   std::string_view xff;
   bool has_xff = false, has_host = false;
+  const std::string listed = http_connection_options(h);  // more hop-by-hop names; usually none
   for (const HttpHeader& hd : h.headers) {
     std::string_view name = http_head_name(h, hd);
     if (http_is_hop_by_hop(name)) continue;
+    if (!listed.empty() && http_list_has(listed, name)) continue;
     if (http_iequals(name, "x-forwarded-for")) {
       xff = http_head_value(h, hd);
       has_xff = true;

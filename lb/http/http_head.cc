@@ -151,3 +151,40 @@ bool http_is_hop_by_hop(std::string_view name) {
     default: return false;
   }
 }
+
+namespace {
+
+// Calls fn with each comma-separated token of list, blanks around it trimmed, empty ones skipped.
+template <typename Fn>
+void for_each_token(std::string_view list, Fn fn) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view token = trim(list.substr(0, comma));
+    if (!token.empty()) fn(token);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+}  // namespace
+
+std::string http_connection_options(const HttpHead& h) {
+  std::string names;
+  for (const HttpHeader& hd : h.headers) {
+    if (!http_iequals(http_head_name(h, hd), "connection")) continue;
+    for_each_token(http_head_value(h, hd), [&](std::string_view token) {
+      if (http_iequals(token, "close") || http_iequals(token, "keep-alive") ||
+          http_iequals(token, "upgrade"))
+        return;
+      if (!names.empty()) names.push_back(',');
+      names.append(token);
+    });
+  }
+  return names;
+}
+
+bool http_list_has(std::string_view list, std::string_view name) {
+  bool found = false;
+  for_each_token(list, [&](std::string_view token) { found = found || http_iequals(token, name); });
+  return found;
+}

@@ -92,3 +92,9 @@ inline bool http_iequals(std::string_view a, std::string_view b) {
 // True for the hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), and Content-Length and
 // Transfer-Encoding are not among them.
 bool http_is_hop_by_hop(std::string_view name);
+// The header names h's Connection headers list besides close, keep-alive and upgrade, joined by
+// commas ("" when none, the usual case): more hop-by-hop headers, which a proxy removes along with
+// Connection itself (RFC 9110 §7.6.1).
+std::string http_connection_options(const HttpHead& h);
+// True when name is one of the comma-separated names in list (case-insensitive).
+bool http_list_has(std::string_view list, std::string_view name);

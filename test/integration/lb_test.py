@@ -84,8 +84,9 @@ class PyBackend:
     """A backend on 127.0.0.1 in Python, for what the replica cannot do: it records the head of
     every request other than /heartbeat (heads: exact bytes), and with slow=True reads bodies slowly
     (16 KiB every 2 ms, with a 64 KiB receive buffer). POST answers {"bytes": N}, any other request
-    the /home body of "py" (so the LB's heartbeats and readiness checks pass), with two extra
-    headers: Keep-Alive (hop-by-hop, which a proxy drops) and X-Backend: py. HTTP/1.1 keep-alive
+    the /home body of "py" (so the LB's heartbeats and readiness checks pass), with extra headers:
+    Keep-Alive and X-Hop (hop-by-hop, the latter named by Connection: a proxy drops both) and
+    X-Backend: py. HTTP/1.1 keep-alive
     with Content-Length bodies only. A thread per connection; everything stops in the test's
     cleanup, bounded."""
 
@@ -157,6 +158,7 @@ class PyBackend:
                     close = headers.get("connection", "").lower() == "close"
                     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                  b"Keep-Alive: timeout=60\r\nX-Backend: py\r\n"
+                                 b"Connection: X-Hop\r\nX-Hop: 1\r\n"
                                  b"Content-Length: %d\r\n%s\r\n" % (
                                      len(body), b"Connection: close\r\n" if close else b"")
                                  + body)
@@ -499,7 +501,9 @@ class Proxying(LbTestCase):
         lb = self.start_lb("--provisioner", "static", "--backend", f"{HOST}:{backend.port}", replicas=1)
         with Connection(lb.port) as conn:
             del backend.heads[:]  # the readiness checks' requests
-            conn.send(b"GET /home?a=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n"
+            # Connection also names X-Secret: one more hop-by-hop header (RFC 9110 §7.6.1).
+            conn.send(b"GET /home?a=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\n"
+                      b"x-secret: s\r\n"
                       b"Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
                       b"x-custom: v w\r\nX-Empty:\r\nProxy-Connection: x\r\nupgrade: y\r\n\r\n")
             resp = conn.read_response()
@@ -507,6 +511,7 @@ class Proxying(LbTestCase):
             self.assertEqual(resp.body, home_body("py"))
             self.assertEqual(resp.header("X-Backend"), "py")
             self.assertIsNone(resp.header("Keep-Alive"), resp)
+            self.assertIsNone(resp.header("X-Hop"), resp)  # named by the backend's Connection
             self.assertEqual(len(backend.heads), 1, backend.heads)
             head = backend.heads[0].decode("latin-1")
             rid = re.search(r"\r\nX-Request-Id: (\d+)\r\n", head)

@@ -120,4 +120,22 @@ TEST(HttpHead, HopByHopHeaders) {
     EXPECT_FALSE(http_is_hop_by_hop(name)) << name;
 }
 
+TEST(HttpHead, ConnectionOptionsNameFurtherHopByHopHeaders) {
+  HttpHead h;
+  HttpHeadLimits lim;
+  auto add = [&](std::string_view name, std::string_view value) {
+    ASSERT_EQ(http_head_add_field(&h, lim, name.data(), name.size()), 0);
+    ASSERT_EQ(http_head_add_value(&h, lim, value.data(), value.size()), 0);
+  };
+  add("Connection", "keep-alive");
+  EXPECT_EQ(http_connection_options(h), "");
+  add("connection", " Close, X-Secret ,,\tupgrade, x-trace");
+  add("Host", "a, b");
+  EXPECT_EQ(http_connection_options(h), "X-Secret,x-trace");
+  EXPECT_TRUE(http_list_has("X-Secret,x-trace", "x-secret"));
+  EXPECT_TRUE(http_list_has("X-Secret,x-trace", "X-TRACE"));
+  EXPECT_FALSE(http_list_has("X-Secret,x-trace", "X-Secre"));
+  EXPECT_FALSE(http_list_has("", "Host"));
+}
+
 }  // namespace
