@@ -35,36 +35,9 @@ import sys
 import time
 import urllib.parse
 
-HOST = "127.0.0.1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
-def docker_socket():
-    host = os.environ.get("DOCKER_HOST", "")
-    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
-
-
-def engine(method, path, timeout=30.0):
-    conn = _UnixConnection(docker_socket(), timeout)
-    try:
-        conn.request(method, "/v1.41" + path)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    return resp.status, (json.loads(data) if data and data[:1] in b"[{" else data)
+sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
+from harness import HOST, docker_socket, docker_engine as engine  # noqa: E402  (Engine API helpers)
 
 
 def pool_containers(pool):

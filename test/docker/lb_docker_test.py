@@ -28,12 +28,10 @@ lb/image.sh (as test_prov_docker does; Docker's cache makes the second build a n
 in which the two docker tests run does not matter.
 """
 import fcntl
-import http.client
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,47 +41,14 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
-from harness import Connection, HOST  # noqa: E402
+from harness import Connection, HOST, docker_socket  # noqa: E402
+from harness import docker_engine as engine  # noqa: E402
 
 RINGLB = harness.build_path("lb", "ringlb")
 IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
 RUN = f"ringlb-lbt-{os.getpid()}-{int(time.time())}"
 FOREIGN_LABEL = "ringlb-test.foreign"
 PORT_RANGE = "26000-26999"  # replica ports on 127.0.0.1; test_prov_docker uses 24000-24999
-API = "/v1.41"
-
-
-def docker_socket():
-    host = os.environ.get("DOCKER_HOST", "")
-    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
-def engine(method, path, body=None, timeout=30.0):
-    """One Engine API call: (HTTP status, parsed JSON or text or None)."""
-    conn = _UnixConnection(docker_socket(), timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, API + path, json.dumps(body) if body is not None else None, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(data) if data else None
-    except ValueError:
-        return resp.status, data.decode(errors="replace")
 
 
 def containers(label):

@@ -14,6 +14,7 @@ Every wait is bounded: a test fails with a clear message instead of hanging.
 """
 import datetime
 import fcntl
+import http.client
 import json
 import os
 import re
@@ -364,3 +365,43 @@ def request(port, method, path, headers=None, body=None):
     """One request on a fresh connection, closed afterwards."""
     with Connection(port) as conn:
         return conn.request(method, path, headers, body)
+
+
+# --- the Docker Engine API, for the docker suite and bench/docker_add.py ---------------------------
+
+DOCKER_API = "/v1.41"
+
+
+def docker_socket():
+    """The engine's unix socket: DOCKER_HOST=unix://PATH, else /var/run/docker.sock."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host[len("unix://"):] if host.startswith("unix://") else "/var/run/docker.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+def docker_engine(method, path, body=None, timeout=30.0):
+    """One Engine API call (path without the version prefix): (HTTP status, parsed JSON, or the
+    text when the answer is not one JSON value, or None when empty)."""
+    conn = _UnixConnection(docker_socket(), timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, DOCKER_API + path, json.dumps(body) if body is not None else None, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(data) if data else None
+    except ValueError:
+        return resp.status, data.decode(errors="replace")
