@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 from harness import Connection, HOST, docker_socket  # noqa: E402
 from harness import docker_engine as engine  # noqa: E402
+from lb_test import LbTestCase, rep_body  # noqa: E402
 
 RINGLB = harness.build_path("lb", "ringlb")
 IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
@@ -67,11 +68,6 @@ def remove_labelled(label):
 def inspect(ident):
     status, body = engine("GET", f"/containers/{ident}/json")
     return body if status == 200 else None
-
-
-def rep_body(names):
-    return json.dumps({"message": {"N": len(names), "replicas": list(names)},
-                       "status": "successful"}).encode()
 
 
 def served_by(resp):
@@ -104,7 +100,7 @@ def _on_sigterm(signum, frame):
     os._exit(1)
 
 
-class DockerLbTestCase(unittest.TestCase):
+class DockerLbTestCase(LbTestCase):
     seq = 0
 
     def setUp(self):
@@ -114,7 +110,7 @@ class DockerLbTestCase(unittest.TestCase):
         # Registered first, so it runs last: after the LBs are killed (they could heal otherwise).
         self.addCleanup(remove_labelled, f"{FOREIGN_LABEL}={self.pool}")
         self.addCleanup(remove_labelled, f"ringlb.pool={self.pool}")
-        self.lbs = []
+        super().setUp()
 
     def start_lb(self, *args, replicas=3, image=IMAGE, wait_ready=True):
         argv = [RINGLB, "--provisioner", "docker", "--docker-network", "host",
@@ -140,14 +136,6 @@ class DockerLbTestCase(unittest.TestCase):
             counted = [d for d in details if d["counts"]]
             return len(counted) == n and all(d["state"] == "healthy" for d in counted)
         harness.wait_until(ready, timeout, f"ringlb to have {n} healthy replicas", 0.05)
-
-    def rep(self, lb):
-        resp = harness.request(lb.port, "GET", "/rep")
-        self.assertEqual(resp.status, 200, resp)
-        return resp
-
-    def names(self, lb):
-        return self.rep(lb).json()["message"]["replicas"]
 
     def details(self, lb):
         resp = harness.request(lb.port, "GET", "/rep?verbose=1")
@@ -227,18 +215,11 @@ class DockerLbTestCase(unittest.TestCase):
                 out[rid] = served_by(resp)
         return out
 
-    def stop_clean(self, lb):
+    def assert_clean_stop(self, lb, within=10.0):
         """SIGTERM: exit 0 within 10 s, and no container of the pool is left."""
-        code, elapsed = lb.stop(signal.SIGTERM, timeout=15)
-        self.assertEqual(code, 0, f"exit code {code}; log:\n{lb.log()}")
-        self.assertLess(elapsed, 10.0, f"took {elapsed:.2f} s to stop; log:\n{lb.log()}")
+        super().assert_clean_stop(lb, within)
         left = [(c["Names"], c["State"]) for c in self.pool_containers()]
         self.assertEqual(left, [], f"containers left after SIGTERM; log:\n{lb.log()}")
-
-    def tearDown(self):
-        for lb in self.lbs:
-            if lb.running():
-                self.stop_clean(lb)
 
 
 class Containers(DockerLbTestCase):
@@ -259,7 +240,7 @@ class Containers(DockerLbTestCase):
         seen = set(self.route(lb, range(100000, 100060)).values())
         self.assertTrue(seen <= set(by_name), seen)
         self.assertGreaterEqual(len(seen), 2, "60 keys should reach more than one replica")
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
 
     def test_add_and_rm_worked_examples(self):
         lb = self.start_lb()
@@ -308,7 +289,7 @@ class Containers(DockerLbTestCase):
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.body, rep_body(left))
         self.wait_containers(left)
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
 
     def test_sigterm_while_replicas_start_leaves_no_container(self):
         # A name held by a foreign container fails its /add at once (409) while the other four
@@ -321,7 +302,7 @@ class Containers(DockerLbTestCase):
         lb = self.start_lb(replicas=1)
         resp = harness.request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
         self.assertEqual(resp.status, 409, resp)
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
         self.assertEqual(inspect(taken)["Id"], created["Id"])
 
 
@@ -342,7 +323,7 @@ class Failures(DockerLbTestCase):
         time.sleep(1.0)
         self.assertEqual(self.pool_containers(), [])
         self.assertEqual(self.rep(lb).body, rep_body([]))
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
 
     def test_name_taken_by_a_foreign_container_is_4xx_and_left_alone(self):
         taken = f"{self.pool}-taken"
@@ -379,7 +360,7 @@ class Failures(DockerLbTestCase):
                 self.assertEqual(c["State"]["Status"], "created")
                 self.assertEqual(c["Config"]["Labels"], {FOREIGN_LABEL: self.pool})
         self.assertEqual(self.assert_containers_match(lb).keys(), before.keys())
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
         self.assertEqual(inspect(taken)["Id"], foreign_id, "ringlb's stop removed the foreign one")
 
 
@@ -406,7 +387,7 @@ class Restart(DockerLbTestCase):
                          {"server1": 1, "server2": 2, "server3": 3})
         self.assertIn("adopted", again.log())
         self.assertEqual(self.route(again, rids), routes)
-        self.stop_clean(again)
+        self.assert_clean_stop(again)
 
 
 class Healing(DockerLbTestCase):
@@ -471,7 +452,7 @@ class Healing(DockerLbTestCase):
         now = self.route(lb, rids)
         expected = {rid: (replacement if name == victim else name) for rid, name in routes.items()}
         self.assertEqual(now, expected, "keys moved other than the dead replica's")
-        self.stop_clean(lb)
+        self.assert_clean_stop(lb)
 
 
 def engine_answers():
