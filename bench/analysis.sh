@@ -3,8 +3,8 @@
 #   A-1  bench/a1_balance.py   10,000 requests over N = 3, assignment ring vs ringlb's default
 #   A-2  bench/a2_scale.py     N = 2..6 grown with /add, 10,000 requests at each N
 #   A-4  bench/a4_hashes.py    six rings (hash functions, ketama, maglev): balance and keys moved
-#   A-3  bench/a3_heal.py      a replica killed under steady load (when present)
-#   peers bench/peers/peers.sh ringlb vs HAProxy vs NGINX (when present)
+#   A-3  bench/a3_heal.py      a replica killed under steady load
+#   peers bench/peers/peers.sh ringlb vs HAProxy vs NGINX
 # Each writes bench/results/<name>.json and .png and its section of bench/RESULTS.md. Everything
 # runs on 127.0.0.1 with the real ringlb and its replica processes; every step is bounded by a
 # timeout (STEP_TIMEOUT seconds, default 900). A failing step is reported and the others still run; the
@@ -19,6 +19,7 @@ build=$(cd "${1:-build}" 2>/dev/null && pwd) ||
 export RINGLB_BUILD=$build PYTHONDONTWRITEBYTECODE=1
 step_timeout=${STEP_TIMEOUT:-900}
 cd "$root"
+. bench/lib.sh
 
 for f in lb/ringlb replica/ringlb-replica bench/loadgen/ringlb-loadgen; do
   [ -x "$build/$f" ] || { echo "analysis: no $build/$f (build first: make build)" >&2; exit 1; }
@@ -28,32 +29,11 @@ for tool in python3 gnuplot; do
     { echo "analysis: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
 done
 
-failed=()
-step() {  # step NAME COMMAND...: runs it bounded in time, remembers a failure
-  local name=$1; shift
-  echo "== $name: $*" >&2
-  local t0=$SECONDS
-  if timeout --kill-after=10 "$step_timeout" "$@"; then
-    echo "== $name: done in $((SECONDS - t0)) s" >&2
-  else
-    echo "== $name: FAILED (exit $?) after $((SECONDS - t0)) s" >&2
-    failed+=("$name")
-  fi
-}
-
 step A-1 python3 bench/a1_balance.py
 step A-2 python3 bench/a2_scale.py
 step A-4 python3 bench/a4_hashes.py
-if [ -f bench/a3_heal.py ]; then
-  step A-3 python3 bench/a3_heal.py
-else
-  echo "== A-3: bench/a3_heal.py is not there yet, skipped" >&2
-fi
-if [ -f bench/peers/peers.sh ]; then
-  step peers bash bench/peers/peers.sh "$build"
-else
-  echo "== peers: bench/peers/peers.sh is not there yet, skipped" >&2
-fi
+step A-3 python3 bench/a3_heal.py
+step peers bash bench/peers/peers.sh "$build"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "analysis: failed: ${failed[*]}" >&2

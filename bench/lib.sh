@@ -57,3 +57,18 @@ http {
 }
 CONF
 }
+
+# step NAME COMMAND...: runs COMMAND bounded by $step_timeout seconds, says how long it took, and
+# adds NAME to the array failed when it fails (the caller reports them at the end).
+failed=()
+step() {
+  local name=$1; shift
+  echo "== $name: $*" >&2
+  local t0=$SECONDS
+  if timeout --kill-after=10 "$step_timeout" "$@"; then
+    echo "== $name: done in $((SECONDS - t0)) s" >&2
+  else
+    echo "== $name: FAILED (exit $?) after $((SECONDS - t0)) s" >&2
+    failed+=("$name")
+  fi
+}

@@ -6,7 +6,7 @@
 #   2. bench/replica_vs_nginx.sh: the replica against nginx on GET /home, interleaved rounds;
 #      about ROUNDS x 2 x (WARMUP + DURATION + 1) s, 80 s with its defaults
 #   3. bench/instructions.sh: their instructions per request under callgrind; about a minute
-#   4. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX (when present); see its header for its time
+#   4. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX; see its header for its time
 # Each step is bounded by a timeout (STEP_TIMEOUT seconds, default 1200). A failing step is
 # reported and the others still run; the exit status is 1 when any failed. The experiments A-1..A-4
 # are bench/analysis.sh (`make analysis`).
@@ -19,19 +19,7 @@ build=$(cd "${1:-build}" 2>/dev/null && pwd) ||
   { echo "bench: no build folder ${1:-build}" >&2; exit 1; }
 step_timeout=${STEP_TIMEOUT:-1200}
 cd "$root"
-
-failed=()
-step() {  # step NAME COMMAND...: runs it bounded in time, remembers a failure
-  local name=$1; shift
-  echo "== $name: $*" >&2
-  local t0=$SECONDS
-  if timeout --kill-after=10 "$step_timeout" "$@"; then
-    echo "== $name: done in $((SECONDS - t0)) s" >&2
-  else
-    echo "== $name: FAILED (exit $?) after $((SECONDS - t0)) s" >&2
-    failed+=("$name")
-  fi
-}
+. bench/lib.sh
 
 if [ -x "$build/bench/ring_bench" ]; then
   step ring_bench "$build/bench/ring_bench" --benchmark_repetitions=3 \
@@ -41,11 +29,7 @@ else
 fi
 step replica_vs_nginx bash bench/replica_vs_nginx.sh "$build"
 step instructions bash bench/instructions.sh "$build"
-if [ -f bench/peers/peers.sh ]; then
-  step peers bash bench/peers/peers.sh "$build"
-else
-  echo "== peers: bench/peers/peers.sh is not there yet, skipped" >&2
-fi
+step peers bash bench/peers/peers.sh "$build"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench: failed: ${failed[*]}" >&2
