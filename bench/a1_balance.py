@@ -11,9 +11,9 @@ per replica from the "Hello from Server: NAME" body. Writes bench/results/a1_bal
   python3 bench/a1_balance.py --smoke --out /tmp/a1   # 500 requests, for the test suite
 """
 import os
-import textwrap
 
 import benchlib
+from benchlib import fill
 import rings
 
 NAME = "a1_balance"
@@ -69,32 +69,17 @@ def chart(data, png):
     benchlib.gnuplot("\n".join(script) + "\n", png, width=1100, height=520)
 
 
-def fill(text):
-    return textwrap.fill(text, width=105, break_on_hyphens=False)
-
 
 def results_section(data):
-    m = data["machine"]
     facts = data["assignment_model"]
     per = facts["per_n"][data["n"]]
     assignment, default = data["rings"][0], data["rings"][-1]
     p = 1 / data["n"]
     noise = 100 * ((1 - p) / (data["requests"] * p)) ** 0.5
     expected = ", ".join(f"{name} {100 * s:.1f}%" for name, s in per["expected_share"].items())
-    lines = [
-        "## A-1 Load of N = 3 replicas: the assignment's ring and ringlb's default",
-        "",
-        fill(f"Date: {m['date']}. Machine: {benchlib.os_name()}, {m['cpus']} vCPU, "
-             f"\"{m['cpu_model']}\", kernel {m['kernel']}; load average {data['loadavg'][0]:.1f} "
-             "at the start (other sessions were building and testing; the counts do not depend on "
-             "timing, only on the ids and the ring)."),
-        "",
-        "Command, from the repository root, release build:",
-        "",
-        "```",
-        data["command"],
-        "```",
-        "",
+    heading = "A-1 Load of N = 3 replicas: the assignment's ring and ringlb's default"
+    lines = benchlib.section_head(heading, data, "the counts do not depend on timing, only on the "
+                                  "ids and the ring") + [
         fill(f"The real ringlb with the process provisioner and N = {data['n']} replicas on "
              f"127.0.0.1; ringlb-loadgen sends {data['requests']:,} GET /home over "
              f"{data['connections']} keep-alive connections, each with a random 6-digit "

@@ -13,9 +13,9 @@ max/mean, against N) and the "A-2" section of bench/RESULTS.md.
   python3 bench/a2_scale.py --smoke --out /tmp/a2    # N = 2..3, 500 requests each
 """
 import os
-import textwrap
 
 import benchlib
+from benchlib import fill
 import rings
 
 NAME = "a2_scale"
@@ -102,26 +102,11 @@ def chart(data, png, title="A-2"):
     benchlib.gnuplot("\n".join(script) + "\n", png, width=1300, height=600)
 
 
-def fill(text):
-    return textwrap.fill(text, width=105, break_on_hyphens=False)
-
 
 def results_section(data):
-    m = data["machine"]
-    lines = [
-        f"## A-2 Load per replica as N grows from {data['n_min']} to {data['n_max']}",
-        "",
-        fill(f"Date: {m['date']}. Machine: {benchlib.os_name()}, {m['cpus']} vCPU, "
-             f"\"{m['cpu_model']}\", kernel {m['kernel']}; load average {data['loadavg'][0]:.1f} "
-             "at the start (other sessions were building and testing; the counts do not depend on "
-             "timing, only on the ids and the ring)."),
-        "",
-        "Command, from the repository root, release build:",
-        "",
-        "```",
-        data["command"],
-        "```",
-        "",
+    heading = f"A-2 Load per replica as N grows from {data['n_min']} to {data['n_max']}"
+    lines = benchlib.section_head(heading, data, "the counts do not depend on timing, only on the "
+                                  "ids and the ring") + [
         fill(f"One ringlb per ring with the process provisioner, started with N = {data['n_min']} "
              "replicas and grown by one with `POST /add` after each step (ring ids 1..N, checked "
              "at each step: the same ring a fresh start with N replicas builds). At each N "

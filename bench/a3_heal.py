@@ -363,7 +363,7 @@ def chart(docs, png):
     for n, doc in enumerate(docs):
         k = doc["kills"][doc["representative_kill"] - 1]
         rep = doc["loadgen"]
-        t0, step = rep["start_unix_ms"] / 1000, rep["timeline"]["interval_ms"] / 1000
+        t0 = rep["start_unix_ms"] / 1000
         data = os.path.join(tmp.name, f"{n}.dat")
         with open(data, "w") as f:
             f.write("# interval start relative to the kill (s), ok, failed, ok by the victim, "

@@ -20,10 +20,10 @@ Writes bench/results/a4_hashes.json and .png and the "A-4" section of bench/RESU
 """
 import os
 import random
-import textwrap
 
 import a2_scale
 import benchlib
+from benchlib import fill
 import rings
 
 NAME = "a4_hashes"
@@ -183,34 +183,19 @@ def chart(data, png):
     benchlib.gnuplot("\n".join(s) + "\n", png, width=1400, height=1000)
 
 
-def fill(text):
-    return textwrap.fill(text, width=105, break_on_hyphens=False)
-
 
 def pct(x):
     return f"{100 * x:.1f}%"
 
 
 def results_section(data):
-    m = data["machine"]
     rows = {r["key"]: r for r in data["rings"]}
     at = data["remove_at"]
     facts = data["assignment_model"]
     per = facts["per_n"][at]
-    lines = [
-        "## A-4 Hash functions and ring modes compared",
-        "",
-        fill(f"Date: {m['date']}. Machine: {benchlib.os_name()}, {m['cpus']} vCPU, "
-             f"\"{m['cpu_model']}\", kernel {m['kernel']}; load average {data['loadavg'][0]:.1f} "
-             "at the start (other sessions were building and testing; nothing here depends on "
-             "timing, only on the ids, the keys and the ring)."),
-        "",
-        "Command, from the repository root, release build:",
-        "",
-        "```",
-        data["command"],
-        "```",
-        "",
+    lines = benchlib.section_head("A-4 Hash functions and ring modes compared", data,
+                                  "nothing here depends on timing, only on the ids, the keys and "
+                                  "the ring") + [
         fill("For each ring, the real ringlb with the process provisioner on 127.0.0.1. A-1 and "
              f"A-2 redone: one LB grown from N = {data['n_min']} to {data['n_max']} with `POST "
              f"/add`, {data['requests']:,} GET /home at each N from ringlb-loadgen (random 6-digit "
@@ -277,8 +262,6 @@ def observations(data):
     at = data["remove_at"]
     get = lambda key, field: rows[key][field] if key in rows else float("nan")  # noqa: E731
     slot_keys = [k for k in ("slots-xxh3", "slots-murmur", "slots-fibonacci") if k in rows]
-    slot_lo = min(get(k, "max_over_mean_n3") for k in slot_keys)
-    slot_hi = max(get(k, "max_over_mean_worst") for k in slot_keys)
     add_key = f"{at}->{at + 1}"
     add = lambda key: pct(get(key, "add_moved").get(add_key, float("nan")))  # noqa: E731
     slot_worst = max(get(k, "max_over_mean_worst") for k in slot_keys)

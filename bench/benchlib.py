@@ -26,6 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -295,3 +296,29 @@ def os_name():
             if line.startswith("PRETTY_NAME="):
                 return line.split("=", 1)[1].strip().strip('"')
     return platform.system()
+
+
+def fill(text, width=105):
+    """text wrapped for bench/RESULTS.md."""
+    return textwrap.fill(text, width=width, break_on_hyphens=False)
+
+
+def section_head(heading, data, depends_on):
+    """The first lines of an experiment's RESULTS.md section: heading, date and machine (with the
+    load average at the start, and what the figures depend on instead of timing), and the command
+    that produced data."""
+    m = data["machine"]
+    return [
+        f"## {heading}",
+        "",
+        fill(f"Date: {m['date']}. Machine: {os_name()}, {m['cpus']} vCPU, \"{m['cpu_model']}\", "
+             f"kernel {m['kernel']}; load average {data['loadavg'][0]:.1f} at the start (other "
+             f"sessions were building and testing; {depends_on})."),
+        "",
+        "Command, from the repository root, release build:",
+        "",
+        "```",
+        data["command"],
+        "```",
+        "",
+    ]
