@@ -214,14 +214,9 @@ void up_on_head(HttpConn* hc) {
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
-  const std::string listed = http_connection_options(h);  // more hop-by-hop names; usually none
-  for (const HttpHeader& hd : h.headers) {
-    std::string_view name = http_head_name(h, hd);
-    if (http_is_hop_by_hop(name)) continue;
-    if (!listed.empty() && http_list_has(listed, name)) continue;
-    if (dechunk && http_iequals(name, "transfer-encoding")) continue;
-    out.append(http_head_line(h, hd));
-  }
+  http_append_forwarded(&out, h, [dechunk](std::string_view name, const HttpHeader&) {
+    return dechunk && http_iequals(name, "transfer-encoding");
+  });
   if (!c->keep_alive) out.append("Connection: close\r\n");
   else if (client_10) out.append("Connection: keep-alive\r\n");
   out.append("\r\n");
@@ -353,19 +348,15 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
   out.append(" HTTP/1.1\r\n");
   std::string_view xff;
   bool has_xff = false, has_host = false;
-  const std::string listed = http_connection_options(h);  // more hop-by-hop names; usually none
-  for (const HttpHeader& hd : h.headers) {
-    std::string_view name = http_head_name(h, hd);
-    if (http_is_hop_by_hop(name)) continue;
-    if (!listed.empty() && http_list_has(listed, name)) continue;
-    if (http_iequals(name, "x-forwarded-for")) {
+  http_append_forwarded(&out, h, [&](std::string_view name, const HttpHeader& hd) {
+    if (http_iequals(name, "x-forwarded-for")) {  // re-sent below with the client's address
       xff = http_head_value(h, hd);
       has_xff = true;
-      continue;
+      return true;
     }
     if (http_iequals(name, "host")) has_host = true;
-    out.append(http_head_line(h, hd));
-  }
+    return false;
+  });
   if (!has_host) out.append("Host: ringlb\r\n");
   if (has_xff) {
     out.append("X-Forwarded-For: ");

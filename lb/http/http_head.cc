@@ -166,21 +166,36 @@ void for_each_token(std::string_view list, Fn fn) {
   }
 }
 
+// Calls fn with each token of a Connection header's value other than close, keep-alive, upgrade.
+template <typename Fn>
+void for_each_connection_option(std::string_view value, Fn fn) {
+  for_each_token(value, [&](std::string_view token) {
+    if (!http_iequals(token, "close") && !http_iequals(token, "keep-alive") &&
+        !http_iequals(token, "upgrade"))
+      fn(token);
+  });
+}
+
 }  // namespace
 
 std::string http_connection_options(const HttpHead& h) {
   std::string names;
   for (const HttpHeader& hd : h.headers) {
     if (!http_iequals(http_head_name(h, hd), "connection")) continue;
-    for_each_token(http_head_value(h, hd), [&](std::string_view token) {
-      if (http_iequals(token, "close") || http_iequals(token, "keep-alive") ||
-          http_iequals(token, "upgrade"))
-        return;
+    for_each_connection_option(http_head_value(h, hd), [&](std::string_view token) {
       if (!names.empty()) names.push_back(',');
       names.append(token);
     });
   }
   return names;
+}
+
+bool http_connection_value_has_options(std::string_view value) {
+  value = trim(value);
+  if (http_iequals(value, "keep-alive") || http_iequals(value, "close")) return false;  // usual
+  bool found = false;
+  for_each_connection_option(value, [&](std::string_view) { found = true; });
+  return found;
 }
 
 bool http_list_has(std::string_view list, std::string_view name) {

@@ -96,5 +96,35 @@ bool http_is_hop_by_hop(std::string_view name);
 // commas ("" when none, the usual case): more hop-by-hop headers, which a proxy removes along with
 // Connection itself (RFC 9110 §7.6.1).
 std::string http_connection_options(const HttpHead& h);
+// True when a Connection header's value lists anything besides close, keep-alive and upgrade.
+bool http_connection_value_has_options(std::string_view value);
 // True when name is one of the comma-separated names in list (case-insensitive).
 bool http_list_has(std::string_view list, std::string_view name);
+
+// Appends to out the header lines of h that a proxy forwards: all but the hop-by-hop ones, those
+// h's Connection headers name included, and those skip(name, header) returns true for. skip sees
+// each header at most twice (a second pass drops the Connection-named ones, in the rare message
+// that has them), so it must give the same answer both times.
+template <typename Skip>
+void http_append_forwarded(std::string* out, const HttpHead& h, Skip skip) {
+  size_t start = out->size();
+  bool options = false;  // found in the same pass: the usual message costs no second look
+  for (const HttpHeader& hd : h.headers) {
+    std::string_view name = http_head_name(h, hd);
+    if (http_is_hop_by_hop(name)) {
+      if (!options && http_iequals(name, "connection"))
+        options = http_connection_value_has_options(http_head_value(h, hd));
+      continue;
+    }
+    if (skip(name, hd)) continue;
+    out->append(http_head_line(h, hd));
+  }
+  if (!options) return;
+  out->resize(start);
+  const std::string listed = http_connection_options(h);
+  for (const HttpHeader& hd : h.headers) {
+    std::string_view name = http_head_name(h, hd);
+    if (http_is_hop_by_hop(name) || http_list_has(listed, name) || skip(name, hd)) continue;
+    out->append(http_head_line(h, hd));
+  }
+}

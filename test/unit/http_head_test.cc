@@ -136,6 +136,31 @@ TEST(HttpHead, ConnectionOptionsNameFurtherHopByHopHeaders) {
   EXPECT_TRUE(http_list_has("X-Secret,x-trace", "X-TRACE"));
   EXPECT_FALSE(http_list_has("X-Secret,x-trace", "X-Secre"));
   EXPECT_FALSE(http_list_has("", "Host"));
+  EXPECT_TRUE(http_connection_value_has_options("close, X-Secret"));
+  EXPECT_FALSE(http_connection_value_has_options(" keep-alive , Upgrade"));
+  EXPECT_FALSE(http_connection_value_has_options(""));
+}
+
+TEST(HttpHead, AppendForwardedDropsHopByHopConnectionNamedAndSkippedHeaders) {
+  HttpHead h;
+  HttpHeadLimits lim;
+  auto add = [&](std::string_view name, std::string_view value) {
+    ASSERT_EQ(http_head_add_field(&h, lim, name.data(), name.size()), 0);
+    ASSERT_EQ(http_head_add_value(&h, lim, value.data(), value.size()), 0);
+  };
+  auto skip_b = [](std::string_view name, const HttpHeader&) { return http_iequals(name, "b"); };
+  add("X-Secret", "1");
+  add("A", "2");
+  add("Keep-Alive", "3");
+  add("B", "4");
+  add("Connection", "keep-alive");
+  std::string out = "head\r\n";
+  http_append_forwarded(&out, h, skip_b);
+  EXPECT_EQ(out, "head\r\nX-Secret: 1\r\nA: 2\r\n");
+  add("connection", "x-secret");  // now X-Secret is hop-by-hop too, though it came first
+  out = "head\r\n";
+  http_append_forwarded(&out, h, skip_b);
+  EXPECT_EQ(out, "head\r\nA: 2\r\n");
 }
 
 }  // namespace
