@@ -135,6 +135,35 @@ class A4Smoke(Smoke):
         self.assertTrue(model["key_slots_are_square_plus_16"])
 
 
+class StartLbReady(unittest.TestCase):
+    """benchlib's Procs.start_lb, which every experiment uses to start its LB, returns only once every
+    replica is healthy: a key mapped before that goes to the next healthy replica while its own is
+    still starting, so two fresh LBs would map it differently (the a4_smoke flake). server3 starts
+    1.5 s late here (a busy machine, made certain), so a wait for /home alone returns too early."""
+
+    def test_every_replica_is_healthy_and_keys_are_where_they_stay(self):
+        import stat
+        import benchlib
+        import harness
+        folder = tempfile.mkdtemp(prefix="ringlb-ready-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        wrapper = os.path.join(folder, "replica.sh")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\ncase "$2" in server3) sleep 1.5 ;; esac\nexec \'%s\' "$@"\n'
+                    % harness.build_path("replica", "ringlb-replica"))
+        os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR)
+        keys = [str(k) for k in range(100000, 100300)]
+        with benchlib.Procs() as procs:
+            lb = procs.start_lb("--replica-bin", wrapper, "--hb-interval", "100", replicas=3)
+            states = {d["name"]: d["state"] for d in benchlib.rep_details(lb.port)}
+            first = benchlib.key_owners(lb.port, keys)
+            self.assertEqual(states, {"server1": "healthy", "server2": "healthy",
+                                      "server3": "healthy"})
+            again = benchlib.key_owners(lb.port, keys)
+        self.assertEqual(first, again)
+        self.assertEqual(set(first.values()), {"server1", "server2", "server3"})
+
+
 if __name__ == "__main__":
     if shutil.which("gnuplot") is None:
         print("gnuplot is not installed: skipped (deps/install.sh test)")
