@@ -61,9 +61,10 @@ def metrics(port, headers=None):
 
 
 class BalanceFactor(HealTestCase):
-    def slow(self, lb, key, ms=4000):
+    def slow(self, lb, key, ms=8000):
         """A GET /sleep?ms=... with X-Request-Id key on a thread of its own; returns a dict that
-        gets "resp" when it is answered, and the thread."""
+        gets "resp" when it is answered, and the thread. 8 s: long enough for the checks made
+        while it is in flight even on a loaded machine."""
         out = {}
 
         def run():
@@ -96,8 +97,8 @@ class BalanceFactor(HealTestCase):
         # 2 in flight, bound ceil(2 x 3 / 3) = 2: reached, so the key goes to another replica.
         self.assertNotEqual(home(lb.port, {"X-Request-Id": key}), "server1")
         self.assertEqual(self.inflight(lb, "server1"), 2)
-        t1.join(20)
-        t2.join(20)
+        t1.join(30)
+        t2.join(30)
         self.assertEqual(served_by(first["resp"]), "server1")
         self.assertEqual(served_by(second["resp"]), "server1")
         harness.wait_until(lambda: self.inflight(lb, "server1") == 0, 10.0, "the slow requests")
@@ -111,7 +112,7 @@ class BalanceFactor(HealTestCase):
         harness.wait_until(lambda: self.inflight(lb, "server1") == 3, 10.0, "three slow requests")
         self.assertEqual(home(lb.port, {"X-Request-Id": key}), "server1")
         for out, thread in slow:
-            thread.join(20)
+            thread.join(30)
             self.assertEqual(served_by(out["resp"]), "server1")
 
 
