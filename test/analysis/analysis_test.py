@@ -32,11 +32,13 @@ class Smoke(unittest.TestCase):
     heading = None  # its section heading in RESULTS.md
 
     def run_experiment(self):
-        """Runs bench/<name>.py --smoke --out TMP (bounded) and returns its parsed JSON."""
+        """Runs bench/<name>.py --smoke --out TMP (bounded) and returns its parsed JSON. The bound
+        is a hang guard, not a speed check: A-4's smoke run takes about 15 s on a quiet machine and
+        took over 60 s (the old bound) on a loaded 2-core one."""
         out = tempfile.mkdtemp(prefix=f"ringlb-{self.name}-")
         self.addCleanup(shutil.rmtree, out, True)
         run = subprocess.run([sys.executable, os.path.join(BENCH, self.name + ".py"), "--smoke",
-                              "--out", out], capture_output=True, text=True, timeout=60)
+                              "--out", out], capture_output=True, text=True, timeout=240)
         self.assertEqual(run.returncode, 0, f"{self.name} failed:\n{run.stdout}\n{run.stderr}")
         self.assertEqual(sorted(os.listdir(out)),
                          sorted(["RESULTS.md", self.name + ".json", self.name + ".png"]))
