@@ -740,8 +740,9 @@ void exchange_timeout(ClientConn* c) {
       if (c->up != nullptr) upstream_failed(c, "timeout", Fail::timeout);
       return;
     case Wait::response_body:
-      if (c->up != nullptr && c->conn.write_queued == 0) {
-        // The client reads; the replica stopped sending mid-body: cut and blamed.
+      if (c->up != nullptr && c->conn.write_queued == 0 && c->req_done) {
+        // The client reads and sent its whole request; the replica stopped sending mid-body: cut
+        // and blamed. (A replica that answered early may be waiting for the rest of the upload.)
         Replica* r = c->up->replica;
         r->failures++;
         registry_passive_failure(r, "response body timeout");
