@@ -38,7 +38,8 @@
 # Usage: bench/hostile.sh [BUILD_DIR]
 #   env: ROUNDS=1 SECONDS_PIPE=10 CONNS=400 HOLD=8 RECOVER_LIMIT=15 RSS_CAP_KIB=1048576 AS_LIMIT_MIB=2048
 #        RESULTS=bench/results WRITE_RESULTS=0 LBS="ringlb haproxy nginx"
-# Takes about ROUNDS x 3 minutes; on exit it stops what it started.
+# Takes about ROUNDS x 4 to 6 minutes (the fd runs wait up to RECOVER_LIMIT s for service to come
+# back); on exit it stops what it started.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"              # free_port, wait_home
 . "$(dirname "$0")/peers/peers_lib.sh"  # home_body, wait_lb_home

@@ -71,7 +71,7 @@ def section(meta, runs):
         f"Non-reading pipeliner: one connection pipelines GET PATH for {env['SECONDS_PIPE']} s as fast "
         f"as the socket accepts and never reads. RSS of the LB process (NGINX: its worker) from "
         f"/proc; the run stops early past {mib(env['RSS_CAP_KIB'])} MiB (\"> cap\")."), "",
-              "| LB | path | RSS before MiB | peak MiB | growth MiB | requests the LB took in | "
+              "| LB | path | RSS before MiB | peak MiB | growth MiB | requests the socket took in (LB and kernel buffers) | "
               "last byte taken at s | fresh client halfway | right after (attacker still connected) "
               "| served again after close |",
               "|---|---|---|---|---|---|---|---|---|---|"]
