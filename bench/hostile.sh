@@ -62,12 +62,14 @@ REPLICA=$BUILD/replica/ringlb-replica
 ATTACK=$HERE/hostile/attack.py
 
 for tool in haproxy nginx python3 taskset prlimit; do
-  command -v "$tool" >/dev/null || { echo "hostile: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
+  command -v "$tool" >/dev/null ||
+    { echo "hostile: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
 done
 for bin in "$RINGLB" "$REPLICA"; do
   [ -x "$bin" ] || { echo "hostile: no $bin (build first: ninja -C $BUILD)" >&2; exit 1; }
 done
-[ "$(nproc)" -ge 2 ] || { echo "hostile: needs two CPUs (attacker on CPU 0, the servers on CPU 1)" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] ||
+  { echo "hostile: needs two CPUs (attacker on CPU 0, the servers on CPU 1)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/ringlb-hostile.XXXXXX)
 chmod 755 "$tmp"  # NGINX's worker (nobody when started as root) reads metrics.txt here
@@ -134,7 +136,8 @@ defaults
 
 frontend fe
   bind 127.0.0.1:$lb_port
-  http-request return status 200 content-type "text/plain; version=0.0.4" file $tmp/metrics.txt if { path /metrics }
+  http-request return status 200 content-type "text/plain; version=0.0.4" \
+    file $tmp/metrics.txt if { path /metrics }
   default_backend replicas
 
 backend replicas
@@ -233,7 +236,8 @@ for round in $(seq 1 "$ROUNDS"); do
       stop_lb
       python3 - "$out" "$(log_summary "$lb_log")" "$lb" "$round" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1])); d.update(log=json.loads(sys.argv[2]), lb=sys.argv[3], round=int(sys.argv[4]))
+d = json.load(open(sys.argv[1]))
+d.update(log=json.loads(sys.argv[2]), lb=sys.argv[3], round=int(sys.argv[4]))
 json.dump(d, open(sys.argv[1], "w"), indent=1)
 PY
     done

@@ -98,8 +98,9 @@ def poll_until_served(port, limit, interval=0.01, attempt_timeout=1.0):
 
 def pipeline_requests(path, port, count=512):
     """count pipelined GET requests (each with its own X-Request-Id) as one buffer."""
-    return b"".join(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-Request-Id: {100000 + i * 7919 % 900000}"
-                    f"\r\n\r\n".encode() for i in range(count))
+    return b"".join(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                    f"X-Request-Id: {100000 + i * 7919 % 900000}\r\n\r\n".encode()
+                    for i in range(count))
 
 
 def run_pipeline(a):

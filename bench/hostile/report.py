@@ -71,7 +71,8 @@ def section(meta, runs):
         f"Non-reading pipeliner: one connection pipelines GET PATH for {env['SECONDS_PIPE']} s as fast "
         f"as the socket accepts and never reads. RSS of the LB process (NGINX: its worker) from "
         f"/proc; the run stops early past {mib(env['RSS_CAP_KIB'])} MiB (\"> cap\")."), "",
-              "| LB | path | RSS before MiB | peak MiB | growth MiB | requests the socket took in (LB and kernel buffers) | "
+              "| LB | path | RSS before MiB | peak MiB | growth MiB | requests the socket took in "
+              "(LB and kernel buffers) | "
               "last byte taken at s | fresh client halfway | right after (attacker still connected) "
               "| served again after close |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -97,7 +98,9 @@ def section(meta, runs):
               "|---|---|---|---|---|---|"]
     for d in fd:
         sd = d["served_during"]
-        during = f"{sd['served']} of {sd['probes']}" + (f" ({', '.join(sd['errors'])})" if sd["errors"] else "")
+        during = f"{sd['served']} of {sd['probes']}"
+        if sd["errors"]:
+            during += f" ({', '.join(sd['errors'])})"
         lines.append(f"| {d['lb']} | {d['connected']} | {d['closed_by_lb_during_hold']} | {during} | "
                      f"{back(d['after_close'], env['RECOVER_LIMIT'])} | {marked_down(d)} |")
     lines += ["", "Targets (issue 10): " + "; ".join(targets(pipe, fd)) + "."]
