@@ -54,9 +54,15 @@ def marked_down(d):
     return "n/a (no server state to read)"
 
 
+def lb_label(d, rounds):
+    """The LB's name, with its round when there were several."""
+    return d["lb"] if rounds == 1 else f"{d['lb']} (round {d['round']})"
+
+
 def section(meta, runs):
     data = {"machine": benchlib.machine(), "loadavg": meta["loadavg"], "command": meta["command"]}
     env = meta["env"]
+    rounds = env.get("ROUNDS", 1)
     lines = benchlib.section_head(HEADING, data, "memory figures do not depend on timing; the times "
                                   "after the attack do, within tens of milliseconds")
     lines += [benchlib.fill(
@@ -81,7 +87,7 @@ def section(meta, runs):
             (" (LB died)" if d["died"] else "")
         growth = ("> " if d["capped"] else "") + mib(d["rss_growth_kib"])
         lines.append(
-            f"| {d['lb']} | {d['path']} | {mib(d['rss_before_kib'])} | {peak} | {growth} | "
+            f"| {lb_label(d, rounds)} | {d['path']} | {mib(d['rss_before_kib'])} | {peak} | {growth} | "
             f"{d['requests_accepted']:,} | {d['last_accept_s']:.1f} of {d['attack_s']:.1f} | "
             f"{probe(d['served_during'])} | {probe(d['served_after_stop'])} | "
             f"{back(d['after_close'], 10)} |")
@@ -101,7 +107,7 @@ def section(meta, runs):
         during = f"{sd['served']} of {sd['probes']}"
         if sd["errors"]:
             during += f" ({', '.join(sd['errors'])})"
-        lines.append(f"| {d['lb']} | {d['connected']} | {d['closed_by_lb_during_hold']} | {during} | "
+        lines.append(f"| {lb_label(d, rounds)} | {d['connected']} | {d['closed_by_lb_during_hold']} | {during} | "
                      f"{back(d['after_close'], env['RECOVER_LIMIT'])} | {marked_down(d)} |")
     lines += ["", "Targets (issue 10): " + "; ".join(targets(pipe, fd)) + "."]
     return "\n".join(lines) + "\n"
