@@ -32,12 +32,15 @@
 # Targets (issue 10): ringlb's RSS growth <= HAProxy's, service back <= 1 s after the fd attack, no
 # replica marked dead.
 #
+# BASELINE=PATH adds "ringlb-before": another ringlb binary (main before the fixes) with the same flags,
+# attacked right after ringlb in each step, for a before/after comparison in one run.
+#
 # Output: a Markdown section on stdout (bench/hostile/report.py), bench/results/hostile.json, and the
 # "Hostile clients" section of bench/RESULTS.md when WRITE_RESULTS=1.
 #
 # Usage: bench/hostile.sh [BUILD_DIR]
 #   env: ROUNDS=1 SECONDS_PIPE=10 CONNS=400 HOLD=8 RECOVER_LIMIT=15 RSS_CAP_KIB=1048576 AS_LIMIT_MIB=2048
-#        RESULTS=bench/results WRITE_RESULTS=0 LBS="ringlb haproxy nginx"
+#        RESULTS=bench/results WRITE_RESULTS=0 LBS="ringlb haproxy nginx" BASELINE=path/to/older/ringlb
 # Takes about ROUNDS x 4 to 6 minutes (the fd runs wait up to RECOVER_LIMIT s for service to come
 # back); on exit it stops what it started.
 set -euo pipefail
@@ -56,7 +59,13 @@ RSS_CAP_KIB=${RSS_CAP_KIB:-1048576}
 AS_LIMIT_MIB=${AS_LIMIT_MIB:-2048}
 RESULTS=${RESULTS:-$ROOT/bench/results}
 WRITE_RESULTS=${WRITE_RESULTS:-0}
-read -r -a LBS <<<"${LBS:-ringlb haproxy nginx}"
+BASELINE=${BASELINE:-}
+default_lbs="ringlb haproxy nginx"
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "hostile: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+  default_lbs="ringlb ringlb-before haproxy nginx"
+fi
+read -r -a LBS <<<"${LBS:-$default_lbs}"
 RINGLB=$BUILD/lb/ringlb
 REPLICA=$BUILD/replica/ringlb-replica
 ATTACK=$HERE/hostile/attack.py
@@ -102,16 +111,18 @@ for i in 1 2 3; do wait_home "${replica_ports[$((i - 1))]}" "$(home_body "$i")";
 backends=()
 for port in "${replica_ports[@]}"; do backends+=(--backend "127.0.0.1:$port"); done
 
-# start_lb KIND NOFILE: starts LB KIND (ringlb, haproxy, nginx) on a free port, with RLIMIT_NOFILE
-# NOFILE (soft and hard) unless it is "-"; sets lb_port, lb_pid (the process to measure: NGINX's
+# start_lb KIND NOFILE: starts LB KIND (ringlb, ringlb-before, haproxy, nginx) on a free port, with
+# RLIMIT_NOFILE NOFILE (soft and hard) unless it is "-"; sets lb_port, lb_pid (the process to measure: NGINX's
 # worker) and lb_extra (attack.py options for its replica states).
 start_lb() {
   local kind=$1 nofile=$2 limit=() log=$tmp/$1-$RANDOM.log
   [ "$nofile" = - ] || limit=(prlimit "--nofile=$nofile:$nofile")
   lb_port=$(free_port) lb_extra=()
   case $kind in
-    ringlb)
-      "${server_cpu[@]}" "${limit[@]}" prlimit "--as=$((AS_LIMIT_MIB << 20))" "$RINGLB" --provisioner static \
+    ringlb | ringlb-before)
+      local bin=$RINGLB
+      [ "$kind" = ringlb ] || bin=$BASELINE
+      "${server_cpu[@]}" "${limit[@]}" prlimit "--as=$((AS_LIMIT_MIB << 20))" "$bin" --provisioner static \
         "${backends[@]}" --listen "127.0.0.1:$lb_port" --log-level warn 2>"$log" &
       lb_pid=$!
       lb_pids+=("$lb_pid")
@@ -262,7 +273,7 @@ done
 python3 - "$tmp/meta.json" <<EOF
 import json, os, sys
 json.dump({
-  "command": "bench/hostile.sh $BUILD",
+  "command": ("BASELINE=$BASELINE " if "$BASELINE" else "") + "bench/hostile.sh $BUILD",
   "env": {"ROUNDS": $ROUNDS, "SECONDS_PIPE": $SECONDS_PIPE, "CONNS": $CONNS, "HOLD": $HOLD,
           "RECOVER_LIMIT": $RECOVER_LIMIT, "RSS_CAP_KIB": $RSS_CAP_KIB, "AS_LIMIT_MIB": $AS_LIMIT_MIB},
   "loadavg": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
