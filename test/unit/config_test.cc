@@ -227,6 +227,9 @@ TEST_F(ConfigTest, EveryInvalidFlagValueExitsTwoWithOneLine) {
       {"--idle-timeout", {"-5"}},
       {"--drain-timeout", {"3600001"}},
       {"--admin-body-limit", {"63"}},
+      {"--body-timeout", {"9", "x"}},
+      {"--retry-on", {"bogus", "connect-failure,bogus", ""}},
+      {"--max-conns", {"0", "-1"}},
       {"--pool-idle-max", {"100001"}},
       {"--log-level", {"verbose", ""}},
   };
