@@ -21,8 +21,10 @@ struct HttpVerdict {
   const char* reason;
 };
 
-// Checks a finished request head (http_head_finish ran):
-//   400  HTTP/0.9; an empty header name; whitespace between a header name and its colon; two Host
+// Checks a finished request head (http_head_finish ran). What llhttp's strict mode refuses already
+// (whitespace in or after a header name, control characters in values, two Content-Length, CL with
+// TE, bare LF in the headers) is not checked again: http_conn answers its parse errors.
+//   400  HTTP/0.9; an empty header name; two Host
 //        headers; an HTTP/1.1 request without Host; a request-target that is not origin-form
 //        ("/..."), absolute-form ("http://authority/...") or "*" for OPTIONS; Content-Length and
 //        Transfer-Encoding together.
@@ -32,8 +34,8 @@ struct HttpVerdict {
 HttpVerdict http_validate_request(const HttpHead& h);
 
 // The verdict for a request llhttp failed to parse with err (reason: llhttp's text, may be null):
-// 505 for a version llhttp does not know (HTTP/1.2), 501 for a Transfer-Encoding it refuses (two
-// of them), 400 otherwise.
+// 505 for a well-formed version llhttp does not know (HTTP/1.2, HTTP/3.0), 501 for a
+// Transfer-Encoding it refuses (two of them), 400 otherwise.
 HttpVerdict http_parse_error_verdict(llhttp_errno_t err, const char* reason);
 
 // For a request whose target is in absolute-form (http_validate_request accepted it), points the
