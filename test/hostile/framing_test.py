@@ -150,6 +150,28 @@ class SmugglingTest(FramingTestCase):
                         self.assertEqual(resp.body, b"hello")
 
 
+    def test_response_with_ambiguous_framing_is_not_passed_on(self):
+        # A response framed two ways (or by two lengths) is the replica's fault: the client gets an
+        # error from the LB, none of the replica's bytes, and its connection stays usable.
+        answers = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ]
+        for answer in answers:
+            with self.subTest(answer=answer):
+                self.rec.responder = lambda req, answer=answer: answer
+                with Connection(self.lb.port) as conn:
+                    conn.send(b"GET /r HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n\r\n")
+                    resp = conn.read_response()
+                    # 502, or 503 once the retry found no other replica (the retry policy's call).
+                    self.assertIn(resp.status, (502, 503), resp)
+                    self.assertNotIn(b"hello", resp.raw)
+                    self.rec.responder = lambda req: ok(b"fine")
+                    resp = conn.request("GET", "/again", {"X-Request-Id": "1"})
+                    self.assertEqual((resp.status, resp.body), (200, b"fine"))
+
+
 class RejectTest(FramingTestCase):
     """Item 7: requests the peers reject get their status before the close; the backend sees none."""
 
