@@ -57,7 +57,8 @@ HttpVerdict http_validate_request(const HttpHead& h) {
     // mode, which deps/meson.build builds it in; an empty one it lets through.
     std::string_view name = http_head_name(h, hd);
     switch (name.size()) {
-      case 0: return {400, "a header has an empty name"};
+      case 0:
+        return {400, "a header has an empty name"};
       case 4:
         if (is_host(name.data())) hosts++;
         break;
@@ -67,7 +68,8 @@ HttpVerdict http_validate_request(const HttpHead& h) {
           chunked_only = chunked_only && http_iequals(trim(http_head_value(h, hd)), "chunked");
         }
         break;
-      default: break;
+      default:
+        break;
     }
   }
   if (hosts > 1) return {400, "more than one Host header"};
@@ -85,8 +87,10 @@ HttpVerdict http_parse_error_verdict(llhttp_errno_t err, const char* reason) {
       // A well-formed version llhttp does not support (HTTP/1.2, HTTP/3.0), not garbage
       // (HTTP/1.x, "Invalid minor version"), which is a plain 400 as nginx answers it.
       return {strcmp(reason, "Invalid HTTP version") == 0 ? 505 : 400, reason};
-    case HPE_INVALID_TRANSFER_ENCODING: return {501, reason};
-    default: return {400, reason};
+    case HPE_INVALID_TRANSFER_ENCODING:
+      return {501, reason};
+    default:
+      return {400, reason};
   }
 }
 

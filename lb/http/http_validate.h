@@ -1,7 +1,7 @@
-// http_validate: what a proxy refuses in a request that llhttp parsed, and with which status. llhttp
-// (never lenient) already rejects most malformed bytes; these are the requests it accepts and
-// HAProxy and nginx do not, because an upstream could frame or route them differently from the LB
-// (request smuggling, Host confusion) or because the LB cannot forward them as HTTP/1.1.
+// http_validate: what a proxy refuses in a request that llhttp parsed, and with which status.
+// llhttp (never lenient) already rejects most malformed bytes; these are the requests it accepts
+// and HAProxy and nginx do not, because an upstream could frame or route them differently from the
+// LB (request smuggling, Host confusion) or because the LB cannot forward them as HTTP/1.1.
 //
 // Pure functions of a finished head: the proxy calls http_validate_request once per request, in
 // on_head, before anything of the request goes upstream, and answers a refusal with its status and

@@ -50,7 +50,8 @@ HttpVerdict verdict_of(std::string_view bytes, Parsed* r) {
   p.data = r;
   http_head_reset(&r->head);
   llhttp_errno_t e = llhttp_execute(&p, bytes.data(), bytes.size());
-  if (e != HPE_OK && e != HPE_PAUSED) return http_parse_error_verdict(e, llhttp_get_error_reason(&p));
+  if (e != HPE_OK && e != HPE_PAUSED)
+    return http_parse_error_verdict(e, llhttp_get_error_reason(&p));
   if (!r->complete) return HttpVerdict{-1, "incomplete"};
   return http_validate_request(r->head);
 }
@@ -73,7 +74,8 @@ TEST(HttpValidate, RequestsAndTheirVerdicts) {
       {"absolute-form https, no path", "GET HTTPS://a.b HTTP/1.1\r\nHost: x\r\n\r\n", 0},
       {"obs-text in a value", "GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n", 0},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 0},
-      {"Connection names framing", "GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n\r\n", 0},
+      {"Connection names framing",
+       "GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n\r\n", 0},
       {"empty header name", "GET / HTTP/1.1\r\nHost: a\r\n: x\r\n\r\n", 400},
       {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
       {"space inside a name", "GET / HTTP/1.1\r\nHost: a\r\nX-A b: 1\r\n\r\n", 400},
@@ -87,19 +89,23 @@ TEST(HttpValidate, RequestsAndTheirVerdicts) {
       {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
       {"TE gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
-      {"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+      {"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+       501},
       {"TE chunked, chunked",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 501},
       {"two TE headers",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
        501},
-      {"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      {"CL and TE",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
        400},
-      {"TE and CL", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+      {"TE and CL",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
        400},
       {"Content-Length: 1, 2", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n", 400},
-      {"two Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-       400},
+      {"two Content-Length",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400},
       {"NUL in a value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 35), 400},
       {"CR in a value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},
       {"bare LF in the headers", "GET / HTTP/1.1\r\nHost: a\nX: b\n\n", 400},
