@@ -402,6 +402,28 @@ class ContinueTest(FramingTestCase):
             final = conn.read_response("PUT")
             self.assertEqual((final.status, final.body), (200, b"got 2048"))
 
+    def test_100_continue_from_the_replica_through_the_lb(self):
+        replica = harness.start(self, [harness.build_path("replica", "ringlb-replica"), "--address",
+                                       HOST, "--port", "{port}", "--id", "r1", "--debug-routes"])
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
+                                  "--provisioner", "static", "--backend", f"{HOST}:{replica.port}"],
+                           ready_timeout=10.0)
+        self.addCleanup(lambda: lb.stop(signal.SIGTERM, timeout=10))
+        harness.wait_until(lambda: self._serves_on(lb.port), 15.0, "ringlb to serve /home")
+        with Connection(lb.port) as conn:
+            conn.send(b"POST /sink HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: 4096\r\n\r\n")
+            self.assertEqual(conn.read_response("POST").status, 100)
+            conn.send(b"x" * 4096)
+            final = conn.read_response("POST")
+            self.assertEqual((final.status, final.body), (200, b'{"bytes": 4096}'))
+
+    def _serves_on(self, port):
+        try:
+            return harness.request(port, "GET", "/home").status == 200
+        except (OSError, AssertionError):
+            return False
+
     def test_interim_responses_per_client_version(self):
         self.rec.responder = lambda req: (b"HTTP/1.1 100 Continue\r\n\r\n"
                                           b"HTTP/1.1 102 Processing\r\nX-Step: 1\r\n\r\n" + ok(b"done"))
