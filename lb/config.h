@@ -58,6 +58,9 @@ struct Config {
   uint32_t admin_body_limit = 64 * 1024;
   uint32_t pool_idle_max = 64;  // idle keep-alive upstream connections kept per replica
   std::string log_level = "info";
+  // Shutdown: remove (default) stops every replica the pool owns; keep leaves the counted Docker
+  // replicas running for the next load balancer of the pool to adopt (same names and ring ids).
+  bool on_exit_keep = false;
 };
 
 // Parses environment then argv into *cfg. Returns 0, 1 after printing --help, or 2 after printing one

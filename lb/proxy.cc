@@ -53,7 +53,7 @@ UpstreamConn* up_of(HttpConn* c) { return reinterpret_cast<UpstreamConn*>(c); }
 
 void dispatch(ClientConn* c);
 void respond_local(ClientConn* c, int status, const std::string& body,
-                   std::string_view type = "application/json");
+                   std::string_view type = "application/json", std::string_view extra = {});
 
 // --- active exchanges (timeouts) ---------------------------------------------------------------
 
@@ -415,10 +415,12 @@ void fill_peer(ClientConn* c) {
 // --- client side -------------------------------------------------------------------------------
 
 bool is_admin_path(std::string_view path) {
-  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz";
+  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
+         path == "/readyz";
 }
 
-void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type) {
+void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type,
+                   std::string_view extra) {
   if (c->resp_started && !c->swallow) {  // a response is already on its way: it cannot be replaced
     http_conn_close(&c->conn, true);
     return;
@@ -428,7 +430,7 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
   c->resp_started = true;
   if (http_server_stopping(&c->proxy->server)) c->keep_alive = false;
   c->out.clear();
-  http_append_response(&c->out, status, type, body, c->keep_alive);
+  http_append_response(&c->out, status, type, body, c->keep_alive, extra);
   if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
   metrics_response(&c->proxy->metrics, status);
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
@@ -630,11 +632,11 @@ std::string proxy_error_json(const std::string& text) {
 }
 
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type) {
+                   std::string_view content_type, std::string_view extra) {
   if (!*ref.alive) return;
   ClientConn* c = ref.conn;
   if (c->conn.closing || c->resp_started) return;
-  respond_local(c, status, body, content_type);
+  respond_local(c, status, body, content_type, extra);
 }
 
 int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std::string* err) {
