@@ -638,11 +638,11 @@ void registry_close(Registry* reg, bool keep_counted, std::function<void()> on_c
   reg->ring_members.clear();
   reg->skip.clear();
   for (Replica* r : list) {
+    bool keep = keep_counted && r->counts;
     r->removed = true;
     r->counts = false;
     health_stop(r);
     upstream_pool_reap(r, UINT64_MAX);
-    bool keep = keep_counted && r->counts;
     if (keep && !r->inst.id.empty())
       LOG_INFO("replica %s: left running for the next load balancer (--on-exit keep, ring id %u)",
                r->name.c_str(), r->ring_id);
