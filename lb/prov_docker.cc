@@ -20,7 +20,6 @@ static const char kLabelPool[] = "ringlb.pool";
 static const char kLabelRingId[] = "ringlb.ring-id";
 static const char kLabelPort[] = "ringlb.port";
 static const uint16_t kBridgePort = 5000;
-static const long kCallTimeoutMs = 15000;  // create, start, inspect, list, remove
 static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
 static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
 static const int kEventsRetryMaxMs = 30000;
@@ -181,7 +180,7 @@ static bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
 static void remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
   quiet_add(p, id);
   docker_api_call(p->api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
-                  nullptr, kCallTimeoutMs, std::move(cb));
+                  nullptr, p->cfg.call_timeout_ms, std::move(cb));
 }
 
 static bool removed_ok(const DockerReply& r) {
@@ -365,7 +364,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
     p->starting[op->inst.id] = op;
     if (p->closing) return start_cancelled(op);
     docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
-                    kCallTimeoutMs, [op](const DockerReply& rr) { on_start_answered(op, rr); });
+                    p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
     return;
   }
   if (p->closing) return start_cancelled(op);
@@ -378,13 +377,13 @@ static void on_created(StartOp* op, const DockerReply& r) {
     op->status = st;
     op->error = err;
     docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
-                    nullptr, kCallTimeoutMs,
+                    nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_create_lost_inspected(op, rr); });
     return;
   }
   if (r.status == 0 && r.http_status == 409) {
     docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
-                    nullptr, kCallTimeoutMs,
+                    nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
   }
@@ -421,7 +420,7 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
 static void start_create(StartOp* op) {
   json_t* body = create_body(op->p, op);
   docker_api_call(op->p->api, "POST", "/containers/create?name=" + docker_url_escape(op->spec.name),
-                  body, kCallTimeoutMs, [op](const DockerReply& r) { on_created(op, r); });
+                  body, op->p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }
 
@@ -595,7 +594,7 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string name = inst.name;
   docker_api_call(api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
-                  nullptr, kCallTimeoutMs, [this, name, to, cb](const DockerReply& r) {
+                  nullptr, cfg.call_timeout_ms, [this, name, to, cb](const DockerReply& r) {
                     // 404: the container is gone already, so the name is free as well.
                     if (r.status == 0 && (r.http_status == 204 || r.http_status == 404)) {
                       LOG_INFO("docker: replica %s renamed %s while it drains", name.c_str(), to.c_str());
@@ -688,7 +687,7 @@ void ProvDocker::list(ProvListCb cb) {
   op->p = this;
   op->cb = std::move(cb);
   docker_api_call(api, "GET", "/containers/json?all=1&filters=" + label_filter(this), nullptr,
-                  kCallTimeoutMs, [op](const DockerReply& r) { on_listed(op, r); });
+                  cfg.call_timeout_ms, [op](const DockerReply& r) { on_listed(op, r); });
 }
 
 // ---- events: die/destroy of the pool's containers, reported through on_exit ----
