@@ -107,7 +107,8 @@ void handle_add(Proxy* p, const ClientRef& client, const std::string& body) {
   // Admission counts every member the ring will hold: the committed replicas and those of /add
   // requests still in progress (two concurrent /add must not both fit in the same room).
   size_t current = registry_members(reg);
-  if (static_cast<unsigned long long>(n) > p->cfg->max_replicas - current) {
+  if (current >= p->cfg->max_replicas ||
+      static_cast<unsigned long long>(n) > p->cfg->max_replicas - current) {
     size_t pending = current - registry_counted(reg).size();
     fail(p, client, 400, "adding " + std::to_string(n) + " replicas to " + std::to_string(current) +
                              (pending ? " (" + std::to_string(pending) + " of them still starting)" : "") +

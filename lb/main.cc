@@ -166,6 +166,16 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   setenv("UV_THREADPOOL_SIZE", "8", 0);  // Docker calls run on the threadpool; leave room for DNS
   d.loop = uv_default_loop();
+  // Signals are caught from here on: one that arrives while the provisioner pings the engine or the
+  // replicas are listed waits for the loop instead of killing the daemon (exit -15, nothing
+  // logged). on_signal runs only inside uv_run, once everything below is set up.
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sigint);
+  uv_signal_init(d.loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_signal, SIGHUP);
 
   std::string err;
   d.prov = make_provisioner(&d, argv[0], &err);
@@ -178,13 +188,6 @@ int main(int argc, char** argv) {
     fprintf(stderr, "ringlb: %s\n", err.c_str());
     return 1;
   }
-  uv_signal_init(d.loop, &d.sigterm);
-  uv_signal_init(d.loop, &d.sigint);
-  uv_signal_init(d.loop, &d.sighup);
-  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
-  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-  uv_signal_start(&d.sigint, on_signal, SIGINT);
-  uv_signal_start(&d.sighup, on_signal, SIGHUP);
   LOG_INFO("ringlb: %s provisioner, %s ring, %u replicas", d.prov->kind(), ring_mode_name(d.cfg.ring.mode),
            d.cfg.provisioner == ProvKind::static_list ? static_cast<unsigned>(d.cfg.backends.size())
                                                       : d.cfg.replicas);
