@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <set>
 
+#include "lb/admin_json.h"
 #include "lb/log.h"
 
 namespace {
@@ -22,71 +23,26 @@ void fail(Proxy* p, const ClientRef& client, int status, const std::string& text
   proxy_respond(client, status, proxy_error_json(text));
 }
 
-// Parses {"n": <int>, "hostnames": [<str>, ...]} (hostnames optional). Returns false after answering
-// the client with the reason.
+// Parses {"n": <int>, "hostnames": [<str>, ...]} (hostnames optional; admin_json.h). Returns false
+// after answering the client with the reason.
 bool parse_n_hostnames(Proxy* p, const ClientRef& client, const std::string& body, long long* n,
                        std::vector<std::string>* names) {
-  json_error_t jerr;
-  json_t* root = json_loadb(body.data(), body.size(), JSON_REJECT_DUPLICATES, &jerr);
-  if (root == nullptr) {
-    fail(p, client, 400, std::string("body is not valid JSON: ") + jerr.text + " at line " +
-                             std::to_string(jerr.line) + ", column " + std::to_string(jerr.column));
+  AdminBody parsed;
+  AdminJsonError err;
+  if (!admin_json_parse(body, &parsed, &err)) {
+    fail(p, client, err.status, err.text);
     return false;
   }
-  struct Guard { json_t* j; ~Guard() { json_decref(j); } } guard{root};
-  if (!json_is_object(root)) {
-    fail(p, client, 400, "body must be a JSON object like {\"n\": 1, \"hostnames\": [\"S1\"]}");
-    return false;
-  }
-  json_t* jn = json_object_get(root, "n");
-  if (jn == nullptr) {
-    fail(p, client, 400, "\"n\" is missing: give the number of replicas as a positive integer");
-    return false;
-  }
-  if (!json_is_integer(jn) || json_integer_value(jn) <= 0) {
-    fail(p, client, 400, "\"n\" must be a positive integer");
-    return false;
-  }
-  *n = json_integer_value(jn);
-  json_t* jh = json_object_get(root, "hostnames");
-  if (jh != nullptr && !json_is_null(jh)) {
-    if (!json_is_array(jh)) {
-      fail(p, client, 400, "\"hostnames\" must be a list of names");
-      return false;
-    }
-    size_t i;
-    json_t* v;
-    json_array_foreach(jh, i, v) {
-      if (!json_is_string(v)) {
-        fail(p, client, 400, "\"hostnames\" must contain only strings");
-        return false;
-      }
-      names->push_back(json_string_value(v));
-    }
-  }
-  const char* key;
-  json_t* value;
-  json_object_foreach(root, key, value) {
-    if (strcmp(key, "n") != 0 && strcmp(key, "hostnames") != 0) {
-      fail(p, client, 400, std::string("unknown field \"") + key + "\" (expected n and hostnames)");
-      return false;
-    }
-  }
+  *n = parsed.n;
+  *names = std::move(parsed.names);
   return true;
 }
 
 bool check_names(Proxy* p, const ClientRef& client, const std::vector<std::string>& names) {
-  std::set<std::string> seen;
-  for (const std::string& name : names) {
-    if (!registry_valid_name(name)) {
-      fail(p, client, 400, "'" + name + "' is not a valid replica name: use 1 to 63 of [A-Za-z0-9_.-], "
-                           "starting with a letter or digit");
-      return false;
-    }
-    if (!seen.insert(name).second) {
-      fail(p, client, 400, "'" + name + "' is named twice");
-      return false;
-    }
+  AdminJsonError err;
+  if (!admin_json_check_names(names, &err)) {
+    fail(p, client, err.status, err.text);
+    return false;
   }
   return true;
 }
