@@ -23,6 +23,8 @@
 #include <cstring>
 #include <string>
 
+#include <sys/resource.h>
+
 #include <uv.h>
 
 #include "lb/config.h"
@@ -129,6 +131,22 @@ LogLevel parse_level(const std::string& s) {
 
 Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err);
 
+// Raises the soft RLIMIT_NOFILE to the hard limit (the default soft limit, often 1024, is what runs
+// out under many idle clients) and returns the limit now in force, for the --max-conns default.
+uint64_t raise_fd_limit() {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+    else LOG_WARN("cannot raise the open-file limit from %llu to %llu",
+                  static_cast<unsigned long long>(rl.rlim_cur),
+                  static_cast<unsigned long long>(rl.rlim_max));
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<uint64_t>(rl.rlim_cur);
+}
+
 }  // namespace
 
 // The Docker provisioner lives in its own library; main links it through this hook.
@@ -164,6 +182,10 @@ int main(int argc, char** argv) {
   if (rc != 0) return rc;
   log_set_level(parse_level(d.cfg.log_level));
   signal(SIGPIPE, SIG_IGN);
+  uint64_t fd_limit = raise_fd_limit();
+  if (d.cfg.max_conns == 0) d.cfg.max_conns = config_default_max_conns(d.cfg, fd_limit);
+  LOG_INFO("open-file limit %llu: at most %u client connections",
+           static_cast<unsigned long long>(fd_limit), d.cfg.max_conns);
   setenv("UV_THREADPOOL_SIZE", "8", 0);  // Docker calls run on the threadpool; leave room for DNS
   d.loop = uv_default_loop();
   // Signals are caught from here on: one that arrives while the provisioner pings the engine or the

@@ -25,11 +25,13 @@ struct Proxy {
   HttpServer server;        // clients (and admin routes unless --admin-listen)
   HttpServer admin_server;  // --admin-listen
   bool admin_separate = false;
-  uv_timer_t sweep;         // upstream connect and response timeouts
+  uv_timer_t sweep;         // exchange timeouts: connect, request body, response, response body
   ClientConn* active = nullptr;  // exchanges waiting on a replica, for the sweep
   std::mt19937_64 rng;
   Metrics metrics;
   int open = 0;  // servers and timers not yet closed
+  bool full_logged = false;   // --max-conns was reached and said so
+  uint64_t full_logged_at = 0;
   std::function<void()> on_stopped;
 };
 
