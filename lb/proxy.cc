@@ -547,7 +547,8 @@ void fill_peer(ClientConn* c) {
 // --- client side -------------------------------------------------------------------------------
 
 bool is_admin_path(std::string_view path) {
-  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz";
+  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
+         path == "/readyz";
 }
 
 void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type,
@@ -880,11 +881,11 @@ std::string proxy_error_json(const std::string& text) {
 }
 
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type) {
+                   std::string_view content_type, std::string_view extra) {
   if (!*ref.alive) return;
   ClientConn* c = ref.conn;
   if (c->conn.closing || c->resp_started) return;
-  respond_local(c, status, body, content_type);
+  respond_local(c, status, body, content_type, extra);
 }
 
 int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std::string* err) {
