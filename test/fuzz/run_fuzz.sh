@@ -7,6 +7,8 @@
 set -eu
 exe=$1 seeds=$2 work=$3
 mkdir -p "$work/corpus" "$work/artifacts"
-"$exe" -max_total_time="${FUZZ_SECONDS:-20}" -timeout="${FUZZ_TIMEOUT:-20}" -max_len=4096 \
+dict=$(dirname "$0")/http.dict
+case "$(basename "$exe")" in fuzz_admin) dict=$(dirname "$0")/json.dict ;; esac
+"$exe" -dict="$dict" -max_total_time="${FUZZ_SECONDS:-20}" -timeout="${FUZZ_TIMEOUT:-20}" -max_len=4096 \
   -error_exitcode=1 -timeout_exitcode=1 -print_final_stats=1 \
   -artifact_prefix="$work/artifacts/" "$work/corpus" "$seeds"
