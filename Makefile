@@ -62,11 +62,11 @@ test-fuzz:
 	@$(MAKE) --no-print-directory fuzz-suite ; python3 test/summary.py $(FUZZ_BUILD)/meson-logs/testlog.json
 
 # Each fuzz target for FUZZ_SECONDS (default 300), one after the other, growing the scratch corpus in
-# build-fuzz/test/fuzz/<target>/corpus; crashes land in .../artifacts. Fails when any target failed.
+# build-fuzz/test/fuzz/<target>.work/corpus; crashes land in .../artifacts. Fails when any target failed.
 fuzz: fuzz-build
 	@fail=0; for t in $(FUZZ_TARGETS); do \
 	  FUZZ_SECONDS=$(FUZZ_SECONDS) test/fuzz/run_fuzz.sh $(FUZZ_BUILD)/test/fuzz/$$t test/fuzz/corpus/$$t \
-	    $(FUZZ_BUILD)/test/fuzz/$$t || { echo "fuzz: $$t FAILED" >&2; fail=1; }; \
+	    $(FUZZ_BUILD)/test/fuzz/$$t.work || { echo "fuzz: $$t FAILED" >&2; fail=1; }; \
 	done; exit $$fail
 
 # The load balancer with three local replica processes on port 5000 (no Docker needed).
