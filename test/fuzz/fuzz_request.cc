@@ -184,7 +184,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t len) {
   World* w = world_start(answer, &run);
   w->on_client_connected = on_connected;
   world_client_connect(w);
-  if (!world_run_client(w, 1500))
+  bool finished = world_run_client(w, 1500);
+  if (w->client_failed) {
+    world_stop(w);
+    return 0;
+  }
+  if (!finished)
     fuzz_breach(w, data, len, "the LB left the half-closed client open with nothing moving for 1.5 s");
   uint64_t completed = world_replica_requests(w);
   uint64_t heads = w->proxy.metrics.requests;

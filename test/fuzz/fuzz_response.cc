@@ -130,6 +130,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t len) {
   w->on_client_data = on_data;
   world_client_connect(w);
   bool finished = world_run_client(w, 1500);
+  if (w->client_failed) {
+    world_stop(w);
+    return 0;
+  }
   // The LB's close completes a close-delimited response; a response it cut short stays incomplete.
   if (!run.error && w->client_eof && run.finals < 2) llhttp_finish(&run.parser);
   if (run.error && run.finals >= 1 && !run.keep_alive1)

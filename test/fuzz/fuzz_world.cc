@@ -90,9 +90,8 @@ int up_on_message_complete(llhttp_t* p) {
   World* w = u->w;
   std::string out;
   bool shutdown_after = false;
-  if (u->id < 0) {  // a heartbeat probe
+  if (u->id < 0) {  // a heartbeat probe: the probe closes first (the connection ends on its side)
     out = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    shutdown_after = true;
   } else {
     UpRequest& r = w->up_reqs[u->cur];
     r.method = static_cast<llhttp_method_t>(p->method);
@@ -216,8 +215,12 @@ void client_on_connect(uv_connect_t* req, int status) {
   World* w = static_cast<World*>(req->data);
   w->progress++;
   if (status != 0) {
-    fprintf(stderr, "fuzz: cannot connect to the LB: %s\n", uv_strerror(status));
-    abort();
+    // Local ports ran out (EADDRNOTAVAIL on a machine busy with other connections): the input is
+    // skipped, not reported, since the LB was never exercised.
+    fprintf(stderr, "fuzz: cannot connect to the LB (%s): input skipped\n", uv_strerror(status));
+    w->client_failed = true;
+    world_client_close(w);
+    return;
   }
   uv_read_start(reinterpret_cast<uv_stream_t*>(&w->client), client_on_alloc, client_on_read);
   if (w->on_client_connected) w->on_client_connected(w);
@@ -300,16 +303,32 @@ World* world_start(AnswerFn answer, void* ctx) {
   w->ctx = ctx;
   if (uv_loop_init(&w->loop) != 0) abort();
 
-  uv_tcp_init(&w->loop, &w->up_listener);
-  w->up_listener.data = w;
+  // Thousands of inputs a minute leave sockets in TIME_WAIT, and a port with one on its listening
+  // side cannot be chosen by bind(port 0) or connect() for a minute: with a new upstream port per
+  // input the ephemeral range ran out after a few minutes (connect failed). So the world avoids
+  // TIME_WAIT on listening ports (the client closes with a reset, the heartbeat probe closes first),
+  // and the upstream, which half-closes in the response target, listens on the same port for every
+  // input (SO_REUSEADDR, libuv's default, allows it), falling back to a fresh one if it was taken.
+  static uint16_t up_port = 0;
   struct sockaddr_in addr;
-  uv_ip4_addr("127.0.0.1", 0, &addr);
-  if (uv_tcp_bind(&w->up_listener, reinterpret_cast<struct sockaddr*>(&addr), 0) != 0 ||
-      uv_listen(reinterpret_cast<uv_stream_t*>(&w->up_listener), 128, up_on_connection) != 0) {
-    fprintf(stderr, "fuzz: the upstream cannot listen on 127.0.0.1\n");
+  int rc = -1;
+  for (int attempt = 0; attempt < 2 && rc != 0; attempt++) {
+    if (attempt > 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&w->up_listener), nullptr);
+      uv_run(&w->loop, UV_RUN_NOWAIT);
+      up_port = 0;
+    }
+    uv_tcp_init(&w->loop, &w->up_listener);
+    w->up_listener.data = w;
+    uv_ip4_addr("127.0.0.1", up_port, &addr);
+    rc = uv_tcp_bind(&w->up_listener, reinterpret_cast<struct sockaddr*>(&addr), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&w->up_listener), 128, up_on_connection);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "fuzz: the upstream cannot listen on 127.0.0.1: %s\n", uv_strerror(rc));
     abort();
   }
-  w->up_port = port_of(&w->up_listener);
+  w->up_port = up_port = port_of(&w->up_listener);
 
   // Timeouts short enough that nothing legitimate outlives a run, long enough for a loaded machine.
   Config& c = w->cfg;
@@ -352,9 +371,13 @@ void world_client_connect(World* w) {
   w->client_connect.data = w;
   struct sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", w->lb_port, &addr);
-  if (uv_tcp_connect(&w->client_connect, &w->client, reinterpret_cast<struct sockaddr*>(&addr),
-                     client_on_connect) != 0)
-    abort();
+  int rc = uv_tcp_connect(&w->client_connect, &w->client, reinterpret_cast<struct sockaddr*>(&addr),
+                          client_on_connect);
+  if (rc != 0) {
+    fprintf(stderr, "fuzz: cannot connect to the LB (%s): input skipped\n", uv_strerror(rc));
+    w->client_failed = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->client), client_on_closed);
+  }
 }
 
 void world_client_write(World* w, const char* data, size_t len) {
@@ -367,10 +390,12 @@ void world_client_shutdown(World* w) {
   stream_shutdown(reinterpret_cast<uv_stream_t*>(&w->client));
 }
 
+// With a reset: the client has read what it wanted (or the LB's end), and a reset leaves no TIME_WAIT
+// socket on the LB's listening port (see world_start).
 void world_client_close(World* w) {
   uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&w->client);
   if (!w->client_open || uv_is_closing(h)) return;
-  uv_close(h, client_on_closed);
+  if (uv_tcp_close_reset(&w->client, client_on_closed) != 0) uv_close(h, client_on_closed);
 }
 
 bool world_run_client(World* w, uint64_t stall_ms) {

@@ -64,6 +64,7 @@ struct World {
   uv_connect_t client_connect;
   bool client_open = false;
   bool client_eof = false;  // the LB closed (EOF or reset)
+  bool client_failed = false;  // the client could not connect (no local port): skip the oracle
   std::string client_in;    // every byte the client received
   void (*on_client_connected)(World* w) = nullptr;
   void (*on_client_data)(World* w) = nullptr;  // after client_in grew
