@@ -58,6 +58,7 @@ fuzz-suite:
 	@$(MAKE) --no-print-directory fuzz-build && \
 	  FUZZ_SECONDS=$(FUZZ_CI_SECONDS) meson test -C $(FUZZ_BUILD) --suite fuzz --no-rebuild --print-errorlogs ; true
 
+# The fuzz suite alone (FUZZ_CI_SECONDS per target), with its own "N passed, N failed" line.
 test-fuzz:
 	@$(MAKE) --no-print-directory fuzz-suite ; python3 test/summary.py $(FUZZ_BUILD)/meson-logs/testlog.json
 
