@@ -7,6 +7,8 @@
 #      about ROUNDS x 2 x (WARMUP + DURATION + 1) s, 80 s with its defaults
 #   3. bench/instructions.sh: their instructions per request under callgrind; about a minute
 #   4. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX; see its header for its time
+#   5. bench/hostile.sh: the non-reading pipeliner and the fd attack against the same three LBs
+#      (issue 10); about 5 minutes
 # Each step is bounded by a timeout (STEP_TIMEOUT seconds, default 1200). A failing step is
 # reported and the others still run; the exit status is 1 when any failed. The experiments A-1..A-4
 # are bench/analysis.sh (`make analysis`).
@@ -30,6 +32,7 @@ fi
 step replica_vs_nginx bash bench/replica_vs_nginx.sh "$build"
 step instructions bash bench/instructions.sh "$build"
 step peers bash bench/peers/peers.sh "$build"
+step hostile bash bench/hostile.sh "$build"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench: failed: ${failed[*]}" >&2

@@ -35,6 +35,41 @@ std::string parse_bool(const std::string& v, bool* out) {
   return "";
 }
 
+// "connect-failure,empty-response": a comma-separated list of RetryOn names, or "none".
+std::string parse_retry_on(const std::string& v, uint8_t* out) {
+  static const struct {
+    const char* name;
+    uint8_t bit;
+  } kNames[] = {{"connect-failure", RETRY_CONNECT_FAILURE},
+                {"empty-response", RETRY_EMPTY_RESPONSE},
+                {"junk-response", RETRY_JUNK_RESPONSE},
+                {"response-timeout", RETRY_RESPONSE_TIMEOUT}};
+  const std::string why =
+      "must be none or a comma-separated list of connect-failure, empty-response, junk-response, "
+      "response-timeout";
+  if (v == "none") {
+    *out = 0;
+    return "";
+  }
+  uint8_t bits = 0;
+  size_t start = 0;
+  while (true) {
+    size_t comma = v.find(',', start);
+    std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    bool known = false;
+    for (const auto& n : kNames)
+      if (one == n.name) {
+        bits |= n.bit;
+        known = true;
+      }
+    if (!known) return one.empty() ? why : why + " ('" + one + "' is none of them)";
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  *out = bits;
+  return "";
+}
+
 #define U32(field, lo, hi) [](Config* c, const std::string& v) { return parse_u32(v, lo, hi, &c->field); }
 #define STR(field) [](Config* c, const std::string& v) { c->field = v; return std::string(); }
 #define BOOL(field) [](Config* c, const std::string& v) { return parse_bool(v, &c->field); }
@@ -164,7 +199,24 @@ const std::vector<Option>& options() {
       {"drain-timeout", "MS", "longest wait for in-flight requests of a removed replica (default 10000)",
        U32(drain_timeout_ms, 0, 3600000)},
       {"admin-body-limit", "BYTES", "largest admin request body (default 65536)", U32(admin_body_limit, 64, 1u << 24)},
+      {"body-timeout", "MS",
+       "idle time allowed between request or response body bytes; then 408 or a cut (default 10000)",
+       U32(body_timeout_ms, 10, 3600000)},
+      {"retry-on", "LIST",
+       "failures retried on the next replica: comma-separated connect-failure, empty-response, "
+       "junk-response, response-timeout, or none (default connect-failure,empty-response)",
+       [](Config* c, const std::string& v) { return parse_retry_on(v, &c->retry_on); }},
+      {"max-conns", "N", "most client connections at once (default: from the fd limit)",
+       U32(max_conns, 1, 100000000)},
       {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000)},
+      {"on-exit", "remove|keep",
+       "at exit stop the replicas (remove, default) or leave Docker replicas for the next LB (keep)",
+       [](Config* c, const std::string& v) {
+         if (v == "remove") c->on_exit_keep = false;
+         else if (v == "keep") c->on_exit_keep = true;
+         else return std::string("must be remove or keep");
+         return std::string();
+       }},
       {"log-level", "LEVEL", "debug, info (default), warn or error",
        [](Config* c, const std::string& v) {
          if (v != "debug" && v != "info" && v != "warn" && v != "error")
@@ -254,6 +306,11 @@ int config_parse(int argc, char** argv, Config* cfg) {
       for (uint32_t m = cfg->ring.slots; m > 1; m >>= 1) k++;
     if (k > 0 && cfg->max_replicas > cfg->ring.slots / k) cfg->max_replicas = cfg->ring.slots / k;
   }
+  if (cfg->on_exit_keep && cfg->provisioner == ProvKind::process) {
+    // Process replicas end with their parent (--die-with-parent): nothing could adopt them.
+    fprintf(stderr, "ringlb: --on-exit keep needs --provisioner docker (process replicas end with the LB)\n");
+    return 2;
+  }
   if (cfg->provisioner == ProvKind::static_list && cfg->backends.size() > cfg->max_replicas)
     cfg->max_replicas = static_cast<uint32_t>(cfg->backends.size());
   if (cfg->provisioner != ProvKind::static_list && cfg->replicas > cfg->max_replicas) {
@@ -268,4 +325,21 @@ int config_parse(int argc, char** argv, Config* cfg) {
     return 2;
   }
   return 0;
+}
+
+// Descriptors that are not client connections: 64 for the process itself (stdio, epoll, the loop's
+// signal and async pipes, listeners, the log, the provisioner's pipes and Docker API sockets) plus
+// one heartbeat per replica the pool may reach. Of the rest, half go to clients and half to their
+// upstream connections (one each while an exchange runs), so a full house of clients still leaves
+// every heartbeat and upstream connect its descriptor. Idle pooled upstream connections are not
+// reserved for: under pressure they yield (a connect that finds no descriptor is a local error,
+// answered 503, and blames no replica).
+uint32_t config_default_max_conns(const Config& cfg, uint64_t fd_limit) {
+  uint64_t reserve = 64 + cfg.max_replicas;
+  if (cfg.provisioner == ProvKind::static_list && cfg.backends.size() > cfg.max_replicas)
+    reserve = 64 + cfg.backends.size();
+  uint64_t n = fd_limit > reserve ? (fd_limit - reserve) / 2 : 1;
+  if (n < 1) n = 1;
+  if (n > 100000000) n = 100000000;
+  return static_cast<uint32_t>(n);
 }

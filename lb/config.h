@@ -13,6 +13,14 @@ enum class HashKey : uint8_t { rid, path, ip, header, cookie };
 enum class ProvKind : uint8_t { process, docker, static_list };
 enum class HealName : uint8_t { random, same };
 
+// --retry-on: the upstream failure classes that may be retried on the next replica.
+enum RetryOn : uint8_t {
+  RETRY_CONNECT_FAILURE = 1,   // the connect was refused, reset or timed out
+  RETRY_EMPTY_RESPONSE = 2,    // the replica closed or reset the connection before any response byte
+  RETRY_JUNK_RESPONSE = 4,     // the replica's response was malformed
+  RETRY_RESPONSE_TIMEOUT = 8,  // no response head within --upstream-timeout
+};
+
 struct Config {
   // Listening and admin.
   std::string listen = "0.0.0.0:5000";
@@ -57,9 +65,26 @@ struct Config {
   uint32_t drain_timeout_ms = 10000;
   uint32_t admin_body_limit = 64 * 1024;
   uint32_t pool_idle_max = 64;  // idle keep-alive upstream connections kept per replica
+  // Idle time allowed between body bytes, both ways: a client that stalls mid-upload gets 408, a
+  // replica that stalls mid-response is cut (and so is a client that stops reading its response).
+  uint32_t body_timeout_ms = 10000;
+  // Which upstream failures before a response may go to the next replica (RetryOn bits). Default as
+  // HAProxy's: connect failures and empty responses; a response timeout is answered 504 at once.
+  uint8_t retry_on = 0x3;
+  // Most client connections open at once; past it the listener is not polled (the kernel's backlog
+  // holds the rest). 0 until main derives it from the fd limit (config_default_max_conns).
+  uint32_t max_conns = 0;
   std::string log_level = "info";
+  // Shutdown: remove (default) stops every replica the pool owns; keep leaves the counted Docker
+  // replicas running for the next load balancer of the pool to adopt (same names and ring ids).
+  bool on_exit_keep = false;
 };
 
 // Parses environment then argv into *cfg. Returns 0, 1 after printing --help, or 2 after printing one
 // line naming the invalid option.
 int config_parse(int argc, char** argv, Config* cfg);
+
+// The --max-conns default for a process whose soft RLIMIT_NOFILE is fd_limit: every client
+// connection may hold one upstream connection, so clients get half of what is left after a reserve
+// for the rest (see config.cc). At least 1.
+uint32_t config_default_max_conns(const Config& cfg, uint64_t fd_limit);

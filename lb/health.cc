@@ -1,6 +1,8 @@
 #include "lb/health.h"
 
 #include "lb/http/http_conn.h"
+#include "lb/log.h"
+#include "lb/upstream.h"
 
 namespace {
 
@@ -23,14 +25,30 @@ void probe_closed(Probe* pr) {
 
 void on_timer_closed(uv_handle_t* h) { probe_closed(static_cast<Probe*>(h->data)); }
 
-void probe_finish(Probe* pr, bool ok, const char* cause) {
+enum class Result : uint8_t { ok, failed, inconclusive };
+
+// Ends the probe once. An inconclusive probe (this process could not make one: no descriptor, no
+// buffer, no memory) reports nothing, so it neither counts toward --fall nor toward --rise.
+void probe_finish(Probe* pr, Result result, const char* cause) {
   if (pr->done) return;
   pr->done = true;
   Replica* r = pr->replica;
   r->hb_probe_running = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&pr->timer), on_timer_closed);
   http_conn_close(&pr->conn);
+  if (result == Result::inconclusive) {
+    LOG_DEBUG("heartbeat of %s inconclusive: %s (a local error, not the replica's)", r->name.c_str(),
+              cause);
+    return;
+  }
+  bool ok = result == Result::ok;
   if (!r->removed && r->hb_timer_open) registry_heartbeat_result(r, ok, ok ? "" : cause);
+}
+
+// A failed probe: inconclusive for a local resource error, a failure otherwise.
+void probe_fail(Probe* pr, int err) {
+  probe_finish(pr, upstream_local_error(err) ? Result::inconclusive : Result::failed,
+               err == HTTP_E_PARSE ? "malformed heartbeat answer" : uv_err_name(err));
 }
 
 Probe* probe_of(HttpConn* c) { return reinterpret_cast<Probe*>(c); }
@@ -40,32 +58,33 @@ void on_body(HttpConn*, const char*, size_t) {}
 HttpNext on_message_end(HttpConn* c) {
   int status = c->head.status;
   if (status == 200) {
-    probe_finish(probe_of(c), true, "");
+    probe_finish(probe_of(c), Result::ok, "");
   } else {
     std::string cause = "heartbeat answered " + std::to_string(status);
     probe_of(c)->replica->last_cause = cause;
-    probe_finish(probe_of(c), false, "heartbeat status");
+    probe_finish(probe_of(c), Result::failed, "heartbeat status");
   }
   return HttpNext::pause;
 }
-void on_error(HttpConn* c, int err) {
-  probe_finish(probe_of(c), false, err == HTTP_E_PARSE ? "malformed heartbeat answer" : uv_err_name(err));
-}
+void on_error(HttpConn* c, int err) { probe_fail(probe_of(c), err); }
 void on_close(HttpConn* c) { probe_closed(probe_of(c)); }
 
 const HttpConnHandlers kHandlers = {on_head, on_body, on_message_end, on_error, nullptr, on_close};
 
-void on_timeout(uv_timer_t* t) { probe_finish(static_cast<Probe*>(t->data), false, "heartbeat timeout"); }
+void on_timeout(uv_timer_t* t) {
+  probe_finish(static_cast<Probe*>(t->data), Result::failed, "heartbeat timeout");
+}
 
 void on_connect(uv_connect_t* req, int status) {
   Probe* pr = static_cast<Probe*>(req->data);
   if (pr->done) return;
   if (status != 0) {
-    probe_finish(pr, false, uv_err_name(status));
+    probe_fail(pr, status);
     return;
   }
-  if (http_conn_write(&pr->conn, kRequest, sizeof kRequest - 1) != 0 || http_conn_start(&pr->conn) != 0)
-    probe_finish(pr, false, "write failed");
+  int rc = http_conn_write(&pr->conn, kRequest, sizeof kRequest - 1);
+  if (rc == 0) rc = http_conn_start(&pr->conn);
+  if (rc != 0) probe_fail(pr, rc);
 }
 
 void probe_start(Replica* r) {
@@ -74,7 +93,7 @@ void probe_start(Replica* r) {
   pr->replica = r;
   replica_ref(r);
   if (http_conn_init(r->reg->loop, &pr->conn, HTTP_RESPONSE, &kHandlers, 4096) != 0) {
-    replica_unref(r);
+    replica_unref(r);  // no memory for a probe: no result either way
     delete pr;
     return;
   }
@@ -85,7 +104,7 @@ void probe_start(Replica* r) {
   pr->connect_req.data = pr;
   int rc = uv_tcp_connect(&pr->connect_req, &pr->conn.tcp, reinterpret_cast<sockaddr*>(&r->addr),
                           on_connect);
-  if (rc != 0) probe_finish(pr, false, uv_err_name(rc));
+  if (rc != 0) probe_fail(pr, rc);  // EMFILE here: the socket could not be created
 }
 
 void on_tick(uv_timer_t* t) { probe_start(static_cast<Replica*>(t->data)); }

@@ -18,6 +18,20 @@ struct ClientConn {
   std::string xff_line;  // "X-Forwarded-For: PEER_IP\r\n", the line added when the client sent none
   // The exchange.
   enum class Kind : uint8_t { none, admin, proxied } kind = Kind::none;
+  // What the exchange's deadline waits for, and so whose fault it is when it passes (see
+  // exchange_timeout, the one place that acts on it). At most one wait at a time; none while the
+  // exchange waits on nothing the proxy can time (an admin action in progress, between requests).
+  enum class Wait : uint8_t {
+    none,
+    connect,        // the upstream connect (--connect-timeout): the replica's fault
+    request_body,   // body bytes from the client, or the upstream taking the ones it has
+                    // (--body-timeout, idle): the client's fault (408) unless the replica stopped
+                    // reading the request
+    response,       // the response head, once the whole request was written (--upstream-timeout):
+                    // the replica's fault (504)
+    response_body,  // the next response body bytes, or the client reading those queued
+                    // (--body-timeout, idle): the replica's fault unless the client stopped reading
+  } wait = Wait::none;
   bool req_done = false;       // the request's last byte arrived
   bool resp_started = false;   // the first response byte went to the client: no more failover
   bool resp_done = false;
@@ -53,7 +67,23 @@ UpstreamConn* up_of(HttpConn* c) { return reinterpret_cast<UpstreamConn*>(c); }
 
 void dispatch(ClientConn* c);
 void respond_local(ClientConn* c, int status, const std::string& body,
-                   std::string_view type = "application/json");
+                   std::string_view type = "application/json", std::string_view extra = {});
+
+// Why an upstream attempt failed before its response started: decides the retry (--retry-on), the
+// blame (a passive strike) and the status the client gets.
+enum class Fail : uint8_t {
+  connect,  // refused, reset or timed out while connecting: strike; retried on connect-failure
+  empty,    // closed or reset before any response byte: strike once the client's request was
+            // complete (a replica may give up on a slow client); retried on empty-response
+  junk,     // a malformed response: strike; retried on junk-response
+  timeout,  // no response head in time after the whole request was written: strike; 504;
+            // retried on response-timeout
+  local,    // this process ran out of descriptors, buffers or memory: no strike, no retry, 503
+  dead,     // the replica was marked dead meanwhile: no strike; always retried when replayable
+};
+
+// The failure class of libuv error err met in an attempt whose ordinary class is usual.
+Fail fail_of(int err, Fail usual) { return upstream_local_error(err) ? Fail::local : usual; }
 
 // --- active exchanges (timeouts) ---------------------------------------------------------------
 
@@ -67,13 +97,31 @@ void active_add(ClientConn* c, uint64_t timeout_ms) {
   c->proxy->active = c;
 }
 
+// Off the active list: the exchange waits for nothing (wait becomes none).
 void active_remove(ClientConn* c) {
+  c->wait = ClientConn::Wait::none;
   if (!c->on_active) return;
   if (c->act_prev) c->act_prev->act_next = c->act_next;
   else c->proxy->active = c->act_next;
   if (c->act_next) c->act_next->act_prev = c->act_prev;
   c->on_active = false;
   c->act_prev = c->act_next = nullptr;
+}
+
+// Starts waiting for w, ms from now (a wait already running for w is pushed back: idle timeouts).
+void exchange_wait(ClientConn* c, ClientConn::Wait w, uint64_t ms) {
+  c->wait = w;
+  active_add(c, ms);
+}
+
+void exchange_unwait(ClientConn* c) { active_remove(c); }
+
+// Once the client's request is complete and its last byte was written to the replica's socket,
+// the response timeout starts: only now is a silent replica at fault.
+void request_sent_check(ClientConn* c) {
+  if (c->req_done && c->head_sent && c->up != nullptr && c->up->connected &&
+      c->up->conn.write_queued == 0 && !c->resp_started && c->wait != ClientConn::Wait::response)
+    exchange_wait(c, ClientConn::Wait::response, c->proxy->cfg->upstream_timeout_ms);
 }
 
 // --- upstream side -----------------------------------------------------------------------------
@@ -98,32 +146,54 @@ bool idempotent(llhttp_method_t m) {
          m == HTTP_DELETE;
 }
 
-// The current upstream failed before the response started. Retries on the same replica once when a
-// pooled connection turned out stale, else on the next replica clockwise while retries remain and the
-// request can be replayed; otherwise answers 502 (or 504 for a timeout).
-void upstream_failed(ClientConn* c, const char* cause, bool timeout) {
+// The current upstream failed before the response started (see Fail for the blame). Retries on the
+// same replica once when a pooled connection turned out stale, else on the next replica clockwise
+// while retries remain, --retry-on covers the class and the request can be replayed; otherwise
+// answers 502, 504 for a response timeout or 503 for a local resource error.
+void upstream_failed(ClientConn* c, const char* cause, Fail kind) {
   Proxy* p = c->proxy;
+  const Config* cfg = p->cfg;
   UpstreamConn* u = c->up;
   Replica* r = u->replica;
   bool reused = u->served > 0;
+  bool client_done = c->req_done;
   detach_upstream(c, false);
   p->metrics.upstream_failures++;
-  if (timeout) p->metrics.upstream_timeouts++;
+  if (kind == Fail::timeout) p->metrics.upstream_timeouts++;
   bool replayable = !c->head_sent || (idempotent(c->conn.head.method) && !c->body_sent);
   if (c->resp_started) {
     http_conn_close(&c->conn, true);
     return;
   }
-  if (reused && !timeout && replayable && !c->same_retry_used) {
+  if (kind == Fail::local) {
+    LOG_DEBUG("request to %s not sent: %s (a local resource error; the replica is not blamed)",
+             r->name.c_str(), cause);
+    respond_local(c, 503, proxy_error_json(std::string("the load balancer is out of resources (") +
+                                           cause + "); no replica is at fault"));
+    return;
+  }
+  if (reused && kind == Fail::empty && replayable && !c->same_retry_used) {
     c->same_retry_used = true;  // a kept-alive connection the replica had closed: not its fault
     c->head_sent = false;
     dispatch(c);
     return;
   }
-  r->failures++;
-  registry_passive_failure(r, cause);
+  bool blame = kind == Fail::connect || kind == Fail::junk || kind == Fail::timeout ||
+               (kind == Fail::empty && client_done);
+  if (blame) {
+    r->failures++;
+    registry_passive_failure(r, cause);
+  }
   c->tried.push_back(r->ring_id);
-  if (replayable && c->attempts < p->cfg->retries) {
+  uint8_t cls = kind == Fail::connect   ? RETRY_CONNECT_FAILURE
+                : kind == Fail::empty   ? RETRY_EMPTY_RESPONSE
+                : kind == Fail::junk    ? RETRY_JUNK_RESPONSE
+                : kind == Fail::timeout ? RETRY_RESPONSE_TIMEOUT
+                                        : 0xff;  // dead: the attempt never had a chance
+  // Retried only when another replica is there to take it: with every one tried, the client gets
+  // this failure's own status (504 after a timeout) rather than a generic 503.
+  if (replayable && (cfg->retry_on & cls) != 0 && c->attempts < cfg->retries &&
+      registry_pick(p->reg, c->pos, c->tried) != nullptr) {
     c->attempts++;
     p->metrics.retries++;
     c->head_sent = false;
@@ -131,7 +201,7 @@ void upstream_failed(ClientConn* c, const char* cause, bool timeout) {
     dispatch(c);
     return;
   }
-  if (timeout)
+  if (kind == Fail::timeout)
     respond_local(c, 504, proxy_error_json("replica '" + r->name + "' did not answer in time"));
   else
     respond_local(c, 502, proxy_error_json("replica '" + r->name + "' failed: " + cause));
@@ -147,10 +217,13 @@ void send_request(ClientConn* c) {
   if (!c->body_buf.empty()) c->body_sent = true;
   c->body_buf.clear();
   if (rc != 0) {
-    upstream_failed(c, uv_err_name(rc), false);
+    upstream_failed(c, uv_err_name(rc), fail_of(rc, Fail::empty));
     return;
   }
-  active_add(c, c->proxy->cfg->upstream_timeout_ms);
+  if (c->req_done && u->conn.write_queued == 0)
+    exchange_wait(c, ClientConn::Wait::response, c->proxy->cfg->upstream_timeout_ms);
+  else
+    exchange_wait(c, ClientConn::Wait::request_body, c->proxy->cfg->body_timeout_ms);
   http_conn_start(&u->conn);
   if (c->stopped_for_upstream && u->conn.write_queued < kHighWater) {
     c->stopped_for_upstream = false;
@@ -165,7 +238,7 @@ void on_up_connected(UpstreamConn* u, int status) {
     return;
   }
   if (status != 0) {
-    upstream_failed(c, uv_err_name(status), false);
+    upstream_failed(c, uv_err_name(status), fail_of(status, Fail::connect));
     return;
   }
   send_request(c);
@@ -265,7 +338,10 @@ void up_on_error(HttpConn* hc, int err) {
     return;
   }
   if (!c->resp_started) {
-    upstream_failed(c, err == HTTP_E_PARSE ? "malformed response" : uv_err_name(err), false);
+    if (err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE)
+      upstream_failed(c, "malformed response", Fail::junk);
+    else
+      upstream_failed(c, uv_err_name(err), fail_of(err, Fail::empty));
     return;
   }
   // The response was cut short: the client cannot be given a complete answer.
@@ -273,10 +349,17 @@ void up_on_error(HttpConn* hc, int err) {
   http_conn_close(&c->conn, true);
 }
 
+// The replica took every request byte queued for it: the client may send more, and once its
+// request is complete the response timeout starts.
 void up_on_drain(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
-  if (c && c->stopped_for_upstream) {
+  if (c == nullptr) return;
+  if (c->wait == ClientConn::Wait::request_body) {
+    c->deadline = uv_now(c->proxy->loop) + c->proxy->cfg->body_timeout_ms;
+    request_sent_check(c);
+  }
+  if (c->stopped_for_upstream) {
     c->stopped_for_upstream = false;
     http_conn_start(&c->conn);
   }
@@ -286,10 +369,16 @@ void up_on_close(HttpConn* hc) { upstream_free(up_of(hc)); }
 
 // The bytes read from the replica so far are parsed: a response head still held back (its body has
 // not arrived yet) goes to the client now.
+// It is also where the response body idle timeout restarts: the replica just sent bytes.
 void up_on_parsed(HttpConn* hc) {
   ClientConn* c = static_cast<ClientConn*>(up_of(hc)->client);
-  if (c != nullptr && c->head_pending && write_response(c, nullptr, 0) != 0)
+  if (c == nullptr) return;
+  if (c->head_pending && write_response(c, nullptr, 0) != 0) {
     http_conn_close(&c->conn);
+    return;
+  }
+  if (c->resp_started && !c->resp_done)
+    exchange_wait(c, ClientConn::Wait::response_body, c->proxy->cfg->body_timeout_ms);
 }
 
 const HttpConnHandlers kUpstreamHandlers = {up_on_head,  up_on_body,  up_on_message_end, up_on_error,
@@ -387,6 +476,14 @@ void dispatch(ClientConn* c) {
   int err = 0;
   UpstreamConn* u = upstream_acquire(r, &kUpstreamHandlers, kReadBuffer, on_up_connected, &err);
   if (u == nullptr) {
+    if (upstream_local_error(err)) {  // no socket for it (EMFILE...): not the replica's fault
+      LOG_DEBUG("cannot connect to %s: %s (a local resource error; the replica is not blamed)",
+               r->name.c_str(), uv_strerror(err));
+      respond_local(c, 503, proxy_error_json(std::string("the load balancer is out of resources (") +
+                                             uv_err_name(err) + ": " + uv_strerror(err) +
+                                             "); no replica is at fault"));
+      return;
+    }
     registry_passive_failure(r, uv_err_name(err));
     c->tried.push_back(r->ring_id);
     respond_local(c, 502, proxy_error_json("cannot connect to replica '" + r->name + "'"));
@@ -398,7 +495,7 @@ void dispatch(ClientConn* c) {
   if (u->connected) {
     send_request(c);
   } else {
-    active_add(c, p->cfg->connect_timeout_ms);
+    exchange_wait(c, ClientConn::Wait::connect, p->cfg->connect_timeout_ms);
   }
 }
 
@@ -415,20 +512,22 @@ void fill_peer(ClientConn* c) {
 // --- client side -------------------------------------------------------------------------------
 
 bool is_admin_path(std::string_view path) {
-  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz";
+  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
+         path == "/readyz";
 }
 
-void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type) {
+void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type,
+                   std::string_view extra) {
   if (c->resp_started && !c->swallow) {  // a response is already on its way: it cannot be replaced
     http_conn_close(&c->conn, true);
     return;
   }
   detach_upstream(c, false);
-  active_remove(c);
+  exchange_unwait(c);
   c->resp_started = true;
   if (http_server_stopping(&c->proxy->server)) c->keep_alive = false;
   c->out.clear();
-  http_append_response(&c->out, status, type, body, c->keep_alive);
+  http_append_response(&c->out, status, type, body, c->keep_alive, extra);
   if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
   metrics_response(&c->proxy->metrics, status);
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
@@ -441,16 +540,22 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
 }
 
 // The response is complete. Once the request is complete too, the connection goes on with the next
-// request, or closes when either side asked for it (after its queued bytes are written).
+// request, or closes when either side asked for it (after its queued bytes are written). The rest
+// of a request body still to come is discarded, with the body idle timeout running.
+//
+// Memory bound: the next pipelined request is read only while what is queued for this client is
+// under the high-water mark, for local and proxied responses alike; otherwise client_on_drain
+// resumes once the client has read it.
 void exchange_done(ClientConn* c) {
   c->resp_done = true;
-  active_remove(c);
+  if (c->req_done) exchange_unwait(c);
+  else exchange_wait(c, ClientConn::Wait::request_body, c->proxy->cfg->body_timeout_ms);
   if (!c->keep_alive) {
     if (c->conn.write_queued == 0) http_conn_close(&c->conn);
     return;
   }
-  if (c->req_done && c->conn.paused) http_conn_resume(&c->conn);
-  // Otherwise on_message_end (still to come, or on the stack) carries on.
+  if (c->req_done && c->conn.paused && c->conn.write_queued <= kHighWater) http_conn_resume(&c->conn);
+  // Otherwise on_message_end (still to come, or on the stack) or client_on_drain carries on.
 }
 
 void client_on_head(HttpConn* hc) {
@@ -474,6 +579,7 @@ void client_on_head(HttpConn* hc) {
   if (c->admin_listener || (admin_here && is_admin_path(path))) {
     c->kind = ClientConn::Kind::admin;
     hc->body_mode = HttpBody::decoded;
+    exchange_wait(c, ClientConn::Wait::request_body, p->cfg->body_timeout_ms);
     return;
   }
   c->kind = ClientConn::Kind::proxied;
@@ -488,6 +594,8 @@ void client_on_head(HttpConn* hc) {
 
 void client_on_body(HttpConn* hc, const char* data, size_t len) {
   ClientConn* c = client_of(hc);
+  if (c->wait == ClientConn::Wait::request_body)  // the client is sending: idle timeout restarts
+    c->deadline = uv_now(c->proxy->loop) + c->proxy->cfg->body_timeout_ms;
   if (c->kind == ClientConn::Kind::admin) {
     if (c->resp_started) return;
     if (c->admin_body.size() + len > c->proxy->cfg->admin_body_limit) {
@@ -502,8 +610,8 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
   if (c->resp_done || c->swallow || c->resp_started) return;  // answered already: discard the rest
   if (c->up != nullptr && c->head_sent) {
     c->body_sent = true;
-    if (http_conn_write(&c->up->conn, data, len) != 0) {
-      upstream_failed(c, "write failed", false);
+    if (int rc = http_conn_write(&c->up->conn, data, len); rc != 0) {
+      upstream_failed(c, uv_err_name(rc), fail_of(rc, Fail::empty));
       return;
     }
     if (c->up && c->up->conn.write_queued > kHighWater) {
@@ -523,9 +631,15 @@ HttpNext client_on_message_end(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   c->req_done = true;
   if (c->kind == ClientConn::Kind::admin && !c->resp_started) {
+    exchange_unwait(c);  // the admin action may take its time (/add waits for heartbeats)
     admin_handle(c->proxy, ClientRef{c->alive, c}, hc->head, c->admin_body);
+  } else if (c->resp_done) {
+    exchange_unwait(c);  // answered early; the body has now all been read
+  } else {
+    request_sent_check(c);
   }
-  if (c->resp_done) return c->keep_alive ? HttpNext::parse : HttpNext::pause;
+  // Over the high-water mark the next request waits for client_on_drain (see exchange_done).
+  if (c->resp_done && c->keep_alive && hc->write_queued <= kHighWater) return HttpNext::parse;
   return HttpNext::pause;
 }
 
@@ -549,10 +663,19 @@ void client_on_error(HttpConn* hc, int err) {
   http_conn_close(hc);
 }
 
+// The client read everything queued for it: the replica's response may flow again (its idle
+// timeout restarts), a connection that is to close closes, and a pipelined request held back by
+// the high-water mark is read now.
 void client_on_drain(HttpConn* hc) {
   ClientConn* c = client_of(hc);
+  if (c->wait == ClientConn::Wait::response_body)
+    c->deadline = uv_now(c->proxy->loop) + c->proxy->cfg->body_timeout_ms;
   if (c->up && hc->write_queued == 0 && !c->up->conn.reading) http_conn_start(&c->up->conn);
-  if (c->resp_done && !c->keep_alive) http_conn_close(hc);
+  if (c->resp_done && !c->keep_alive) {
+    http_conn_close(hc);
+    return;
+  }
+  if (c->resp_done && c->req_done && hc->paused) http_conn_resume(hc);
 }
 
 void client_on_close(HttpConn* hc) {
@@ -586,26 +709,88 @@ HttpConn* on_accept(HttpServer* s) { return accept_client(s, false); }
 
 HttpConn* on_accept_admin(HttpServer* s) { return accept_client(s, true); }
 
-// Every 100 ms: exchanges past their connect or response deadline fail (and may fail over), and so
-// do replayable exchanges still waiting for the first response byte of a replica that was marked
-// dead meanwhile (a hung replica found by its heartbeats): they go to the next replica now instead
-// of waiting until the dead one is killed.
+// The exchange's deadline passed: the one place that acts on a timeout, by what it waited for.
+void exchange_timeout(ClientConn* c) {
+  using Wait = ClientConn::Wait;
+  Wait w = c->wait;
+  exchange_unwait(c);
+  switch (w) {
+    case Wait::none:
+      return;
+    case Wait::connect:
+      if (c->up != nullptr) upstream_failed(c, "connect timeout", Fail::connect);
+      return;
+    case Wait::request_body:
+      if (c->resp_started) {  // answered already; the rest of the body never came
+        c->keep_alive = false;
+        http_conn_close(&c->conn, true);
+        return;
+      }
+      if (c->up != nullptr && c->up->conn.write_queued > 0) {
+        // The client sent its bytes; the replica stopped taking them.
+        upstream_failed(c, "replica stopped reading the request", Fail::timeout);
+        return;
+      }
+      // The client stopped sending its body: its fault alone. The upstream connection (which has
+      // part of a request) is closed, not pooled, and the replica is not blamed.
+      c->keep_alive = false;
+      respond_local(c, 408, proxy_error_json("the request body did not arrive in time (more than " +
+                                             std::to_string(c->proxy->cfg->body_timeout_ms) +
+                                             " ms without a byte)"));
+      return;
+    case Wait::response:
+      if (c->up != nullptr) upstream_failed(c, "timeout", Fail::timeout);
+      return;
+    case Wait::response_body:
+      if (c->up != nullptr && c->conn.write_queued == 0 && c->req_done) {
+        // The client reads and sent its whole request; the replica stopped sending mid-body: cut
+        // and blamed. (A replica that answered early may be waiting for the rest of the upload.)
+        Replica* r = c->up->replica;
+        r->failures++;
+        registry_passive_failure(r, "response body timeout");
+        LOG_DEBUG("response from %s stalled mid-body: cut", r->name.c_str());
+      }
+      // Otherwise the client stopped reading its response: its connection goes, nobody is blamed.
+      detach_upstream(c, false);
+      http_conn_close(&c->conn, true);
+      return;
+  }
+}
+
+// Every 100 ms: exchanges past their deadline time out (exchange_timeout), and replayable
+// exchanges still waiting for the first response byte of a replica that was marked dead meanwhile
+// (a hung replica found by its heartbeats) go to the next replica now instead of waiting until the
+// dead one is killed.
 void on_sweep(uv_timer_t* t) {
   Proxy* p = static_cast<Proxy*>(t->data);
   uint64_t now = uv_now(p->loop);
   ClientConn* c = p->active;
   while (c != nullptr) {
     ClientConn* next = c->act_next;
-    if (c->deadline != 0 && now >= c->deadline && c->up != nullptr) {
-      if (!c->up->connected) upstream_failed(c, "connect timeout", false);
-      else upstream_failed(c, "timeout", true);
+    if (c->conn.closing) {
+      exchange_unwait(c);
+    } else if (now >= c->deadline) {
+      exchange_timeout(c);
     } else if (c->up != nullptr && c->up->replica->state == ReplicaState::dead &&
                !c->resp_started &&
                (!c->head_sent || (idempotent(c->conn.head.method) && !c->body_sent))) {
-      upstream_failed(c, "replica marked dead", false);
+      upstream_failed(c, "replica marked dead", Fail::dead);
     }
     c = next;
   }
+}
+
+// The listener reached --max-conns and stopped accepting. Said once, then at most once a minute
+// while it keeps happening: an fd attack must not flood the log.
+void on_server_full(HttpServer* s) {
+  Proxy* p = static_cast<Proxy*>(s->owner);
+  uint64_t now = uv_now(p->loop);
+  if (p->full_logged && now - p->full_logged_at < 60000) return;
+  p->full_logged = true;
+  p->full_logged_at = now;
+  LOG_WARN("%u client connections open (--max-conns): new clients wait in the listen backlog until "
+           "one closes",
+           s->config.max_conns);
 }
 
 void on_part_closed(uv_handle_t* h) {
@@ -630,11 +815,11 @@ std::string proxy_error_json(const std::string& text) {
 }
 
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type) {
+                   std::string_view content_type, std::string_view extra) {
   if (!*ref.alive) return;
   ClientConn* c = ref.conn;
   if (c->conn.closing || c->resp_started) return;
-  respond_local(c, status, body, content_type);
+  respond_local(c, status, body, content_type, extra);
 }
 
 int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std::string* err) {
@@ -645,10 +830,12 @@ int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std
   HttpServerConfig sc;
   sc.header_timeout_ms = cfg->header_timeout_ms;
   sc.idle_timeout_ms = cfg->idle_timeout_ms;
+  sc.max_conns = cfg->max_conns;
   p->server.config = sc;
   p->server.owner = p;
   p->server.on_accept = on_accept;
   p->server.on_stopped = on_server_stopped;
+  p->server.on_full = on_server_full;
   std::string bound;
   int rc = http_server_listen(&p->server, loop, cfg->listen, &bound);
   if (rc != 0) {
@@ -663,6 +850,7 @@ int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std
     p->admin_server.owner = p;
     p->admin_server.on_accept = on_accept_admin;
     p->admin_server.on_stopped = on_server_stopped;
+    p->admin_server.on_full = on_server_full;
     rc = http_server_listen(&p->admin_server, loop, cfg->admin_listen, &bound);
     if (rc != 0) {
       *err = "cannot listen on " + cfg->admin_listen + ": " + uv_strerror(rc);

@@ -25,11 +25,13 @@ struct Proxy {
   HttpServer server;        // clients (and admin routes unless --admin-listen)
   HttpServer admin_server;  // --admin-listen
   bool admin_separate = false;
-  uv_timer_t sweep;         // upstream connect and response timeouts
+  uv_timer_t sweep;         // exchange timeouts: connect, request body, response, response body
   ClientConn* active = nullptr;  // exchanges waiting on a replica, for the sweep
   std::mt19937_64 rng;
   Metrics metrics;
   int open = 0;  // servers and timers not yet closed
+  bool full_logged = false;   // --max-conns was reached and said so
+  uint64_t full_logged_at = 0;
   std::function<void()> on_stopped;
 };
 
@@ -46,8 +48,9 @@ struct ClientRef {
   std::shared_ptr<bool> alive;
   ClientConn* conn;
 };
+// extra: complete header lines to add, each ending in \r\n (Allow on a 405), or empty.
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type = "application/json");
+                   std::string_view content_type = "application/json", std::string_view extra = {});
 
 // The JSON error body every ringlb error uses: {"message": "<Error> TEXT", "status": "failure"}.
 std::string proxy_error_json(const std::string& text);

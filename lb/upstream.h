@@ -26,6 +26,13 @@ struct UpstreamConn {
   uint64_t idle_since = 0;
 };
 
+// True for an error that says this process ran out of something (descriptors, socket buffers,
+// memory): EMFILE, ENFILE, ENOBUFS, ENOMEM. Such an error is never the replica's fault: a request
+// that meets it is answered 503 naming the cause, a heartbeat that meets it has no result.
+inline bool upstream_local_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+}
+
 // Returns a connection to replica r for the caller's exchange: an idle pooled one (connected, served > 0)
 // or a new one whose on_connected(u, status) runs once the TCP connect finishes. handlers are the
 // caller's HTTP callbacks. Returns nullptr on immediate failure (*err set to a libuv code).

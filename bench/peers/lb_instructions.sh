@@ -14,18 +14,32 @@
 #   syscalls: ringlb runs normally, strace -c -f counts its system calls over LARGE requests
 #     (skipped when strace is not installed).
 #
-# Usage: bench/peers/lb_instructions.sh [BUILD_DIR] [OTHER_RINGLB...]
-#   env: SMALL=2000 LARGE=12000
-# Takes one to two minutes per binary; on exit it stops what it started.
+# Two builds side by side (main before and after a change): every further argument is another
+# ringlb, given as a build folder (its lb/ringlb) or as the binary itself; the replicas and the load
+# generator come from the first build. Each binary is counted in the same run, interleaved (round
+# by round, within a round mode by mode, binary after binary), and the table ends with each one's
+# ratio to the first: the per-request cost of a change, free of the machine's drift. ROUNDS > 1
+# repeats the interleaved counts and reports medians (callgrind's count repeats within about 1%,
+# but the loop's batching, so the count per request, depends a little on timing).
+#
+# Usage: bench/peers/lb_instructions.sh [BUILD_DIR] [OTHER_BUILD_DIR_OR_RINGLB...]
+#   e.g. bench/peers/lb_instructions.sh /tmp/main-before/build /tmp/main-after/build
+#   env: SMALL=2000 LARGE=12000 ROUNDS=1 SYSCALLS=1 (0 skips the strace counts)
+# Takes one to two minutes per binary and round; on exit it stops what it started.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"      # free_port, wait_home
 . "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
 
 BUILD=${1:-build}
 shift || true
-BINARIES=("$BUILD/lb/ringlb" "$@")
+BINARIES=("$BUILD/lb/ringlb")
+for other in "$@"; do
+  if [ -d "$other" ]; then BINARIES+=("$other/lb/ringlb"); else BINARIES+=("$other"); fi
+done
 SMALL=${SMALL:-2000}
 LARGE=${LARGE:-12000}
+ROUNDS=${ROUNDS:-1}
+SYSCALLS=${SYSCALLS:-1}
 REPLICA=$BUILD/replica/ringlb-replica
 LOADGEN=$BUILD/bench/loadgen/ringlb-loadgen
 
@@ -107,26 +121,40 @@ syscalls() {
   awk -v n="$3" '$NF == "total" {printf "%.2f\n", $(NF - 2) / n}' "$tmp/strace.txt"
 }
 
-echo "binary,mode,small_total,large_total,per_request,syscalls" >"$tmp/counts.csv"
-for bin in "${BINARIES[@]}"; do
+echo "round,binary,mode,small_total,large_total,per_request,syscalls" >"$tmp/counts.csv"
+for round in $(seq 1 "$ROUNDS"); do
   for mode in keepalive newconn; do
-    echo "lb_instructions: $bin, $mode" >&2
-    small=$(count "$bin" "$mode" "$SMALL")
-    large=$(count "$bin" "$mode" "$LARGE")
-    calls=n/a
-    command -v strace >/dev/null && calls=$(syscalls "$bin" "$mode" "$LARGE")
-    echo "$bin,$mode,$small,$large,$(( (large - small) / (LARGE - SMALL) )),$calls" >>"$tmp/counts.csv"
+    for bin in "${BINARIES[@]}"; do
+      echo "lb_instructions: round $round/$ROUNDS, $bin, $mode" >&2
+      small=$(count "$bin" "$mode" "$SMALL")
+      large=$(count "$bin" "$mode" "$LARGE")
+      calls=n/a
+      [ "$SYSCALLS" = 1 ] && command -v strace >/dev/null && calls=$(syscalls "$bin" "$mode" "$LARGE")
+      echo "$round,$bin,$mode,$small,$large,$(( (large - small) / (LARGE - SMALL) )),$calls" >>"$tmp/counts.csv"
+    done
   done
 done
 
-python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" <<'EOF'
-import csv, sys
+python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" "$ROUNDS" "${BINARIES[@]}" <<'EOF'
+import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-print(f"| ringlb binary | connections | total at {int(sys.argv[2]):,} req | total at "
-      f"{int(sys.argv[3]):,} req | instructions / request | syscalls / request |")
+small, large, rounds, binaries = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+print(f"Instructions per request: (callgrind total at {large:,} requests - total at {small:,}) / "
+      f"{large - small:,}; median of {rounds} interleaved round(s); syscalls by strace -c over {large:,}.")
+print()
+print("| ringlb binary | connections | instructions / request (each round) | median | vs the first "
+      "| syscalls / request |")
 print("|---|---|---|---|---|---|")
-for r in rows:
-    mode = "keep-alive" if r["mode"] == "keepalive" else "new per request"
-    print(f"| {r['binary']} | {mode} | {int(r['small_total']):,} | {int(r['large_total']):,} "
-          f"| {int(r['per_request']):,} | {r['syscalls']} |")
+for mode in ("keepalive", "newconn"):
+    label = "keep-alive" if mode == "keepalive" else "new per request"
+    first = None
+    for i, b in enumerate(binaries):
+        rs = [r for r in rows if r["binary"] == b and r["mode"] == mode]
+        per = [int(r["per_request"]) for r in rs]
+        calls = [float(r["syscalls"]) for r in rs if r["syscalls"] != "n/a"]
+        m = statistics.median(per)
+        first = m if first is None else first
+        ratio = "1" if i == 0 else f"{m / first:.4f} ({100 * (m / first - 1):+.1f}%)"
+        print(f"| {b} | {label} | {', '.join(f'{x:,}' for x in per)} | {m:,.0f} | {ratio} "
+              f"| {statistics.median(calls) if calls else 'n/a'} |")
 EOF

@@ -45,9 +45,10 @@ void on_sweep(uv_timer_t* t) {
   if (s->stopping) close_idle(s);
 }
 
-void on_connection(uv_stream_t* listener, int status) {
-  HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(listener));
-  if (status != 0 || s->stopping) return;
+// Takes the socket libuv accepted and holds (the listener's accepted_fd) into a new connection, or,
+// when the owner refuses it, accepts and closes it.
+void server_take(HttpServer* s) {
+  uv_stream_t* listener = reinterpret_cast<uv_stream_t*>(&s->listener);
   HttpConn* c = s->on_accept(s);
   if (c == nullptr) {
     // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
@@ -72,6 +73,21 @@ void on_connection(uv_stream_t* listener, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   c->deadline = c->header_timeout_ms ? uv_now(s->loop) + c->header_timeout_ms : 0;
   if (http_conn_start(c) != 0) http_conn_close(c);
+}
+
+// At the cap the socket libuv accepted is left with it: libuv then stops polling the listener
+// until uv_accept takes the socket (libuv 1.44 src/unix/stream.c, uv__server_io and uv_accept), so
+// every further client waits in the kernel's backlog. http_server_forget takes it when a
+// connection closes.
+void on_connection(uv_stream_t* listener, int status) {
+  HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(listener));
+  if (status != 0 || s->stopping) return;
+  if (s->config.max_conns != 0 && s->conn_count >= s->config.max_conns) {
+    s->accept_waiting = true;
+    if (s->on_full) s->on_full(s);
+    return;
+  }
+  server_take(s);
 }
 
 int server_init(HttpServer* s, uv_loop_t* loop) {
@@ -197,6 +213,10 @@ void http_server_forget(HttpServer* s, HttpConn* c) {
   c->prev = c->next = nullptr;
   c->server = nullptr;
   s->conn_count--;
+  if (s->accept_waiting && !s->stopping) {
+    s->accept_waiting = false;  // uv_accept below makes libuv poll the listener again
+    server_take(s);
+  }
   if (s->stopping && s->conn_count == 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&s->sweep)))
     uv_close(reinterpret_cast<uv_handle_t*>(&s->sweep), on_handle_closed);
   maybe_stopped(s);

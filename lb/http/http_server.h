@@ -4,6 +4,7 @@
 // The owner supplies on_accept, which allocates whatever embeds an HttpConn, initialises it with
 // http_conn_init and returns it; the server accepts into it, links it for timeouts and shutdown, and
 // starts reading. A one-second sweep closes connections past their deadline (header read, idle).
+// With config.max_conns the server takes at most that many connections at once (see there).
 // http_server_stop stops accepting, closes idle connections, lets busy ones finish their exchange
 // (the owner should answer with Connection: close once http_server_stopping is true) and calls back
 // once every connection and the listener are closed.
@@ -21,6 +22,10 @@ struct HttpServerConfig {
   uint32_t idle_timeout_ms = 60000;
   uint32_t read_buffer = 16 * 1024;
   int backlog = 1024;
+  // Most connections open at once (0: no cap). At the cap the server stops taking connections off
+  // the listener (libuv stops polling it while an accepted socket waits for uv_accept), so the
+  // kernel's backlog holds new clients until a connection closes; none is accepted and dropped.
+  uint32_t max_conns = 0;
   HttpHeadLimits limits;
 };
 
@@ -34,10 +39,14 @@ struct HttpServer {
   HttpConn* (*on_accept)(HttpServer* s) = nullptr;
   // Called once by http_server_stop when everything is closed.
   void (*on_stopped)(HttpServer* s) = nullptr;
+  // Called each time the server reaches config.max_conns and stops accepting (optional; the owner
+  // decides how often to say so).
+  void (*on_full)(HttpServer* s) = nullptr;
   HttpConn* conns = nullptr;  // linked through HttpConn::prev/next
   size_t conn_count = 0;
   int open_handles = 0;
   bool stopping = false;
+  bool accept_waiting = false;  // at the cap: libuv holds one accepted socket until a slot frees
 };
 
 // Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (host 0.0.0.0) into addr. Returns 0 or UV_EINVAL.
