@@ -427,7 +427,7 @@ uint64_t world_replica_requests(const World* w) {
 void world_stop(World* w) {
   world_client_close(w);
   proxy_stop(&w->proxy, [w]() {
-    registry_close(&w->reg, [w]() {
+    registry_close(&w->reg, false, [w]() {
       w->lb_stopped = true;
       uv_close(reinterpret_cast<uv_handle_t*>(&w->up_listener), nullptr);
     });
