@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ringlb needs to build, test and benchmark.
 # Idempotent: when every package is present it only checks and exits 0 (fast).
-# Usage: deps/install.sh [build|test|bench|docker]...   (default: build test)
+# Usage: deps/install.sh [build|test|bench|docker|fuzz]...   (default: build test)
 set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev
@@ -9,6 +9,8 @@ build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-
 test=(wrk apache2-utils curl gnuplot-nox prometheus)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
 docker=(docker.io docker-compose)
+# libFuzzer targets (test/fuzz): clang and its runtime libraries (libFuzzer, ASan, UBSan).
+fuzz=(clang-14 libclang-rt-14-dev)
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(build test)
@@ -19,7 +21,8 @@ for g in "${groups[@]}"; do
     test) want+=("${test[@]}") ;;
     bench) want+=("${bench[@]}") ;;
     docker) want+=("${docker[@]}") ;;
-    *) echo "deps/install.sh: unknown group '$g' (build, test, bench, docker)" >&2; exit 2 ;;
+    fuzz) want+=("${fuzz[@]}") ;;
+    *) echo "deps/install.sh: unknown group '$g' (build, test, bench, docker, fuzz)" >&2; exit 2 ;;
   esac
 done
 

@@ -60,19 +60,22 @@ void handle_add(Proxy* p, const ClientRef& client, const std::string& body) {
     fail(p, client, 409, "the pool is static (--provisioner static): replicas cannot be added");
     return;
   }
-  size_t current = registry_counted(reg).size();
-  if (current + n > p->cfg->max_replicas) {
+  // Admission counts every member the ring will hold: the committed replicas and those of /add
+  // requests still in progress (two concurrent /add must not both fit in the same room).
+  size_t current = registry_members(reg);
+  if (current >= p->cfg->max_replicas ||
+      static_cast<unsigned long long>(n) > p->cfg->max_replicas - current) {
+    size_t pending = current - registry_counted(reg).size();
     fail(p, client, 400, "adding " + std::to_string(n) + " replicas to " + std::to_string(current) +
+                             (pending ? " (" + std::to_string(pending) + " of them still starting)" : "") +
                              " would exceed --max-replicas " + std::to_string(p->cfg->max_replicas));
     return;
   }
   if (!check_names(p, client, names)) return;
   for (const std::string& name : names) {
-    for (const Replica* r : reg->replicas) {
-      if (r->name == name) {
-        fail(p, client, 409, "a replica named '" + name + "' already exists");
-        return;
-      }
+    if (registry_find_live(reg, name) != nullptr) {  // a removed (draining) one no longer counts
+      fail(p, client, 409, "a replica named '" + name + "' already exists");
+      return;
     }
   }
   while (static_cast<long long>(names.size()) < n) {
@@ -134,10 +137,66 @@ void handle_rm(Proxy* p, const ClientRef& client, const std::string& body) {
   proxy_respond(client, 200, admin_rep_json(reg, false));
 }
 
+// Constant-time equality of the token a client sent and the configured one (CRYPTO_memcmp-like): one
+// pass over every byte of what was sent, each compared with the token's byte at the same place
+// (cycling over the token), differences ORed together. The time depends only on the length of what
+// was sent, never on where it first differs from the token nor on the token's length, and a length
+// mismatch is ORed in too instead of returning early.
+bool equal_constant_time(std::string_view given, std::string_view want) {
+  uint64_t diff = given.size() ^ want.size();
+  // Compare byte i of given with byte i of want, cycling over want, for every byte of given, so
+  // the work is set by the request's length only.
+  size_t wn = want.size();
+  for (size_t i = 0; i < given.size(); i++) {
+    uint8_t w = wn ? static_cast<uint8_t>(want[i % wn]) : 0;
+    diff |= static_cast<uint8_t>(given[i]) ^ w;
+  }
+  // volatile: keep the compiler from turning the loop into an early exit.
+  volatile uint64_t sink = diff;
+  return sink == 0;
+}
+
 bool authorized(Proxy* p, const HttpHead& head) {
   if (p->cfg->admin_token.empty()) return true;
   std::string_view v;
-  return http_head_get(head, "authorization", &v) && v == "Bearer " + p->cfg->admin_token;
+  if (!http_head_get(head, "authorization", &v)) return false;
+  static const std::string_view kScheme = "Bearer ";
+  bool scheme_ok = v.size() >= kScheme.size() && v.substr(0, kScheme.size()) == kScheme;
+  std::string_view given = scheme_ok ? v.substr(kScheme.size()) : v;
+  bool token_ok = equal_constant_time(given, p->cfg->admin_token);
+  return scheme_ok & token_ok;
+}
+
+// /readyz: 200 while at least one replica of the ring is healthy, else 503 with the reason (how
+// many replicas there are and in which states), so an orchestrator stops sending traffic to a load
+// balancer that would answer every request with 503.
+void admin_readyz(Proxy* p, const ClientRef& client) {
+  const Registry* reg = p->reg;
+  size_t healthy = registry_healthy(reg);
+  size_t members = reg->ring_members.size();
+  if (healthy > 0) {
+    proxy_respond(client, 200, "{\"message\": \"ready: " + std::to_string(healthy) + " of " +
+                                   std::to_string(members) + " replicas healthy\", \"status\": \"successful\"}");
+    return;
+  }
+  std::string reason;
+  if (members == 0) {
+    reason = "not ready: the pool has no replicas";
+  } else {
+    size_t by_state[4] = {0, 0, 0, 0};
+    for (const Replica* r : reg->ring_members) by_state[static_cast<int>(r->state)]++;
+    reason = "not ready: none of " + std::to_string(members) + " replicas is healthy (";
+    const ReplicaState states[] = {ReplicaState::starting, ReplicaState::dead, ReplicaState::draining};
+    bool first = true;
+    for (ReplicaState s : states) {
+      if (by_state[static_cast<int>(s)] == 0) continue;
+      reason += std::string(first ? "" : ", ") + std::to_string(by_state[static_cast<int>(s)]) + " " +
+                replica_state_name(s);
+      first = false;
+    }
+    reason += ")";
+  }
+  proxy_respond(client, 503, proxy_error_json(reason));
 }
 
 }  // namespace
@@ -178,13 +237,21 @@ void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const
   std::string_view path = http_url_path(url);
   llhttp_method_t m = head.method;
   bool get = m == HTTP_GET || m == HTTP_HEAD;
+  // Every 405 names the allowed methods in Allow (RFC 9110 §15.5.6).
   auto wrong_method = [&](const char* allowed) {
-    fail(p, client, 405, "method " + std::string(llhttp_method_name(m)) + " is not allowed on " +
-                             std::string(path) + " (use " + allowed + ")");
+    proxy_respond(client, 405,
+                  proxy_error_json("method " + std::string(llhttp_method_name(m)) +
+                                   " is not allowed on " + std::string(path) + " (use " + allowed + ")"),
+                  "application/json", std::string("Allow: ") + allowed + "\r\n");
   };
-  if (path == "/healthz") {
-    if (!get) return wrong_method("GET");
+  if (path == "/healthz") {  // liveness: the loop answers
+    if (!get) return wrong_method("GET, HEAD");
     proxy_respond(client, 200, "{\"message\": \"ok\", \"status\": \"successful\"}");
+    return;
+  }
+  if (path == "/readyz") {  // readiness: at least one replica can take a request
+    if (!get) return wrong_method("GET, HEAD");
+    admin_readyz(p, client);
     return;
   }
   if (!authorized(p, head)) {
@@ -192,7 +259,7 @@ void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const
     return;
   }
   if (path == "/rep") {
-    if (!get) return wrong_method("GET");
+    if (!get) return wrong_method("GET, HEAD");
     std::string_view v;
     bool verbose = http_url_query(url, "verbose", &v) && v != "0";
     proxy_respond(client, 200, admin_rep_json(p->reg, verbose));
@@ -203,9 +270,9 @@ void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const
     if (m != HTTP_DELETE) return wrong_method("DELETE");
     handle_rm(p, client, body);
   } else if (path == "/metrics") {
-    if (!get) return wrong_method("GET");
+    if (!get) return wrong_method("GET, HEAD");
     proxy_respond(client, 200, metrics_render(p->metrics, *p->reg), "text/plain; version=0.0.4");
   } else {
-    fail(p, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz)");
+    fail(p, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz, /readyz)");
   }
 }

@@ -1,4 +1,6 @@
-// admin: the assignment's API (/rep, /add, /rm) and the operator's (/metrics, /healthz).
+// admin: the assignment's API (/rep, /add, /rm) and the operator's (/metrics, /healthz, /readyz).
+// /healthz is liveness (200 while the loop answers); /readyz is readiness (200 while at least one
+// replica is healthy, else 503 with the reason). Neither needs the admin token.
 //
 // Every error is a 4xx (or 5xx for a failure of the provisioner) with
 // {"message": "<Error> ...", "status": "failure"} naming the problem, and a rejected request changes

@@ -220,6 +220,14 @@ const std::vector<Option>& options() {
       {"max-conns", "N", "most client connections at once (default: from the fd limit)",
        U32(max_conns, 1, 100000000)},
       {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000)},
+      {"on-exit", "remove|keep",
+       "at exit stop the replicas (remove, default) or leave Docker replicas for the next LB (keep)",
+       [](Config* c, const std::string& v) {
+         if (v == "remove") c->on_exit_keep = false;
+         else if (v == "keep") c->on_exit_keep = true;
+         else return std::string("must be remove or keep");
+         return std::string();
+       }},
       {"log-level", "LEVEL", "debug, info (default), warn or error",
        [](Config* c, const std::string& v) {
          if (v != "debug" && v != "info" && v != "warn" && v != "error")
@@ -308,6 +316,11 @@ int config_parse(int argc, char** argv, Config* cfg) {
     if (k == 0)
       for (uint32_t m = cfg->ring.slots; m > 1; m >>= 1) k++;
     if (k > 0 && cfg->max_replicas > cfg->ring.slots / k) cfg->max_replicas = cfg->ring.slots / k;
+  }
+  if (cfg->on_exit_keep && cfg->provisioner == ProvKind::process) {
+    // Process replicas end with their parent (--die-with-parent): nothing could adopt them.
+    fprintf(stderr, "ringlb: --on-exit keep needs --provisioner docker (process replicas end with the LB)\n");
+    return 2;
   }
   if (cfg->provisioner == ProvKind::static_list && cfg->backends.size() > cfg->max_replicas)
     cfg->max_replicas = static_cast<uint32_t>(cfg->backends.size());

@@ -75,6 +75,9 @@ struct Config {
   // holds the rest). 0 until main derives it from the fd limit (config_default_max_conns).
   uint32_t max_conns = 0;
   std::string log_level = "info";
+  // Shutdown: remove (default) stops every replica the pool owns; keep leaves the counted Docker
+  // replicas running for the next load balancer of the pool to adopt (same names and ring ids).
+  bool on_exit_keep = false;
 };
 
 // Parses environment then argv into *cfg. Returns 0, 1 after printing --help, or 2 after printing one

@@ -1,9 +1,27 @@
 // ringlb: the load balancer daemon. Parses the configuration, creates the provisioner, the registry and
 // the proxy on one libuv loop, and stops gracefully on SIGTERM or SIGINT: no new connections, in-flight
-// requests finish, replicas are stopped, every handle is closed, exit 0.
+// requests finish, replicas are stopped (or, with --on-exit keep, the counted Docker replicas are left
+// for the next LB to adopt), every handle is closed, exit 0.
+//
+// Signals: SIGTERM/SIGINT start that shutdown. A second one hurries it: replicas are stopped at once
+// (drains and in-flight requests are cut short) but still removed as --on-exit says. A third exits at
+// once (exit 1), leaving whatever was not removed yet. SIGHUP is logged and ignored until
+// configuration reload exists (it used to kill the daemon with its replicas).
+//
+// `ringlb --check-ready [HOST:PORT]` is the container healthcheck (the image has no shell or curl):
+// GET /readyz on HOST:PORT (default 127.0.0.1 and the port of --listen / RINGLB_LISTEN, else 5000),
+// exit 0 on a 200 and 1 otherwise, within 3 s.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include <sys/resource.h>
 
@@ -24,20 +42,84 @@ struct Daemon {
   Provisioner* prov = nullptr;
   Registry reg;
   Proxy proxy;
-  uv_signal_t sigterm, sigint;
-  bool stopping = false;
+  uv_signal_t sigterm, sigint, sighup;
+  int stop_signals = 0;  // SIGTERM/SIGINT received so far
 };
+
+// The registry is closed once: after the proxy drained (first signal) or at once (second signal).
+void close_registry(Daemon* d) {
+  registry_close(&d->reg, d->cfg.on_exit_keep, [d]() {
+    LOG_INFO("stopped");
+    // The signal handles go last, so a signal during shutdown never meets the default action.
+    for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
+      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  });
+}
 
 void on_signal(uv_signal_t* sig, int signum) {
   Daemon* d = static_cast<Daemon*>(sig->data);
-  if (d->stopping) return;
-  d->stopping = true;
-  LOG_INFO("signal %d: stopping (finishing in-flight requests)", signum);
-  uv_close(reinterpret_cast<uv_handle_t*>(&d->sigterm), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&d->sigint), nullptr);
-  proxy_stop(&d->proxy, [d]() {
-    registry_close(&d->reg, [d]() { LOG_INFO("stopped"); });
-  });
+  if (signum == SIGHUP) {
+    LOG_WARN("signal %d (SIGHUP): configuration reload is not supported yet; going on unchanged", signum);
+    return;
+  }
+  d->stop_signals++;
+  if (d->stop_signals == 1) {
+    LOG_INFO("signal %d: stopping (finishing in-flight requests, then %s the replicas)", signum,
+             d->cfg.on_exit_keep ? "keeping" : "removing");
+    proxy_stop(&d->proxy, [d]() { close_registry(d); });
+  } else if (d->stop_signals == 2) {
+    LOG_WARN("signal %d again: hurrying (drains and in-flight requests cut short), still %s the "
+             "replicas; a third signal exits at once", signum,
+             d->cfg.on_exit_keep ? "keeping" : "removing");
+    close_registry(d);  // no-op when it already runs; the proxy finishes as its replicas go
+  } else {
+    LOG_ERROR("signal %d a third time: exiting now, replicas not yet removed are left behind", signum);
+    _exit(1);
+  }
+}
+
+// --check-ready: see the top of the file. Blocking sockets: it runs alone, outside any loop.
+int check_ready(int argc, char** argv) {
+  std::string target = argc > 2 ? argv[2] : "";
+  if (target.empty()) {
+    const char* listen = getenv("RINGLB_LISTEN");
+    std::string l = listen ? listen : "0.0.0.0:5000";
+    target = "127.0.0.1:" + l.substr(l.rfind(':') + 1);
+  }
+  size_t colon = target.rfind(':');
+  std::string host = colon == std::string::npos ? target : target.substr(0, colon);
+  int port = colon == std::string::npos ? 5000 : atoi(target.c_str() + colon + 1);
+  struct sockaddr_in sa {};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  if (port <= 0 || port > 65535 || inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) {
+    fprintf(stderr, "ringlb: --check-ready needs IPV4:PORT, not '%s'\n", target.c_str());
+    return 2;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv {3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  static const char kReq[] = "GET /readyz HTTP/1.0\r\nHost: ringlb\r\n\r\n";
+  char buf[512];
+  ssize_t got = 0;
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      send(fd, kReq, sizeof kReq - 1, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof kReq - 1)) {
+    fprintf(stderr, "ringlb: --check-ready: cannot reach %s: %s\n", target.c_str(), strerror(errno));
+    if (fd >= 0) close(fd);
+    return 1;
+  }
+  while (got < static_cast<ssize_t>(sizeof buf - 1)) {
+    ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+    if (n <= 0) break;
+    got += n;
+  }
+  close(fd);
+  buf[got] = 0;
+  bool ok = got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 8, " 200", 4) == 0;
+  const char* body = strstr(buf, "\r\n\r\n");
+  printf("%s\n", body ? body + 4 : "no answer");
+  return ok ? 0 : 1;
 }
 
 LogLevel parse_level(const std::string& s) {
@@ -93,6 +175,7 @@ Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], "--check-ready") == 0) return check_ready(argc, argv);
   static Daemon d;
   int rc = config_parse(argc, argv, &d.cfg);
   if (rc == 1) return 0;
@@ -105,6 +188,16 @@ int main(int argc, char** argv) {
            static_cast<unsigned long long>(fd_limit), d.cfg.max_conns);
   setenv("UV_THREADPOOL_SIZE", "8", 0);  // Docker calls run on the threadpool; leave room for DNS
   d.loop = uv_default_loop();
+  // Signals are caught from here on: one that arrives while the provisioner pings the engine or the
+  // replicas are listed waits for the loop instead of killing the daemon (exit -15, nothing
+  // logged). on_signal runs only inside uv_run, once everything below is set up.
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sigint);
+  uv_signal_init(d.loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_signal, SIGHUP);
 
   std::string err;
   d.prov = make_provisioner(&d, argv[0], &err);
@@ -117,11 +210,6 @@ int main(int argc, char** argv) {
     fprintf(stderr, "ringlb: %s\n", err.c_str());
     return 1;
   }
-  uv_signal_init(d.loop, &d.sigterm);
-  uv_signal_init(d.loop, &d.sigint);
-  d.sigterm.data = d.sigint.data = &d;
-  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-  uv_signal_start(&d.sigint, on_signal, SIGINT);
   LOG_INFO("ringlb: %s provisioner, %s ring, %u replicas", d.prov->kind(), ring_mode_name(d.cfg.ring.mode),
            d.cfg.provisioner == ProvKind::static_list ? static_cast<unsigned>(d.cfg.backends.size())
                                                       : d.cfg.replicas);

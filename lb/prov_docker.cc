@@ -20,10 +20,13 @@ static const char kLabelPool[] = "ringlb.pool";
 static const char kLabelRingId[] = "ringlb.ring-id";
 static const char kLabelPort[] = "ringlb.port";
 static const uint16_t kBridgePort = 5000;
-static const long kCallTimeoutMs = 15000;  // create, start, inspect, list, remove
 static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
 static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
 static const int kEventsRetryMaxMs = 30000;
+// A removed replica's container is renamed NAME + kDrainingMark + its short id while it drains, so
+// its name is free for a new replica at once; list() removes such containers instead of adopting
+// them (an LB that stopped mid-drain left them).
+static const char kDrainingMark[] = ".draining-";
 
 struct ProvDocker;
 
@@ -85,6 +88,7 @@ struct ProvDocker final : Provisioner {
   void stop(const ReplicaInstance& inst, ProvDoneCb cb) override;
   void list(ProvListCb cb) override;
   void close(std::function<void()> cb) override;
+  bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
 };
 
 // ---- small helpers ----
@@ -176,7 +180,7 @@ static bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
 static void remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
   quiet_add(p, id);
   docker_api_call(p->api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
-                  nullptr, kCallTimeoutMs, std::move(cb));
+                  nullptr, p->cfg.call_timeout_ms, std::move(cb));
 }
 
 static bool removed_ok(const DockerReply& r) {
@@ -304,7 +308,7 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name + ": pool " + p->cfg.pool +
                           " already has a container of that name (" + short_id(id) +
-                          (running ? ", running; list() adopts it)" : ")"));
+                          (running ? ", running)" : ")"));
   }
   // Our own leftover that is not running (a crash or an interrupted start): replace it once.
   op->conflict_retried = true;
@@ -321,6 +325,33 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   });
 }
 
+// After a create that got no answer: the container of that name, if the engine made it and it is
+// this pool's with this start's ring id, is removed before the start fails with the create's error
+// (op->status, op->error). Anything else of that name is left alone.
+static void on_create_lost_inspected(StartOp* op, const DockerReply& r) {
+  ProvDocker* p = op->p;
+  json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  std::string id, owner, ring_id;
+  if (j) {
+    id = json_str(j, "Id");
+    json_t* labels = json_object_get(json_object_get(j, "Config"), "Labels");
+    owner = json_str(labels, kLabelPool);
+    ring_id = json_str(labels, kLabelRingId);
+    json_decref(j);
+  }
+  if (id.empty() || owner != p->cfg.pool || ring_id != std::to_string(op->spec.ring_id)) {
+    if (r.status != 0 || (r.http_status != 404 && r.http_status != 200))
+      LOG_WARN("docker: create of replica %s got no answer and its name cannot be looked up (%s); "
+               "a container the engine made is removed at the next start of the pool",
+               op->spec.name.c_str(), docker_error_message(r).c_str());
+    return start_finish(op);
+  }
+  LOG_WARN("docker: create of replica %s got no answer but the engine made container %s: removing it",
+           op->spec.name.c_str(), short_id(id).c_str());
+  op->inst.id = id;
+  start_fail(op, op->status, op->error);  // removes op->inst.id first
+}
+
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
@@ -333,13 +364,26 @@ static void on_created(StartOp* op, const DockerReply& r) {
     p->starting[op->inst.id] = op;
     if (p->closing) return start_cancelled(op);
     docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
-                    kCallTimeoutMs, [op](const DockerReply& rr) { on_start_answered(op, rr); });
+                    p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
     return;
   }
   if (p->closing) return start_cancelled(op);
+  if (r.status != 0 && r.status != -ECANCELED) {
+    // No answer (a timeout, a cut connection): the engine may still have created the container.
+    // Look it up by name now and remove it if it is this pool's, instead of leaving it for the
+    // next LB start to find.
+    std::string err;
+    int st = reply_failure(r, "cannot create replica " + op->spec.name, &err);
+    op->status = st;
+    op->error = err;
+    docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
+                    nullptr, p->cfg.call_timeout_ms,
+                    [op](const DockerReply& rr) { on_create_lost_inspected(op, rr); });
+    return;
+  }
   if (r.status == 0 && r.http_status == 409) {
     docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
-                    nullptr, kCallTimeoutMs,
+                    nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
   }
@@ -376,7 +420,7 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
 static void start_create(StartOp* op) {
   json_t* body = create_body(op->p, op);
   docker_api_call(op->p->api, "POST", "/containers/create?name=" + docker_url_escape(op->spec.name),
-                  body, kCallTimeoutMs, [op](const DockerReply& r) { on_created(op, r); });
+                  body, op->p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }
 
@@ -537,6 +581,35 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
       });
 }
 
+// ---- release_name: rename a draining container ----
+
+bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
+  if (inst.id.empty()) return false;
+  if (closing) {
+    docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
+    return true;
+  }
+  ops++;
+  std::string to = inst.name + kDrainingMark + short_id(inst.id);
+  std::string name = inst.name;
+  docker_api_call(api, "POST",
+                  "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
+                  nullptr, cfg.call_timeout_ms, [this, name, to, cb](const DockerReply& r) {
+                    // 404: the container is gone already, so the name is free as well.
+                    if (r.status == 0 && (r.http_status == 204 || r.http_status == 404)) {
+                      LOG_INFO("docker: replica %s renamed %s while it drains", name.c_str(), to.c_str());
+                      cb(0, "");
+                    } else {
+                      std::string err;
+                      reply_failure(r, "cannot rename draining replica " + name, &err);
+                      cb(-EIO, err);
+                    }
+                    ops--;
+                    maybe_close_api(this);
+                  });
+  return true;
+}
+
 // ---- list (adoption) ----
 
 static void list_finish_one(ListOp* op) {
@@ -580,7 +653,8 @@ static void on_listed(ListOp* op, const DockerReply& r) {
                      parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0;
     bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
     if (state == "removing") continue;
-    if (state == "running" && labels_ok && net_ok && !inst.name.empty()) {
+    bool draining = inst.name.find(kDrainingMark) != std::string::npos;
+    if (state == "running" && labels_ok && net_ok && !inst.name.empty() && !draining) {
       inst.ring_id = ring_id;
       inst.port = static_cast<uint16_t>(port);
       inst.host = p->host_mode ? "127.0.0.1" : inst.name;
@@ -589,6 +663,7 @@ static void on_listed(ListOp* op, const DockerReply& r) {
       continue;
     }
     const char* why = state != "running" ? state.c_str()
+                      : draining         ? "it was draining after /rm"
                       : !labels_ok       ? "bad labels"
                                          : "other network";
     LOG_INFO("docker: removing container %s (%s) of pool %s: %s", inst.name.c_str(),
@@ -612,7 +687,7 @@ void ProvDocker::list(ProvListCb cb) {
   op->p = this;
   op->cb = std::move(cb);
   docker_api_call(api, "GET", "/containers/json?all=1&filters=" + label_filter(this), nullptr,
-                  kCallTimeoutMs, [op](const DockerReply& r) { on_listed(op, r); });
+                  cfg.call_timeout_ms, [op](const DockerReply& r) { on_listed(op, r); });
 }
 
 // ---- events: die/destroy of the pool's containers, reported through on_exit ----

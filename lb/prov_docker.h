@@ -39,6 +39,9 @@ struct ProvDockerConfig {
   uint16_t port_max = 20999;
   int stop_grace_s = 5;         // SIGTERM, then SIGKILL after this many seconds
   int ready_timeout_ms = 5000;  // host mode: start waits this long for the replica to listen
+  // Create, start, inspect, list, remove, rename: an engine call without an answer within this
+  // fails. A create that timed out is looked up by name and removed if the engine made it anyway.
+  long call_timeout_ms = 15000;
   bool watch_events =
       true;  // subscribe to die/destroy events of the pool and report them via on_exit
 };

@@ -48,6 +48,14 @@ struct Provisioner {
   // Replicas that already exist and belong to this LB (adoption after a restart; static: the list).
   // Ones that exist but are not running are removed by the provisioner before cb.
   virtual void list(ProvListCb cb) = 0;
+  // Frees the replica's name while it drains after /rm, so a new replica of that name can start:
+  // returns false when instances do not hold names (processes; cb is never called), else true and
+  // cb(0) once the name is free (docker renames the container) or cb(<0, why) when it is not.
+  virtual bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
+    (void)inst;
+    (void)cb;
+    return false;
+  }
   // Stops watching, releases handles; replicas are left as they are. cb once everything is closed.
   virtual void close(std::function<void()> cb) = 0;
 

@@ -4,6 +4,7 @@
 
 #include "lb/admin.h"
 #include "lb/http/http_response.h"
+#include "lb/http/http_validate.h"
 #include "lb/log.h"
 #include "lb/upstream.h"
 
@@ -67,7 +68,7 @@ UpstreamConn* up_of(HttpConn* c) { return reinterpret_cast<UpstreamConn*>(c); }
 
 void dispatch(ClientConn* c);
 void respond_local(ClientConn* c, int status, const std::string& body,
-                   std::string_view type = "application/json");
+                   std::string_view type = "application/json", std::string_view extra = {});
 
 // Why an upstream attempt failed before its response started: decides the retry (--retry-on), the
 // blame (a passive strike) and the status the client gets.
@@ -255,6 +256,21 @@ int write_response(ClientConn* c, const char* data, size_t len) {
   return http_conn_write(&c->conn, bufs, len > 0 ? 2 : 1);
 }
 
+// Passes an interim response (1xx other than 101) on to the client at once, as RFC 9110 §15.2 asks
+// of a proxy: a client that sent Expect: 100-continue waits for it before sending its body (curl
+// waits a second). Not to an HTTP/1.0 client, which does not know interim responses. The head is
+// written as it is complete; the final response's head is held back as usual.
+void forward_interim(ClientConn* c, const HttpHead& h) {
+  const HttpHead& req = c->conn.head;
+  if (req.major != 1 || req.minor == 0 || c->resp_started) return;
+  std::string& out = c->out;
+  out.clear();
+  http_append_status_line(&out, h.status);
+  http_append_forwarded(&out, h, [](std::string_view, const HttpHeader&) { return false; });
+  out.append("\r\n");
+  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+}
+
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
@@ -265,6 +281,7 @@ void up_on_head(HttpConn* hc) {
   const HttpHead& h = hc->head;
   if (h.status >= 100 && h.status < 200 && h.status != 101) {
     c->skip_interim = true;  // 100 Continue and friends: the final response follows
+    forward_interim(c, h);
     return;
   }
   registry_passive_success(u->replica);
@@ -431,26 +448,44 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
   const HttpHead& h = c->conn.head;
   std::string& out = c->req_head;
   out.clear();
+  std::string_view url = http_head_url(h);
   out.append(llhttp_method_name(h.method));
   out.push_back(' ');
-  out.append(http_head_url(h));
+  if (url.empty() || url.front() == '?') out.push_back('/');  // was absolute-form: "http://a?q"
+  out.append(url);
   out.append(" HTTP/1.1\r\n");
-  std::string_view xff;
   bool has_xff = false, has_host = false;
-  http_append_forwarded(&out, h, [&](std::string_view name, const HttpHeader& hd) {
+  bool absolute = h.authority_len > 0;  // its authority replaces Host (RFC 9112 §3.2.2)
+  http_append_forwarded(&out, h, [&](std::string_view name, const HttpHeader&) {
     if (http_iequals(name, "x-forwarded-for")) {  // re-sent below with the client's address
-      xff = http_head_value(h, hd);
       has_xff = true;
       return true;
     }
-    if (http_iequals(name, "host")) has_host = true;
+    if (http_iequals(name, "host")) {
+      has_host = true;
+      return absolute;
+    }
     return false;
   });
-  if (!has_host) out.append("Host: ringlb\r\n");
+  if (absolute) {
+    out.append("Host: ");
+    out.append(http_head_authority(h));
+    out.append("\r\n");
+  } else if (!has_host) {
+    out.append("Host: ringlb\r\n");
+  }
   if (has_xff) {
+    // Every X-Forwarded-For the client sent, in order, then the client's address: one list, as
+    // several header lines of one field mean (RFC 9110 §5.3).
     out.append("X-Forwarded-For: ");
-    out.append(xff);
-    out.append(", ");
+    for (const HttpHeader& hd : h.headers) {
+      if (!http_iequals(http_head_name(h, hd), "x-forwarded-for")) continue;
+      std::string_view v = http_head_value(h, hd);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      if (v.empty()) continue;
+      out.append(v);
+      out.append(", ");
+    }
     out.append(c->peer_ip);
     out.append("\r\n");
   } else {
@@ -512,10 +547,12 @@ void fill_peer(ClientConn* c) {
 // --- client side -------------------------------------------------------------------------------
 
 bool is_admin_path(std::string_view path) {
-  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz";
+  return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
+         path == "/readyz";
 }
 
-void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type) {
+void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type,
+                   std::string_view extra) {
   if (c->resp_started && !c->swallow) {  // a response is already on its way: it cannot be replaced
     http_conn_close(&c->conn, true);
     return;
@@ -525,7 +562,7 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
   c->resp_started = true;
   if (http_server_stopping(&c->proxy->server)) c->keep_alive = false;
   c->out.clear();
-  http_append_response(&c->out, status, type, body, c->keep_alive);
+  http_append_response(&c->out, status, type, body, c->keep_alive, extra);
   if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
   metrics_response(&c->proxy->metrics, status);
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
@@ -556,6 +593,19 @@ void exchange_done(ClientConn* c) {
   // Otherwise on_message_end (still to come, or on the stack) or client_on_drain carries on.
 }
 
+// Answers a request the LB refuses (a verdict of http_validate.h) and closes the connection after
+// the answer: the bytes after a refused head (its body, the tunnel after CONNECT, what follows a
+// broken framing) are not read as requests. Nothing of the request goes upstream.
+void reject_request(ClientConn* c, HttpVerdict verdict) {
+  c->keep_alive = false;
+  c->kind = ClientConn::Kind::none;
+  c->conn.body_mode = HttpBody::decoded;
+  LOG_DEBUG("refused a request: %d %s", verdict.status, verdict.reason);
+  respond_local(c, verdict.status, proxy_error_json(verdict.reason), "application/json",
+                verdict.status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n"
+                                      : "");
+}
+
 void client_on_head(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   Proxy* p = c->proxy;
@@ -572,6 +622,12 @@ void client_on_head(HttpConn* hc) {
   c->admin_body.clear();
   c->keep_alive = h.keep_alive && !http_server_stopping(&p->server);
 
+  HttpVerdict verdict = http_validate_request(h);
+  if (verdict.status != 0) {
+    reject_request(c, verdict);
+    return;
+  }
+  http_head_origin_form(&hc->head);
   std::string_view path = http_url_path(http_head_url(h));
   bool admin_here = p->admin_separate ? c->admin_listener : true;
   if (c->admin_listener || (admin_here && is_admin_path(path))) {
@@ -644,15 +700,27 @@ HttpNext client_on_message_end(HttpConn* hc) {
 void client_on_error(HttpConn* hc, int err) {
   ClientConn* c = client_of(hc);
   bool in_exchange = c->kind != ClientConn::Kind::none && !c->resp_done;
-  if ((err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE) && !c->resp_started) {
-    c->keep_alive = false;
-    c->kind = ClientConn::Kind::none;
-    detach_upstream(c, false);
-    respond_local(c, err == HTTP_E_TOO_LARGE ? 431 : 400,
-                  proxy_error_json(err == HTTP_E_TOO_LARGE ? "request header fields too large"
-                                                           : std::string("malformed request: ") +
-                                                                 (hc->parse_error ? hc->parse_error : "")));
-    return;
+  if (err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE) {
+    // A request that broke before its head completed, after a finished exchange (pipelined behind
+    // a good one), is a new exchange: it gets its own answer before the close.
+    if (c->req_done && c->resp_done) {
+      c->resp_started = c->resp_done = c->swallow = c->skip_interim = c->head_pending = false;
+      c->req_done = false;
+    }
+    if (!c->resp_started) {
+      // The request's upstream connection, if it got the head already, is closed with it (it
+      // holds half a request).
+      c->kind = ClientConn::Kind::none;
+      detach_upstream(c, false);
+      if (err == HTTP_E_TOO_LARGE) {
+        reject_request(c, HttpVerdict{431, "request header fields too large"});
+        return;
+      }
+      HttpVerdict v = http_parse_error_verdict(llhttp_get_errno(&hc->parser), hc->parse_error);
+      c->keep_alive = false;
+      respond_local(c, v.status, proxy_error_json(std::string("malformed request: ") + v.reason));
+      return;
+    }
   }
   if (in_exchange && c->req_done && err == UV_EOF) {
     c->keep_alive = false;  // the client half-closed after its request: answer, then close
@@ -813,11 +881,11 @@ std::string proxy_error_json(const std::string& text) {
 }
 
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type) {
+                   std::string_view content_type, std::string_view extra) {
   if (!*ref.alive) return;
   ClientConn* c = ref.conn;
   if (c->conn.closing || c->resp_started) return;
-  respond_local(c, status, body, content_type);
+  respond_local(c, status, body, content_type, extra);
 }
 
 int proxy_start(Proxy* p, uv_loop_t* loop, const Config* cfg, Registry* reg, std::string* err) {

@@ -48,8 +48,9 @@ struct ClientRef {
   std::shared_ptr<bool> alive;
   ClientConn* conn;
 };
+// extra: complete header lines to add, each ending in \r\n (Allow on a 405), or empty.
 void proxy_respond(const ClientRef& ref, int status, const std::string& body,
-                   std::string_view content_type = "application/json");
+                   std::string_view content_type = "application/json", std::string_view extra = {});
 
 // The JSON error body every ringlb error uses: {"message": "<Error> TEXT", "status": "failure"}.
 std::string proxy_error_json(const std::string& text);

@@ -59,6 +59,8 @@ void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
 
 void update_skip(Registry* reg) {
   reg->skip.resize(reg->ring_members.size());
+  reg->scratch_tried.resize(reg->ring_members.size());
+  reg->scratch_capped.resize(reg->ring_members.size());
   for (size_t i = 0; i < reg->ring_members.size(); i++)
     reg->skip[i] = reg->ring_members[i]->state == ReplicaState::healthy ? 0 : 1;
 }
@@ -74,8 +76,12 @@ void rebuild_ring(Registry* reg) {
   }
   std::string err;
   RingPtr ring = ring_build(reg->cfg->ring, members, &err);
-  if (!ring) {  // config_parse checked the ring holds --max-replicas members: this cannot fail
-    LOG_ERROR("ring rebuild failed: %s", err.c_str());
+  // Always-on invariant check. config_parse proved the ring holds --max-replicas members, and every
+  // way in keeps the members within it (admin.cc admits /add against registry_members(), adoption
+  // stops what is over the limit), so no input reaches this abort.
+  if (!ring) {
+    LOG_ERROR("CHECK failed: ring rebuild over %zu members (--max-replicas %u): %s", members.size(),
+              reg->cfg->max_replicas, err.c_str());
     abort();
   }
   reg->ring = std::move(ring);
@@ -97,6 +103,51 @@ Replica* new_replica(Registry* reg, uint32_t ring_id, const std::string& name) {
 }
 
 void check_adds(Registry* reg);
+
+// The lowest ring id no replica that is not draining holds (draining ones are out of the ring).
+uint32_t lowest_free_id(const Registry* reg) {
+  std::vector<uint8_t> used(reg->replicas.size() + 2, 0);
+  for (const Replica* r : reg->replicas)
+    if (r->state != ReplicaState::draining && r->ring_id < used.size()) used[r->ring_id] = 1;
+  uint32_t id = 1;
+  while (used[id]) id++;
+  return id;
+}
+
+void start_instance(Replica* r);
+
+void name_hold(Registry* reg, Replica* r) {
+  if (r->name_held) return;
+  r->name_held = true;
+  reg->held_names[r->name]++;
+}
+
+// The instance of removed replica r no longer holds its name: a replica of an /add that waits for
+// the name starts now.
+void name_release(Registry* reg, Replica* r) {
+  if (!r->name_held) return;
+  r->name_held = false;
+  auto it = reg->held_names.find(r->name);
+  if (it == reg->held_names.end() || --it->second > 0) return;
+  reg->held_names.erase(it);
+  if (reg->closing) return;
+  std::vector<Replica*> list = reg->replicas;
+  for (Replica* w : list) {
+    if (w->wait_name && w->name == r->name && !w->removed) {
+      w->wait_name = false;
+      LOG_INFO("replica %s: the name is free again, starting", w->name.c_str());
+      start_instance(w);
+    }
+  }
+}
+
+// Runs r's on_gone (once): its instance is stopped or never ran.
+void gone(Replica* r) {
+  if (!r->on_gone) return;
+  std::function<void()> cb = std::move(r->on_gone);
+  r->on_gone = nullptr;
+  cb();
+}
 
 void set_state(Replica* r, ReplicaState s, const std::string& cause) {
   if (r->state == s) return;
@@ -155,16 +206,35 @@ void replica_attach(Replica* r, const ReplicaInstance& inst) {
   }
 }
 
+void retire(Replica* r, const char* why);
+
 void start_instance(Replica* r) {
   Registry* reg = r->reg;
   replica_ref(r);
+  r->start_pending = true;
   reg->prov->start(ReplicaSpec{r->name, r->ring_id},
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
+                     r->start_pending = false;
                      if (r->removed || reg->closing) {
                        // Started after /add was rolled back or registry_close stopped the others:
                        // nobody else knows it, so stop it now (the provisioner's close waits).
-                       if (status == 0) reg->prov->stop(inst, [](int, const std::string&) {});
+                       // on_gone (a rollback's answer) and the name wait for the stop.
+                       if (status == 0) {
+                         replica_ref(r);
+                         reg->prov->stop(inst, [r](int, const std::string&) {
+                           name_release(r->reg, r);
+                           gone(r);
+                           replica_unref(r);
+                         });
+                       } else {
+                         name_release(reg, r);
+                         gone(r);
+                       }
+                     } else if (r->state == ReplicaState::draining) {
+                       // Removed by /rm while it was starting: it never served; stop it now.
+                       r->inst = inst;
+                       retire(r, "removed by /rm");
                      } else if (status != 0) {
                        r->start_status = status;
                        set_state(r, ReplicaState::dead, error);
@@ -176,6 +246,8 @@ void start_instance(Replica* r) {
 }
 
 // Takes r out of the registry for good: no heartbeats, no pooled connections, its instance stopped.
+// r->on_gone runs once the instance is stopped, or at once when there is none and no start of one
+// is in flight (start_instance's callback runs it then).
 void retire(Replica* r, const char* why) {
   Registry* reg = r->reg;
   r->counts = false;
@@ -190,8 +262,13 @@ void retire(Replica* r, const char* why) {
     reg->prov->stop(r->inst, [r, why](int status, const std::string& error) {
       if (status != 0) LOG_WARN("replica %s: stop failed: %s", r->name.c_str(), error.c_str());
       else LOG_INFO("replica %s: stopped (%s)", r->name.c_str(), why);
+      name_release(r->reg, r);
+      gone(r);
       replica_unref(r);
     });
+  } else if (!r->start_pending) {
+    name_release(reg, r);
+    gone(r);
   }
   replica_unref(r);  // the registry's reference
 }
@@ -248,9 +325,19 @@ void check_adds(Registry* reg) {
       // replica name that exists. Everything else (image missing, engine down) is the server's.
       int http_status = failed->start_status == -EEXIST ? 409 : 500;
       LOG_WARN("/add failed, removing the %zu replicas it started: %s", done.replicas.size(), cause.c_str());
-      for (Replica* r : done.replicas) retire(r, "/add rolled back");
+      // The answer waits until every replica of the request is stopped (DESIGN: all or nothing,
+      // and the client hears of the failure once nothing of it is left).
+      auto left = std::make_shared<size_t>(done.replicas.size() + 1);
+      auto req = std::shared_ptr<AddRequest>(std::move(done.req));
+      auto answer = [left, req, http_status, cause]() {
+        if (--*left == 0) req->done(http_status, cause);
+      };
+      for (Replica* r : done.replicas) {
+        r->on_gone = answer;
+        retire(r, "/add rolled back");
+      }
       rebuild_ring(reg);
-      done.req->done(http_status, cause);
+      answer();
     } else {
       for (Replica* r : done.replicas) r->counts = true;
       done.req->done(200, "");
@@ -331,6 +418,26 @@ std::string registry_random_name(const Registry* reg) {
   }
 }
 
+size_t registry_members(const Registry* reg) {
+  size_t n = 0;
+  for (const Replica* r : reg->replicas)
+    if (r->state != ReplicaState::draining) n++;
+  return n;
+}
+
+const Replica* registry_find_live(const Registry* reg, const std::string& name) {
+  for (const Replica* r : reg->replicas)
+    if (r->name == name && r->state != ReplicaState::draining) return r;
+  return nullptr;
+}
+
+size_t registry_healthy(const Registry* reg) {
+  size_t n = 0;
+  for (const Replica* r : reg->ring_members)
+    if (r->state == ReplicaState::healthy) n++;
+  return n;
+}
+
 std::vector<const Replica*> registry_counted(const Registry* reg) {
   std::vector<const Replica*> out;
   for (const Replica* r : reg->replicas)
@@ -348,7 +455,7 @@ Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>&
   size_t n = reg->ring_members.size();
   if (n == 0) return nullptr;
   const uint8_t* skip = reg->skip.data();
-  uint8_t local[1024];
+  uint8_t* local = reg->scratch_tried.data();  // sized with the ring (update_skip)
   bool bounded = reg->cfg->balance_factor > 0;
   if (!tried.empty() || bounded) {
     memcpy(local, skip, n);
@@ -368,7 +475,7 @@ Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>&
     }
     if (healthy > 0) {
       uint64_t limit = static_cast<uint64_t>(std::ceil(reg->cfg->balance_factor * total / healthy));
-      uint8_t capped[1024];
+      uint8_t* capped = reg->scratch_capped.data();
       memcpy(capped, local, n);
       for (size_t i = 0; i < n; i++)
         if (reg->ring_members[i]->inflight >= limit) capped[i] = 1;
@@ -385,7 +492,10 @@ void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
   if (ok) {
     r->hb_fail = 0;
     if (r->state == ReplicaState::starting || r->state == ReplicaState::dead) {
-      if (r->state == ReplicaState::dead && cfg->heal && r->counts) return;  // being replaced
+      // A dead replica that healing replaces ignores its heartbeats; one that no provisioner
+      // replaces (a static backend) comes back after --rise good ones.
+      if (r->state == ReplicaState::dead && cfg->heal && r->counts && r->reg->prov->can_scale())
+        return;
       if (++r->hb_ok >= cfg->rise) set_state(r, ReplicaState::healthy, "heartbeat ok");
     }
     return;
@@ -408,7 +518,12 @@ void replica_unref(Replica* r) {
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
   PendingAdd a;
   for (const std::string& name : req->names) {
-    Replica* r = new_replica(reg, reg->next_ring_id++, name);
+    Replica* r = new_replica(reg, lowest_free_id(reg), name);
+    reg->heal_failures[r->ring_id] = 0;  // a fresh replica on this id: no crash loop behind it
+    reg->heal_after[r->ring_id] = 0;
+    r->wait_name = reg->held_names.count(name) > 0;
+    if (r->wait_name)
+      LOG_INFO("replica %s: waits until the removed replica of that name has released it", name.c_str());
     reg->replicas.push_back(r);
     a.replicas.push_back(r);
   }
@@ -416,7 +531,8 @@ void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
   rebuild_ring(reg);
   std::vector<Replica*> started = a.replicas;
   reg->adds.push_back(std::move(a));
-  for (Replica* r : started) start_instance(r);
+  for (Replica* r : started)
+    if (!r->wait_name) start_instance(r);
 }
 
 void registry_remove(Registry* reg, const std::vector<std::string>& names) {
@@ -426,6 +542,20 @@ void registry_remove(Registry* reg, const std::vector<std::string>& names) {
         r->counts = false;
         set_state(r, ReplicaState::draining, "removed by /rm");
         health_stop(r);
+        // The name is free once /rm answers: a provisioner whose instances hold names (docker)
+        // renames this one; until it has, an /add of the name waits for it.
+        if (!r->inst.id.empty()) {
+          replica_ref(r);
+          bool held = reg->prov->release_name(r->inst, [r](int status, const std::string& error) {
+            if (status == 0) name_release(r->reg, r);
+            else LOG_WARN("replica %s: %s; the name is free once it is stopped", r->name.c_str(), error.c_str());
+            replica_unref(r);
+          });
+          if (held) name_hold(reg, r);
+          else replica_unref(r);
+        } else if (r->start_pending) {
+          name_hold(reg, r);  // released when the start calls back and the instance is stopped
+        }
         break;
       }
     }
@@ -446,23 +576,34 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
   prov->list([reg](int status, const std::string& error, const std::vector<ReplicaInstance>& running) {
     if (reg->closing) return;
     if (status != 0) LOG_WARN("could not list existing replicas: %s", error.c_str());
-    uint32_t max_id = 0;
+    std::vector<uint8_t> id_taken;
     for (const ReplicaInstance& inst : running) {
-      if (registry_find(reg, inst.name) != nullptr || inst.ring_id == 0) continue;
+      bool duplicate = inst.ring_id < id_taken.size() && id_taken[inst.ring_id];
+      if (registry_find(reg, inst.name) != nullptr || inst.ring_id == 0 || duplicate ||
+          reg->replicas.size() >= reg->cfg->max_replicas) {
+        // Not adoptable: a second holder of a name or ring id, or one over --max-replicas (the
+        // ring could not place it). The pool owns it, so it is stopped rather than left behind.
+        LOG_WARN("replica %s (ring id %u): not adopted (%s), stopping it", inst.name.c_str(),
+                 inst.ring_id, duplicate || inst.ring_id == 0 ? "its ring id is taken or invalid"
+                               : registry_find(reg, inst.name) ? "its name is taken"
+                                                                : "over --max-replicas");
+        if (reg->prov->can_scale()) reg->prov->stop(inst, [](int, const std::string&) {});
+        continue;
+      }
+      if (inst.ring_id >= id_taken.size()) id_taken.resize(inst.ring_id + 1, 0);
+      id_taken[inst.ring_id] = 1;
       Replica* r = new_replica(reg, inst.ring_id, inst.name);
       r->counts = true;
       reg->replicas.push_back(r);
-      max_id = std::max(max_id, inst.ring_id);
       if (reg->prov->can_scale()) LOG_INFO("replica %s: adopted (ring id %u)", inst.name.c_str(), inst.ring_id);
       replica_attach(r, inst);
     }
-    reg->next_ring_id = std::max(reg->next_ring_id, max_id + 1);
     std::vector<Replica*> fresh;
     if (reg->prov->can_scale()) {
       for (uint32_t i = 1; reg->replicas.size() < reg->cfg->replicas; i++) {
         std::string name = "server" + std::to_string(i);
         if (registry_find(reg, name) != nullptr) continue;
-        Replica* r = new_replica(reg, reg->next_ring_id++, name);
+        Replica* r = new_replica(reg, lowest_free_id(reg), name);
         r->counts = true;
         reg->replicas.push_back(r);
         fresh.push_back(r);
@@ -474,7 +615,8 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
   return 0;
 }
 
-void registry_close(Registry* reg, std::function<void()> on_closed) {
+void registry_close(Registry* reg, bool keep_counted, std::function<void()> on_closed) {
+  if (reg->closing) return;
   reg->closing = true;
   reg->on_closed = std::move(on_closed);
   uv_timer_stop(&reg->tick);
@@ -496,11 +638,15 @@ void registry_close(Registry* reg, std::function<void()> on_closed) {
   reg->ring_members.clear();
   reg->skip.clear();
   for (Replica* r : list) {
+    bool keep = keep_counted && r->counts;
     r->removed = true;
     r->counts = false;
     health_stop(r);
     upstream_pool_reap(r, UINT64_MAX);
-    if (!r->inst.id.empty() && !r->stop_requested && reg->prov->can_scale()) {
+    if (keep && !r->inst.id.empty())
+      LOG_INFO("replica %s: left running for the next load balancer (--on-exit keep, ring id %u)",
+               r->name.c_str(), r->ring_id);
+    if (!keep && !r->inst.id.empty() && !r->stop_requested && reg->prov->can_scale()) {
       r->stop_requested = true;
       ++*pending;
       reg->prov->stop(r->inst, [r, finish](int status, const std::string& error) {

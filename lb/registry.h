@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,10 @@ struct Replica {
   uint32_t hb_ok = 0, hb_fail = 0, strikes = 0;
   std::string last_cause;
   int start_status = 0;  // the provisioner's code when starting failed (-EEXIST: name taken)
+  bool start_pending = false;  // the provisioner's start has not called back yet
+  bool wait_name = false;      // not started yet: a removed replica still holds the name
+  bool name_held = false;      // removed, but the provisioner's instance still holds the name
+  std::function<void()> on_gone;  // once the instance is stopped (or never ran): /add rollback
   // Metrics.
   uint64_t requests = 0, failures = 0;
   int refs = 1;  // the registry's reference + one per UpstreamConn and health probe
@@ -81,7 +86,10 @@ struct Registry {
   RingPtr ring;
   std::vector<Replica*> ring_members;  // ring index → replica
   std::vector<uint8_t> skip;           // ring index → 1 when not routable (not healthy)
-  uint32_t next_ring_id = 1;
+  // registry_pick's scratch copies of skip, sized with the ring on every rebuild, so a pick never
+  // allocates and never writes past a fixed buffer however many members the ring has.
+  std::vector<uint8_t> scratch_tried, scratch_capped;
+  std::map<std::string, int> held_names;  // names removed replicas' instances still hold
   uv_timer_t tick;  // healing, start timeouts, drains, idle pool reaping
   bool closing = false;
   std::function<void()> on_closed;
@@ -99,15 +107,31 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
 // Replicas that count toward N, in /rep order.
 std::vector<const Replica*> registry_counted(const Registry* reg);
 const Replica* registry_find(const Registry* reg, const std::string& name);
+// The members the ring holds or will hold once pending work settles: every replica that is not
+// draining (counted ones, dead ones being replaced, and those of /add requests still in progress).
+// Draining replicas hold no ring points. /add admits n more only while this plus n stays within
+// --max-replicas, which config_parse proved the ring can place: rebuilding it cannot fail.
+size_t registry_members(const Registry* reg);
+// The replica that holds name for /add: one that is not draining. A removed (draining) replica
+// keeps its work but not its name.
+const Replica* registry_find_live(const Registry* reg, const std::string& name);
+// Healthy members of the ring (what /readyz reports).
+size_t registry_healthy(const Registry* reg);
 
 // Picks the replica for ring position pos, walking past unhealthy replicas and those in tried (ring ids;
 // may be empty). Returns nullptr when none is usable.
 Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>& tried);
 
-// /add: starts names.size() replicas; done(200, "") once all passed a heartbeat, or done(5xx, cause)
-// after removing every one it started. Validation is the caller's (admin.cc).
+// /add: starts names.size() replicas, each on the lowest ring id no other member holds, so ids 1..N
+// come back after removals (the assignment's ring then places them as it would from the start).
+// done(200, "") once all passed a heartbeat, or done(5xx, cause) once every one it started is
+// stopped again (the rollback has finished when the client hears of the failure). A name that a
+// removed replica's instance still holds (a draining container) is started once it is released.
+// Validation is the caller's (admin.cc): names unused by live replicas, registry_members() + n
+// within --max-replicas.
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req);
-// /rm: takes the named replicas out of routing at once, drains them and stops them.
+// /rm: takes the named replicas out of routing at once, drains them and stops them. Their names are
+// free at once: the provisioner renames what holds them (docker) before the drain ends.
 void registry_remove(Registry* reg, const std::vector<std::string>& names);
 
 // Health inputs. A heartbeat result; a passive failure of a proxied request (connect refused, reset,
@@ -125,5 +149,7 @@ std::string registry_random_name(const Registry* reg);
 // [A-Za-z0-9][A-Za-z0-9_.-]{0,62}
 bool registry_valid_name(const std::string& name);
 
-// Stops health checks and the tick, stops every replica through the provisioner, and calls on_closed.
-void registry_close(Registry* reg, std::function<void()> on_closed);
+// Stops health checks and the tick, stops every replica through the provisioner (with keep_counted,
+// the replicas that count toward N are left running for the next LB to adopt; draining, dead and
+// not yet committed ones are still stopped), and calls on_closed. Calling it again does nothing.
+void registry_close(Registry* reg, bool keep_counted, std::function<void()> on_closed);

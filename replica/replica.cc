@@ -132,7 +132,18 @@ void on_sleep_done(uv_timer_t* t) {
   finish_later(rc);
 }
 
-void on_head(HttpConn*) {}
+// A client that sent Expect: 100-continue waits for 100 Continue before it sends the body (curl
+// waits a second), so it gets one at once; the final answer follows at the message end (RFC 9110
+// §10.1.1). Not for HTTP/1.0, which has no interim responses, nor a request without a body.
+void on_head(HttpConn* c) {
+  const HttpHead& h = c->head;
+  std::string_view expect;
+  if (h.major == 1 && h.minor >= 1 && (h.chunked || h.content_length > 0) &&
+      http_head_get(h, "expect", &expect) && http_iequals(expect, "100-continue")) {
+    static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (http_conn_write(c, kContinue, sizeof kContinue - 1) != 0) http_conn_close(c);
+  }
+}
 
 void on_body(HttpConn* c, const char*, size_t len) { rconn(c)->sink_bytes += len; }
 

@@ -9,6 +9,7 @@ void http_head_reset(HttpHead* h) {
   h->buf.clear();
   h->headers.clear();
   h->url_off = h->url_len = 0;
+  h->authority_off = h->authority_len = 0;
   h->method = HTTP_GET;
   h->status = 0;
   h->major = h->minor = 1;
@@ -166,12 +167,28 @@ void for_each_token(std::string_view list, Fn fn) {
   }
 }
 
-// Calls fn with each token of a Connection header's value other than close, keep-alive, upgrade.
+// True for the headers a Connection header can never make hop-by-hop: the message's framing
+// (Content-Length, Transfer-Encoding) and Host. Dropping one of them while forwarding the bytes it
+// framed would let the next hop frame them otherwise: a client's `Connection: content-length`
+// turned its body into a second request on the pooled upstream connection (request smuggling),
+// and a replica's turned a kept-alive response into a close-delimited one. HAProxy and nginx keep
+// them too.
+bool never_connection_option(std::string_view token) {
+  switch (token.size()) {
+    case 4: return http_iequals(token, "host");
+    case 14: return http_iequals(token, "content-length");
+    case 17: return http_iequals(token, "transfer-encoding");
+    default: return false;
+  }
+}
+
+// Calls fn with each token of a Connection header's value other than close, keep-alive, upgrade
+// and the headers no Connection header removes (never_connection_option).
 template <typename Fn>
 void for_each_connection_option(std::string_view value, Fn fn) {
   for_each_token(value, [&](std::string_view token) {
     if (!http_iequals(token, "close") && !http_iequals(token, "keep-alive") &&
-        !http_iequals(token, "upgrade"))
+        !http_iequals(token, "upgrade") && !never_connection_option(token))
       fn(token);
   });
 }

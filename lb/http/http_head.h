@@ -29,6 +29,9 @@ struct HttpHead {
   std::string buf;  // the URL, then one "Name: value\r\n" line per header
   std::vector<HttpHeader> headers;
   uint32_t url_off = 0, url_len = 0;
+  // The authority of an absolute-form target, set by http_head_origin_form (http_validate.h); 0
+  // length otherwise.
+  uint32_t authority_off = 0, authority_len = 0;
   // Filled by http_head_finish when the head is complete.
   llhttp_method_t method = HTTP_GET;
   int status = 0;
@@ -56,6 +59,9 @@ void http_head_finish(HttpHead* h, const llhttp_t* parser);
 
 inline std::string_view http_head_url(const HttpHead& h) {
   return std::string_view(h.buf.data() + h.url_off, h.url_len);
+}
+inline std::string_view http_head_authority(const HttpHead& h) {
+  return std::string_view(h.buf.data() + h.authority_off, h.authority_len);
 }
 inline std::string_view http_head_name(const HttpHead& h, const HttpHeader& hd) {
   return std::string_view(h.buf.data() + hd.name_off, hd.name_len);
@@ -94,9 +100,11 @@ inline bool http_iequals(std::string_view a, std::string_view b) {
 bool http_is_hop_by_hop(std::string_view name);
 // The header names h's Connection headers list besides close, keep-alive and upgrade, joined by
 // commas ("" when none, the usual case): more hop-by-hop headers, which a proxy removes along with
-// Connection itself (RFC 9110 §7.6.1).
+// Connection itself (RFC 9110 §7.6.1). Content-Length, Transfer-Encoding and Host are never among
+// them, listed or not: the framing a proxy forwards is the framing it parsed.
 std::string http_connection_options(const HttpHead& h);
-// True when a Connection header's value lists anything besides close, keep-alive and upgrade.
+// True when a Connection header's value lists anything besides close, keep-alive, upgrade and the
+// headers http_connection_options never returns.
 bool http_connection_value_has_options(std::string_view value);
 // True when name is one of the comma-separated names in list (case-insensitive).
 bool http_list_has(std::string_view list, std::string_view name);

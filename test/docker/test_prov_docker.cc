@@ -13,12 +13,16 @@
 #include <gtest/gtest.h>
 #include <jansson.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -535,6 +539,112 @@ static bool prepare_image() {
   }
   printf("[ image  ] %s built in %.0f ms\n", g_image.c_str(), (uv_hrtime() - t0) / 1e6);
   return true;
+}
+
+// A relay between the provisioner and the real engine socket that holds the engine's answer to
+// every POST .../containers/create for hold_ms, longer than the provisioner's call timeout: the
+// engine creates the container, but the provisioner hears nothing in time. Byte-level, one thread
+// per connection; everything stops (bounded) in the destructor.
+class SlowCreateRelay {
+ public:
+  std::string path;
+  explicit SlowCreateRelay(int hold_ms) : hold_ms_(hold_ms) {
+    path = "/tmp/ringlb-slow-create-" + std::to_string(getpid()) + ".sock";
+    unlink(path.c_str());
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa {};
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 && listen(listen_fd_, 16) == 0)
+      threads_.emplace_back([this] { accept_loop(); });
+  }
+  ~SlowCreateRelay() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+    close(listen_fd_);
+    unlink(path.c_str());
+  }
+  std::atomic<int> held{0};
+
+ private:
+  int hold_ms_;
+  int listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;  // only the accept thread adds to it
+
+  void accept_loop() {
+    std::vector<std::thread> conns;
+    while (!stop_) {
+      struct pollfd p = {listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int c = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c >= 0) conns.emplace_back([this, c] { relay(c); });
+    }
+    for (std::thread& t : conns) t.join();
+  }
+
+  void relay(int client) {
+    int engine = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa {};
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "/var/run/docker.sock");
+    if (connect(engine, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      close(engine);
+      close(client);
+      return;
+    }
+    uint64_t hold_until = 0;
+    char buf[65536];
+    uint64_t deadline = uv_hrtime() + 60ull * 1000000000;
+    while (!stop_ && uv_hrtime() < deadline) {
+      struct pollfd p[2] = {{client, POLLIN, 0}, {engine, POLLIN, 0}};
+      if (poll(p, 2, 50) <= 0) continue;
+      if (p[0].revents) {
+        ssize_t n = read(client, buf, sizeof buf);
+        if (n <= 0) break;
+        if (std::string(buf, n).find("/containers/create") != std::string::npos &&
+            std::string(buf, n).rfind("POST ", 0) == 0) {
+          hold_until = uv_hrtime() + static_cast<uint64_t>(hold_ms_) * 1000000;
+          held++;
+        }
+        if (write(engine, buf, n) != n) break;
+      }
+      if (p[1].revents) {
+        while (uv_hrtime() < hold_until && !stop_) usleep(10000);
+        ssize_t n = read(engine, buf, sizeof buf);
+        if (n <= 0 || write(client, buf, n) != n) break;
+      }
+    }
+    close(engine);
+    close(client);
+  }
+};
+
+// A create that timed out on our side but succeeded in the engine leaves no container: the
+// provisioner looks the name up at once and removes the pool's container, before start fails.
+TEST_F(DockerProv, CreateThatTimedOutButSucceededIsRemovedAtOnce) {
+  SlowCreateRelay relay(2000);
+  ProvDockerConfig cfg;
+  cfg.socket = relay.path;
+  cfg.image = g_image;
+  cfg.pool = pool;
+  cfg.network = "host";
+  cfg.port_min = kPortMin;
+  cfg.port_max = kPortMax;
+  cfg.call_timeout_ms = 500;
+  cfg.watch_events = false;
+  std::string err;
+  Provisioner* slow = prov_docker_create(&loop, cfg, &err);
+  ASSERT_NE(slow, nullptr) << err;
+  Started s;
+  start_async(slow, "slowcreate1", 7, &s);
+  ASSERT_TRUE(run_until(&loop, [&] { return s.done; }));
+  EXPECT_NE(s.status, 0);
+  EXPECT_EQ(relay.held.load(), 1);
+  // The engine had made the container (its create answer was only held back); it is gone now,
+  // when start has called back, not at the next list().
+  EXPECT_EQ(labelled(std::string("ringlb.pool=") + pool), std::vector<std::string>{}) << s.error;
+  close_prov(slow);
 }
 
 int main(int argc, char** argv) {

@@ -141,6 +141,27 @@ TEST(HttpHead, ConnectionOptionsNameFurtherHopByHopHeaders) {
   EXPECT_FALSE(http_connection_value_has_options(""));
 }
 
+// A Connection header never makes the framing or Host hop-by-hop: forwarding the body without the
+// Content-Length that framed it let the next hop read it as another request (smuggling).
+TEST(HttpHead, ConnectionNeverNamesFramingOrHost) {
+  HttpHead h;
+  HttpHeadLimits lim;
+  auto add = [&](std::string_view name, std::string_view value) {
+    ASSERT_EQ(http_head_add_field(&h, lim, name.data(), name.size()), 0);
+    ASSERT_EQ(http_head_add_value(&h, lim, value.data(), value.size()), 0);
+  };
+  add("Host", "a");
+  add("Connection", "Content-Length, transfer-encoding, HOST, x-drop");
+  add("Content-Length", "5");
+  add("Transfer-Encoding", "chunked");
+  add("X-Drop", "1");
+  EXPECT_EQ(http_connection_options(h), "x-drop");
+  EXPECT_FALSE(http_connection_value_has_options("content-length, Host, Transfer-Encoding"));
+  std::string out;
+  http_append_forwarded(&out, h, [](std::string_view, const HttpHeader&) { return false; });
+  EXPECT_EQ(out, "Host: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n");
+}
+
 TEST(HttpHead, AppendForwardedDropsHopByHopConnectionNamedAndSkippedHeaders) {
   HttpHead h;
   HttpHeadLimits lim;

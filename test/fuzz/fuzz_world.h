@@ -1,0 +1,106 @@
+// fuzz_world: one load balancer and its surroundings on a fresh libuv loop, for one fuzz input.
+//
+// The world is the real thing in one process: the real Proxy (lb/proxy.cc) over a real Registry with
+// the static provisioner, a recording upstream that the static pool points at, and one client, all
+// on one loop and talking over real loopback sockets. The recording upstream parses what the LB
+// sends with a fresh llhttp parser per connection (never the LB's HttpConn) and answers each request
+// through the target's answer function; a byte it cannot parse as a request is a breach at once.
+//
+// Every input gets a new world (world_start ... world_stop): the LB's state cannot leak from one input
+// into the next, the upstream's bytes belong to this input alone, and world_stop proves every handle
+// was closed (uv_loop_close == 0) or aborts. A breach of an oracle aborts too, so libFuzzer reports it
+// as a crash and keeps the input.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "lb/config.h"
+#include "lb/provisioner.h"
+#include "lb/proxy.h"
+#include "lb/registry.h"
+
+// One request the upstream parsed (or began to parse) on a recorded connection.
+struct UpRequest {
+  int conn = 0;            // the upstream connection, numbered from 0 in accept order
+  llhttp_method_t method = HTTP_GET;
+  std::string url;
+  std::string body;        // decoded (chunk framing removed)
+  bool complete = false;   // on_message_complete was reached
+  int seq = -1;            // complete requests, numbered in completion order
+};
+
+struct World;
+
+// How the upstream answers a complete request: bytes to write, and whether to half-close after them.
+using AnswerFn = void (*)(World* w, const UpRequest& req, std::string* out, bool* shutdown_after);
+
+struct World {
+  uv_loop_t loop;
+  // The recording upstream.
+  uv_tcp_t up_listener;
+  uint16_t up_port = 0;
+  bool recording = false;  // connections accepted from now on are recorded (earlier ones: heartbeats)
+  int up_conns = 0;        // recorded connections accepted
+  int up_open = 0;         // upstream connections not yet closed (recorded or not)
+  std::vector<UpRequest> up_reqs;
+  std::vector<std::string> up_raw;  // every byte each recorded connection received, by connection
+  AnswerFn answer = nullptr;
+  void* ctx = nullptr;     // the target's state
+  // The load balancer.
+  Config cfg;
+  Provisioner* prov = nullptr;
+  Registry reg;
+  Proxy proxy;
+  uint16_t lb_port = 0;
+  bool lb_stopped = false;
+  // The client.
+  uv_tcp_t client;
+  uv_connect_t client_connect;
+  bool client_open = false;
+  bool client_eof = false;  // the LB closed (EOF or reset)
+  bool client_failed = false;  // the client could not connect (no local port): skip the oracle
+  std::string client_in;    // every byte the client received
+  void (*on_client_connected)(World* w) = nullptr;
+  void (*on_client_data)(World* w) = nullptr;  // after client_in grew
+  // Progress: bumped by every byte and close anywhere in the world (stall detection).
+  uint64_t progress = 0;
+};
+
+// Prints a breach of an oracle with the input and what the upstream received, and aborts.
+[[noreturn]] void fuzz_breach(const World* w, const uint8_t* input, size_t len, const char* fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+// The input being run, printed by fuzz_breach when it is called without one (inside the world).
+void fuzz_set_input(const uint8_t* data, size_t len);
+
+// Bytes as a C-escaped string, for reports.
+std::string fuzz_escape(const std::string& s, size_t max = 600);
+
+// Creates the world: the upstream listens, the LB starts over it, and the loop runs until the LB's
+// heartbeat found the upstream healthy. Aborts if that does not happen within 5 s (a broken
+// environment, not a finding).
+World* world_start(AnswerFn answer, void* ctx);
+
+// Connects the client to the LB; on_client_connected runs once connected.
+void world_client_connect(World* w);
+void world_client_write(World* w, const char* data, size_t len);
+void world_client_shutdown(World* w);  // half-close: the LB sees EOF after the bytes written
+void world_client_close(World* w);
+
+// Runs the loop until the client connection is closed. Returns false when the world stalled first:
+// nothing moved anywhere for stall_ms of loop time (checked again without waiting before giving up)
+// while the client was still open.
+bool world_run_client(World* w, uint64_t stall_ms);
+
+// Requests the LB completed with its one replica (Replica::requests), read before world_stop.
+uint64_t world_replica_requests(const World* w);
+
+// Stops the LB (proxy_stop, registry_close), lets the upstream see every connection's end, closes
+// everything and checks uv_loop_close == 0 (aborts otherwise, listing the open handles). Frees w.
+void world_stop(World* w);
