@@ -347,6 +347,30 @@ class Health(ControlTestCase):
         self.assertIn('test: ["CMD", "/ringlb", "--check-ready"]', compose)
 
 
+class Healing(ControlTestCase):
+    def test_a_replica_that_cannot_start_is_replaced_again_and_again(self):
+        # Every start fails before a process exists (no such binary), so each dead replica is
+        # retired with nothing left holding it while the registry's tick walks its replicas (the
+        # tick used to read it after freeing it: found under ASan). Healing keeps trying with its
+        # backoff, the daemon lives and answers, and SIGTERM still exits 0.
+        lb = LbTestCase.start_lb(self, "--replica-bin", os.path.join(tempfile.gettempdir(), "no-such-replica"),
+                                 "--heal-backoff-max", "100", "--hb-interval", "100",
+                                 replicas=1, wait_ready=False)
+
+        def heals():
+            if not lb.running():
+                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            line = [l for l in text.splitlines() if l.startswith("ringlb_heals_total ")]
+            return int(line[0].split()[1]) if line else 0
+        # More than 1 s of replacements, so several land on the once-a-second pool reaping tick.
+        harness.wait_until(lambda: heals() >= 15, 30, "15 replacements of a replica that cannot start", 0.1)
+        self.assertNotEqual([d["state"] for d in self.details(lb)], ["healthy"])
+        self.assertEqual(harness.request(lb.port, "GET", "/readyz").status, 503)
+        code, _ = lb.stop(signal.SIGTERM, timeout=15)
+        self.assertEqual(code, 0, lb.log())
+
+
 class Rollback(ControlTestCase):
     def test_failed_add_answers_after_its_replicas_are_stopped(self):
         lb = self.start_lb("--hb-interval", "100", replicas=1)
