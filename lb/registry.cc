@@ -521,6 +521,10 @@ void replica_unref(Replica* r) {
 }
 
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
+  if (reg->closing) {  // a hurried shutdown closed the registry while the proxy still answers
+    req->done(503, "the load balancer is stopping");
+    return;
+  }
   PendingAdd a;
   for (const std::string& name : req->names) {
     Replica* r = new_replica(reg, lowest_free_id(reg), name);
@@ -541,6 +545,7 @@ void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
 }
 
 void registry_remove(Registry* reg, const std::vector<std::string>& names) {
+  if (reg->closing) return;  // every replica is being stopped already
   for (const std::string& name : names) {
     for (Replica* r : reg->replicas) {
       if (r->name == name && r->counts) {

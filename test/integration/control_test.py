@@ -422,6 +422,29 @@ class Signals(ControlTestCase):
             self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
                              "zombie" not in open(f"/proc/{pid}/status").read(), f"{name} still runs")
 
+    def test_an_add_completed_after_a_hurried_shutdown_is_refused_and_starts_nothing(self):
+        # The second signal closes the registry while the proxy still finishes the exchanges it
+        # is reading: an /add whose body completes after that gets 503 and starts no replica.
+        lb = self.start_lb(replicas=1)
+        body = json.dumps({"n": 1, "hostnames": ["late1"]}).encode()
+        with Connection(lb.port, timeout=20) as conn:
+            conn.send(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" +
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            lb.send_signal(signal.SIGTERM)
+            harness.wait_until(lambda: "stopping" in lb.log(), 5, "the first signal's log line")
+            lb.proc.send_signal(signal.SIGTERM)
+            # The registry closing stops the replica (the proxy still waits for this body).
+            harness.wait_until(lambda: "replica server1: stopped" in lb.log(), 10,
+                               "the hurried shutdown to stop the replica")
+            conn.send(body[5:])
+            resp = conn.read_response("POST")
+            spawned = [argv for argv in self.children(lb).values() if b"late1" in argv]
+        self.assertEqual(resp.status, 503, resp)
+        self.assertEqual(spawned, [], "a replica was started after the registry closed")
+        code, _ = lb.stop(timeout=15)
+        self.assertEqual(code, 0, lb.log())
+        self.assertNotIn("late1", lb.log())
+
     def test_third_sigterm_exits_at_once(self):
         lb = self.start_lb()
         result = {}
