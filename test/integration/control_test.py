@@ -427,9 +427,19 @@ class Signals(ControlTestCase):
         # is reading: an /add whose body completes after that gets 503 and starts no replica.
         lb = self.start_lb(replicas=1)
         body = json.dumps({"n": 1, "hostnames": ["late1"]}).encode()
+        polls = [0]
+
+        def requests_seen():  # ringlb_requests_total, less the /metrics requests made here
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            polls[0] += 1
+            line = [l for l in text.splitlines() if l.startswith("ringlb_requests_total ")]
+            return int(line[0].split()[1]) - polls[0]
+        before = requests_seen()
         with Connection(lb.port, timeout=20) as conn:
             conn.send(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" +
                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            # The head was read (so the connection is busy, not idle, when the stop begins).
+            harness.wait_until(lambda: requests_seen() == before + 1, 5, "the LB to read the /add head", 0.02)
             lb.send_signal(signal.SIGTERM)
             harness.wait_until(lambda: "stopping" in lb.log(), 5, "the first signal's log line")
             lb.proc.send_signal(signal.SIGTERM)
