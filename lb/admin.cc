@@ -97,6 +97,10 @@ void handle_rm(Proxy* p, const ClientRef& client, const std::string& body) {
   long long n;
   std::vector<std::string> names;
   if (!parse_n_hostnames(p, client, body, &n, &names)) return;
+  if (reg->closing) {  // a hurried shutdown closed the registry; it stops every replica itself
+    fail(p, client, 503, "the load balancer is stopping");
+    return;
+  }
   if (static_cast<long long>(names.size()) > n) {
     fail(p, client, 400, "Length of hostname list is more than removable instances");
     return;

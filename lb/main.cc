@@ -44,16 +44,31 @@ struct Daemon {
   Proxy proxy;
   uv_signal_t sigterm, sigint, sighup;
   int stop_signals = 0;  // SIGTERM/SIGINT received so far
+  bool proxy_stopped = false, registry_closed = false, signals_closed = false;
 };
+
+// The signal handles go last, once both the proxy and the registry are closed: a signal during
+// shutdown (a third one while a hurried proxy still finishes) never meets the default action.
+void close_signals_when_done(Daemon* d) {
+  if (!d->proxy_stopped || !d->registry_closed || d->signals_closed) return;
+  d->signals_closed = true;
+  LOG_INFO("stopped");
+  for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
+    uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+}
 
 // The registry is closed once: after the proxy drained (first signal) or at once (second signal).
 void close_registry(Daemon* d) {
   registry_close(&d->reg, d->cfg.on_exit_keep, [d]() {
-    LOG_INFO("stopped");
-    // The signal handles go last, so a signal during shutdown never meets the default action.
-    for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
-      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+    d->registry_closed = true;
+    close_signals_when_done(d);
   });
+}
+
+void on_proxy_stopped(Daemon* d) {
+  d->proxy_stopped = true;
+  close_registry(d);  // no-op when a second signal closed it already
+  close_signals_when_done(d);
 }
 
 void on_signal(uv_signal_t* sig, int signum) {
@@ -66,7 +81,7 @@ void on_signal(uv_signal_t* sig, int signum) {
   if (d->stop_signals == 1) {
     LOG_INFO("signal %d: stopping (finishing in-flight requests, then %s the replicas)", signum,
              d->cfg.on_exit_keep ? "keeping" : "removing");
-    proxy_stop(&d->proxy, [d]() { close_registry(d); });
+    proxy_stop(&d->proxy, [d]() { on_proxy_stopped(d); });
   } else if (d->stop_signals == 2) {
     LOG_WARN("signal %d again: hurrying (drains and in-flight requests cut short), still %s the "
              "replicas; a third signal exits at once", signum,

@@ -612,6 +612,15 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
 
 // ---- list (adoption) ----
 
+// True for the name release_name gives container id: NAME + kDrainingMark + its own short id. A
+// replica the user named with the mark in it (a valid name, "a.draining-b") is not one: only the
+// suffix that names the container itself marks a leftover of a drain.
+static bool draining_name(const std::string& name, const std::string& id) {
+  std::string suffix = kDrainingMark + short_id(id);
+  return id.size() > 0 && name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 static void list_finish_one(ListOp* op) {
   if (--op->pending > 0) return;
   ProvDocker* p = op->p;
@@ -653,7 +662,7 @@ static void on_listed(ListOp* op, const DockerReply& r) {
                      parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0;
     bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
     if (state == "removing") continue;
-    bool draining = inst.name.find(kDrainingMark) != std::string::npos;
+    bool draining = draining_name(inst.name, id);
     if (state == "running" && labels_ok && net_ok && !inst.name.empty() && !draining) {
       inst.ring_id = ring_id;
       inst.port = static_cast<uint16_t>(port);

@@ -351,7 +351,11 @@ void on_tick(uv_timer_t* t) {
   uint64_t now = now_ms(reg);
   bool reap = now - reg->last_reap >= 1000;
   if (reap) reg->last_reap = now;
-  std::vector<Replica*> list = reg->replicas;  // retire/replace change the vector
+  // retire/replace change the vector, and retire frees a replica nothing else holds (one whose
+  // start failed, one that waited for its name): the copy holds a reference on each until the
+  // loop is done, so `r->removed` below never reads a freed replica.
+  std::vector<Replica*> list = reg->replicas;
+  for (Replica* r : list) replica_ref(r);
   for (Replica* r : list) {
     if (r->removed) continue;
     switch (r->state) {
@@ -372,6 +376,7 @@ void on_tick(uv_timer_t* t) {
     }
     if (reap && !r->removed) upstream_pool_reap(r, now > kPoolIdleMs ? now - kPoolIdleMs : 0);
   }
+  for (Replica* r : list) replica_unref(r);
   // The next replacement due before the next periodic tick gets a tick of its own, on time.
   if (reg->cfg->heal && reg->prov->can_scale()) {
     for (Replica* r : reg->replicas)
@@ -516,6 +521,10 @@ void replica_unref(Replica* r) {
 }
 
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
+  if (reg->closing) {  // a hurried shutdown closed the registry while the proxy still answers
+    req->done(503, "the load balancer is stopping");
+    return;
+  }
   PendingAdd a;
   for (const std::string& name : req->names) {
     Replica* r = new_replica(reg, lowest_free_id(reg), name);
@@ -536,6 +545,7 @@ void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
 }
 
 void registry_remove(Registry* reg, const std::vector<std::string>& names) {
+  if (reg->closing) return;  // every replica is being stopped already
   for (const std::string& name : names) {
     for (Replica* r : reg->replicas) {
       if (r->name == name && r->counts) {
@@ -544,15 +554,20 @@ void registry_remove(Registry* reg, const std::vector<std::string>& names) {
         health_stop(r);
         // The name is free once /rm answers: a provisioner whose instances hold names (docker)
         // renames this one; until it has, an /add of the name waits for it.
+        // The name is held before release_name is asked, so its callback (whenever it runs)
+        // always finds the hold it releases.
         if (!r->inst.id.empty()) {
           replica_ref(r);
+          name_hold(reg, r);
           bool held = reg->prov->release_name(r->inst, [r](int status, const std::string& error) {
             if (status == 0) name_release(r->reg, r);
             else LOG_WARN("replica %s: %s; the name is free once it is stopped", r->name.c_str(), error.c_str());
             replica_unref(r);
           });
-          if (held) name_hold(reg, r);
-          else replica_unref(r);
+          if (!held) {  // instances of this provisioner hold no names: free at once
+            name_release(reg, r);
+            replica_unref(r);
+          }
         } else if (r->start_pending) {
           name_hold(reg, r);  // released when the start calls back and the instance is stopped
         }

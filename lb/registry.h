@@ -128,10 +128,11 @@ Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>&
 // stopped again (the rollback has finished when the client hears of the failure). A name that a
 // removed replica's instance still holds (a draining container) is started once it is released.
 // Validation is the caller's (admin.cc): names unused by live replicas, registry_members() + n
-// within --max-replicas.
+// within --max-replicas. Once registry_close has run: done(503) at once, nothing started.
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req);
 // /rm: takes the named replicas out of routing at once, drains them and stops them. Their names are
-// free at once: the provisioner renames what holds them (docker) before the drain ends.
+// free at once: the provisioner renames what holds them (docker) before the drain ends. Does
+// nothing once registry_close has run (it stops every replica itself).
 void registry_remove(Registry* reg, const std::vector<std::string>& names);
 
 // Health inputs. A heartbeat result; a passive failure of a proxied request (connect refused, reset,

@@ -67,6 +67,26 @@ class OnExit(DockerLbTestCase):
         self.assertEqual(self.route(again, rids), routes, "keys moved")
         self.assert_clean_stop(again)  # remove: nothing of the pool is left
 
+    def test_keep_adopts_a_replica_whose_name_contains_the_draining_mark(self):
+        # "s1.draining-x" is a valid name. Only the LB's own rename of a draining container
+        # (NAME.draining-<that container's short id>) marks a leftover of a drain, so the next LB
+        # adopts this replica instead of removing it.
+        name = "s1.draining-x"
+        lb = self.start_lb("--on-exit", "keep", "--hb-interval", "100")
+        with Connection(lb.port, timeout=30) as conn:
+            resp = conn.request("POST", "/add", body={"n": 1, "hostnames": [name]})
+            self.assertEqual(resp.status, 200, resp)
+        before = self.assert_containers_match(lb)
+        self.assertIn(name, before)
+        code, _ = lb.stop(signal.SIGTERM, timeout=20)
+        self.assertEqual(code, 0, lb.log())
+
+        again = self.start_lb(replicas=4)  # the four it left
+        after = self.assert_containers_match(again)
+        self.assertIn(name, sorted(after), "the replica was removed instead of adopted:\n" + again.log())
+        self.assertEqual(after[name]["Id"], before[name]["Id"])
+        self.assert_clean_stop(again)
+
 
 if __name__ == "__main__":
     ok, why = lb_docker_test.engine_answers()

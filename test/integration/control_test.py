@@ -347,6 +347,30 @@ class Health(ControlTestCase):
         self.assertIn('test: ["CMD", "/ringlb", "--check-ready"]', compose)
 
 
+class Healing(ControlTestCase):
+    def test_a_replica_that_cannot_start_is_replaced_again_and_again(self):
+        # Every start fails before a process exists (no such binary), so each dead replica is
+        # retired with nothing left holding it while the registry's tick walks its replicas (the
+        # tick used to read it after freeing it: found under ASan). Healing keeps trying with its
+        # backoff, the daemon lives and answers, and SIGTERM still exits 0.
+        lb = LbTestCase.start_lb(self, "--replica-bin", os.path.join(tempfile.gettempdir(), "no-such-replica"),
+                                 "--heal-backoff-max", "100", "--hb-interval", "100",
+                                 replicas=1, wait_ready=False)
+
+        def heals():
+            if not lb.running():
+                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            line = [l for l in text.splitlines() if l.startswith("ringlb_heals_total ")]
+            return int(line[0].split()[1]) if line else 0
+        # More than 1 s of replacements, so several land on the once-a-second pool reaping tick.
+        harness.wait_until(lambda: heals() >= 15, 30, "15 replacements of a replica that cannot start", 0.1)
+        self.assertNotEqual([d["state"] for d in self.details(lb)], ["healthy"])
+        self.assertEqual(harness.request(lb.port, "GET", "/readyz").status, 503)
+        code, _ = lb.stop(signal.SIGTERM, timeout=15)
+        self.assertEqual(code, 0, lb.log())
+
+
 class Rollback(ControlTestCase):
     def test_failed_add_answers_after_its_replicas_are_stopped(self):
         lb = self.start_lb("--hb-interval", "100", replicas=1)
@@ -397,6 +421,39 @@ class Signals(ControlTestCase):
         for name, pid in pids.items():
             self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
                              "zombie" not in open(f"/proc/{pid}/status").read(), f"{name} still runs")
+
+    def test_an_add_completed_after_a_hurried_shutdown_is_refused_and_starts_nothing(self):
+        # The second signal closes the registry while the proxy still finishes the exchanges it
+        # is reading: an /add whose body completes after that gets 503 and starts no replica.
+        lb = self.start_lb(replicas=1)
+        body = json.dumps({"n": 1, "hostnames": ["late1"]}).encode()
+        polls = [0]
+
+        def requests_seen():  # ringlb_requests_total, less the /metrics requests made here
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            polls[0] += 1
+            line = [l for l in text.splitlines() if l.startswith("ringlb_requests_total ")]
+            return int(line[0].split()[1]) - polls[0]
+        before = requests_seen()
+        with Connection(lb.port, timeout=20) as conn:
+            conn.send(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" +
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            # The head was read (so the connection is busy, not idle, when the stop begins).
+            harness.wait_until(lambda: requests_seen() == before + 1, 5, "the LB to read the /add head", 0.02)
+            lb.send_signal(signal.SIGTERM)
+            harness.wait_until(lambda: "stopping" in lb.log(), 5, "the first signal's log line")
+            lb.proc.send_signal(signal.SIGTERM)
+            # The registry closing stops the replica (the proxy still waits for this body).
+            harness.wait_until(lambda: "replica server1: stopped" in lb.log(), 10,
+                               "the hurried shutdown to stop the replica")
+            conn.send(body[5:])
+            resp = conn.read_response("POST")
+            spawned = [argv for argv in self.children(lb).values() if b"late1" in argv]
+        self.assertEqual(resp.status, 503, resp)
+        self.assertEqual(spawned, [], "a replica was started after the registry closed")
+        code, _ = lb.stop(timeout=15)
+        self.assertEqual(code, 0, lb.log())
+        self.assertNotIn("late1", lb.log())
 
     def test_third_sigterm_exits_at_once(self):
         lb = self.start_lb()
