@@ -20,18 +20,28 @@ std::string metrics_render(const Metrics& m, const Registry& reg) {
   for (int c = 1; c <= 5; c++)
     out += "ringlb_responses_total{class=\"" + std::to_string(c) + "xx\"} " +
            std::to_string(m.responses[c]) + "\n";
+  // One series per name: a draining replica whose name a new replica took (/rm then /add of the
+  // same name) is left out, since two samples with one label set make Prometheus reject the scrape.
+  std::vector<const Replica*> series;
+  for (const Replica* r : reg.replicas) {
+    bool shadowed = false;
+    if (r->state == ReplicaState::draining)
+      for (const Replica* o : reg.replicas)
+        shadowed = shadowed || (o != r && o->name == r->name && o->state != ReplicaState::draining);
+    if (!shadowed) series.push_back(r);
+  }
   out += "# HELP ringlb_replica_requests_total Requests sent to each replica.\n"
          "# TYPE ringlb_replica_requests_total counter\n";
-  for (const Replica* r : reg.replicas)
+  for (const Replica* r : series)
     out += "ringlb_replica_requests_total{replica=\"" + r->name + "\"} " + std::to_string(r->requests) + "\n";
   out += "# HELP ringlb_replica_up Whether each replica is healthy (1) or not (0).\n"
          "# TYPE ringlb_replica_up gauge\n";
-  for (const Replica* r : reg.replicas)
+  for (const Replica* r : series)
     out += "ringlb_replica_up{replica=\"" + r->name + "\",state=\"" + replica_state_name(r->state) +
            "\"} " + (r->state == ReplicaState::healthy ? "1" : "0") + "\n";
   out += "# HELP ringlb_replica_inflight Requests in flight to each replica.\n"
          "# TYPE ringlb_replica_inflight gauge\n";
-  for (const Replica* r : reg.replicas)
+  for (const Replica* r : series)
     out += "ringlb_replica_inflight{replica=\"" + r->name + "\"} " + std::to_string(r->inflight) + "\n";
   return out;
 }

@@ -263,6 +263,13 @@ class Names(ControlTestCase):
             resp = conn.request("POST", "/add", body={"n": 1, "hostnames": ["server1"]})
             self.assertEqual(resp.status, 200, resp)
         self.assertEqual(sorted(self.names(lb)), ["server1", "server2", "server3"])
+        # While the old server1 drains, /metrics still has one series per label set (Prometheus
+        # rejects a scrape with two samples of one series).
+        self.assertTrue(any(d["name"] == "server1" and d["state"] == "draining" for d in self.details(lb)))
+        samples = [line.rsplit(" ", 1)[0] for line in
+                   harness.request(lb.port, "GET", "/metrics").body.decode().splitlines()
+                   if line and not line.startswith("#")]
+        self.assertEqual(len(samples), len(set(samples)), sorted(samples))
         t.join(20)
         self.assertEqual(slow["resp"].status, 200, slow["resp"])  # the drain kept its work
         self.assertEqual(self.route(lb, [key])[key], "server1")
