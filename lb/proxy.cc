@@ -666,7 +666,10 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
     c->admin_body.append(data, len);
     return;
   }
-  if (c->resp_done || c->swallow || c->resp_started) return;  // answered already: discard the rest
+  // Answered already (by the LB, or a replica's 404 turned into 400): discard the rest. A replica
+  // whose response is still streaming gets the rest of the body: it may read it before it ends its
+  // response, and stopping here would stall it and then blame it for the stall.
+  if (c->resp_done || c->swallow || (c->resp_started && c->up == nullptr)) return;
   if (c->up != nullptr && c->head_sent) {
     c->body_sent = true;
     if (int rc = http_conn_write(&c->up->conn, data, len); rc != 0) {
