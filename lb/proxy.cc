@@ -260,15 +260,27 @@ int write_response(ClientConn* c, const char* data, size_t len) {
 // of a proxy: a client that sent Expect: 100-continue waits for it before sending its body (curl
 // waits a second). Not to an HTTP/1.0 client, which does not know interim responses. The head is
 // written as it is complete; the final response's head is held back as usual.
+//
+// An interim response has no body, so its Content-Length or Transfer-Encoding (a replica's
+// mistake) is not passed on: a client or proxy in front that believed it would read the next
+// response as that body. A replica sending interim responses faster than the client reads them
+// is not read further while what is queued for the client is over the high-water mark
+// (client_on_drain starts it again), as for a body: a flood of 1xx grew the LB by 200 MB a second.
 void forward_interim(ClientConn* c, const HttpHead& h) {
   const HttpHead& req = c->conn.head;
   if (req.major != 1 || req.minor == 0 || c->resp_started) return;
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
-  http_append_forwarded(&out, h, [](std::string_view, const HttpHeader&) { return false; });
+  http_append_forwarded(&out, h, [](std::string_view name, const HttpHeader&) {
+    return http_is_framing(name);
+  });
   out.append("\r\n");
-  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) {
+    http_conn_close(&c->conn);
+    return;
+  }
+  if (c->conn.write_queued > kHighWater && c->up != nullptr) http_conn_stop(&c->up->conn);
 }
 
 void up_on_head(HttpConn* hc) {
@@ -304,7 +316,13 @@ void up_on_head(HttpConn* hc) {
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
-  http_append_forwarded(&out, h, [dechunk](std::string_view name, const HttpHeader&) {
+  // A 204 has no body whatever its framing headers say (RFC 9112 §6.3), and its sender must not
+  // send them (RFC 9110 §8.6, RFC 9112 §6.1): they are not passed on, so that nothing after the LB
+  // reads the next response as this one's body. (HEAD and 304 keep theirs: there they describe
+  // the representation.)
+  bool no_framing = h.status == 204;
+  http_append_forwarded(&out, h, [dechunk, no_framing](std::string_view name, const HttpHeader&) {
+    if (no_framing) return http_is_framing(name);
     return dechunk && http_iequals(name, "transfer-encoding");
   });
   if (!c->keep_alive) out.append("Connection: close\r\n");
