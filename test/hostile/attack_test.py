@@ -7,6 +7,9 @@ backend, raw client sockets).
 - Framing headers on bodyless responses: a 1xx or 204 carrying Content-Length or
   Transfer-Encoding reaches the client without them (the LB framed them as bodyless; a client or
   proxy in front that believed the header would read the next response as the body).
+- The final response to a HEAD after an interim 100 Continue has no body either: the LB waited for
+  one, cut the response after --body-timeout and struck the replica (three concurrent HEADs with
+  Expect: 100-continue killed a healthy replica).
 - Requests whose framing a replica could read otherwise than the LB: Transfer-Encoding in an
   HTTP/1.0 request (RFC 9112 §6.1; nginx answers 400), Content-Length over 2^63-1 (nginx 400;
   the LB kept it as "no length" internally), and "Transfer_Encoding" / "Content_Length", which
@@ -156,6 +159,58 @@ class BodylessFraming(FramingTestCase):
             while len(conn.buf) < len(expected) and time.monotonic() < deadline:
                 conn._fill(deadline)
             self.assertEqual(conn.buf, expected)
+
+
+class HeadAfterInterim(FramingTestCase):
+    """The final response to a HEAD has no body when an interim response came first, too."""
+
+    def test_head_with_interim_then_a_pipelined_get(self):
+        def answer(req):
+            if req.method == "HEAD":
+                return b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+            return ok(b"next")
+        self.rec.responder = answer
+        with Connection(self.lb.port) as conn:
+            conn.send(b"HEAD /h HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: 2\r\n\r\nhi"
+                      b"GET /n HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n\r\n")
+            got = [conn.read_response("HEAD"), conn.read_response("HEAD"), conn.read_response()]
+        self.assertEqual([r.status for r in got], [100, 200, 200])
+        self.assertEqual(got[1].raw, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        self.assertEqual(got[2].body, b"next")
+
+    def test_concurrent_heads_with_100_continue_kill_no_replica(self):
+        # The real replica answers Expect: 100-continue at once. Before the fix the LB waited for
+        # a HEAD body after the 100, cut each response after --body-timeout and struck the
+        # replica: three at once marked it dead and it was replaced.
+        replica_bin = harness.build_path("replica", "ringlb-replica")
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
+                                  "--replicas", "1", "--replica-bin", replica_bin,
+                                  "--body-timeout", "1000"], ready_timeout=10.0)
+        harness.wait_lb_ready(lb, 1)
+        before = harness.request(lb.port, "GET", "/rep?verbose=1").json()["message"]["details"]
+        results = []
+
+        def head():
+            with Connection(lb.port) as conn:
+                conn.send(b"HEAD /home HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                          b"Content-Length: 5\r\n\r\nhello")
+                got = [conn.read_response("HEAD").status, conn.read_response("HEAD").status]
+                got.append(conn.request("GET", "/home").status)  # the connection stays usable
+                results.append(got)
+
+        threads = [threading.Thread(target=head) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(results, [[100, 200, 200]] * 3)
+        time.sleep(1.5)  # past --body-timeout: a cut would have struck the replica by now
+        after = harness.request(lb.port, "GET", "/rep?verbose=1").json()["message"]["details"]
+        self.assertEqual([(r["name"], r["id"], r["state"], r["last_cause"]) for r in after],
+                         [(r["name"], r["id"], "healthy", "") for r in before], lb.log())
+        code, _ = lb.stop(signal.SIGTERM, timeout=10)
+        self.assertEqual(code, 0, lb.log())
 
 
 class AmbiguousFraming(FramingTestCase):
