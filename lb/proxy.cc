@@ -291,6 +291,10 @@ void up_on_head(HttpConn* hc) {
     return;
   }
   const HttpHead& h = hc->head;
+  if (h.status < 100) {  // "HTTP/1.1 000": llhttp takes any 3 digits; no client knows what it means
+    upstream_failed(c, "malformed response", Fail::junk);
+    return;
+  }
   if (h.status >= 100 && h.status < 200 && h.status != 101) {
     c->skip_interim = true;  // 100 Continue and friends: the final response follows
     forward_interim(c, h);

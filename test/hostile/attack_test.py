@@ -7,6 +7,7 @@ backend, raw client sockets).
 - Framing headers on bodyless responses: a 1xx or 204 carrying Content-Length or
   Transfer-Encoding reaches the client without them (the LB framed them as bodyless; a client or
   proxy in front that believed the header would read the next response as the body).
+- A response status below 100 ("HTTP/1.1 000") is a malformed response (502), not passed on.
 - The final response to a HEAD after an interim 100 Continue has no body either: the LB waited for
   one, cut the response after --body-timeout and struck the replica (three concurrent HEADs with
   Expect: 100-continue killed a healthy replica).
@@ -159,6 +160,20 @@ class BodylessFraming(FramingTestCase):
             while len(conn.buf) < len(expected) and time.monotonic() < deadline:
                 conn._fill(deadline)
             self.assertEqual(conn.buf, expected)
+
+
+class BadStatus(FramingTestCase):
+    def test_status_below_100_is_a_malformed_response(self):
+        for answer in [b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+                       b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n"]:
+            with self.subTest(answer=answer):
+                self.rec.responder = lambda req, answer=answer: answer
+                with Connection(self.lb.port) as conn:
+                    resp = conn.request("GET", "/s", {"X-Request-Id": "1"})
+                    self.assertIn(resp.status, (502, 503), resp)  # 503: the retry found no other
+                    self.rec.responder = lambda req: ok(b"fine")
+                    resp = conn.request("GET", "/again", {"X-Request-Id": "1"})
+                    self.assertEqual((resp.status, resp.body), (200, b"fine"))
 
 
 class HeadAfterInterim(FramingTestCase):
