@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include "lb/admin.h"
 #include "lb/http/http_response.h"
 #include "lb/http/http_validate.h"
@@ -45,6 +48,10 @@ struct ClientConn {
   bool head_pending = false;   // the response head waits in out for the first body bytes
   bool same_retry_used = false;
   uint8_t attempts = 0;
+  // The response bytes still on their way to the client (client_pending) when its reading was
+  // last looked at: while it keeps shrinking, the client is reading, however slowly (0: never
+  // looked, the exchange had not filled the client's queue).
+  uint64_t pending_mark = 0;
   UpstreamConn* up = nullptr;
   uint64_t pos = 0;
   uint64_t deadline = 0;
@@ -283,6 +290,20 @@ void forward_interim(ClientConn* c, const HttpHead& h) {
   if (c->conn.write_queued > kHighWater && c->up != nullptr) http_conn_stop(&c->up->conn);
 }
 
+// The response bytes on their way to the client: queued in this process and in the kernel's send
+// queue (SIOCOUTQ: not yet acknowledged by the client's side). It shrinks whenever the client reads,
+// even while the kernel is too full to take more of our queue (it says writable again only once a
+// third of its buffer is free, which a slow reader takes seconds to make).
+uint64_t client_pending(ClientConn* c) {
+  uint64_t n = c->conn.write_queued;
+  uv_os_fd_t fd;
+  int outq = 0;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->conn.tcp), &fd) == 0 &&
+      ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0)
+    n += static_cast<uint64_t>(outq);
+  return n;
+}
+
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = static_cast<ClientConn*>(u->client);
@@ -345,7 +366,10 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
     http_conn_close(&c->conn);
     return;
   }
-  if (c->conn.write_queued > kHighWater) http_conn_stop(hc);  // resumed by client_on_drain
+  if (c->conn.write_queued > kHighWater) {  // resumed by client_on_drain
+    http_conn_stop(hc);
+    c->pending_mark = client_pending(c);
+  }
 }
 
 void exchange_done(ClientConn* c);
@@ -639,6 +663,7 @@ void client_on_head(HttpConn* hc) {
   c->head_sent = c->body_sent = c->swallow = c->skip_interim = c->same_retry_used = false;
   c->head_pending = false;
   c->attempts = 0;
+  c->pending_mark = 0;
   c->tried.clear();
   c->body_buf.clear();
   c->admin_body.clear();
@@ -830,6 +855,16 @@ void exchange_timeout(ClientConn* c) {
       if (c->up != nullptr) upstream_failed(c, "timeout", Fail::timeout);
       return;
     case Wait::response_body:
+      if (c->conn.write_queued > 0 && c->pending_mark > 0) {
+        // The client's queue is full: a client that read something since the last look is slow,
+        // not gone (one reading a large response at 50 KiB/s was cut after --body-timeout).
+        uint64_t pending = client_pending(c);
+        if (pending < c->pending_mark) {
+          c->pending_mark = pending;
+          exchange_wait(c, Wait::response_body, c->proxy->cfg->body_timeout_ms);
+          return;
+        }
+      }
       if (c->up != nullptr && c->conn.write_queued == 0 && c->req_done) {
         // The client reads and sent its whole request; the replica stopped sending mid-body: cut
         // and blamed. (A replica that answered early may be waiting for the rest of the upload.)

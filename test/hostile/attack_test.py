@@ -4,6 +4,8 @@ backend, raw client sockets).
 
 - A replica flooding interim (1xx) responses to a client that does not read them: the LB stops
   reading the replica at the high-water mark, as for a body (it grew by 200 MB a second).
+- A client reading a large response slowly (but reading) is not cut by --body-timeout; one that
+  stops reading still is.
 - Framing headers on bodyless responses: a 1xx or 204 carrying Content-Length or
   Transfer-Encoding reaches the client without them (the LB framed them as bodyless; a client or
   proxy in front that believed the header would read the next response as the body).
@@ -124,6 +126,67 @@ class InterimFlood(unittest.TestCase):
                         f"RSS grew from {baseline} to {peak} KiB; the backend sent {backend.sent} "
                         f"bytes of 102 responses")
         self.assertLess(backend.sent, 64 * 1024 * 1024, "the LB kept reading the flood")
+        code, _ = lb.stop(signal.SIGTERM, timeout=10)
+        self.assertEqual(code, 0, lb.log())
+
+
+class SlowReader(unittest.TestCase):
+    def test_a_slow_reader_of_a_large_response_is_not_cut(self):
+        # --body-timeout cuts a client that stops reading, not one that reads slowly: this one
+        # reads 4 KiB every 50 ms (80 KiB/s). Before the fix only a full drain of the LB's 256 KiB
+        # queue restarted the clock (and the kernel says writable only once a third of its send
+        # buffer is free): the client was reset after --body-timeout while reading.
+        replica = harness.start(self, [harness.build_path("replica", "ringlb-replica"), "--address",
+                                       HOST, "--port", "{port}", "--id", "r1", "--debug-routes"])
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
+                                  "--provisioner", "static", "--backend", f"{HOST}:{replica.port}",
+                                  "--body-timeout", "1500"], ready_timeout=10.0)
+        harness.wait_until(lambda: "healthy" in lb.log(), 15.0, "the replica to be healthy", 0.05)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        client.connect((HOST, lb.port))
+        client.settimeout(2.0)
+        got, cut = 0, None
+        try:
+            client.sendall(b"GET /bytes?n=50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end:
+                try:
+                    data = client.recv(4096)
+                except (ConnectionResetError, socket.timeout) as e:
+                    cut = repr(e)
+                    break
+                if not data:
+                    cut = "EOF"
+                    break
+                got += len(data)
+                time.sleep(0.05)
+        finally:
+            client.close()
+        self.assertIsNone(cut, f"the slow reader was cut after {got} bytes")
+        self.assertGreater(got, 100 * 1024)
+        self.assertEqual(harness.request(lb.port, "GET", "/home").status, 200)
+        code, _ = lb.stop(signal.SIGTERM, timeout=10)
+        self.assertEqual(code, 0, lb.log())
+
+    def test_a_client_that_stops_reading_is_still_cut(self):
+        replica = harness.start(self, [harness.build_path("replica", "ringlb-replica"), "--address",
+                                       HOST, "--port", "{port}", "--id", "r1", "--debug-routes"])
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
+                                  "--provisioner", "static", "--backend", f"{HOST}:{replica.port}",
+                                  "--body-timeout", "1000"], ready_timeout=10.0)
+        harness.wait_until(lambda: "healthy" in lb.log(), 15.0, "the replica to be healthy", 0.05)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        client.connect((HOST, lb.port))
+        try:
+            client.sendall(b"GET /bytes?n=50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            inode = harness.peer_socket_inode(client)
+            # It never reads: within 10 body timeouts the LB closes its end.
+            harness.wait_until(lambda: not harness.holds_socket(lb.pid, inode), 10.0,
+                               "the LB to cut the client that stopped reading", 0.1)
+        finally:
+            client.close()
         code, _ = lb.stop(signal.SIGTERM, timeout=10)
         self.assertEqual(code, 0, lb.log())
 
