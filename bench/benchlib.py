@@ -5,7 +5,8 @@ second one: Procs is the cleanup registry harness.start expects from a test, and
 started when the experiment ends, whatever happens.
 
 - Procs: `with Procs() as procs:` ... `procs.start_lb("--ring", "slots")` starts build/lb/ringlb on a
-  free 127.0.0.1 port and waits, bounded, until /rep lists the replicas and /home answers.
+  free 127.0.0.1 port and waits, bounded, until /rep lists the replicas, /home answers and every
+  replica is healthy (wait_all_healthy).
 - loadgen(port, ...): runs build/bench/loadgen/ringlb-loadgen against 127.0.0.1 and returns its JSON.
 - admin(port, method, path, body): one admin request, the parsed JSON answer.
 - gnuplot(script, png): renders a chart with gnuplot's pngcairo terminal.
@@ -65,6 +66,7 @@ class Procs(contextlib.ExitStack):
             argv += ["--replicas", str(replicas)]
         lb = harness.start(self, argv, ready_timeout=10.0)
         harness.wait_lb_ready(lb, replicas, ready_timeout)
+        wait_all_healthy(lb.port, replicas, ready_timeout)
         return lb
 
 
@@ -213,6 +215,18 @@ def rep_details(port):
     if status != 200:
         raise RuntimeError(f"/rep?verbose=1 answered {status}: {body}")
     return body["message"]["details"]
+
+
+def wait_all_healthy(port, n, timeout=30.0):
+    """Waits, bounded, until /rep?verbose=1 lists exactly n replicas and every one is healthy.
+    wait_lb_ready alone is not enough before a measurement: /rep lists a replica and /home answers
+    as soon as one replica passed a heartbeat, and until the others have, their keys go to the next
+    healthy replica clockwise (as they should), so a key map or a count taken then differs from one
+    taken a moment later (the a4_smoke flake: shares of fresh LBs that did not add up to 1)."""
+    def ready():
+        details = rep_details(port)
+        return len(details) == n and all(d["state"] == "healthy" for d in details)
+    harness.wait_until(ready, timeout, f"all {n} replicas to be healthy", 0.01)
 
 
 def key_owners(port, keys, connections=4, depth=50, timeout=10.0):

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <functional>
 
+#include "lb/http/http_server.h"
+
 namespace {
 
 // Each option: its flag name (without --), help text, default shown in --help, and a setter that
@@ -72,13 +74,22 @@ std::string parse_retry_on(const std::string& v, uint8_t* out) {
 
 #define U32(field, lo, hi) [](Config* c, const std::string& v) { return parse_u32(v, lo, hi, &c->field); }
 #define STR(field) [](Config* c, const std::string& v) { c->field = v; return std::string(); }
+// A listening address, checked now (HOST:PORT, [V6]:PORT, :PORT or PORT), so that a bad one is the
+// same one-line exit 2 as any other bad value instead of a failure to listen later. empty_ok: ""
+// keeps the default (--admin-listen: the main listener).
+#define ADDR(field, empty_ok) [](Config* c, const std::string& v) { \
+    struct sockaddr_storage a; \
+    if (!((empty_ok) && v.empty()) && http_parse_address(v, &a) != 0) \
+      return std::string("must be HOST:PORT, [V6]:PORT or :PORT"); \
+    c->field = v; \
+    return std::string(); }
 #define BOOL(field) [](Config* c, const std::string& v) { return parse_bool(v, &c->field); }
 
 const std::vector<Option>& options() {
   static const std::vector<Option> opts = {
-      {"listen", "ADDR:PORT", "where clients connect (default 0.0.0.0:5000)", STR(listen)},
+      {"listen", "ADDR:PORT", "where clients connect (default 0.0.0.0:5000)", ADDR(listen, false)},
       {"admin-listen", "ADDR:PORT", "serve /rep /add /rm /metrics on their own listener (default: the main one)",
-       STR(admin_listen)},
+       ADDR(admin_listen, true)},
       {"admin-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on admin routes", STR(admin_token)},
       {"provisioner", "KIND", "process (local replica processes, default), docker, or static",
        [](Config* c, const std::string& v) {

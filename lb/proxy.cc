@@ -69,6 +69,10 @@ namespace {
 
 constexpr size_t kReadBuffer = 16 * 1024;
 constexpr size_t kHighWater = 256 * 1024;  // bytes queued on one side before the other stops reading
+// Bytes queued for a client past which its next pipelined request waits: none. A client that reads
+// its answers has nothing queued (writes go straight to the socket), so pipelining costs it nothing;
+// one that does not read holds at most one response in the LB, as with HAProxy and NGINX.
+constexpr size_t kPipelineQueueMax = 0;
 
 ClientConn* client_of(HttpConn* c) { return reinterpret_cast<ClientConn*>(c); }
 UpstreamConn* up_of(HttpConn* c) { return reinterpret_cast<UpstreamConn*>(c); }
@@ -624,9 +628,9 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
 // request, or closes when either side asked for it (after its queued bytes are written). The rest
 // of a request body still to come is discarded, with the body idle timeout running.
 //
-// Memory bound: the next pipelined request is read only while what is queued for this client is
-// under the high-water mark, for local and proxied responses alike; otherwise client_on_drain
-// resumes once the client has read it.
+// Memory bound: the next pipelined request is read only once nothing is queued for this client
+// (kPipelineQueueMax), for local and proxied responses alike; otherwise client_on_drain resumes
+// once the client has read it.
 void exchange_done(ClientConn* c) {
   c->resp_done = true;
   if (c->req_done) exchange_unwait(c);
@@ -635,7 +639,8 @@ void exchange_done(ClientConn* c) {
     if (c->conn.write_queued == 0) http_conn_close(&c->conn);
     return;
   }
-  if (c->req_done && c->conn.paused && c->conn.write_queued <= kHighWater) http_conn_resume(&c->conn);
+  if (c->req_done && c->conn.paused && c->conn.write_queued <= kPipelineQueueMax)
+    http_conn_resume(&c->conn);
   // Otherwise on_message_end (still to come, or on the stack) or client_on_drain carries on.
 }
 
@@ -739,8 +744,9 @@ HttpNext client_on_message_end(HttpConn* hc) {
   } else {
     request_sent_check(c);
   }
-  // Over the high-water mark the next request waits for client_on_drain (see exchange_done).
-  if (c->resp_done && c->keep_alive && hc->write_queued <= kHighWater) return HttpNext::parse;
+  // With bytes still queued for the client the next request waits for client_on_drain (see
+  // exchange_done).
+  if (c->resp_done && c->keep_alive && hc->write_queued <= kPipelineQueueMax) return HttpNext::parse;
   return HttpNext::pause;
 }
 

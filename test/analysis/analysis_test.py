@@ -32,11 +32,13 @@ class Smoke(unittest.TestCase):
     heading = None  # its section heading in RESULTS.md
 
     def run_experiment(self):
-        """Runs bench/<name>.py --smoke --out TMP (bounded) and returns its parsed JSON."""
+        """Runs bench/<name>.py --smoke --out TMP (bounded) and returns its parsed JSON. The bound
+        is a hang guard, not a speed check: A-4's smoke run takes about 15 s on a quiet machine and
+        took over 60 s (the old bound) on a loaded 2-core one."""
         out = tempfile.mkdtemp(prefix=f"ringlb-{self.name}-")
         self.addCleanup(shutil.rmtree, out, True)
         run = subprocess.run([sys.executable, os.path.join(BENCH, self.name + ".py"), "--smoke",
-                              "--out", out], capture_output=True, text=True, timeout=60)
+                              "--out", out], capture_output=True, text=True, timeout=240)
         self.assertEqual(run.returncode, 0, f"{self.name} failed:\n{run.stdout}\n{run.stderr}")
         self.assertEqual(sorted(os.listdir(out)),
                          sorted(["RESULTS.md", self.name + ".json", self.name + ".png"]))
@@ -133,6 +135,35 @@ class A4Smoke(Smoke):
         model = data["assignment_model"]
         self.assertEqual(model["key_slots_reachable"], 87)
         self.assertTrue(model["key_slots_are_square_plus_16"])
+
+
+class StartLbReady(unittest.TestCase):
+    """benchlib's Procs.start_lb, which every experiment uses to start its LB, returns only once every
+    replica is healthy: a key mapped before that goes to the next healthy replica while its own is
+    still starting, so two fresh LBs would map it differently (the a4_smoke flake). server3 starts
+    1.5 s late here (a busy machine, made certain), so a wait for /home alone returns too early."""
+
+    def test_every_replica_is_healthy_and_keys_are_where_they_stay(self):
+        import stat
+        import benchlib
+        import harness
+        folder = tempfile.mkdtemp(prefix="ringlb-ready-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        wrapper = os.path.join(folder, "replica.sh")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\ncase "$2" in server3) sleep 1.5 ;; esac\nexec \'%s\' "$@"\n'
+                    % harness.build_path("replica", "ringlb-replica"))
+        os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR)
+        keys = [str(k) for k in range(100000, 100300)]
+        with benchlib.Procs() as procs:
+            lb = procs.start_lb("--replica-bin", wrapper, "--hb-interval", "100", replicas=3)
+            states = {d["name"]: d["state"] for d in benchlib.rep_details(lb.port)}
+            first = benchlib.key_owners(lb.port, keys)
+            self.assertEqual(states, {"server1": "healthy", "server2": "healthy",
+                                      "server3": "healthy"})
+            again = benchlib.key_owners(lb.port, keys)
+        self.assertEqual(first, again)
+        self.assertEqual(set(first.values()), {"server1", "server2", "server3"})
 
 
 if __name__ == "__main__":

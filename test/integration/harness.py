@@ -242,11 +242,13 @@ class Response:
 
 
 class Connection:
-    """One client TCP connection to 127.0.0.1:port. Every read gives up after timeout seconds."""
+    """One client TCP connection to 127.0.0.1:port, from the local address source when given (any
+    127.0.0.0/8 address is the loopback). Every read gives up after timeout seconds."""
 
-    def __init__(self, port, timeout=5.0):
+    def __init__(self, port, timeout=5.0, source=None):
         self.port, self.timeout = port, timeout
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock = socket.create_connection((HOST, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False

@@ -14,7 +14,13 @@
   naming the replica, the old and new state, the cause and the milliseconds spent in the old state.
 
 - A SIGTERM while replicas are still starting stops them too (Docker containers, the one case with a
-  window wide enough to hit; skipped without an engine unless RINGLB_REQUIRE_DOCKER=1).
+  window wide enough to hit; it builds its replica image itself; skipped without an engine unless
+  RINGLB_REQUIRE_DOCKER=1).
+
+Time limits here are margins that hold on a loaded 2-core machine (other suites and stress-ng
+--cpu 2 beside it): each only tells a working mechanism from a missing one (a spinning loop, a
+failover that waits for the kill, a start timeout instead of the exit signal). Speed itself is
+measured in bench/ (a3_heal.py), not here.
 
 The replicas are real ringlb-replica processes, sometimes behind a small shell wrapper given as
 --replica-bin. Everything listens on 127.0.0.1; every loop is bounded in count and time.
@@ -40,6 +46,7 @@ REPLICA = harness.build_path("replica", "ringlb-replica")
 
 # "replica server1: starting -> healthy (heartbeat ok) after 3 ms"
 TRANSITION = re.compile(r"^replica (\S+): (\w+) -> (\w+) \((.*)\) after (\d+) ms$")
+STARTUP = re.compile(r" info ringlb: \w+ provisioner, ")
 STARTED = re.compile(r"^replica (\S+): started pid (\d+) on 127\.0\.0\.1:(\d+)$")
 
 
@@ -158,11 +165,11 @@ class KillUnderLoad(HealTestCase):
             if victim in d or len(new) != 1 or new[0]["state"] != "healthy":
                 return None
             return new[0]
-        new = harness.wait_until(replaced, 5.0, "a healthy replacement for server2", 0.02)
+        new = harness.wait_until(replaced, 15.0, "a healthy replacement for server2", 0.02)
         healed_after = time.monotonic() - killed
         report = load.result()
         self.assert_no_failure(report, lb)
-        self.assertGreaterEqual(report["totals"]["ok"], 5000, report["totals"])
+        self.assertGreaterEqual(report["totals"]["ok"], 3000, report["totals"])
 
         # /rep: N = 3 again, the replacement in the victim's place, with the victim's ring id.
         msg = self.rep(lb).json()["message"]
@@ -190,7 +197,7 @@ class KillUnderLoad(HealTestCase):
         self.assertEqual(len(dead), 1, transitions(lb))
         self.assertEqual(dead[0][2], "healthy")
         self.assertRegex(dead[0][4], r"^(exited: signal Killed|\d+ requests failed: ECONNREFUSED)$")
-        self.assertLess(healed_after, 5.0)
+        self.assertLess(healed_after, 15.0)
 
 
 class HungReplica(HealTestCase):
@@ -218,7 +225,7 @@ class HungReplica(HealTestCase):
         # was killed (2 s later: SIGTERM goes unanswered by a stopped process).
         detected = dead[0][0] - stopped
         self.assertLess(detected, 3.0)
-        self.assertLess(report["latency_us"]["max"] / 1e6, detected + 1.0,
+        self.assertLess(report["latency_us"]["max"] / 1e6, detected + 1.5,
                         f"detected after {detected:.3f} s")
 
 
@@ -232,8 +239,10 @@ class CrashLoop(HealTestCase):
         pids = {n: int(d["id"]) for n, d in self.details(lb).items()}
         os.kill(pids["server2"], signal.SIGKILL)
 
-        # 9 s of watching: /rep and /home answer at once (other replicas serve every key), the
-        # load balancer's CPU stays low.
+        # 9 s of watching: /rep and /home keep answering (other replicas serve every key) and the
+        # load balancer does not spin. The limits are loose on purpose (a loaded 2-core machine):
+        # a loop that waited for a replacement would stall for the backoff (up to 2 s) or the
+        # start timeout (10 s), and a spinning one would use most of a CPU.
         cpu0, wall0 = cpu_seconds(lb.pid), time.monotonic()
         rng = random.Random(9)
         slowest_rep = slowest_home = 0.0
@@ -257,23 +266,26 @@ class CrashLoop(HealTestCase):
         wall = time.monotonic() - wall0
         self.assertEqual(statuses, {200: polls}, f"log:\n{lb.log()}")
         self.assertGreater(polls, 100)
-        self.assertLess(slowest_rep, 0.25, "a /rep answer took too long")
-        self.assertLess(slowest_home, 0.25, "a /home answer took too long")
-        self.assertLess(cpu / wall, 0.15, f"ringlb used {cpu:.2f} s of CPU in {wall:.1f} s")
+        self.assertLess(slowest_rep, 1.5, "a /rep answer took too long")
+        self.assertLess(slowest_home, 1.5, "a /home answer took too long")
+        self.assertLess(cpu / wall, 0.5, f"ringlb used {cpu:.2f} s of CPU in {wall:.1f} s")
 
         # Replacements start at exponentially growing intervals up to the cap. The victim had been
         # healthy for less than 5 s, so its death is the first early one: replaced at once, and the
-        # replacements that die at once wait 250, 500, 1000 ms, then the cap.
+        # replacements that die at once wait 250, 500, 1000 ms, then the cap. A timer never fires
+        # early, so the lower bounds are exact; a busy machine may make one late, by less than 1 s.
         dead = [t for t in transitions(lb) if t[1] == "server2" and t[3] == "dead"]
         self.assertEqual(len(dead), 1)
         self.assertLess(dead[0][5], 5000)
-        starts = [t for t, _, msg in log_events(lb)
-                  if (m := STARTED.match(msg)) and not m.group(1).startswith("server")]
-        self.assertGreaterEqual(len(starts), 6, f"log:\n{lb.log()}")
+        def replacement_starts():
+            out = [t for t, _, msg in log_events(lb)
+                   if (m := STARTED.match(msg)) and not m.group(1).startswith("server")]
+            return out if len(out) >= 6 else None
+        starts = harness.wait_until(replacement_starts, 15.0, "six replacement starts", 0.1)
         delays = [starts[0] - dead[0][0]] + [b - a for a, b in zip(starts, starts[1:])]
         for i, (delay, want) in enumerate(zip(delays, [0.0, 0.25, 0.5, 1.0, 2.0, 2.0])):
             self.assertGreaterEqual(delay, want - 0.005, f"delay {i}: {delays}")
-            self.assertLess(delay, want + 0.1, f"delay {i}: {delays}")
+            self.assertLess(delay, want + 1.0, f"delay {i}: {delays}")
         warns = [msg for _, level, msg in log_events(lb) if level == "warn" and "in a row" in msg]
         self.assertTrue(any("next try in 2000 ms" in w for w in warns), warns)
 
@@ -319,7 +331,7 @@ class CrashLoop(HealTestCase):
         self.assertEqual(resp.status, 500, resp)
         self.assertIn("crashy", resp.json()["message"])
         self.assertIn("exit code 3", resp.json()["message"])
-        self.assertLess(elapsed, 2.0, "the exit is an instant signal, not a --start-timeout")
+        self.assertLess(elapsed, 5.0, "the exit is an instant signal, not a --start-timeout (10 s)")
         self.assertEqual(self.rep(lb).body, before)
 
 
@@ -349,7 +361,7 @@ class RemoveUnderLoad(HealTestCase):
         for iv in late:
             for name in ("server2", "server4"):
                 self.assertEqual(iv["replicas"].get(name, 0), 0, iv)
-        self.assertGreater(sum(iv["ok"] for iv in late), 2000)
+        self.assertGreater(sum(iv["ok"] for iv in late), 1000)
         for name in ("server2", "server4"):
             self.assertGreater(report["replicas"].get(name, 0), 0, "it served before the /rm")
         lines = [t for t in transitions(lb)
@@ -393,28 +405,39 @@ class RemoveUnderLoad(HealTestCase):
         self.assertEqual(self.names(lb), ["server1", "server3"])
 
 
-def docker_image():
-    """A replica image on a reachable Docker engine, or None (skip; a failure when
-    RINGLB_REQUIRE_DOCKER=1)."""
-    for image in ("ringlb-replica:test", "ringlb-replica:latest"):
-        try:
-            if subprocess.run(["docker", "image", "inspect", image], capture_output=True,
-                              timeout=20).returncode == 0:
-                return image
-        except (OSError, subprocess.TimeoutExpired):
-            break
-    if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
-        raise AssertionError("RINGLB_REQUIRE_DOCKER=1 but no engine with a ringlb-replica image")
-    return None
+# The replica image StopWhileStarting runs: RINGLB_TEST_IMAGE used as is when set (as the docker
+# suite does), else built here from this build's replica by lb/image.sh under a tag of this test's
+# own, so it depends neither on the docker suite having run first nor on an image left on the
+# machine (Docker's layer cache makes a rebuild a no-op).
+HEAL_IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:heal-test"
+
+
+def docker_image(test):
+    """HEAL_IMAGE on a reachable Docker engine, built when needed; None when no engine answers
+    (skip; a failure when RINGLB_REQUIRE_DOCKER=1). A failed build fails the test."""
+    try:
+        engine = subprocess.run(["docker", "version"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        engine = False
+    if not engine:
+        if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
+            raise AssertionError("RINGLB_REQUIRE_DOCKER=1 but no Docker engine answers")
+        return None
+    if not os.environ.get("RINGLB_TEST_IMAGE"):
+        out = subprocess.run([harness.source_path("lb", "image.sh"), harness.BUILD, "replica"],
+                             env=dict(os.environ, RINGLB_REPLICA_TAG=HEAL_IMAGE),
+                             capture_output=True, text=True, timeout=180)
+        test.assertEqual(out.returncode, 0, f"building {HEAL_IMAGE}:\n{out.stdout}{out.stderr}")
+    return HEAL_IMAGE
 
 
 class StopWhileStarting(HealTestCase):
     def test_sigterm_while_containers_start_leaves_none_behind(self):
         # A container start takes 100-300 ms: a SIGTERM meanwhile must still stop what the start
         # produces (it used to be left running). Several delays, so that one falls in the window.
-        image = docker_image()
+        image = docker_image(self)
         if image is None:
-            self.skipTest("no Docker engine with a ringlb-replica image")
+            self.skipTest("no Docker engine answers")
         for delay in (0.1, 0.2, 0.3):
             with self.subTest(delay=delay):
                 pool = f"ringlb-heal-{os.getpid()}-{random.randrange(1 << 30):x}"
@@ -426,7 +449,13 @@ class StopWhileStarting(HealTestCase):
                                           "--docker-network", "host", "--pool", pool,
                                           "--replica-image", image, "--replicas", "2",
                                           "--replica-port-range", "25000-25999"], wait=False)
-                time.sleep(delay)  # from the spawn: ringlb is up within a few ms
+                # From ringlb's start line, logged once its signal handlers are in place (a SIGTERM
+                # before that kills it with -15, which says nothing of the containers) and the
+                # containers' start has begun; on a busy machine that can take far longer than
+                # the delays themselves.
+                harness.wait_until(lambda: STARTUP.search(lb.log()), 15.0,
+                                   "ringlb's start line", 0.005)
+                time.sleep(delay)
                 code, _ = lb.stop(signal.SIGTERM, timeout=15.0)
                 self.assertEqual(code, 0, lb.log())
                 ps = ["docker", "ps", "-aq", "--filter", f"label=ringlb.pool={pool}"]

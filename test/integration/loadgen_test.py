@@ -227,19 +227,25 @@ class LoadgenReplicaTest(unittest.TestCase):
 class LoadgenFailureTest(unittest.TestCase):
 
     def test_dead_port_counts_connect_errors_and_does_not_hang(self):
-        url = f"http://127.0.0.1:{free_port()}/home"
+        # A port we hold bound without listening: connects are refused, and no other process on
+        # the machine can take it meanwhile (a port that was merely free a moment ago was taken
+        # once by another suite's server, and the run "could send").
+        dead = socket.socket()
+        self.addCleanup(dead.close)
+        dead.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{dead.getsockname()[1]}/home"
         code, r, wall, err = loadgen("-n", "100", "-c", "4", url)
         self.assertEqual(code, 1, "nothing could be sent: exit 1")
         self.assertIn("no request could be sent", err)
         self.assertEqual(r["totals"]["started"], 100)
         self.assertEqual(r["errors"]["connect_refused"], 100)
         self.assertEqual(r["totals"]["responses"], 0)
-        self.assertLess(wall, 5)
+        self.assertLess(wall, 10)  # a hang guard with room for a loaded machine, not a speed check
         code, r, wall, err = loadgen("-d", "1", "-c", "4", url)
         self.assertEqual(code, 1)
         self.assertGreater(r["errors"]["connect_refused"], 0)
         self.assertEqual(r["totals"]["started"], r["errors"]["connect_refused"])
-        self.assertLess(wall, 2.5)
+        self.assertLess(wall, 5)
 
     def test_keepalive_connections_reconnect_after_the_replica_dies(self):
         proc, port = start_replica("before")
