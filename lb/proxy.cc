@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include "lb/admin.h"
 #include "lb/http/http_response.h"
 #include "lb/http/http_validate.h"
@@ -45,6 +48,10 @@ struct ClientConn {
   bool head_pending = false;   // the response head waits in out for the first body bytes
   bool same_retry_used = false;
   uint8_t attempts = 0;
+  // The response bytes still on their way to the client (client_pending) when its reading was
+  // last looked at: while it keeps shrinking, the client is reading, however slowly (0: never
+  // looked, the exchange had not filled the client's queue).
+  uint64_t pending_mark = 0;
   UpstreamConn* up = nullptr;
   uint64_t pos = 0;
   uint64_t deadline = 0;
@@ -264,15 +271,41 @@ int write_response(ClientConn* c, const char* data, size_t len) {
 // of a proxy: a client that sent Expect: 100-continue waits for it before sending its body (curl
 // waits a second). Not to an HTTP/1.0 client, which does not know interim responses. The head is
 // written as it is complete; the final response's head is held back as usual.
+//
+// An interim response has no body, so its Content-Length or Transfer-Encoding (a replica's
+// mistake) is not passed on: a client or proxy in front that believed it would read the next
+// response as that body. A replica sending interim responses faster than the client reads them
+// is not read further while what is queued for the client is over the high-water mark
+// (client_on_drain starts it again), as for a body: a flood of 1xx grew the LB by 200 MB a second.
 void forward_interim(ClientConn* c, const HttpHead& h) {
   const HttpHead& req = c->conn.head;
   if (req.major != 1 || req.minor == 0 || c->resp_started) return;
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
-  http_append_forwarded(&out, h, [](std::string_view, const HttpHeader&) { return false; });
+  http_append_forwarded(&out, h, [](std::string_view name, const HttpHeader&) {
+    return http_is_framing(name);
+  });
   out.append("\r\n");
-  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) http_conn_close(&c->conn);
+  if (http_conn_write(&c->conn, out.data(), out.size()) != 0) {
+    http_conn_close(&c->conn);
+    return;
+  }
+  if (c->conn.write_queued > kHighWater && c->up != nullptr) http_conn_stop(&c->up->conn);
+}
+
+// The response bytes on their way to the client: queued in this process and in the kernel's send
+// queue (SIOCOUTQ: not yet acknowledged by the client's side). It shrinks whenever the client reads,
+// even while the kernel is too full to take more of our queue (it says writable again only once a
+// third of its buffer is free, which a slow reader takes seconds to make).
+uint64_t client_pending(ClientConn* c) {
+  uint64_t n = c->conn.write_queued;
+  uv_os_fd_t fd;
+  int outq = 0;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->conn.tcp), &fd) == 0 &&
+      ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0)
+    n += static_cast<uint64_t>(outq);
+  return n;
 }
 
 void up_on_head(HttpConn* hc) {
@@ -283,6 +316,10 @@ void up_on_head(HttpConn* hc) {
     return;
   }
   const HttpHead& h = hc->head;
+  if (h.status < 100) {  // "HTTP/1.1 000": llhttp takes any 3 digits; no client knows what it means
+    upstream_failed(c, "malformed response", Fail::junk);
+    return;
+  }
   if (h.status >= 100 && h.status < 200 && h.status != 101) {
     c->skip_interim = true;  // 100 Continue and friends: the final response follows
     forward_interim(c, h);
@@ -308,7 +345,13 @@ void up_on_head(HttpConn* hc) {
   std::string& out = c->out;
   out.clear();
   http_append_status_line(&out, h.status);
-  http_append_forwarded(&out, h, [dechunk](std::string_view name, const HttpHeader&) {
+  // A 204 has no body whatever its framing headers say (RFC 9112 §6.3), and its sender must not
+  // send them (RFC 9110 §8.6, RFC 9112 §6.1): they are not passed on, so that nothing after the LB
+  // reads the next response as this one's body. (HEAD and 304 keep theirs: there they describe
+  // the representation.)
+  bool no_framing = h.status == 204;
+  http_append_forwarded(&out, h, [dechunk, no_framing](std::string_view name, const HttpHeader&) {
+    if (no_framing) return http_is_framing(name);
     return dechunk && http_iequals(name, "transfer-encoding");
   });
   if (!c->keep_alive) out.append("Connection: close\r\n");
@@ -327,7 +370,10 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
     http_conn_close(&c->conn);
     return;
   }
-  if (c->conn.write_queued > kHighWater) http_conn_stop(hc);  // resumed by client_on_drain
+  if (c->conn.write_queued > kHighWater) {  // resumed by client_on_drain
+    http_conn_stop(hc);
+    c->pending_mark = client_pending(c);
+  }
 }
 
 void exchange_done(ClientConn* c);
@@ -622,6 +668,7 @@ void client_on_head(HttpConn* hc) {
   c->head_sent = c->body_sent = c->swallow = c->skip_interim = c->same_retry_used = false;
   c->head_pending = false;
   c->attempts = 0;
+  c->pending_mark = 0;
   c->tried.clear();
   c->body_buf.clear();
   c->admin_body.clear();
@@ -817,6 +864,16 @@ void exchange_timeout(ClientConn* c) {
       if (c->up != nullptr) upstream_failed(c, "timeout", Fail::timeout);
       return;
     case Wait::response_body:
+      if (c->conn.write_queued > 0 && c->pending_mark > 0) {
+        // The client's queue is full: a client that read something since the last look is slow,
+        // not gone (one reading a large response at 50 KiB/s was cut after --body-timeout).
+        uint64_t pending = client_pending(c);
+        if (pending < c->pending_mark) {
+          c->pending_mark = pending;
+          exchange_wait(c, Wait::response_body, c->proxy->cfg->body_timeout_ms);
+          return;
+        }
+      }
       if (c->up != nullptr && c->conn.write_queued == 0 && c->req_done) {
         // The client reads and sent its whole request; the replica stopped sending mid-body: cut
         // and blamed. (A replica that answered early may be waiting for the rest of the upload.)

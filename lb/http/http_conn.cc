@@ -110,7 +110,12 @@ bool deliver_event(HttpConn* c) {
   if (ev & EV_END) {
     c->in_body = false;
     c->in_message = false;
-    c->expect_no_body = false;
+    // The request was HEAD for every response to it: an interim one (100 Continue) is followed
+    // by the final one, which has no body either. Clearing it there made the final response's
+    // Content-Length a body to wait for: the client hung, and the replica was blamed for a
+    // "stalled" body it never owed (three such HEADs at once killed a healthy replica).
+    if (!(c->parser.type == HTTP_RESPONSE && c->head.status >= 100 && c->head.status < 200))
+      c->expect_no_body = false;
     HttpNext next = c->h->on_message_end(c);
     if (c->closing) return false;
     if (next == HttpNext::pause) {

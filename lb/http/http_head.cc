@@ -16,6 +16,7 @@ void http_head_reset(HttpHead* h) {
   h->keep_alive = true;
   h->chunked = false;
   h->content_length = -1;
+  h->length_over_range = false;
   h->text_bytes = 0;
   h->part = PART_NONE;
   h->over_limit = false;
@@ -95,7 +96,11 @@ void http_head_finish(HttpHead* h, const llhttp_t* p) {
   h->minor = p->http_minor;
   h->keep_alive = llhttp_should_keep_alive(p) != 0;
   h->chunked = (p->flags & F_CHUNKED) != 0;
-  h->content_length = (p->flags & F_CONTENT_LENGTH) ? static_cast<int64_t>(p->content_length) : -1;
+  // llhttp takes any Content-Length up to 2^64-1; one over 2^63-1 is not kept as a negative
+  // length (which reads as "none"), but flagged for http_validate_request to refuse, as nginx does.
+  bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  h->length_over_range = has_length && p->content_length > static_cast<uint64_t>(INT64_MAX);
+  h->content_length = has_length && !h->length_over_range ? static_cast<int64_t>(p->content_length) : -1;
 }
 
 static std::string_view trim(std::string_view v) {

@@ -39,6 +39,7 @@ struct HttpHead {
   bool keep_alive = true;
   bool chunked = false;
   int64_t content_length = -1;  // -1: none given
+  bool length_over_range = false;  // Content-Length over 2^63-1 (content_length is then -1)
   // Accumulation state.
   uint32_t text_bytes = 0;  // URL, names and values (what HttpHeadLimits::max_bytes counts)
   uint8_t part = 0;         // what the last piece was: nothing yet, a name or a value (http_head.cc)
@@ -94,6 +95,11 @@ inline bool http_iequals(std::string_view a, std::string_view b) {
   for (size_t i = 0; i < a.size(); i++)
     if (http_ascii_lower(a[i]) != http_ascii_lower(b[i])) return false;
   return true;
+}
+// True for Content-Length and Transfer-Encoding (any case): the headers that frame a message's body.
+inline bool http_is_framing(std::string_view name) {
+  return (name.size() == 14 && http_iequals(name, "content-length")) ||
+         (name.size() == 17 && http_iequals(name, "transfer-encoding"));
 }
 // True for the hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), and Content-Length and
 // Transfer-Encoding are not among them.

@@ -41,6 +41,21 @@ bool is_host(const char* p) {
   return (v | 0x20202020u) == host;
 }
 
+// True for a header name that is Content-Length or Transfer-Encoding with '_' for some '-'
+// ("Transfer_Encoding"). The LB does not frame by it, but a replica behind a CGI-style gateway
+// (WSGI, CGI, PHP: HTTP_TRANSFER_ENCODING) reads it as the framing header, so the replica would
+// frame the body otherwise than the LB did: request smuggling. nginx drops such names by default.
+bool framing_lookalike(std::string_view name) {
+  if (name.size() != 14 && name.size() != 17) return false;
+  if (name.find('_') == std::string_view::npos) return false;
+  const char* framing = name.size() == 14 ? "content-length" : "transfer-encoding";
+  for (size_t i = 0; i < name.size(); i++) {
+    char ch = name[i] == '_' ? '-' : static_cast<char>(http_ascii_lower(name[i]));
+    if (ch != framing[i]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 HttpVerdict http_validate_request(const HttpHead& h) {
@@ -62,10 +77,15 @@ HttpVerdict http_validate_request(const HttpHead& h) {
       case 4:
         if (is_host(name.data())) hosts++;
         break;
+      case 14:
+        if (framing_lookalike(name)) return {400, "a header name that reads as Content-Length"};
+        break;
       case 17:
         if (http_iequals(name, "transfer-encoding")) {
           encodings++;
           chunked_only = chunked_only && http_iequals(trim(http_head_value(h, hd)), "chunked");
+        } else if (framing_lookalike(name)) {
+          return {400, "a header name that reads as Transfer-Encoding"};
         }
         break;
       default:
@@ -74,6 +94,10 @@ HttpVerdict http_validate_request(const HttpHead& h) {
   }
   if (hosts > 1) return {400, "more than one Host header"};
   if (hosts == 0 && h.minor == 1) return {400, "an HTTP/1.1 request without Host"};
+  if (h.length_over_range) return {400, "Content-Length over 2^63-1"};
+  // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (an HTTP/1.0
+  // hop before the LB frames it otherwise); nginx refuses it too.
+  if (encodings > 0 && h.minor == 0) return {400, "Transfer-Encoding in an HTTP/1.0 request"};
   if (encodings > 1 || !chunked_only) return {501, "Transfer-Encoding other than chunked"};
   if (encodings == 1 && h.content_length >= 0)
     return {400, "both Content-Length and Transfer-Encoding"};  // llhttp refuses it already

@@ -27,7 +27,9 @@ struct HttpVerdict {
 //   400  HTTP/0.9; an empty header name; two Host
 //        headers; an HTTP/1.1 request without Host; a request-target that is not origin-form
 //        ("/..."), absolute-form ("http://authority/...") or "*" for OPTIONS; Content-Length and
-//        Transfer-Encoding together.
+//        Transfer-Encoding together; a Content-Length over 2^63-1; Transfer-Encoding in an
+//        HTTP/1.0 request; a header named like Content-Length or Transfer-Encoding with '_' for
+//        '-' (which CGI-style servers read as the real one).
 //   405  CONNECT (the LB does not tunnel).
 //   501  Transfer-Encoding other than exactly one "chunked".
 //   505  a version other than HTTP/1.0 and HTTP/1.1.

@@ -113,6 +113,16 @@ TEST(HttpValidate, RequestsAndTheirVerdicts) {
       {"* for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"absolute-form, no authority", "GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"ftp URL", "GET ftp://a/p HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"HTTP/1.0 with TE", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"Transfer_Encoding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", 400},
+      {"content_length", "POST / HTTP/1.1\r\nHost: a\r\ncontent_length: 3\r\n\r\n", 400},
+      {"X_Content_Length", "POST / HTTP/1.1\r\nHost: a\r\nX_Content_Length: 3\r\n\r\n", 0},
+      {"Content-Length 2^63-1",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775807\r\n\r\n", 0},
+      {"Content-Length 2^63",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n", 400},
+      {"Content-Length 2^64-1",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n", 400},
   };
   for (const Case& c : cases) {
     Parsed r;
