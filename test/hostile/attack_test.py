@@ -17,6 +17,8 @@ backend, raw client sockets).
   HTTP/1.0 request (RFC 9112 §6.1; nginx answers 400), Content-Length over 2^63-1 (nginx 400;
   the LB kept it as "no length" internally), and "Transfer_Encoding" / "Content_Length", which
   CGI-style servers (WSGI, PHP) read as the real headers. Each gets 400; the backend gets nothing.
+- A replica that starts its response before it has read the whole upload gets the rest of the
+  upload (the LB dropped it: the replica stalled, and was struck for the stall).
 
 RINGLB_LB_UNDER_TEST=PATH runs the same tests against another build (one from before the fixes).
 Every wait is bounded.
@@ -338,6 +340,100 @@ class AmbiguousFraming(FramingTestCase):
                 reqs = self.rec.wait_requests(i + 1)
                 self.assertEqual(reqs[i].body, body)
                 self.assertEqual(self.rec.errors, [])
+
+
+class EarlyAnswerBackend:
+    """A backend that answers heartbeats, and answers a request with a body early: it sends its
+    response head and a first chunk as soon as it has the head, then reads the whole body
+    (Content-Length), then ends the response with a chunk naming how many body bytes it got.
+    Bounded: 20 s."""
+
+    def __init__(self, test):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.address = f"{HOST}:{self.listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        test.addCleanup(self.close)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(25)
+        self.listener.close()
+
+    def _accept(self):
+        deadline = time.monotonic() + 20
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self._serve, args=(sock, deadline), daemon=True).start()
+
+    def _serve(self, sock, deadline):
+        sock.settimeout(0.1)
+        buf = b""
+        with sock:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                if b"\r\n\r\n" not in buf:
+                    continue
+                head, body = buf.split(b"\r\n\r\n", 1)
+                if head.startswith(b"GET /heartbeat "):
+                    sock.sendall(HEARTBEAT_OK)
+                    return
+                length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")][0])
+                sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nearly\r\n")
+                while len(body) < length and time.monotonic() < deadline:
+                    try:
+                        data = sock.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not data:
+                        return
+                    body += data
+                tail = b"got %d" % len(body)
+                sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+                buf = b""
+
+
+class EarlyAnswer(unittest.TestCase):
+    """A replica that starts its response before it has read the whole upload gets the rest of
+    the upload (the LB dropped it once the response had started: the replica stalled waiting for
+    it, the client was cut after --body-timeout, and the replica was struck for the stall)."""
+
+    def test_the_rest_of_the_body_reaches_a_replica_that_answered_early(self):
+        backend = EarlyAnswerBackend(self)
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--provisioner", "static",
+                                  "--backend", backend.address, "--body-timeout", "2000",
+                                  "--strikes", "1", "--hb-interval", "100"], ready_timeout=10.0)
+        harness.wait_until(lambda: harness.request(lb.port, "GET", "/readyz").status == 200, 15,
+                           "the backend to be healthy", 0.05)
+        with Connection(lb.port, timeout=10) as conn:
+            conn.send(b"POST /up HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\nContent-Length: 10\r\n\r\n12345")
+            deadline = time.monotonic() + 5
+            while b"early" not in conn.buf and time.monotonic() < deadline:
+                conn._fill(deadline)  # the early part of the response arrived
+            conn.send(b"67890")
+            resp = conn.read_response("POST")
+        self.assertEqual((resp.status, resp.body), (200, b"earlygot 10"))
+        details = harness.request(lb.port, "GET", "/rep?verbose=1").json()["message"]["details"]
+        self.assertEqual([d["state"] for d in details], ["healthy"], details)
+        code, _ = lb.stop(signal.SIGTERM, timeout=10)
+        self.assertEqual(code, 0, lb.log())
 
 
 if __name__ == "__main__":
