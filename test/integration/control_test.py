@@ -35,7 +35,7 @@ from collections import Counter
 
 import harness
 from harness import Connection, HOST
-from lb_test import LbTestCase, RINGLB, REPLICA
+from lb_test import LbTestCase, RINGLB, REPLICA, pid_gone
 
 WRAPPER = """#!/bin/sh
 # ringlb-replica for control_test: argv is --id NAME --die-with-parent.
@@ -426,8 +426,7 @@ class Signals(ControlTestCase):
         self.assertIn("hurrying", lb.log())
         self.assertNotEqual(result.get("status"), 200, "the hurried shutdown waited for the request")
         for name, pid in pids.items():
-            self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
-                             "zombie" not in open(f"/proc/{pid}/status").read(), f"{name} still runs")
+            self.assertTrue(pid_gone(pid), f"{name} still runs")
 
     def test_an_add_completed_after_a_hurried_shutdown_is_refused_and_starts_nothing(self):
         # The second signal closes the registry while the proxy still finishes the exchanges it

@@ -197,7 +197,7 @@ def pid_gone(pid):
             for line in f:
                 if line.startswith("State:"):
                     return "Z" in line.split()[1]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return True
     return False
 
