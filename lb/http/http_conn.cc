@@ -1,5 +1,6 @@
 #include "lb/http/http_conn.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -67,6 +68,13 @@ int on_body(llhttp_t* p, const char* at, size_t len) {
   return 0;
 }
 
+// A chunk size over 2^63-1 is refused (a parse error: 400 for a request, a malformed response for
+// a response): llhttp accepts sizes up to 2^64-1, and a peer that reads them as signed 64-bit
+// numbers would frame the body otherwise than the LB does. nginx refuses them too.
+int on_chunk_header(llhttp_t* p) {
+  return p->content_length > static_cast<uint64_t>(INT64_MAX) ? -1 : 0;
+}
+
 int on_message_complete(llhttp_t* p) {
   HttpConn* c = conn_of_parser(p);
   c->event |= EV_END;
@@ -85,6 +93,7 @@ const llhttp_settings_t* parser_settings() {
     s.on_headers_complete = on_headers_complete;
     s.on_body = on_body;
     s.on_message_complete = on_message_complete;
+    s.on_chunk_header = on_chunk_header;
     init = true;
   }
   return &s;

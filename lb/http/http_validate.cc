@@ -27,7 +27,10 @@ bool target_acceptable(std::string_view url, llhttp_method_t method) {
   size_t prefix = absolute_prefix(url);
   if (prefix == 0) return false;
   size_t end = url.find_first_of("/?#", prefix);
-  return (end == std::string_view::npos ? url.size() : end) > prefix;  // a non-empty authority
+  std::string_view authority = url.substr(prefix, end == std::string_view::npos ? url.npos : end - prefix);
+  // A non-empty authority without userinfo: "http://user@evil/" would become "Host: user@evil",
+  // and RFC 9110 §4.2.4 asks a recipient to treat userinfo from an untrusted source as an error.
+  return !authority.empty() && authority.find('@') == std::string_view::npos;
 }
 
 // True when the 4 bytes at p spell "host" in any case: one load and one comparison, as every
@@ -63,7 +66,7 @@ HttpVerdict http_validate_request(const HttpHead& h) {
   if (h.major != 1 || h.minor > 1) return {505, "only HTTP/1.0 and HTTP/1.1 are supported"};
   if (h.method == HTTP_CONNECT) return {405, "CONNECT is not supported"};
   if (!target_acceptable(http_head_url(h), h.method))
-    return {400, "the request-target is not a path, an absolute http URL or * for OPTIONS"};
+    return {400, "the request-target is not a path, an absolute http URL without userinfo or * for OPTIONS"};
   // One pass over the headers, one length switch each: every proxied request comes through here.
   unsigned hosts = 0, encodings = 0;
   bool chunked_only = true;
