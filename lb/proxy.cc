@@ -501,7 +501,8 @@ void build_request_head(ClientConn* c, std::string_view generated_rid) {
   std::string_view url = http_head_url(h);
   out.append(llhttp_method_name(h.method));
   out.push_back(' ');
-  if (url.empty() || url.front() == '?') out.push_back('/');  // was absolute-form: "http://a?q"
+  // Was absolute-form without a path ("http://a", "http://a?q", "http://a#f"): the path is "/".
+  if (h.authority_len > 0 && (url.empty() || url.front() != '/')) out.push_back('/');
   out.append(url);
   out.append(" HTTP/1.1\r\n");
   bool has_xff = false, has_host = false;
