@@ -313,7 +313,24 @@ class AmbiguousFraming(FramingTestCase):
                                 b"Content-Length: 9223372036854775808\r\n\r\nabc"),
         ("Content-Length 2^64-1", b"POST /a HTTP/1.1\r\nHost: a\r\n"
                                   b"Content-Length: 18446744073709551615\r\n\r\nabc"),
+        # RFC 9110 §4.2.4: userinfo from an untrusted source is an error (it became "Host: user@evil").
+        ("absolute-form with userinfo", b"GET http://user@evil/p HTTP/1.1\r\nHost: a\r\n\r\n"),
     ]
+
+    def test_chunk_size_over_2_63_is_refused(self):
+        # llhttp takes chunk sizes up to 2^64-1; a replica reading them as signed 64-bit numbers
+        # would frame the body otherwise. The head went upstream already: the client gets its 400,
+        # and the backend never completes a request.
+        for size in (b"8000000000000000", b"ffffffffffffffff"):
+            with self.subTest(size=size):
+                self.reset_recorder()
+                with Connection(self.lb.port) as conn:
+                    conn.send(b"POST /a HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabc")
+                    resp = conn.read_response("POST")
+                    self.assertEqual(resp.status, 400, resp)
+                    conn.read_until_closed()
+                self.assertEqual(self.rec.requests, [])
 
     def test_rejected(self):
         for what, data in self.CASES:
