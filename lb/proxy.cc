@@ -320,7 +320,14 @@ void up_on_head(HttpConn* hc) {
     upstream_failed(c, "malformed response", Fail::junk);
     return;
   }
-  if (h.status >= 100 && h.status < 200 && h.status != 101) {
+  // The LB forwards no Upgrade (it is hop-by-hop and tunnels are not supported yet), and a server
+  // must not switch to a protocol the request did not offer (RFC 9110 §15.2.2): a 101 is malformed.
+  // Passed on, it left the client waiting on a connection that had switched to nothing.
+  if (h.status == 101) {
+    upstream_failed(c, "101 Switching Protocols to a request without Upgrade", Fail::junk);
+    return;
+  }
+  if (h.status >= 100 && h.status < 200) {
     c->skip_interim = true;  // 100 Continue and friends: the final response follows
     forward_interim(c, h);
     return;
