@@ -9,7 +9,8 @@ backend, raw client sockets).
 - Framing headers on bodyless responses: a 1xx or 204 carrying Content-Length or
   Transfer-Encoding reaches the client without them (the LB framed them as bodyless; a client or
   proxy in front that believed the header would read the next response as the body).
-- A response status below 100 ("HTTP/1.1 000") is a malformed response (502), not passed on.
+- A response status below 100 ("HTTP/1.1 000"), or a 101 to a request the LB sent without Upgrade,
+  is a malformed response (502), not passed on.
 - The final response to a HEAD after an interim 100 Continue has no body either: the LB waited for
   one, cut the response after --body-timeout and struck the replica (three concurrent HEADs with
   Expect: 100-continue killed a healthy replica).
@@ -230,7 +231,10 @@ class BodylessFraming(FramingTestCase):
 class BadStatus(FramingTestCase):
     def test_status_below_100_is_a_malformed_response(self):
         for answer in [b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
-                       b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n"]:
+                       b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",
+                       # A 101 to a request the LB forwarded without Upgrade (found by fuzz_response:
+                       # passed on, it left the client on a connection switched to nothing).
+                       b"HTTP/1.1 101 Switching Protocols\r\nContent-Length: 5\r\n\r\nhello"]:
             with self.subTest(answer=answer):
                 self.rec.responder = lambda req, answer=answer: answer
                 with Connection(self.lb.port) as conn:
