@@ -6,7 +6,7 @@ load from ringlb-loadgen: 1000 requests/s on 10 keep-alive connections, a random
 request, a timeline per 100 ms with the answers of each replica. Every few seconds one replica is
 killed: SIGKILL of the pid that /rep?verbose=1 lists (process), or `docker kill` of its container
 (docker). The victim is the replica that has been healthy longest, so it is a settled one (a replica
-that dies within 5 s of becoming healthy is backed off on purpose, see lb/registry.h).
+that dies within 5 s of becoming healthy is backed off on purpose, see lb/control/registry.h).
 
 For each kill it measures, from the moment of the kill (the SIGKILL, or the start of the
 `docker kill` call, which returns once the engine has killed the container: kill_call_ms):

@@ -29,10 +29,10 @@
 
 #include "lb/config.h"
 #include "lb/log.h"
-#include "lb/prov_process.h"
-#include "lb/prov_static.h"
-#include "lb/proxy.h"
-#include "lb/registry.h"
+#include "lb/provision/process.h"
+#include "lb/provision/static.h"
+#include "lb/data/proxy.h"
+#include "lb/control/registry.h"
 
 namespace {
 

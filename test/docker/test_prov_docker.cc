@@ -31,9 +31,9 @@
 #include <string>
 #include <vector>
 
-#include "lb/docker_api.h"
+#include "lb/provision/docker_api.h"
 #include "lb/log.h"
-#include "lb/prov_docker.h"
+#include "lb/provision/docker.h"
 
 static std::string g_image;  // the replica image the tests run
 static std::string g_run;    // ringlb-test-<pid>-<time>

@@ -11,8 +11,8 @@
 
 #include <jansson.h>
 
-#include "lb/admin_json.h"
-#include "lb/registry.h"
+#include "lb/control/admin_json.h"
+#include "lb/control/registry.h"
 
 namespace {
 

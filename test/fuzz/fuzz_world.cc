@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "lb/log.h"
-#include "lb/prov_static.h"
+#include "lb/provision/static.h"
 
 namespace {
 

@@ -21,9 +21,9 @@
 #include <uv.h>
 
 #include "lb/config.h"
-#include "lb/provisioner.h"
-#include "lb/proxy.h"
-#include "lb/registry.h"
+#include "lb/provision/provisioner.h"
+#include "lb/data/proxy.h"
+#include "lb/control/registry.h"
 
 // One request the upstream parsed (or began to parse) on a recorded connection.
 struct UpRequest {

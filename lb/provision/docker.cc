@@ -1,4 +1,4 @@
-#include "lb/prov_docker.h"
+#include "lb/provision/docker.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -13,7 +13,7 @@
 #include <map>
 #include <set>
 
-#include "lb/docker_api.h"
+#include "lb/provision/docker_api.h"
 #include "lb/log.h"
 
 static const char kLabelPool[] = "ringlb.pool";

@@ -25,7 +25,7 @@
 #include <uv.h>
 
 #include "lb/config.h"
-#include "lb/provisioner.h"
+#include "lb/provision/provisioner.h"
 #include "ring/ring.h"
 
 struct UpstreamConn;

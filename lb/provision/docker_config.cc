@@ -4,7 +4,7 @@
 #include <uv.h>
 
 #include "lb/config.h"
-#include "lb/prov_docker.h"
+#include "lb/provision/docker.h"
 
 Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::string* err) {
   ProvDockerConfig dc;

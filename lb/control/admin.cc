@@ -1,11 +1,11 @@
-#include "lb/admin.h"
+#include "lb/control/admin.h"
 
 #include <algorithm>
 #include <cstring>
 #include <jansson.h>
 #include <set>
 
-#include "lb/admin_json.h"
+#include "lb/control/admin_json.h"
 #include "lb/log.h"
 
 namespace {

@@ -3,7 +3,7 @@
 // reference on its replica, so a replica removed meanwhile stays valid until the probe ends.
 #pragma once
 
-#include "lb/registry.h"
+#include "lb/control/registry.h"
 
 // Starts the periodic heartbeat of r (first probe at once). Idempotent.
 void health_start(Replica* r);

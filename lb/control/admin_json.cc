@@ -1,10 +1,10 @@
-#include "lb/admin_json.h"
+#include "lb/control/admin_json.h"
 
 #include <cstring>
 #include <jansson.h>
 #include <set>
 
-#include "lb/registry.h"
+#include "lb/control/registry.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "lb/prov_process.h"
+#include "lb/provision/process.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

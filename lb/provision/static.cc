@@ -1,4 +1,4 @@
-#include "lb/prov_static.h"
+#include "lb/provision/static.h"
 
 #include <cerrno>
 

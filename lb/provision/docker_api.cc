@@ -1,4 +1,4 @@
-#include "lb/docker_api.h"
+#include "lb/provision/docker_api.h"
 
 #include <curl/curl.h>
 #include <sys/socket.h>

@@ -1,6 +1,6 @@
-#include "lb/metrics.h"
+#include "lb/control/metrics.h"
 
-#include "lb/registry.h"
+#include "lb/control/registry.h"
 
 std::string metrics_render(const Metrics& m, const Registry& reg) {
   std::string out;

@@ -1,6 +1,6 @@
-#include "lb/upstream.h"
+#include "lb/data/upstream.h"
 
-#include "lb/registry.h"
+#include "lb/control/registry.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "lb/registry.h"
+#include "lb/control/registry.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -6,9 +6,9 @@
 #include <cstring>
 #include <random>
 
-#include "lb/health.h"
+#include "lb/control/health.h"
 #include "lb/log.h"
-#include "lb/upstream.h"
+#include "lb/data/upstream.h"
 
 namespace {
 

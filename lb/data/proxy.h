@@ -13,8 +13,8 @@
 
 #include "lb/config.h"
 #include "lb/http/http_server.h"
-#include "lb/metrics.h"
-#include "lb/registry.h"
+#include "lb/control/metrics.h"
+#include "lb/control/registry.h"
 
 struct ClientConn;
 

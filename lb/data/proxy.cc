@@ -1,15 +1,15 @@
-#include "lb/proxy.h"
+#include "lb/data/proxy.h"
 
 #include <cstring>
 
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
-#include "lb/admin.h"
+#include "lb/control/admin.h"
 #include "lb/http/http_response.h"
 #include "lb/http/http_validate.h"
 #include "lb/log.h"
-#include "lb/upstream.h"
+#include "lb/data/upstream.h"
 
 // One client connection and the exchange in progress on it. Exchanges on a connection run one at a
 // time: the connection pauses at each request's end until its response is complete (pipelining).

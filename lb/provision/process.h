@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "lb/provisioner.h"
+#include "lb/provision/provisioner.h"
 
 Provisioner* prov_process_create(uv_loop_t* loop, const std::string& replica_bin);
 // The replica binary next to the running executable (argv0's folder), or "" when absent.

@@ -1,5 +1,5 @@
 // prov_docker: the docker provisioner. Replicas are containers created through the Docker Engine
-// API (lb/docker_api.h), named after the replica and labelled with the pool they belong to, so an
+// API (lb/provision/docker_api.h), named after the replica and labelled with the pool they belong to, so an
 // LB that restarts finds and adopts them with list().
 //
 // Each container gets:
@@ -28,7 +28,7 @@
 #include <cstdint>
 #include <string>
 
-#include "lb/provisioner.h"
+#include "lb/provision/provisioner.h"
 
 struct ProvDockerConfig {
   std::string socket;  // "" = $DOCKER_HOST (unix://) or /var/run/docker.sock

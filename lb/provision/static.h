@@ -7,6 +7,6 @@
 
 #include <uv.h>
 
-#include "lb/provisioner.h"
+#include "lb/provision/provisioner.h"
 
 Provisioner* prov_static_create(uv_loop_t* loop, const std::vector<std::string>& backends);

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "lb/http/http_head.h"
-#include "lb/proxy.h"
+#include "lb/data/proxy.h"
 
 // Handles one complete admin request (head and body). Answers through proxy_respond, now or later.
 void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const std::string& body);

@@ -1,8 +1,8 @@
-#include "lb/health.h"
+#include "lb/control/health.h"
 
 #include "lb/http/http_conn.h"
 #include "lb/log.h"
-#include "lb/upstream.h"
+#include "lb/data/upstream.h"
 
 namespace {
 
