@@ -1,5 +1,8 @@
 #include "lb/config.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -217,6 +220,20 @@ const std::vector<Option>& options() {
        "failures retried on the next replica: comma-separated connect-failure, empty-response, "
        "junk-response, response-timeout, or none (default connect-failure,empty-response)",
        [](Config* c, const std::string& v) { return parse_retry_on(v, &c->retry_on); }},
+      {"workers", "N|auto",
+       "data-plane threads, each with its own loop and listener (default auto: one per CPU)",
+       [](Config* c, const std::string& v) {
+         if (v == "auto") {
+           c->workers = 0;
+           return std::string();
+         }
+         char* end;
+         unsigned long n = strtoul(v.c_str(), &end, 10);
+         if (v.empty() || *end || v[0] == '-' || n < 1 || n > 64)
+           return std::string("must be auto or a number from 1 to 64");
+         c->workers = static_cast<uint32_t>(n);
+         return std::string();
+       }},
       {"max-conns", "N", "most client connections at once (default: from the fd limit)",
        U32(max_conns, 1, 100000000)},
       {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000)},
@@ -353,4 +370,11 @@ uint32_t config_default_max_conns(const Config& cfg, uint64_t fd_limit) {
   if (n < 1) n = 1;
   if (n > 100000000) n = 100000000;
   return static_cast<uint32_t>(n);
+}
+
+uint32_t config_default_workers() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return static_cast<uint32_t>(std::min(64, std::max(1, n)));
 }

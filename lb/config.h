@@ -26,6 +26,9 @@ struct Config {
   std::string listen = "0.0.0.0:5000";
   std::string admin_listen;  // empty: admin routes on the main listener
   std::string admin_token;   // empty: no token required
+  // Data-plane workers: threads with their own loop and SO_REUSEPORT listener. 0 until main
+  // resolves auto to the CPUs the process may run on (config_default_workers).
+  uint32_t workers = 0;
   // Pool.
   ProvKind provisioner = ProvKind::process;
   uint32_t replicas = 3;
@@ -88,3 +91,7 @@ int config_parse(int argc, char** argv, Config* cfg);
 // connection may hold one upstream connection, so clients get half of what is left after a reserve
 // for the rest (see config.cc). At least 1.
 uint32_t config_default_max_conns(const Config& cfg, uint64_t fd_limit);
+
+// --workers auto: the CPUs this process may run on (its affinity mask, as nginx's and HAProxy's
+// auto), at least 1 and at most 64.
+uint32_t config_default_workers();

@@ -1,5 +1,8 @@
 #include "lb/http/http_server.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <arpa/inet.h>
 #include <cstdlib>
 #include <cstring>
@@ -179,6 +182,36 @@ int http_server_listen(HttpServer* s, uv_loop_t* loop, const std::string& addres
   rc = uv_tcp_bind(&s->listener, reinterpret_cast<struct sockaddr*>(&addr), 0);
   if (rc != 0) return rc;
   return server_finish(s, bound);
+}
+
+int http_bind_sockets(const std::string& address, int count, int backlog, std::vector<int>* fds,
+                      std::string* bound) {
+  struct sockaddr_storage addr;
+  int rc = http_parse_address(address, &addr);
+  if (rc != 0) return rc;
+  socklen_t len = addr.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  fds->clear();
+  for (int i = 0; i < count; i++) {
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1;
+    bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+              (count == 1 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) &&
+              bind(fd, reinterpret_cast<struct sockaddr*>(&addr), len) == 0 && listen(fd, backlog) == 0;
+    if (!ok) {
+      rc = -errno;
+      if (fd >= 0) close(fd);
+      for (int f : *fds) close(f);
+      fds->clear();
+      return rc;
+    }
+    fds->push_back(fd);
+    if (i == 0) {  // port 0: every other socket takes the port the first one got
+      socklen_t got = sizeof addr;
+      getsockname(fd, reinterpret_cast<struct sockaddr*>(&addr), &got);
+      *bound = http_format_address(reinterpret_cast<struct sockaddr*>(&addr));
+    }
+  }
+  return 0;
 }
 
 int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound) {

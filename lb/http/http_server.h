@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <uv.h>
 
@@ -60,7 +61,15 @@ std::string http_format_ip(const struct sockaddr* addr);
 // Listens on address (http_parse_address form). Returns 0 or a negative libuv code; *bound gets the
 // actual address (useful with port 0).
 int http_server_listen(HttpServer* s, uv_loop_t* loop, const std::string& address, std::string* bound);
-// Listens on an already bound and listening socket handed down by a parent (LISTEN_FDS style).
+// Opens count listening sockets on one address (http_parse_address form), each bound with
+// SO_REUSEPORT when count > 1 so the kernel spreads new connections over them (one per data-plane
+// worker). Port 0 is resolved by the first socket and the others bind that same port. Blocking
+// system calls: for start-up, before any loop runs. Returns 0 with the descriptors in *fds and the
+// bound address in *bound, or a negative errno (nothing left open).
+int http_bind_sockets(const std::string& address, int count, int backlog, std::vector<int>* fds,
+                      std::string* bound);
+// Listens on an already bound and listening socket handed down by a parent (LISTEN_FDS style) or
+// opened by http_bind_sockets. The server owns fd from then on.
 int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound);
 
 bool http_server_stopping(const HttpServer* s);

@@ -1,0 +1,34 @@
+// worker: one data-plane thread. It owns a libuv loop, its listener (its own SO_REUSEPORT socket
+// on the shared address; worker 0 also takes the --admin-listen socket), the client connections it
+// accepted and its own upstream keep-alive pools. Nothing it touches on the request path is shared
+// with another thread: it routes by the snapshot it installed last and talks to the control plane
+// only through mailboxes (lb/plane.h).
+#pragma once
+
+#include <cstdint>
+
+#include "lb/config.h"
+#include "lb/plane.h"
+
+struct Worker;
+
+struct WorkerSetup {
+  uint32_t index = 0;
+  const Config* cfg = nullptr;  // read-only, outlives the worker
+  int listen_fd = -1;           // a bound, listening socket; the worker owns it from worker_start on
+  int admin_fd = -1;            // --admin-listen's socket (worker 0 only), or -1
+  Mailbox<FromWorker>* control = nullptr;  // where reports, admin calls and `stopped` go
+  SnapshotPtr snapshot;         // the first snapshot to route by
+};
+
+// Starts the worker's thread. Returns 0 and *out, or a libuv code (no thread started, the
+// sockets closed).
+int worker_start(const WorkerSetup& setup, Worker** out);
+
+// Posts a message to the worker from the control loop. False once the worker closed its mailbox
+// (it stopped): the message is dropped.
+bool worker_post(Worker* w, ToWorker&& msg);
+
+// Joins the worker's thread and frees it. Call once its `stopped` message arrived (the thread is
+// then ending, so this does not block the control loop for long).
+void worker_join(Worker* w);

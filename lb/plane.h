@@ -1,0 +1,131 @@
+// plane: the contract between the control plane (lb/control, the main thread's loop) and the
+// data-plane workers (lb/data, one thread and loop each). Everything they share is here: the
+// immutable routing snapshot the control plane publishes, and the messages both ways (carried by
+// lb/mailbox.h). Nothing else crosses the line: a worker never reads the registry, the control plane
+// never touches a client or upstream connection.
+//
+// Ordering: a mailbox delivers in posting order, so a worker that answers a sync has installed every
+// snapshot posted before it. That is how /add and /rm answer only once every worker routes by the
+// new membership (control_after_sync).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lb/http/http_head.h"
+#include "lb/mailbox.h"
+#include "ring/ring.h"
+
+// --- the routing snapshot ---------------------------------------------------------------------
+
+// What a worker may do with a member of the ring.
+enum class MemberState : uint8_t {
+  usable,    // healthy: takes new requests
+  starting,  // not yet (or no longer) healthy, but not known dead: no new requests
+  dead,      // marked dead: no new requests, and exchanges still waiting for its first response
+             // byte go to the next replica now (a hung replica found by its heartbeats)
+};
+
+struct SnapMember {
+  uint64_t uid = 0;  // the replica object; a replacement under the same ring id has a new uid
+  uint32_t ring_id = 0;
+  MemberState state = MemberState::starting;
+  struct sockaddr_storage addr {};  // meaningful only when state is usable (the address is known)
+  std::string name;
+};
+
+// An immutable routing snapshot: built whole by the control plane, then shared read-only by every
+// worker (std::shared_ptr: the last holder frees it, on whichever thread lets go last). Health
+// changes publish a new snapshot over the same ring; membership changes over a new ring.
+struct Snapshot {
+  uint64_t gen = 0;                  // increases with every publication
+  std::shared_ptr<const Ring> ring;  // never null (an empty ring when there are no members)
+  std::vector<SnapMember> members;   // ring index -> member; same size as the ring
+  std::vector<uint8_t> skip;         // ring index -> 1 unless usable (ring_lookup walks past it)
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+// --- control plane -> worker ------------------------------------------------------------------
+
+struct AdminAnswer {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::string extra;  // complete header lines, each ending in \r\n (Allow on a 405), or empty
+};
+
+struct ToWorker {
+  enum class Kind : uint8_t {
+    snapshot,      // install snapshot before the next request is routed
+    load,          // load: every worker's in-flight count by ring index of snapshot `gen`
+    admin_answer,  // the answer to admin call `call`
+    sync,          // report now, with synced = seq
+    stop,          // stop accepting, finish in-flight exchanges, close everything, then `stopped`
+  } kind = Kind::sync;
+  SnapshotPtr snapshot;
+  std::vector<uint32_t> load;
+  uint64_t gen = 0;  // load: the snapshot gen load is indexed by
+  uint64_t seq = 0;  // sync
+  uint64_t call = 0;  // admin_answer
+  AdminAnswer answer;
+};
+
+// --- worker -> control plane ------------------------------------------------------------------
+
+// Counters a worker adds up between two reports (deltas) and the control plane sums.
+struct PlaneCounters {
+  uint64_t requests = 0;        // client requests that reached routing or admin
+  uint64_t responses[6] = {};   // by status class 1xx..5xx (index 1..5)
+  uint64_t retries = 0;         // attempts on another replica after a failure
+  uint64_t upstream_failures = 0;
+  uint64_t upstream_timeouts = 0;
+  uint64_t no_replica = 0;      // 503 answers
+  uint64_t connections = 0;     // client connections accepted
+};
+
+// One replica as one worker saw it since its last report.
+struct MemberReport {
+  uint64_t uid = 0;
+  uint64_t requests = 0;  // delta: responses completed
+  uint64_t failures = 0;  // delta: attempts the replica was blamed for
+  uint32_t inflight = 0;  // now: exchanges on it
+  // Passive health, in the order it happened: ok_seen says a proxied request succeeded in this
+  // interval, strikes how many blamed failures came after the last success (all of them when none
+  // succeeded), cause the last one's reason. The control plane clears the replica's strikes when
+  // ok_seen, then counts these.
+  bool ok_seen = false;
+  uint32_t strikes = 0;
+  std::string cause;
+};
+
+struct FromWorker {
+  enum class Kind : uint8_t {
+    report,      // counters, passive health, in-flight counts; the snapshot installed
+    admin_call,  // an admin request, complete: answer with ToWorker::admin_answer
+    stopped,     // the worker's loop is closed (loop_close_rc: uv_loop_close's result); join it
+  } kind = Kind::report;
+  uint32_t worker = 0;
+  // report
+  uint64_t gen = 0;     // the snapshot installed
+  uint64_t synced = 0;  // the last sync seq received
+  PlaneCounters counters;
+  uint32_t open_conns = 0;  // client connections open now
+  std::vector<MemberReport> members;  // every replica with something to say or in flight
+  // admin_call
+  uint64_t call = 0;  // the worker's id for it
+  HttpHead head;
+  std::string body;
+  std::string peer_ip;
+  // stopped
+  int loop_close_rc = 0;
+};
+
+// A worker reports at most this often (and at once when asked by a sync, after installing a
+// snapshot, and before it stops); only when something changed. It bounds how stale the control
+// plane's counts are: passive failures reach the registry, and in-flight counts (bounded load,
+// draining) the other workers, within about this long.
+constexpr uint64_t kReportIntervalMs = 20;
