@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lb/http/container_of.h"
 #include "lb/http/http_conn.h"
 
 namespace {
@@ -24,7 +25,7 @@ enum class Link : uint8_t { closed, connecting, open, closing };
 // One client connection. Its HttpConn is re-initialised for every new socket (http_conn_init allows
 // it after on_close); the memory lives as long as the run.
 struct LgConn {
-  HttpConn http;  // first: http_conn_of(handle) is an LgConn
+  HttpConn http;  // the owner is recovered from it with container_of (conn_of)
   LgRun* run = nullptr;
   uv_timer_t timer;  // the request's timeout, or the pause after a failed connect
   uv_connect_t connect_req;
@@ -64,8 +65,9 @@ struct LgRun {
   uint64_t progress_last_ns = 0;
 };
 
+// The connection that embeds h: every HttpConn this file hands to the HTTP layer is an LgConn's.
 LgConn* conn_of(HttpConn* h) {
-  return reinterpret_cast<LgConn*>(h);
+  return container_of(h, &LgConn::http);
 }
 
 // splitmix64: a fast, seedable source for request ids.
