@@ -44,8 +44,8 @@
 # Takes about ROUNDS x 4 to 6 minutes (the fd runs wait up to RECOVER_LIMIT s for service to come
 # back); on exit it stops what it started.
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"              # free_port, wait_home
-. "$(dirname "$0")/peers/peers_lib.sh"  # home_body, wait_lb_home
+. "$(dirname "$0")/lib.sh"              # free_port, start_replicas, haproxy_lb_conf, nginx_lb_conf
+. "$(dirname "$0")/peers/peers_lib.sh"  # wait_lb_home
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -100,16 +100,7 @@ client_cpu=(taskset -c 0)
 server_cpu=(taskset -c 1)
 
 # --- the three replicas ---------------------------------------------------------------------------
-replica_ports=()
-for i in 1 2 3; do
-  port=$(free_port)
-  "${server_cpu[@]}" "$REPLICA" --address 127.0.0.1 --port "$port" --id "server$i" 2>"$tmp/replica$i.log" &
-  started+=($!)
-  replica_ports+=("$port")
-done
-for i in 1 2 3; do wait_home "${replica_ports[$((i - 1))]}" "$(home_body "$i")"; done
-backends=()
-for port in "${replica_ports[@]}"; do backends+=(--backend "127.0.0.1:$port"); done
+start_replicas "$REPLICA" "${server_cpu[@]}"  # sets replica_ports, replica_pids, backends
 
 # start_lb KIND NOFILE: starts LB KIND (ringlb, ringlb-before, haproxy, nginx) on a free port, with
 # RLIMIT_NOFILE NOFILE (soft and hard) unless it is "-"; sets lb_port, lb_pid (the process to measure: NGINX's
@@ -130,35 +121,14 @@ start_lb() {
       wait_lb_home "$lb_port"
       ;;
     haproxy)
-      {
-        echo "global"
-        echo "  nbthread 1"
-        if [ "$nofile" = - ]; then echo "  maxconn 4096"; else echo "  ulimit-n $nofile"; fi
-        echo "  stats socket $tmp/haproxy.sock mode 600"
-        cat <<EOF
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-
-frontend fe
-  bind 127.0.0.1:$lb_port
-  http-request return status 200 content-type "text/plain; version=0.0.4" \
-    file $tmp/metrics.txt if { path /metrics }
-  default_backend replicas
-
-backend replicas
-  balance hdr(X-Request-Id)
-  hash-type consistent
-EOF
-        for i in 1 2 3; do
-          echo "  server server$i 127.0.0.1:${replica_ports[$((i - 1))]} check inter 500 fall 2 rise 1"
-        done
-      } >"$tmp/haproxy.cfg"
+      local global="  stats socket $tmp/haproxy.sock mode 600"
+      if [ "$nofile" = - ]; then global="  maxconn 4096
+$global"; else global="  ulimit-n $nofile
+$global"; fi
+      local metrics="  http-request return status 200 content-type \"text/plain; version=0.0.4\""
+      metrics+=" file $tmp/metrics.txt if { path /metrics }"
+      haproxy_lb_conf "$lb_port" 1 "$global" "$metrics" "check inter 500 fall 2 rise 1" \
+        >"$tmp/haproxy.cfg"
       rm -f "$tmp/haproxy.sock"
       haproxy -c -q -f "$tmp/haproxy.cfg"
       "${server_cpu[@]}" "${limit[@]}" haproxy -db -f "$tmp/haproxy.cfg" >"$log" 2>&1 &
@@ -168,44 +138,10 @@ EOF
       wait_lb_home "$lb_port"
       ;;
     nginx)
-      {
-        cat <<EOF
-worker_processes 1;
-pid $tmp/nginx.pid;
-error_log $log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $tmp/body;
-  proxy_temp_path $tmp/proxy;
-  fastcgi_temp_path $tmp/fastcgi;
-  uwsgi_temp_path $tmp/uwsgi;
-  scgi_temp_path $tmp/scgi;
-  upstream replicas {
-    hash \$http_x_request_id consistent;
-EOF
-        for port in "${replica_ports[@]}"; do echo "    server 127.0.0.1:$port;"; done
-        cat <<EOF
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$lb_port;
-    location = /metrics {
-      default_type "text/plain; version=0.0.4";
+      nginx_lb_conf "$tmp" "$lb_port" 1 "$log" "    location = /metrics {
+      default_type \"text/plain; version=0.0.4\";
       alias $tmp/metrics.txt;
-    }
-    location / {
-      proxy_pass http://replicas;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-EOF
-      } >"$tmp/nginx.conf"
+    }" >"$tmp/nginx.conf"
       "${server_cpu[@]}" "${limit[@]}" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$log" -g 'daemon off;' &
       lb_pids+=($!)
       wait_lb_home "$lb_port"

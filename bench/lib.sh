@@ -72,3 +72,112 @@ step() {
     failed+=("$name")
   fi
 }
+
+# --- Three replicas and the peer LBs in front of them ----------------------------------------------
+# One definition of how the side-by-side scripts (bench/peers/peers.sh, bench/peers/workers.sh,
+# bench/peers/lb_instructions.sh, bench/hostile.sh) start the replicas and configure HAProxy and NGINX,
+# so that every comparison runs the peers the same way. The caller owns the array `started` (the pids
+# it stops on exit) and the variable `tmp` (its temporary folder).
+
+# home_body I: the /home body of replica serverI.
+home_body() { echo "{\"message\": \"Hello from Server: server$1\", \"status\": \"successful\"}"; }
+
+# start_replicas REPLICA [PREFIX...]: starts the ringlb-replica binary REPLICA as server1..server3 on
+# free ports of 127.0.0.1, each under PREFIX when given (e.g. taskset -c 1), logs in $tmp/replicaI.log;
+# waits until each answers /home. Sets replica_ports, replica_pids and backends (ringlb's --backend
+# flags for the three) and appends the pids to started.
+start_replicas() {
+  local replica=$1 i port
+  shift
+  replica_ports=() replica_pids=() backends=()
+  for i in 1 2 3; do
+    port=$(free_port)
+    "$@" "$replica" --address 127.0.0.1 --port "$port" --id "server$i" 2>"$tmp/replica$i.log" &
+    started+=($!)
+    replica_pids+=($!)
+    replica_ports+=("$port")
+    backends+=(--backend "127.0.0.1:$port")
+  done
+  for i in 1 2 3; do wait_home "${replica_ports[$((i - 1))]}" "$(home_body "$i")"; done
+}
+
+# haproxy_lb_conf PORT NBTHREAD GLOBAL_LINES FRONTEND_LINES SERVER_OPTIONS: HAProxy's configuration on
+# stdout: listens on 127.0.0.1:PORT with NBTHREAD threads, HTTP keep-alive on both sides with
+# `http-reuse always`, X-Forwarded-For, no logging, and `balance hdr(X-Request-Id)` + `hash-type
+# consistent` over the replicas in replica_ports (server1..server3, each followed by SERVER_OPTIONS).
+# GLOBAL_LINES and FRONTEND_LINES (may be empty) are added verbatim to the global and frontend sections.
+haproxy_lb_conf() {
+  local i
+  printf 'global\n  nbthread %s\n' "$2"
+  [ -z "$3" ] || printf '%s\n' "$3"
+  cat <<EOF
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+
+frontend fe
+  bind 127.0.0.1:$1
+EOF
+  [ -z "$4" ] || printf '%s\n' "$4"
+  cat <<EOF
+  default_backend replicas
+
+backend replicas
+  balance hdr(X-Request-Id)
+  hash-type consistent
+EOF
+  for i in 1 2 3; do
+    echo "  server server$i 127.0.0.1:${replica_ports[$((i - 1))]}${5:+ $5}"
+  done
+}
+
+# nginx_lb_conf DIR PORT WORKERS ERROR_LOG SERVER_LINES: NGINX's configuration on stdout: WORKERS
+# worker processes (the one listening socket they share, nginx's default), pid and temp files under
+# DIR, listens on 127.0.0.1:PORT, `hash $http_x_request_id consistent` over the replicas in
+# replica_ports with keep-alive upstream (HTTP/1.1, 64 idle connections, never closed by a request
+# count), X-Forwarded-For, no access log. SERVER_LINES (may be empty) go into the server block before
+# `location /`.
+nginx_lb_conf() {
+  local port
+  cat <<EOF
+worker_processes $3;
+pid $1/nginx.pid;
+error_log $4;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  upstream replicas {
+    hash \$http_x_request_id consistent;
+EOF
+  for port in "${replica_ports[@]}"; do echo "    server 127.0.0.1:$port;"; done
+  cat <<EOF
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$2;
+EOF
+  [ -z "$5" ] || printf '%s\n' "$5"
+  cat <<'EOF'
+    location / {
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+}

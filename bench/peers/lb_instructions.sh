@@ -22,13 +22,22 @@
 # repeats the interleaved counts and reports medians (callgrind's count repeats within about 1%,
 # but the loop's batching, so the count per request, depends a little on timing).
 #
+# WORKERS="1 2" measures each binary once per worker count (`--workers N`), as further variants in
+# the same interleaving (issue 12: instructions per request at 1 and 2 workers, equal within 3%).
+# callgrind runs one thread at a time, which changes when each thread runs but not what it counts;
+# with N workers the totals include every thread (control loop and workers), so the per-request
+# figure also carries what the workers report to the control loop over the longer run. Empty
+# WORKERS (the default) passes no --workers flag: the binary's default.
+#
 # Usage: bench/peers/lb_instructions.sh [BUILD_DIR] [OTHER_BUILD_DIR_OR_RINGLB...]
 #   e.g. bench/peers/lb_instructions.sh /tmp/main-before/build /tmp/main-after/build
-#   env: SMALL=2000 LARGE=12000 ROUNDS=1 SYSCALLS=1 (0 skips the strace counts)
-# Takes one to two minutes per binary and round; on exit it stops what it started.
+#        WORKERS="1 2" SYSCALLS=0 bench/peers/lb_instructions.sh build
+#   env: SMALL=2000 LARGE=12000 ROUNDS=1 SYSCALLS=1 (0 skips the strace counts) WORKERS=
+# Takes one to two minutes per variant (binary x worker count) and round; on exit it stops what it
+# started.
 set -euo pipefail
-. "$(dirname "$0")/../lib.sh"      # free_port, wait_home
-. "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
+. "$(dirname "$0")/../lib.sh"      # free_port, start_replicas
+. "$(dirname "$0")/peers_lib.sh"  # wait_lb_home
 
 BUILD=${1:-build}
 shift || true
@@ -40,6 +49,7 @@ SMALL=${SMALL:-2000}
 LARGE=${LARGE:-12000}
 ROUNDS=${ROUNDS:-1}
 SYSCALLS=${SYSCALLS:-1}
+read -r -a WORKER_COUNTS <<<"${WORKERS:-}"
 REPLICA=$BUILD/replica/ringlb-replica
 LOADGEN=$BUILD/bench/loadgen/ringlb-loadgen
 
@@ -60,13 +70,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-backends=()
-for i in 1 2 3; do
-  port=$(free_port)
-  "$REPLICA" --address 127.0.0.1 --port "$port" --id "server$i" 2>"$tmp/replica$i.log" &
-  started+=($!)
-  wait_home "$port" "$(home_body "$i")"
-  backends+=(--backend "127.0.0.1:$port")
+start_replicas "$REPLICA"  # sets backends
+
+# The variants measured: "BINARY" or "BINARY --workers N", binary by binary.
+VARIANTS=()
+for bin in "${BINARIES[@]}"; do
+  if [ ${#WORKER_COUNTS[@]} -eq 0 ]; then
+    VARIANTS+=("$bin")
+  else
+    for n in "${WORKER_COUNTS[@]}"; do VARIANTS+=("$bin --workers $n"); done
+  fi
 done
 
 # load PORT MODE N: N requests through the LB on PORT; fails unless every one answered 200.
@@ -83,13 +96,15 @@ if t["ok"] != int(sys.argv[2]):
 EOF
 }
 
-# count BIN MODE N: callgrind's total for ringlb BIN answering N requests in MODE.
+# count VARIANT MODE N: callgrind's total for ringlb VARIANT (a binary and its extra flags, split on
+# spaces) answering N requests in MODE, over all its threads.
 count() {
-  local port out
+  local port out variant
+  read -r -a variant <<<"$1"
   port=$(free_port)
   out=$tmp/callgrind.out
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --provisioner static "${backends[@]}" \
-    --listen "127.0.0.1:$port" --log-level warn 2>"$tmp/valgrind.log" &
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${variant[@]}" --provisioner static \
+    "${backends[@]}" --listen "127.0.0.1:$port" --log-level warn 2>"$tmp/valgrind.log" &
   lb_pid=$!
   wait_lb_home "$port" 30  # callgrind starts slowly
   load "$port" "$2" "$3"
@@ -99,11 +114,13 @@ count() {
   awk '/^summary:/ {print $2}' "$out"
 }
 
-# syscalls BIN MODE N: system calls of ringlb BIN per request over N requests in MODE (strace -c).
+# syscalls VARIANT MODE N: system calls of ringlb VARIANT per request over N requests in MODE
+# (strace -c -f: every thread).
 syscalls() {
-  local port strace_pid
+  local port strace_pid variant
+  read -r -a variant <<<"$1"
   port=$(free_port)
-  "$1" --provisioner static "${backends[@]}" --listen "127.0.0.1:$port" --log-level warn \
+  "${variant[@]}" --provisioner static "${backends[@]}" --listen "127.0.0.1:$port" --log-level warn \
     2>"$tmp/ringlb.log" &
   lb_pid=$!
   wait_lb_home "$port"
@@ -124,7 +141,7 @@ syscalls() {
 echo "round,binary,mode,small_total,large_total,per_request,syscalls" >"$tmp/counts.csv"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in keepalive newconn; do
-    for bin in "${BINARIES[@]}"; do
+    for bin in "${VARIANTS[@]}"; do
       echo "lb_instructions: round $round/$ROUNDS, $bin, $mode" >&2
       small=$(count "$bin" "$mode" "$SMALL")
       large=$(count "$bin" "$mode" "$LARGE")
@@ -135,7 +152,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" "$ROUNDS" "${BINARIES[@]}" <<'EOF'
+python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" "$ROUNDS" "${VARIANTS[@]}" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 small, large, rounds, binaries = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]

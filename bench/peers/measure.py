@@ -11,8 +11,11 @@ so what is busy is someone else).
 "Others' CPU" is what the machine was busy with beyond the groups and the command, in percent of
 one CPU over the command's run. The groups must not overlap.
 
+--per-thread also records each thread's CPU over the run (/proc/PID/task/TID/stat of every process of
+every group, by "pid/tid comm"): how a multi-threaded LB spread its work over its threads.
+
 usage: measure.py --out FILE.json --stdout FILE [--group NAME=PID,PID]... [--quiet-max PCT]
-                  [--quiet-wait S] [--attempt N] -- COMMAND...
+                  [--quiet-wait S] [--attempt N] [--per-thread] -- COMMAND...
 """
 import argparse
 import json
@@ -29,6 +32,26 @@ def proc_cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
     return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def threads_cpu_s(pids):
+    """{"pid/tid comm": utime + stime in seconds} of every thread of the processes pids."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue  # the thread ended
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            rest = text.rsplit(")", 1)[1].split()
+            out[f"{pid}/{tid} {comm}"] = (int(rest[11]) + int(rest[12])) / TICK
+    return out
 
 
 def machine():
@@ -55,6 +78,7 @@ def main():
     ap.add_argument("--quiet-max", type=float, default=None)
     ap.add_argument("--quiet-wait", type=float, default=0)
     ap.add_argument("--attempt", type=int, default=0)
+    ap.add_argument("--per-thread", action="store_true")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
@@ -72,6 +96,7 @@ def main():
             if quiet <= a.quiet_max or waited >= a.quiet_wait:
                 break
 
+    threads0 = {n: threads_cpu_s(pids) for n, pids in groups.items()} if a.per_thread else None
     before = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
     m0 = machine()
     t0 = time.monotonic()
@@ -81,6 +106,7 @@ def main():
     wall = time.monotonic() - t0
     m1 = machine()
     after = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
+    threads1 = {n: threads_cpu_s(pids) for n, pids in groups.items()} if a.per_thread else None
     code = os.waitstatus_to_exitcode(status)
     command_cpu = usage.ru_utime + usage.ru_stime
     busy = (m1[0] - m0[0]) / TICK
@@ -96,6 +122,9 @@ def main():
         "quiet_before_pct": None if quiet is None else round(quiet, 1),
         "quiet_waited_s": round(waited, 1),
     }
+    if a.per_thread:
+        doc["threads_cpu_s"] = {n: {t: round(v - threads0[n].get(t, 0.0), 4)
+                                    for t, v in sorted(threads1[n].items())} for n in groups}
     with open(a.out, "w") as f:
         json.dump(doc, f)
     if code != 0:

@@ -44,8 +44,8 @@
 # DURATION + 2)) s, 17 minutes with the defaults, within bench/run.sh's 20-minute step limit. On exit
 # it stops what it started.
 set -euo pipefail
-. "$(dirname "$0")/../lib.sh"      # free_port, wait_home
-. "$(dirname "$0")/peers_lib.sh"  # home_body, wait_lb_home
+. "$(dirname "$0")/../lib.sh"      # free_port, start_replicas, haproxy_lb_conf, nginx_lb_conf
+. "$(dirname "$0")/peers_lib.sh"  # wait_lb_home, cpu_busy, measure_wrk
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -94,36 +94,13 @@ server_cpu=(taskset -c 1)
 replica_cpu=("${server_cpu[@]}")
 [ "$REPLICA_CPU" = float ] && replica_cpu=()
 
-# Busy share of all CPUs over $1 seconds, in percent of one CPU (as replica_vs_nginx.sh).
-cpu_busy() {
-  python3 - "$1" <<'EOF'
-import os, sys, time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
-    return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
-b0, t0 = sample(); time.sleep(float(sys.argv[1])); b1, t1 = sample()
-print(f"{100.0 * (b1 - b0) / (t1 - t0) * os.cpu_count():.0f}")
-EOF
-}
-
 quiet_before=$(cpu_busy 2)
 
 # --- the three replicas ---------------------------------------------------------------------------
-replica_ports=() replica_pids=()
-for i in 1 2 3; do
-  port=$(free_port)
-  "${replica_cpu[@]}" "$REPLICA" --address 127.0.0.1 --port "$port" --id "server$i" \
-    2>"$tmp/replica$i.log" &
-  started+=($!)
-  replica_pids+=($!)
-  replica_ports+=("$port")
-done
-for i in 1 2 3; do wait_home "${replica_ports[$((i - 1))]}" "$(home_body "$i")"; done
+start_replicas "$REPLICA" "${replica_cpu[@]}"  # sets replica_ports, replica_pids, backends
 
 # --- ringlb ---------------------------------------------------------------------------------------
 ringlb_port=$(free_port)
-backends=()
-for port in "${replica_ports[@]}"; do backends+=(--backend "127.0.0.1:$port"); done
 "${server_cpu[@]}" "$RINGLB" --provisioner static "${backends[@]}" --listen "127.0.0.1:$ringlb_port" \
   --log-level warn 2>"$tmp/ringlb.log" &
 ringlb_pid=$!
@@ -139,32 +116,8 @@ fi
 
 # --- HAProxy --------------------------------------------------------------------------------------
 haproxy_port=$(free_port)
-{
-  cat <<EOF
-global
-  nbthread 1
-  maxconn 4096
-  pidfile $tmp/haproxy.pid
-
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-
-frontend fe
-  bind 127.0.0.1:$haproxy_port
-  default_backend replicas
-
-backend replicas
-  balance hdr(X-Request-Id)
-  hash-type consistent
-EOF
-  for i in 1 2 3; do echo "  server server$i 127.0.0.1:${replica_ports[$((i - 1))]}"; done
-} >"$tmp/haproxy.cfg"
+haproxy_lb_conf "$haproxy_port" 1 "  maxconn 4096
+  pidfile $tmp/haproxy.pid" "" "" >"$tmp/haproxy.cfg"
 haproxy -c -q -f "$tmp/haproxy.cfg"
 "${server_cpu[@]}" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
 haproxy_pid=$!
@@ -172,40 +125,7 @@ started+=("$haproxy_pid")
 
 # --- NGINX ----------------------------------------------------------------------------------------
 nginx_port=$(free_port)
-{
-  cat <<EOF
-worker_processes 1;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $tmp/body;
-  proxy_temp_path $tmp/proxy;
-  fastcgi_temp_path $tmp/fastcgi;
-  uwsgi_temp_path $tmp/uwsgi;
-  scgi_temp_path $tmp/scgi;
-  upstream replicas {
-    hash \$http_x_request_id consistent;
-EOF
-  for port in "${replica_ports[@]}"; do echo "    server 127.0.0.1:$port;"; done
-  cat <<EOF
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    location / {
-      proxy_pass http://replicas;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-EOF
-} >"$tmp/nginx.conf"
+nginx_lb_conf "$tmp" "$nginx_port" 1 "$tmp/nginx-error.log" "" >"$tmp/nginx.conf"
 "${server_cpu[@]}" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" -g 'daemon off;' &
 nginx_master=$!
 started+=("$nginx_master")
@@ -230,20 +150,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     url=http://127.0.0.1:${port_of[$target]}/home
     echo "peers: round $round/$ROUNDS, $target" >&2
-    "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$HERE/request_id.lua" "$url" \
-      -- "$((SEED + round))" >/dev/null
-    for attempt in $(seq 0 "$RETRIES"); do
-      python3 "$HERE/measure.py" --out "$tmp/rounds/$round-$target.json" \
-        --stdout "$tmp/rounds/$round-$target.wrk" --attempt "$attempt" \
-        --group "lb=${lb_pid[$target]}" --group "replicas=$replica_csv" \
-        --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
-        "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-        -s "$HERE/request_id.lua" "$url" -- "$((SEED + round))"
-      others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
-        "$tmp/rounds/$round-$target.json")
-      [ "$others" -gt "$QUIET_MAX" ] || break
-      echo "peers: other processes used ${others}% of a CPU in that window" >&2
-    done
+    measure_wrk "$tmp/rounds/$round-$target" "$url" "$((SEED + round))" \
+      "lb=${lb_pid[$target]}" "replicas=$replica_csv"
   done
 done
 

@@ -1,8 +1,7 @@
-# Shell helpers of the bench/peers scripts (source it after bench/lib.sh). 127.0.0.1 only; every
-# wait is bounded.
+# Shell helpers of the bench/peers scripts (source it after bench/lib.sh, which starts the replicas
+# and writes the peers' configurations). 127.0.0.1 only; every wait is bounded.
 
-# home_body I: the /home body of replica serverI.
-home_body() { echo "{\"message\": \"Hello from Server: server$1\", \"status\": \"successful\"}"; }
+PEERS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # wait_lb_home PORT [SECONDS]: waits (default 10 s) until the LB on 127.0.0.1:PORT answers GET /home
 # with the body of one of server1..server3 (which one depends on how it hashes the request id).
@@ -27,4 +26,44 @@ while True:
             sys.exit(f"port {port}: no answer within {limit:g} s")
         time.sleep(0.05)
 PY
+}
+
+# cpu_busy SECONDS: busy share of all CPUs over SECONDS, in percent of one CPU (as
+# replica_vs_nginx.sh and measure.py count it).
+cpu_busy() {
+  python3 - "$1" <<'EOF'
+import os, sys, time
+def sample():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
+b0, t0 = sample(); time.sleep(float(sys.argv[1])); b1, t1 = sample()
+print(f"{100.0 * (b1 - b0) / (t1 - t0) * os.cpu_count():.0f}")
+EOF
+}
+
+# measure_wrk OUT URL SEED GROUP...: one measured window of the interleaved rounds. wrk -t1
+# -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request, seeded by SEED) runs
+# $WARMUP s unmeasured, then $DURATION s under measure.py, which first waits up to $QUIET_WAIT s for
+# the machine to be quiet and brackets the run with /proc/PID/stat of each GROUP (NAME=PID,PID...) and
+# wrk's own CPU. An argument starting with -- (e.g. --per-thread) goes to measure.py as it is. A window in which other processes used more than $QUIET_MAX % of a CPU is measured
+# again, up to $RETRIES times. Writes OUT.json (measure.py's record) and OUT.wrk (wrk's output). wrk
+# runs under the prefix in the array client_cpu (may be empty).
+measure_wrk() {
+  local out=$1 url=$2 seed=$3 attempt others g groups=()
+  shift 3
+  for g in "$@"; do
+    case $g in --*) groups+=("$g") ;; *) groups+=(--group "$g") ;; esac
+  done
+  "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$PEERS_DIR/request_id.lua" "$url" \
+    -- "$seed" >/dev/null
+  for attempt in $(seq 0 "$RETRIES"); do
+    python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$out.wrk" --attempt "$attempt" \
+      "${groups[@]}" --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
+      "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
+      -s "$PEERS_DIR/request_id.lua" "$url" -- "$seed"
+    others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
+      "$out.json")
+    [ "$others" -gt "$QUIET_MAX" ] || break
+    echo "peers: other processes used ${others}% of a CPU in that window" >&2
+  done
 }
