@@ -21,13 +21,15 @@
 # busy share next to each figure, which tells what bounds requests/s (see "What limits req/s" in the
 # report).
 #
-# Per round, target after target (ringlb-1 haproxy-1 nginx-1 ringlb-2 haproxy-2 nginx-2), wrk -t1
-# -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request) runs WARMUP s, then
+# Per round, target after target, wrk -t1 -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request) runs WARMUP s, then
 # DURATION s measured with --latency (bench/peers/peers_lib.sh measure_wrk, measure.py): CPU of the
 # LB from /proc/PID/stat, all its threads (NGINX: master + workers), of the replicas and of wrk, the
 # machine's busy share, each LB thread's CPU (--per-thread), and before each window a bounded wait
 # for the machine to be quiet (other processes' CPU at most QUIET_MAX % of one CPU, for up to
-# QUIET_WAIT s); a window in which others used more is measured again, up to RETRIES times.
+# QUIET_WAIT s); a window in which others used more is measured again, up to RETRIES times. The
+# order within a round is ringlb-1 ringlb-2 haproxy-1 haproxy-2 nginx-1 nginx-2 (the pairs that the
+# issue's ratios compare are at most two windows apart), reversed in every second round so that no
+# target always comes first after the quiet wait or last.
 #
 # Time bound: 6 targets x ROUNDS windows of about WARMUP + DURATION + 2 s (4.2 minutes with the
 # defaults on a quiet machine). Waits and repeats are spent only while the rest of the run still fits
@@ -40,7 +42,7 @@
 #
 # Usage: bench/peers/workers.sh [BUILD_DIR]
 #   env: ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=64 SEED=42 THREADS="1 2" QUIET_MAX=25
-#        QUIET_WAIT=10 RETRIES=1 BUDGET=840 RESULTS=bench/results WRITE_RESULTS=0
+#        QUIET_WAIT=30 RETRIES=1 BUDGET=840 RESULTS=bench/results WRITE_RESULTS=0
 # On exit it stops what it started.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"      # free_port, start_replicas, haproxy_lb_conf, nginx_lb_conf
@@ -55,7 +57,7 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 SEED=${SEED:-42}
 QUIET_MAX=${QUIET_MAX:-25}
-QUIET_WAIT=${QUIET_WAIT:-10}
+QUIET_WAIT=${QUIET_WAIT:-30}
 RETRIES=${RETRIES:-1}
 BUDGET=${BUDGET:-840}
 RESULTS=${RESULTS:-$ROOT/bench/results}
@@ -115,6 +117,10 @@ for n in "${COUNTS[@]}"; do
   port_of[nginx-$n]=$port pids_of[nginx-$n]=$!
 done
 for t in "${TARGETS[@]}"; do wait_lb_home "${port_of[$t]}"; done
+ORDER=()
+for lb in ringlb haproxy nginx; do
+  for n in "${COUNTS[@]}"; do ORDER+=("$lb-$n"); done
+done
 
 # NGINX's CPU is its master's and its workers'; the workers exist once it answered.
 declare -A threads_of
@@ -139,7 +145,12 @@ window=$((WARMUP + DURATION + 2))
 total=$((ROUNDS * ${#TARGETS[@]})) done_windows=0
 for round in $(seq 1 "$ROUNDS"); do
   echo "workers: round $round/$ROUNDS (machine $(cpu_busy 1)% of one CPU busy before it)" >&2
-  for target in "${TARGETS[@]}"; do
+  order=("${ORDER[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=()
+    for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do order+=("${ORDER[$i]}"); done
+  fi
+  for target in "${order[@]}"; do
     left=$((total - done_windows))
     # Wait and repeat only while the windows left still fit in the budget at their plain length.
     if [ $((SECONDS - t_start + left * window + QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
@@ -152,10 +163,11 @@ for round in $(seq 1 "$ROUNDS"); do
     QUIET_WAIT=$wait_s RETRIES=$retries measure_wrk "$tmp/rounds/$round-$target" \
       "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" \
       "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
-    python3 - "$tmp/rounds/$round-$target.json" "$wait_s" <<'EOF'
+    python3 - "$tmp/rounds/$round-$target.json" "$wait_s" "$done_windows" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 d["quiet_wait_allowed_s"] = float(sys.argv[2])
+d["seq"] = int(sys.argv[3])
 json.dump(d, open(sys.argv[1], "w"))
 EOF
     done_windows=$((done_windows + 1))

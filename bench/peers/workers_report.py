@@ -50,6 +50,8 @@ def load_rounds(run, cpus):
             "machine_busy_pct": 100 * m["machine_busy_s"] / wall,
             "machine_idle_pct": 100 * cpus - 100 * m["machine_busy_s"] / wall,
             "others_cpu_pct": m["others_cpu_pct"],
+            "irq_cpu_pct": m.get("irq_cpu_pct"),
+            "seq": m.get("seq", 0),
             "quiet_before_pct": m["quiet_before_pct"], "quiet_waited_s": m["quiet_waited_s"],
             "quiet_wait_allowed_s": m.get("quiet_wait_allowed_s"),
             "repeats": m["attempt"],
@@ -138,20 +140,23 @@ def section(meta, rounds, summary, ratios, checks):
           "replicas and to wrk and shows more requests/s; once the cores are full, requests/s "
           "measures the whole machine rather than the LB, and the LB's CPU per request is the "
           "figure that ranks the LBs. Where the CPU went in each target's windows (medians, in % "
-          "of one CPU; \"others\" is the rest of the machine, \"bounded by\" read from these "
-          "figures):", "", limits(meta, summary), ""]
-    L += ["Every window (others' CPU: what the rest of the machine used during it, beyond the LB, the "
-          "replicas and wrk; quiet before: the machine's busy share in the last second before it, "
+          "of one CPU; softirq + irq is the kernel's interrupt time, charged to no process: mostly "
+          "loopback TCP's receive path of this traffic, so part of every LB's cost that its own "
+          "CPU figure leaves out, alike for all; \"others\" is the rest of the machine; "
+          "\"bounded by\" is read from these figures):", "", limits(meta, summary), ""]
+    L += ["Every window, in the order measured (others' CPU: what the rest of the machine used "
+          "during it, beyond the LB, the replicas, wrk and interrupt time; quiet before: the machine's busy share in the last second before it, "
           f"waited for up to QUIET_WAIT s until at most {env['QUIET_MAX']}%):", "",
           "| round | target | req/s | p99 | LB CPU s / 100k | LB CPU | replicas CPU | wrk CPU "
-          "| machine busy | others' CPU | quiet before | repeats | errors |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| softirq + irq | machine busy | others' CPU | quiet before | repeats | errors |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rounds:
         noisy = " (noisy)" if x["others_cpu_pct"] > env["QUIET_MAX"] else ""
         nowait = " (no wait: budget)" if x["quiet_wait_allowed_s"] == 0 and env["QUIET_WAIT"] else ""
         L.append(f"| {x['round']} | {x['target']} | {x['req_s']:,.0f} | {x['p99_ms']:.2f} ms "
                  f"| {x['lb_cpu_s_per_100k']:.2f} | {x['lb_cpu_pct']:.0f}% "
                  f"| {x['replicas_cpu_pct']:.0f}% | {x['wrk_cpu_pct']:.0f}% "
+                 f"| {fmt(x['irq_cpu_pct'], '.0f')}% "
                  f"| {x['machine_busy_pct']:.0f}% | {x['others_cpu_pct']:.0f}%{noisy} "
                  f"| {fmt(x['quiet_before_pct'], '.0f')}%{nowait} | {x['repeats']} | {x['errors']} |")
     noisy = [x for x in rounds if x["others_cpu_pct"] > env["QUIET_MAX"]]
@@ -178,13 +183,14 @@ def bound_by(s, n, cpus):
 def limits(meta, summary):
     """The table of where each target's CPU went and what bounded its requests/s."""
     cpus = meta["machine"]["cpus"]
-    L = [f"| target | LB | replicas | wrk | others | idle (of {100 * cpus}%) | bounded by |",
-         "|---|---|---|---|---|---|---|"]
+    L = [f"| target | LB | replicas | wrk | softirq + irq | others | idle (of {100 * cpus}%) "
+         "| bounded by |", "|---|---|---|---|---|---|---|---|"]
     for t in meta["targets"]:
         s = summary[t]
         idle = 100 * cpus - s["machine_busy_pct"]
         L.append(f"| {t} | {s['lb_cpu_pct']:.0f}% | {s['replicas_cpu_pct']:.0f}% "
-                 f"| {s['wrk_cpu_pct']:.0f}% | {s['others_cpu_pct']:.0f}% | {idle:.0f}% "
+                 f"| {s['wrk_cpu_pct']:.0f}% | {fmt(s['irq_cpu_pct'], '.0f')}% "
+                 f"| {s['others_cpu_pct']:.0f}% | {idle:.0f}% "
                  f"| {bound_by(s, int(t.rsplit('-', 1)[1]), cpus)} |")
     return "\n".join(L)
 
@@ -194,7 +200,7 @@ def main():
     meta = json.load(open(os.path.join(run, "meta.json")))
     rounds = load_rounds(run, meta["machine"]["cpus"])
     order = meta["targets"]
-    rounds.sort(key=lambda r: (r["round"], order.index(r["target"])))
+    rounds.sort(key=lambda r: (r["round"], r["seq"], order.index(r["target"])))
     summary = {}
     for t in order:
         rs = [r for r in rounds if r["target"] == t]
@@ -202,7 +208,7 @@ def main():
                       ("req_s", "p50_ms", "p99_ms", "lb_cpu_s_per_100k", "lb_cpu_pct",
                        "replicas_cpu_s_per_100k", "replicas_cpu_pct", "wrk_cpu_pct",
                        "wrk_cpu_s_per_100k", "machine_busy_pct", "machine_idle_pct",
-                       "others_cpu_pct")}
+                       "others_cpu_pct", "irq_cpu_pct")}
         summary[t]["errors"] = sum(r["errors"] for r in rs)
         summary[t].update(meta["lbs"][t])
 
