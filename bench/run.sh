@@ -9,6 +9,8 @@
 #   4. bench/peers/peers.sh: ringlb vs HAProxy vs NGINX; see its header for its time
 #   5. bench/hostile.sh: the non-reading pipeliner and the fd attack against the same three LBs
 #      (issue 10); about 5 minutes
+#   6. bench/peers/workers.sh: ringlb --workers 1 and 2 vs HAProxy nbthread and NGINX
+#      worker_processes 1 and 2 (issue 12); 6 to 15 minutes (bounded by its BUDGET)
 # Each step is bounded by a timeout (STEP_TIMEOUT seconds, default 1200). A failing step is
 # reported and the others still run; the exit status is 1 when any failed. The experiments A-1..A-4
 # are bench/analysis.sh (`make analysis`).
@@ -33,6 +35,7 @@ step replica_vs_nginx bash bench/replica_vs_nginx.sh "$build"
 step instructions bash bench/instructions.sh "$build"
 step peers bash bench/peers/peers.sh "$build"
 step hostile bash bench/hostile.sh "$build"
+step workers bash bench/peers/workers.sh "$build"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench: failed: ${failed[*]}" >&2

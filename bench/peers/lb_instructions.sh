@@ -155,23 +155,31 @@ done
 python3 - "$tmp/counts.csv" "$SMALL" "$LARGE" "$ROUNDS" "${VARIANTS[@]}" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-small, large, rounds, binaries = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+small, large, rounds, variants = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+# With WORKERS, each variant is also compared with the same binary at the first worker count.
+by_workers = any(" --workers " in v for v in variants)
 print(f"Instructions per request: (callgrind total at {large:,} requests - total at {small:,}) / "
       f"{large - small:,}; median of {rounds} interleaved round(s); syscalls by strace -c over {large:,}.")
 print()
 print("| ringlb binary | connections | instructions / request (each round) | median | vs the first "
-      "| syscalls / request |")
-print("|---|---|---|---|---|---|")
+      + ("| vs the same binary's first --workers " if by_workers else "") + "| syscalls / request |")
+print("|---|---|---|---|---|---|" + ("---|" if by_workers else ""))
+def ratio(m, base):
+    return f"{m / base:.4f} ({100 * (m / base - 1):+.1f}%)"
 for mode in ("keepalive", "newconn"):
     label = "keep-alive" if mode == "keepalive" else "new per request"
-    first = None
-    for i, b in enumerate(binaries):
-        rs = [r for r in rows if r["binary"] == b and r["mode"] == mode]
+    first, first_of = None, {}
+    for i, v in enumerate(variants):
+        rs = [r for r in rows if r["binary"] == v and r["mode"] == mode]
         per = [int(r["per_request"]) for r in rs]
         calls = [float(r["syscalls"]) for r in rs if r["syscalls"] != "n/a"]
         m = statistics.median(per)
         first = m if first is None else first
-        ratio = "1" if i == 0 else f"{m / first:.4f} ({100 * (m / first - 1):+.1f}%)"
-        print(f"| {b} | {label} | {', '.join(f'{x:,}' for x in per)} | {m:,.0f} | {ratio} "
-              f"| {statistics.median(calls) if calls else 'n/a'} |")
+        binary = v.split(" --workers ")[0]
+        is_first = binary not in first_of
+        same = first_of.setdefault(binary, m)
+        print(f"| {v} | {label} | {', '.join(f'{x:,}' for x in per)} | {m:,.0f} "
+              f"| {'1' if i == 0 else ratio(m, first)} "
+              + (f"| {'1' if is_first else ratio(m, same)} " if by_workers else "")
+              + f"| {statistics.median(calls) if calls else 'n/a'} |")
 EOF

@@ -98,7 +98,10 @@ def section(meta, rounds, summary, ratios, checks):
              f"`wrk -t1 -c{env['CONNECTIONS']} --latency`, {env['WARMUP']} s warm-up then "
              f"{env['DURATION']} s measured per target, targets interleaved, {env['ROUNDS']} rounds; "
              "medians over rounds. Nothing is pinned: wrk, the replicas and the LB share the "
-             f"{cpus} CPUs. LB CPU is utime + stime from /proc/PID/stat over the measured window, "
+             f"{cpus} CPUs"
+             + (f", and all of them ran at nice {env['NICE']} so that other sessions' builds on "
+                "this shared machine took less of the cores" if env.get("NICE") else "")
+             + ". LB CPU is utime + stime from /proc/PID/stat over the measured window, "
              "every thread (NGINX: master + workers); wrk's from wait4.")
     L += ["", "| target | LB threads | req/s | p50 | p99 | LB CPU s / 100k req | LB CPU | "
           "replicas CPU s / 100k | wrk CPU | machine busy (of "
