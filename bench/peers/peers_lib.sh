@@ -4,7 +4,9 @@
 PEERS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # wait_lb_home PORT [SECONDS]: waits (default 10 s) until the LB on 127.0.0.1:PORT answers GET /home
-# with the body of one of server1..server3 (which one depends on how it hashes the request id).
+# with the body of one of server1..server3 (which one depends on how it hashes the request id). A 503
+# is "not ready yet" (a multi-worker ringlb answers it until its workers hold a routing snapshot with
+# a replica in it), so it polls on; any other answer fails at once.
 wait_lb_home() {
   python3 - "$1" "${2:-10}" <<'PY'
 import http.client, sys, time
@@ -20,11 +22,12 @@ while True:
         got = r.read()
         if r.status == 200 and got in bodies:
             sys.exit(0)
-        sys.exit(f"port {port}: /home answered {r.status} {got!r}")
+        if r.status != 503 or time.monotonic() > deadline:
+            sys.exit(f"port {port}: /home answered {r.status} {got!r}")
     except OSError:
         if time.monotonic() > deadline:
             sys.exit(f"port {port}: no answer within {limit:g} s")
-        time.sleep(0.05)
+    time.sleep(0.05)
 PY
 }
 
