@@ -15,7 +15,10 @@ softirq time to no process (loopback TCP's receive path runs there: 20-45% of a 
 so counting it as "others" made every window look noisy; it is mostly the measured traffic's own.
 
 --per-thread also records each thread's CPU over the run (/proc/PID/task/TID/stat of every process of
-every group, by "pid/tid comm"): how a multi-threaded LB spread its work over its threads.
+every group, by "pid/tid comm"): how a multi-threaded LB spread its work over its threads; and each
+group's context switches (voluntary: a thread went to sleep, e.g. in epoll_wait with nothing ready;
+nonvoluntary: preempted), summed over its threads from /proc/PID/task/TID/status: divided by the
+requests, how often the LB woke up per request, i.e. how well it batched.
 
 usage: measure.py --out FILE.json --stdout FILE [--group NAME=PID,PID]... [--quiet-max PCT]
                   [--quiet-wait S] [--attempt N] [--per-thread] -- COMMAND...
@@ -55,6 +58,27 @@ def threads_cpu_s(pids):
             rest = text.rsplit(")", 1)[1].split()
             out[f"{pid}/{tid} {comm}"] = (int(rest[11]) + int(rest[12])) / TICK
     return out
+
+
+def switches(pids):
+    """(voluntary, nonvoluntary) context switches summed over every thread of the processes pids."""
+    vol = nonvol = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            nonvol += int(line.split()[1])
+            except OSError:
+                continue
+    return vol, nonvol
 
 
 def machine():
@@ -100,6 +124,7 @@ def main():
                 break
 
     threads0 = {n: threads_cpu_s(pids) for n, pids in groups.items()} if a.per_thread else None
+    switches0 = {n: switches(pids) for n, pids in groups.items()} if a.per_thread else None
     before = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
     m0 = machine()
     t0 = time.monotonic()
@@ -110,6 +135,7 @@ def main():
     m1 = machine()
     after = {n: sum(proc_cpu_s(p) for p in pids) for n, pids in groups.items()}
     threads1 = {n: threads_cpu_s(pids) for n, pids in groups.items()} if a.per_thread else None
+    switches1 = {n: switches(pids) for n, pids in groups.items()} if a.per_thread else None
     code = os.waitstatus_to_exitcode(status)
     command_cpu = usage.ru_utime + usage.ru_stime
     busy = (m1[0] - m0[0]) / TICK
@@ -130,6 +156,8 @@ def main():
     if a.per_thread:
         doc["threads_cpu_s"] = {n: {t: round(v - threads0[n].get(t, 0.0), 4)
                                     for t, v in sorted(threads1[n].items())} for n in groups}
+        doc["switches"] = {n: {"voluntary": switches1[n][0] - switches0[n][0],
+                               "nonvoluntary": switches1[n][1] - switches0[n][1]} for n in groups}
     with open(a.out, "w") as f:
         json.dump(doc, f)
     if code != 0:

@@ -38,11 +38,14 @@ def load_rounds(run, cpus):
         wall = m["wall_s"]
         lb, rep = m["groups_cpu_s"]["lb"], m["groups_cpu_s"]["replicas"]
         threads = m.get("threads_cpu_s", {}).get("lb", {})
+        sw = m.get("switches", {}).get("lb")
         rounds.append({
             "round": int(rnd), "target": target, "requests": requests, "req_s": requests / seconds,
             "p50_ms": p50, "p99_ms": p99, "errors": errors,
             "lb_cpu_s_per_100k": lb / requests * 1e5,
             "lb_cpu_pct": 100 * lb / wall,
+            "lb_wakeups_per_request": sw["voluntary"] / requests if sw else None,
+            "lb_preempted_per_request": sw["nonvoluntary"] / requests if sw else None,
             "replicas_cpu_s_per_100k": rep / requests * 1e5,
             "replicas_cpu_pct": 100 * rep / wall,
             "wrk_cpu_pct": 100 * m["command_cpu_s"] / wall,
@@ -146,6 +149,9 @@ def section(meta, rounds, summary, ratios, checks):
           "of one CPU; softirq + irq is the kernel's interrupt time, charged to no process: mostly "
           "loopback TCP's receive path of this traffic, so part of every LB's cost that its own "
           "CPU figure leaves out, alike for all; \"others\" is the rest of the machine; "
+          "sleeps and preempted are the LB's voluntary and involuntary context switches per request, "
+          "summed over its threads: a sleep is a thread finding nothing to do (epoll_wait), so "
+          "fewer per request means more requests handled per wake-up; "
           "\"bounded by\" is read from these figures):", "", limits(meta, summary), ""]
     L += ["Every window, in the order measured (others' CPU: what the rest of the machine used "
           "during it, beyond the LB, the replicas, wrk and interrupt time; quiet before: the machine's busy share in the last second before it, "
@@ -187,13 +193,16 @@ def limits(meta, summary):
     """The table of where each target's CPU went and what bounded its requests/s."""
     cpus = meta["machine"]["cpus"]
     L = [f"| target | LB | replicas | wrk | softirq + irq | others | idle (of {100 * cpus}%) "
-         "| bounded by |", "|---|---|---|---|---|---|---|---|"]
+         "| LB sleeps / request | LB preempted / request | bounded by |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for t in meta["targets"]:
         s = summary[t]
         idle = 100 * cpus - s["machine_busy_pct"]
         L.append(f"| {t} | {s['lb_cpu_pct']:.0f}% | {s['replicas_cpu_pct']:.0f}% "
                  f"| {s['wrk_cpu_pct']:.0f}% | {fmt(s['irq_cpu_pct'], '.0f')}% "
                  f"| {s['others_cpu_pct']:.0f}% | {idle:.0f}% "
+                 f"| {fmt(s['lb_wakeups_per_request'], '.3f')} "
+                 f"| {fmt(s['lb_preempted_per_request'], '.3f')} "
                  f"| {bound_by(s, int(t.rsplit('-', 1)[1]), cpus)} |")
     return "\n".join(L)
 
@@ -211,7 +220,8 @@ def main():
                       ("req_s", "p50_ms", "p99_ms", "lb_cpu_s_per_100k", "lb_cpu_pct",
                        "replicas_cpu_s_per_100k", "replicas_cpu_pct", "wrk_cpu_pct",
                        "wrk_cpu_s_per_100k", "machine_busy_pct", "machine_idle_pct",
-                       "others_cpu_pct", "irq_cpu_pct")}
+                       "others_cpu_pct", "irq_cpu_pct", "lb_wakeups_per_request",
+                       "lb_preempted_per_request")}
         summary[t]["errors"] = sum(r["errors"] for r in rs)
         summary[t].update(meta["lbs"][t])
 
