@@ -39,7 +39,7 @@
 # Time bound: 6 targets x ROUNDS windows of about WARMUP + DURATION + 2 s (6 minutes with the
 # defaults on a quiet machine: five short rounds rather than three long ones, since the noise of this
 # shared machine comes in bursts that a repeated short window escapes). Waits and repeats are spent only while the rest of the run still fits
-# in BUDGET s (default 840): once it would not, the remaining windows are measured without waiting or
+# in BUDGET s (default 780): once it would not, the remaining windows are measured without waiting or
 # repeating (the report counts them), so the whole run stays under BUDGET + about 30 s of start-up
 # and report.
 #
@@ -48,7 +48,7 @@
 #
 # Usage: bench/peers/workers.sh [BUILD_DIR]
 #   env: ROUNDS=5 DURATION=8 WARMUP=2 CONNECTIONS=64 SEED=42 THREADS="1 2" QUIET_MAX=25
-#        QUIET_WAIT=30 RETRIES=1 BUDGET=840 RESULTS=bench/results WRITE_RESULTS=0
+#        QUIET_WAIT=20 RETRIES=1 BUDGET=780 RESULTS=bench/results WRITE_RESULTS=0
 #        RINGLB=path/to/ringlb (default BUILD_DIR/lb/ringlb) NICE=0
 # On exit it stops what it started.
 set -euo pipefail
@@ -64,9 +64,9 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 SEED=${SEED:-42}
 QUIET_MAX=${QUIET_MAX:-25}
-QUIET_WAIT=${QUIET_WAIT:-30}
+QUIET_WAIT=${QUIET_WAIT:-20}
 RETRIES=${RETRIES:-1}
-BUDGET=${BUDGET:-840}
+BUDGET=${BUDGET:-780}
 RESULTS=${RESULTS:-$ROOT/bench/results}
 WRITE_RESULTS=${WRITE_RESULTS:-0}
 NICE=${NICE:-0}
