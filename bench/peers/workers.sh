@@ -165,7 +165,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for target in "${order[@]}"; do
     left=$((total - done_windows))
     # Wait and repeat only while the windows left still fit in the budget at their plain length.
-    if [ $((SECONDS - t_start + left * window + QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
+    # (a window that waits and is repeated costs up to 2 x QUIET_WAIT + DURATION + 2 s more)
+    if [ $((SECONDS - t_start + left * window + 2 * QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
       wait_s=$QUIET_WAIT retries=$RETRIES
     else
       wait_s=0 retries=0
