@@ -25,6 +25,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "lb/http/container_of.h"
 #include "lb/http/http_head.h"
 
 struct HttpConn;
@@ -133,5 +134,7 @@ inline bool http_local_error(int err) {
   return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
 }
 
-// The connection that embeds handle (for uv callbacks).
-inline HttpConn* http_conn_of(uv_handle_t* handle) { return reinterpret_cast<HttpConn*>(handle); }
+// The connection whose TCP handle is handle (for uv callbacks).
+inline HttpConn* http_conn_of(uv_handle_t* handle) {
+  return container_of(reinterpret_cast<uv_tcp_t*>(handle), &HttpConn::tcp);
+}
