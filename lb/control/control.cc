@@ -260,6 +260,8 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
     ctl->workers[i].running = true;
     ctl->workers[i].gen = ctl->current->gen;
   }
+  ctl->listen_bound = bound;
+  ctl->admin_bound = admin_bound;
   LOG_INFO("listening on %s (%u workers)", bound.c_str(), n);
   if (!admin_bound.empty()) LOG_INFO("admin routes on %s", admin_bound.c_str());
   return 0;

@@ -45,6 +45,7 @@ struct Control {
   const Config* cfg = nullptr;
   Registry* reg = nullptr;
   std::vector<WorkerSlot> workers;
+  std::string listen_bound, admin_bound;  // the addresses bound (a port 0 resolved)
   Mailbox<FromWorker> inbox;
   uv_timer_t publish;  // zero-delay: publishes a dirty snapshot and sends pending syncs
   bool dirty = false;  // the registry's routing generation moved since the last publication
