@@ -57,7 +57,7 @@ enum class Fail : uint8_t {
 };
 
 // The failure class of libuv error err met in an attempt whose ordinary class is usual.
-Fail fail_of(int err, Fail usual) { return upstream_local_error(err) ? Fail::local : usual; }
+Fail fail_of(int err, Fail usual) { return http_local_error(err) ? Fail::local : usual; }
 
 // --- deadlines (the sweep's list) --------------------------------------------------------------
 
@@ -487,7 +487,7 @@ void dispatch(ClientConn* c) {
   int err = 0;
   UpstreamConn* u = upstream_acquire(p, &kUpstreamHandlers, kReadBuffer, on_up_connected, &err);
   if (u == nullptr) {
-    if (upstream_local_error(err)) {  // no socket for it (EMFILE...): not the replica's fault
+    if (http_local_error(err)) {  // no socket for it (EMFILE...): not the replica's fault
       LOG_DEBUG("cannot connect to %s: %s (a local resource error; the replica is not blamed)",
                 p->name.c_str(), uv_strerror(err));
       respond_local(c, 503, http_error_json(std::string("the load balancer is out of resources (") +

@@ -78,13 +78,6 @@ struct Pools {
   uint64_t last_reap = 0;
 };
 
-// True for an error that says this process ran out of something (descriptors, socket buffers,
-// memory): EMFILE, ENFILE, ENOBUFS, ENOMEM. Such an error is never the replica's fault: a request
-// that meets it is answered 503 naming the cause.
-inline bool upstream_local_error(int err) {
-  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
-}
-
 // Makes the pools match snapshot s: a pool per member (created for a new uid, else updated with the
 // member's state, address and ring index); pools of uids absent from s are retired. A pool that is
 // not usable any more (dead, starting, retired) closes its idle connections at once.

@@ -126,5 +126,12 @@ inline int http_conn_write(HttpConn* c, const char* data, size_t len) {
 // Closes the connection: no more events; on_close runs later. Idempotent. With reset, sends RST.
 void http_conn_close(HttpConn* c, bool reset = false);
 
+// True for an error that says this process ran out of something (descriptors, socket buffers,
+// memory): EMFILE, ENFILE, ENOBUFS, ENOMEM. Such an error is never the peer's fault: the data plane
+// answers a request that meets it 503 naming the cause, a heartbeat that meets it has no result.
+inline bool http_local_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+}
+
 // The connection that embeds handle (for uv callbacks).
 inline HttpConn* http_conn_of(uv_handle_t* handle) { return reinterpret_cast<HttpConn*>(handle); }
