@@ -75,6 +75,12 @@ void pools_install(Pools* ps, const Snapshot& s) {
     if (p->state == PoolState::usable) p->addr = m.addr;
     ps->by_index[i] = p;
   }
+  // A replica replaced after it died is dead to this worker even if it never saw it marked so.
+  for (const SnapMember& m : s.members) {
+    if (m.replaces_uid == 0) continue;
+    auto it = ps->by_uid.find(m.replaces_uid);
+    if (it != ps->by_uid.end() && it->second->index < 0) it->second->was_dead = true;
+  }
   for (auto& [uid, p] : ps->by_uid) {
     if (p->index < 0) p->state = PoolState::retired;
     // A replica that may not take new requests keeps no idle connection: a dead one's are
