@@ -25,6 +25,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "lb/http/container_of.h"
 #include "lb/http/http_head.h"
 
 struct HttpConn;
@@ -126,5 +127,14 @@ inline int http_conn_write(HttpConn* c, const char* data, size_t len) {
 // Closes the connection: no more events; on_close runs later. Idempotent. With reset, sends RST.
 void http_conn_close(HttpConn* c, bool reset = false);
 
-// The connection that embeds handle (for uv callbacks).
-inline HttpConn* http_conn_of(uv_handle_t* handle) { return reinterpret_cast<HttpConn*>(handle); }
+// True for an error that says this process ran out of something (descriptors, socket buffers,
+// memory): EMFILE, ENFILE, ENOBUFS, ENOMEM. Such an error is never the peer's fault: the data plane
+// answers a request that meets it 503 naming the cause, a heartbeat that meets it has no result.
+inline bool http_local_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+}
+
+// The connection whose TCP handle is handle (for uv callbacks).
+inline HttpConn* http_conn_of(uv_handle_t* handle) {
+  return container_of(reinterpret_cast<uv_tcp_t*>(handle), &HttpConn::tcp);
+}

@@ -90,3 +90,10 @@ void http_append_json_escaped(std::string* out, std::string_view text) {
     }
   }
 }
+
+std::string http_error_json(std::string_view text) {
+  std::string out = "{\"message\": \"<Error> ";
+  http_append_json_escaped(&out, text);
+  out.append("\", \"status\": \"failure\"}");
+  return out;
+}

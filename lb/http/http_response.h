@@ -1,5 +1,5 @@
 // http_response: formatting of responses that a component answers itself (replica routes, admin API,
-// the proxy's own errors). Proxied responses are rewritten in lb/proxy.cc, not here.
+// the proxy's own errors). Proxied responses are rewritten in lb/data, not here.
 #pragma once
 
 #include <string>
@@ -22,3 +22,7 @@ void http_append_response(std::string* out, int status, std::string_view content
 // solidus and control characters. Other bytes pass unchanged. For text from a request (a path) that a
 // component puts in its own JSON answers.
 void http_append_json_escaped(std::string* out, std::string_view text);
+
+// The JSON error body every ringlb error uses (admin API and the proxy's own answers):
+// {"message": "<Error> TEXT", "status": "failure"}, TEXT escaped.
+std::string http_error_json(std::string_view text);
