@@ -46,11 +46,21 @@ void oldest_reported(const Control* ctl, uint64_t* gen, uint64_t* synced) {
   }
 }
 
+void send_load(Control* ctl);
+
 // Runs the syncs every running worker has answered. Each callback may add syncs or publish: the
-// list is taken out first.
+// list is taken out first. In-flight sums held back by the rate limit go out before any answer, so
+// a client that sends a request after an answer meets a worker that has them.
 void run_syncs(Control* ctl) {
   uint64_t gen, synced;
   oldest_reported(ctl, &gen, &synced);
+  bool any = false;
+  for (const auto& s : ctl->syncs) any = any || (s.seq != 0 && s.seq <= synced);
+  if (!any) return;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&ctl->load_timer))) {
+    uv_timer_stop(&ctl->load_timer);
+    send_load(ctl);
+  }
   std::vector<std::function<void()>> ready;
   auto& list = ctl->syncs;
   for (size_t i = 0; i < list.size();) {
