@@ -93,7 +93,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
       control_answer(ctl, ref, status, http_error_json(error));
       return;
     }
-    control_after_sync(ctl, [ctl, ref]() { control_answer(ctl, ref, 200, admin_rep_json(ctl->reg, false)); });
+    control_after_sync(ctl, [ctl, ref](const Snapshot&) { control_answer(ctl, ref, 200, admin_rep_json(ctl->reg, false)); });
   };
   registry_add(reg, std::move(req));
 }
@@ -146,7 +146,7 @@ void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
   registry_remove(reg, names);
   // Answered once no worker routes a new request to the removed replicas.
   std::string answer = admin_rep_json(reg, false);
-  control_after_sync(ctl, [ctl, client, answer]() { control_answer(ctl, client, 200, answer); });
+  control_after_sync(ctl, [ctl, client, answer](const Snapshot&) { control_answer(ctl, client, 200, answer); });
 }
 
 // Constant-time equality of the token a client sent and the configured one (CRYPTO_memcmp-like): one
@@ -181,11 +181,13 @@ bool authorized(Control* ctl, const HttpHead& head) {
 
 // /readyz: 200 while at least one replica of the ring is healthy, else 503 with the reason (how
 // many replicas there are and in which states), so an orchestrator stops sending traffic to a load
-// balancer that would answer every request with 503.
-void admin_readyz(Control* ctl, AdminCallRef client) {
-  const Registry* reg = ctl->reg;
-  size_t healthy = registry_healthy(reg);
-  size_t members = reg->ring_members.size();
+// balancer that would answer every request with 503. Read from snap, the routing every worker has
+// (the registry may be ahead of it): "ready" means a request sent now finds a replica.
+void admin_readyz(Control* ctl, AdminCallRef client, const Snapshot& snap) {
+  size_t members = snap.members.size();
+  size_t by_state[3] = {0, 0, 0};  // MemberState: usable, starting, dead
+  for (const SnapMember& m : snap.members) by_state[static_cast<int>(m.state)]++;
+  size_t healthy = by_state[static_cast<int>(MemberState::usable)];
   if (healthy > 0) {
     control_answer(ctl, client, 200, "{\"message\": \"ready: " + std::to_string(healthy) + " of " +
                                    std::to_string(members) + " replicas healthy\", \"status\": \"successful\"}");
@@ -195,15 +197,13 @@ void admin_readyz(Control* ctl, AdminCallRef client) {
   if (members == 0) {
     reason = "not ready: the pool has no replicas";
   } else {
-    size_t by_state[4] = {0, 0, 0, 0};
-    for (const Replica* r : reg->ring_members) by_state[static_cast<int>(r->state)]++;
     reason = "not ready: none of " + std::to_string(members) + " replicas is healthy (";
-    const ReplicaState states[] = {ReplicaState::starting, ReplicaState::dead, ReplicaState::draining};
+    const std::pair<MemberState, const char*> states[] = {{MemberState::starting, "starting"},
+                                                          {MemberState::dead, "dead"}};
     bool first = true;
-    for (ReplicaState s : states) {
-      if (by_state[static_cast<int>(s)] == 0) continue;
-      reason += std::string(first ? "" : ", ") + std::to_string(by_state[static_cast<int>(s)]) + " " +
-                replica_state_name(s);
+    for (const auto& [state, name] : states) {
+      if (by_state[static_cast<int>(state)] == 0) continue;
+      reason += std::string(first ? "" : ", ") + std::to_string(by_state[static_cast<int>(state)]) + " " + name;
       first = false;
     }
     reason += ")";
@@ -264,7 +264,7 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
   if (path == "/readyz") {  // readiness: at least one replica can take a request
     if (!get) return wrong_method("GET, HEAD");
     // After a sync: "ready" means every worker routes to a healthy replica already.
-    control_after_sync(ctl, [ctl, client]() { admin_readyz(ctl, client); });
+    control_after_sync(ctl, [ctl, client](const Snapshot& s) { admin_readyz(ctl, client, s); });
     return;
   }
   if (!authorized(ctl, head)) {
@@ -276,7 +276,7 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     std::string_view v;
     bool verbose = http_url_query(url, "verbose", &v) && v != "0";
     // After a sync: the in-flight and request counts include what every worker did before.
-    control_after_sync(ctl, [ctl, client, verbose]() {
+    control_after_sync(ctl, [ctl, client, verbose](const Snapshot&) {
       control_answer(ctl, client, 200, admin_rep_json(ctl->reg, verbose));
     });
   } else if (path == "/add") {
@@ -287,7 +287,7 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     handle_rm(ctl, client, body);
   } else if (path == "/metrics") {
     if (!get) return wrong_method("GET, HEAD");
-    control_after_sync(ctl, [ctl, client]() {
+    control_after_sync(ctl, [ctl, client](const Snapshot&) {
       control_answer(ctl, client, 200, metrics_render(*ctl), "text/plain; version=0.0.4");
     });
   } else {

@@ -61,17 +61,23 @@ void run_syncs(Control* ctl) {
     uv_timer_stop(&ctl->load_timer);
     send_load(ctl);
   }
-  std::vector<std::function<void()>> ready;
+  std::vector<Control::PendingSync> ready;
   auto& list = ctl->syncs;
-  for (size_t i = 0; i < list.size();) {
-    if (list[i].seq != 0 && list[i].seq <= synced) {
-      ready.push_back(std::move(list[i].fn));
-      list.erase(list.begin() + static_cast<long>(i));
-    } else {
-      i++;
+  bool again = false;
+  for (size_t i = 0; i < list.size(); i++) {
+    Control::PendingSync& s = list[i];
+    if (s.seq == 0 || s.seq > synced) continue;
+    if (s.snapshot->gen != ctl->reg->routing_gen && ++s.rounds < 8 && !ctl->stopping) {
+      s.seq = 0;  // the registry moved on while this sync went round: one more round
+      again = true;
+      continue;
     }
+    ready.push_back(std::move(s));
+    list.erase(list.begin() + static_cast<long>(i));
+    i--;
   }
-  for (auto& fn : ready) fn();
+  if (again) publish_soon(ctl);
+  for (auto& s : ready) s.fn(*s.snapshot);
 }
 
 void on_publish(uv_timer_t* t) {
@@ -90,8 +96,11 @@ void on_publish(uv_timer_t* t) {
     // One sync for every callback that joined since the last: posted after the snapshot above, so
     // a worker answers it only once it routes by that snapshot (a mailbox keeps posting order).
     uint64_t seq = ++ctl->sync_seq;
-    for (auto& s : ctl->syncs)
-      if (s.seq == 0) s.seq = seq;
+    for (auto& s : ctl->syncs) {
+      if (s.seq != 0) continue;
+      s.seq = seq;
+      s.snapshot = ctl->current;
+    }
     ToWorker msg;
     msg.kind = ToWorker::Kind::sync;
     msg.seq = seq;
@@ -316,9 +325,9 @@ void control_answer(Control* ctl, AdminCallRef ref, int status, std::string body
   worker_post(ctl->workers[ref.worker].worker, std::move(msg));
 }
 
-void control_after_sync(Control* ctl, std::function<void()> fn) {
+void control_after_sync(Control* ctl, std::function<void(const Snapshot&)> fn) {
   if (ctl->open_handles == 0) return;  // stopped: no worker is left to answer anyone
-  ctl->syncs.push_back(Control::PendingSync{0, std::move(fn)});
+  ctl->syncs.push_back(Control::PendingSync{0, std::move(fn), nullptr});
   publish_soon(ctl);
 }
 

@@ -54,7 +54,9 @@ struct Control {
   // sync is not posted yet; the publish timer posts it after publishing).
   struct PendingSync {
     uint64_t seq;
-    std::function<void()> fn;
+    std::function<void(const Snapshot&)> fn;
+    SnapshotPtr snapshot;  // current when the sync was posted
+    int rounds = 0;        // syncs it took: a registry that moved on meanwhile asks for another
   };
   std::vector<PendingSync> syncs;
   uint64_t sync_seq = 0;
@@ -87,8 +89,11 @@ void control_answer(Control* ctl, AdminCallRef ref, int status, std::string body
 
 // Runs fn once every running worker routes by the routing generation of now (or a later one) and has
 // reported its counters since: how /add and /rm answer only once every worker has their result, and
-// /metrics counts every request answered before it. Never runs fn before returning.
-void control_after_sync(Control* ctl, std::function<void()> fn);
+// /metrics counts every request answered before it. When the registry's routing moved on while the
+// sync went round, another round follows (up to 8), so fn normally sees a registry that every worker
+// routes by; fn gets that snapshot (an answer about routing, /readyz, reads it). Never runs fn
+// before returning.
+void control_after_sync(Control* ctl, std::function<void(const Snapshot&)> fn);
 
 // Client connections open over every worker (as of their last reports).
 uint64_t control_open_conns(const Control* ctl);

@@ -422,7 +422,7 @@ bool world_run_client(World* w, uint64_t stall_ms) {
 
 void world_sync(World* w) {
   bool synced = false;
-  control_after_sync(&w->control, [&synced]() { synced = true; });
+  control_after_sync(&w->control, [&synced](const Snapshot&) { synced = true; });
   uint64_t until = uv_now(&w->loop) + 5000;
   while (!synced) {
     if (uv_now(&w->loop) > until) {
