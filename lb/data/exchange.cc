@@ -280,7 +280,7 @@ void send_request(ClientConn* c) {
 }
 
 void on_up_connected(UpstreamConn* u, int status) {
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {  // the exchange went away while connecting
     upstream_close(u);
     return;
@@ -337,7 +337,7 @@ uint64_t client_pending(ClientConn* c) {
 
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {
     upstream_close(u);
     return;
@@ -378,7 +378,7 @@ void up_on_head(HttpConn* hc) {
 
 void up_on_body(HttpConn* hc, const char* data, size_t len) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr || c->skip_interim) return;
   if (write_response(c, data, len) != 0) {
     http_conn_close(&c->conn);
@@ -392,7 +392,7 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
 
 HttpNext up_on_message_end(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {
     upstream_close(u);
     return HttpNext::pause;
@@ -411,7 +411,7 @@ HttpNext up_on_message_end(HttpConn* hc) {
 
 void up_on_error(HttpConn* hc, int err) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {  // idle in the pool: the replica closed it
     upstream_close(u);
     return;
@@ -430,7 +430,7 @@ void up_on_error(HttpConn* hc, int err) {
 // request is complete the response timeout starts.
 void up_on_drain(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) return;
   if (c->wait == Wait::request_body) {
     c->deadline = uv_now(&c->w->loop) + c->w->cfg->body_timeout_ms;
@@ -455,7 +455,7 @@ void up_on_close(HttpConn* hc) {
 // not arrived yet) goes to the client now.
 // It is also where the response body idle timeout restarts: the replica just sent bytes.
 void up_on_parsed(HttpConn* hc) {
-  ClientConn* c = static_cast<ClientConn*>(up_of(hc)->client);
+  ClientConn* c = up_of(hc)->client;
   if (c == nullptr) return;
   if (c->head_pending && write_response(c, nullptr, 0) != 0) {
     http_conn_close(&c->conn);

@@ -1,5 +1,7 @@
 #include "lb/data/upstream.h"
 
+#include "lb/http/container_of.h"
+
 namespace {
 
 constexpr uint64_t kPoolIdleMs = 30000;  // pooled connections idle longer are closed
@@ -45,7 +47,7 @@ bool pool_has_news(const Pool* p) {
 }
 
 void on_connect(uv_connect_t* req, int status) {
-  UpstreamConn* u = static_cast<UpstreamConn*>(req->data);
+  UpstreamConn* u = container_of(req, &UpstreamConn::connect_req);
   if (status == UV_ECANCELED || u->conn.closing) return;
   if (status == 0) {
     u->connected = true;
@@ -75,8 +77,13 @@ void pools_install(Pools* ps, const Snapshot& s) {
     if (p->state == PoolState::usable) p->addr = m.addr;
     ps->by_index[i] = p;
   }
+  bool same_ring = ps->ring == s.ring;
+  ps->ring = s.ring;
   for (auto& [uid, p] : ps->by_uid) {
-    if (p->index < 0) p->state = PoolState::retired;
+    if (p->index < 0 && p->state != PoolState::retired) {
+      p->state = PoolState::retired;
+      if (same_ring) p->was_dead = true;  // replaced under its ring id: it was dead
+    }
     // A replica that may not take new requests keeps no idle connection: a dead one's are
     // useless, a retired one's would keep it (and its descriptors) alive.
     if (p->state != PoolState::usable) pool_reap(p, UINT64_MAX);
@@ -138,6 +145,7 @@ void pools_free(Pools* ps) {
   for (auto& [uid, p] : ps->by_uid) delete p;
   ps->by_uid.clear();
   ps->by_index.clear();
+  ps->ring.reset();
 }
 
 void pool_strike(Pool* p, const std::string& cause) {
@@ -168,7 +176,6 @@ UpstreamConn* upstream_acquire(Pool* p, const HttpConnHandlers* handlers, size_t
   u->pool = p;
   p->conns++;
   u->on_connected = on_connected;
-  u->connect_req.data = u;
   rc = uv_tcp_connect(&u->connect_req, &u->conn.tcp, reinterpret_cast<struct sockaddr*>(&p->addr),
                       on_connect);
   if (rc != 0) {

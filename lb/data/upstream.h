@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,13 +25,14 @@
 #include "lb/http/http_conn.h"
 #include "lb/plane.h"
 
+struct ClientConn;
 struct Pool;
 struct Pools;
 
 struct UpstreamConn {
   HttpConn conn;
   Pool* pool = nullptr;
-  void* client = nullptr;  // the exchange using it (a ClientConn), nullptr while idle
+  ClientConn* client = nullptr;  // the exchange using it, nullptr while idle
   UpstreamConn* pool_next = nullptr;
   uv_connect_t connect_req;
   void (*on_connected)(UpstreamConn* u, int status) = nullptr;
@@ -75,12 +77,16 @@ struct Pools {
   bool closing = false;    // the worker stops: connections are closed, never pooled
   std::unordered_map<uint64_t, Pool*> by_uid;  // every pool, retired ones included
   std::vector<Pool*> by_index;                 // ring index of the installed snapshot -> pool
+  std::shared_ptr<const Ring> ring;            // the installed snapshot's ring
   uint64_t last_reap = 0;
 };
 
 // Makes the pools match snapshot s: a pool per member (created for a new uid, else updated with the
 // member's state, address and ring index); pools of uids absent from s are retired. A pool that is
 // not usable any more (dead, starting, retired) closes its idle connections at once.
+// A member that leaves while the ring stays the same was replaced under its ring id, which the
+// control plane does only to a dead replica (membership changes build a new ring): its pool counts
+// as dead (pool_marked_dead) even when no snapshot showed it dead before the replacement.
 void pools_install(Pools* ps, const Snapshot& s);
 
 // Closes pooled connections idle for more than 30 s; does the work at most once a second (call it
