@@ -182,7 +182,8 @@ bool replayable(const ClientConn* c) {
 //     resource error, 504 after a response timeout, 502 otherwise.
 //   streaming: the response was cut short and cannot be completed: the client's connection is
 //     reset (with RST, so it cannot mistake the cut for a complete close-delimited body).
-//   any other state: no upstream attempt is in progress; nothing to do.
+//   any other state: no upstream attempt is in progress; nothing to do, except for a cut (the
+//     client's connection is reset whatever the state).
 void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
   Worker* w = c->w;
   const Config* cfg = w->cfg;
@@ -200,6 +201,10 @@ void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
     case ExState::awaiting_response:
       break;
     default:
+      if (kind == Fail::cut) {
+        detach_upstream(c, false);
+        http_conn_close(&c->conn, true);
+      }
       return;
   }
   if (c->up == nullptr) return;
