@@ -270,7 +270,7 @@ void send_request(ClientConn* c) {
   if (!c->body_buf.empty()) c->body_sent = true;
   c->body_buf.clear();
   if (rc != 0) {
-    exchange_fail(c, uv_err_name(rc), fail_of(rc, Fail::empty));
+    exchange_fail(c, http_err_name(rc), fail_of(rc, Fail::empty));
     return;
   }
   if (c->req_done && u->conn.write_queued == 0)
@@ -291,7 +291,7 @@ void on_up_connected(UpstreamConn* u, int status) {
     return;
   }
   if (status != 0) {
-    exchange_fail(c, uv_err_name(status), fail_of(status, Fail::connect));
+    exchange_fail(c, http_err_name(status), fail_of(status, Fail::connect));
     return;
   }
   send_request(c);
@@ -422,13 +422,13 @@ void up_on_error(HttpConn* hc, int err) {
     return;
   }
   if (c->state == ExState::streaming) {  // cut short: the client cannot get a complete answer
-    exchange_fail(c, uv_err_name(err), Fail::cut);
+    exchange_fail(c, http_err_name(err), Fail::cut);
     return;
   }
   if (err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE)
     exchange_fail(c, "malformed response", Fail::junk);
   else
-    exchange_fail(c, uv_err_name(err), fail_of(err, Fail::empty));
+    exchange_fail(c, http_err_name(err), fail_of(err, Fail::empty));
 }
 
 // The replica took every request byte queued for it: the client may send more, and once its
@@ -496,11 +496,11 @@ void dispatch(ClientConn* c) {
       LOG_DEBUG("cannot connect to %s: %s (a local resource error; the replica is not blamed)",
                 p->name.c_str(), uv_strerror(err));
       respond_local(c, 503, http_error_json(std::string("the load balancer is out of resources (") +
-                                            uv_err_name(err) + ": " + uv_strerror(err) +
+                                            http_err_name(err) + ": " + uv_strerror(err) +
                                             "); no replica is at fault"));
       return;
     }
-    pool_strike(p, uv_err_name(err));
+    pool_strike(p, http_err_name(err));
     worker_report_soon(w);
     c->tried.push_back(p->ring_id);
     respond_local(c, 502, http_error_json("cannot connect to replica '" + p->name + "'"));
@@ -680,7 +680,7 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
   if (c->up != nullptr && c->state != ExState::connecting) {
     c->body_sent = true;
     if (int rc = http_conn_write(&c->up->conn, data, len); rc != 0) {
-      exchange_fail(c, uv_err_name(rc), fail_of(rc, Fail::empty));
+      exchange_fail(c, http_err_name(rc), fail_of(rc, Fail::empty));
       return;
     }
     if (c->up && c->up->conn.write_queued > kHighWater) {
