@@ -171,6 +171,8 @@ void worker_abort(Worker* w, int listen_fd, int admin_fd) {
   if (admin_fd >= 0 &&
       uv_fileno(reinterpret_cast<uv_handle_t*>(&w->admin_server.listener), &fd) != 0)
     close(admin_fd);
+  for (HttpServer* s : {&w->server, &w->admin_server})
+    if (s->spare_fd >= 0) close(s->spare_fd);
   uv_walk(
       &w->loop,
       [](uv_handle_t* h, void*) {
