@@ -263,7 +263,8 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
   }
   if (path == "/readyz") {  // readiness: at least one replica can take a request
     if (!get) return wrong_method("GET, HEAD");
-    admin_readyz(ctl, client);
+    // After a sync: "ready" means every worker routes to a healthy replica already.
+    control_after_sync(ctl, [ctl, client]() { admin_readyz(ctl, client); });
     return;
   }
   if (!authorized(ctl, head)) {

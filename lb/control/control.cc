@@ -46,11 +46,21 @@ void oldest_reported(const Control* ctl, uint64_t* gen, uint64_t* synced) {
   }
 }
 
+void send_load(Control* ctl);
+
 // Runs the syncs every running worker has answered. Each callback may add syncs or publish: the
-// list is taken out first.
+// list is taken out first. In-flight sums held back by the rate limit go out before any answer, so
+// a client that sends a request after an answer meets a worker that has them.
 void run_syncs(Control* ctl) {
   uint64_t gen, synced;
   oldest_reported(ctl, &gen, &synced);
+  bool any = false;
+  for (const auto& s : ctl->syncs) any = any || (s.seq != 0 && s.seq <= synced);
+  if (!any) return;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&ctl->load_timer))) {
+    uv_timer_stop(&ctl->load_timer);
+    send_load(ctl);
+  }
   std::vector<std::function<void()>> ready;
   auto& list = ctl->syncs;
   for (size_t i = 0; i < list.size();) {
@@ -90,9 +100,27 @@ void on_publish(uv_timer_t* t) {
   run_syncs(ctl);  // with no worker running every sync is answered at once
 }
 
-// Recomputes each replica's in-flight count over every worker's last report, the registry's
-// routing_gen_everywhere, and sends the summed counts to the workers for --balance-factor (at most
-// every kReportIntervalMs).
+// Sends every worker the in-flight count of each ring member summed over the workers (the
+// registry's, from their last reports), for --balance-factor.
+void send_load(Control* ctl) {
+  Registry* reg = ctl->reg;
+  ctl->load_sent_at = uv_now(ctl->loop);
+  ToWorker msg;
+  msg.kind = ToWorker::Kind::load;
+  msg.gen = ctl->current->gen;
+  msg.load.resize(ctl->current->members.size());
+  for (size_t i = 0; i < ctl->current->members.size(); i++) {
+    const Replica* r = registry_by_uid(reg, ctl->current->members[i].uid);
+    msg.load[i] = r ? r->inflight : 0;
+  }
+  post_all(ctl, msg);
+}
+
+void on_load_timer(uv_timer_t* t) { send_load(container_of(t, &Control::load_timer)); }
+
+// Recomputes each replica's in-flight count over every worker's last report and the registry's
+// routing_gen_everywhere; with --balance-factor the sums go to the workers, at most every
+// kReportIntervalMs (a change inside the interval goes out at its end).
 void update_inflight(Control* ctl) {
   Registry* reg = ctl->reg;
   for (Replica* r : reg->replicas) r->inflight = 0;
@@ -104,19 +132,13 @@ void update_inflight(Control* ctl) {
   uint64_t gen, synced;
   oldest_reported(ctl, &gen, &synced);
   reg->routing_gen_everywhere = gen;
-  if (ctl->cfg->balance_factor <= 0 || !ctl->current) return;
-  uint64_t now = uv_now(ctl->loop);
-  if (now - ctl->load_sent_at < kReportIntervalMs) return;
-  ctl->load_sent_at = now;
-  ToWorker msg;
-  msg.kind = ToWorker::Kind::load;
-  msg.gen = ctl->current->gen;
-  msg.load.resize(ctl->current->members.size());
-  for (size_t i = 0; i < ctl->current->members.size(); i++) {
-    const Replica* r = registry_by_uid(reg, ctl->current->members[i].uid);
-    msg.load[i] = r ? r->inflight : 0;
+  if (ctl->cfg->balance_factor <= 0 || !ctl->current || ctl->stopping) return;
+  uint64_t since = uv_now(ctl->loop) - ctl->load_sent_at;
+  if (since >= kReportIntervalMs) {
+    send_load(ctl);
+  } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&ctl->load_timer))) {
+    uv_timer_start(&ctl->load_timer, on_load_timer, kReportIntervalMs - since, 0);
   }
-  post_all(ctl, msg);
 }
 
 void apply_report(Control* ctl, FromWorker& m) {
@@ -205,6 +227,9 @@ void finish_stop(Control* ctl) {
   mailbox_close(&ctl->inbox);
   uv_close(reinterpret_cast<uv_handle_t*>(&ctl->publish),
            [](uv_handle_t* h) { handle_closed(control_of(reinterpret_cast<uv_timer_t*>(h))); });
+  uv_close(reinterpret_cast<uv_handle_t*>(&ctl->load_timer), [](uv_handle_t* h) {
+    handle_closed(container_of(reinterpret_cast<uv_timer_t*>(h), &Control::load_timer));
+  });
   ctl->reg->on_routing_changed = nullptr;
 }
 
@@ -235,7 +260,8 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
   ctl->inbox.on_messages = on_messages;
   mailbox_open(&ctl->inbox, loop);
   uv_timer_init(loop, &ctl->publish);
-  ctl->open_handles = 2;
+  uv_timer_init(loop, &ctl->load_timer);
+  ctl->open_handles = 3;
   ctl->current = snapshot_build(reg);
   reg->on_routing_changed = [ctl]() {
     ctl->dirty = true;

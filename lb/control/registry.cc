@@ -278,6 +278,7 @@ void replace(Registry* reg, Replica* dead) {
       reg->cfg->heal_name == HealName::same ? dead->name : registry_random_name(reg);
   Replica* r = new_replica(reg, dead->ring_id, name);
   r->counts = true;
+  r->replaces_uid = dead->uid;
   auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
   *it = r;  // the same place in /rep
   for (Replica*& m : reg->ring_members)

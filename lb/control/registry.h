@@ -41,6 +41,7 @@ struct Replica {
   uint64_t uid = 0;  // unique for the registry's lifetime: a replacement under the same ring id
                      // gets a new one, so workers never mix the two replicas' pools
   uint32_t ring_id = 0;
+  uint64_t replaces_uid = 0;  // the dead replica it replaced (healing), for the snapshot
   std::string name;
   ReplicaInstance inst;
   ReplicaState state = ReplicaState::starting;

@@ -28,6 +28,7 @@ SnapshotPtr snapshot_build(const Registry* reg) {
     m.state = snapshot_member_state(r);
     m.addr = r->addr;
     m.name = r->name;
+    m.replaces_uid = r->replaces_uid;
     s->skip[i] = m.state == MemberState::usable ? 0 : 1;
   }
   return s;

@@ -77,13 +77,14 @@ void pools_install(Pools* ps, const Snapshot& s) {
     if (p->state == PoolState::usable) p->addr = m.addr;
     ps->by_index[i] = p;
   }
-  bool same_ring = ps->ring == s.ring;
-  ps->ring = s.ring;
+  // A replica replaced after it died is dead to this worker even if it never saw it marked so.
+  for (const SnapMember& m : s.members) {
+    if (m.replaces_uid == 0) continue;
+    auto it = ps->by_uid.find(m.replaces_uid);
+    if (it != ps->by_uid.end() && it->second->index < 0) it->second->was_dead = true;
+  }
   for (auto& [uid, p] : ps->by_uid) {
-    if (p->index < 0 && p->state != PoolState::retired) {
-      p->state = PoolState::retired;
-      if (same_ring) p->was_dead = true;  // replaced under its ring id: it was dead
-    }
+    if (p->index < 0) p->state = PoolState::retired;
     // A replica that may not take new requests keeps no idle connection: a dead one's are
     // useless, a retired one's would keep it (and its descriptors) alive.
     if (p->state != PoolState::usable) pool_reap(p, UINT64_MAX);
@@ -145,7 +146,6 @@ void pools_free(Pools* ps) {
   for (auto& [uid, p] : ps->by_uid) delete p;
   ps->by_uid.clear();
   ps->by_index.clear();
-  ps->ring.reset();
 }
 
 void pool_strike(Pool* p, const std::string& cause) {

@@ -77,16 +77,14 @@ struct Pools {
   bool closing = false;    // the worker stops: connections are closed, never pooled
   std::unordered_map<uint64_t, Pool*> by_uid;  // every pool, retired ones included
   std::vector<Pool*> by_index;                 // ring index of the installed snapshot -> pool
-  std::shared_ptr<const Ring> ring;            // the installed snapshot's ring
   uint64_t last_reap = 0;
 };
 
 // Makes the pools match snapshot s: a pool per member (created for a new uid, else updated with the
 // member's state, address and ring index); pools of uids absent from s are retired. A pool that is
 // not usable any more (dead, starting, retired) closes its idle connections at once.
-// A member that leaves while the ring stays the same was replaced under its ring id, which the
-// control plane does only to a dead replica (membership changes build a new ring): its pool counts
-// as dead (pool_marked_dead) even when no snapshot showed it dead before the replacement.
+// A pool whose replica a member replaces (SnapMember::replaces_uid) counts as dead
+// (pool_marked_dead) even when no snapshot showed it dead before the replacement.
 void pools_install(Pools* ps, const Snapshot& s);
 
 // Closes pooled connections idle for more than 30 s; does the work at most once a second (call it
@@ -116,7 +114,7 @@ inline void pool_success(Pool* p) {
 }
 
 // True when exchanges waiting for p's first response byte should go elsewhere now: the snapshot
-// says the replica is dead, or said so last before the replica left it (replaced at once).
+// says the replica is dead, or said so last before the replica left it, or a replacement names it.
 inline bool pool_marked_dead(const Pool* p) {
   return p->state == PoolState::dead || (p->state == PoolState::retired && p->was_dead);
 }
