@@ -182,7 +182,8 @@ bool replayable(const ClientConn* c) {
 //     resource error, 504 after a response timeout, 502 otherwise.
 //   streaming: the response was cut short and cannot be completed: the client's connection is
 //     reset (with RST, so it cannot mistake the cut for a complete close-delimited body).
-//   any other state: no upstream attempt is in progress; nothing to do.
+//   any other state: no upstream attempt is in progress; nothing to do, except for a cut (the
+//     client's connection is reset whatever the state).
 void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
   Worker* w = c->w;
   const Config* cfg = w->cfg;
@@ -200,6 +201,10 @@ void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
     case ExState::awaiting_response:
       break;
     default:
+      if (kind == Fail::cut) {
+        detach_upstream(c, false);
+        http_conn_close(&c->conn, true);
+      }
       return;
   }
   if (c->up == nullptr) return;
@@ -265,7 +270,7 @@ void send_request(ClientConn* c) {
   if (!c->body_buf.empty()) c->body_sent = true;
   c->body_buf.clear();
   if (rc != 0) {
-    exchange_fail(c, uv_err_name(rc), fail_of(rc, Fail::empty));
+    exchange_fail(c, http_err_name(rc), fail_of(rc, Fail::empty));
     return;
   }
   if (c->req_done && u->conn.write_queued == 0)
@@ -280,13 +285,13 @@ void send_request(ClientConn* c) {
 }
 
 void on_up_connected(UpstreamConn* u, int status) {
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {  // the exchange went away while connecting
     upstream_close(u);
     return;
   }
   if (status != 0) {
-    exchange_fail(c, uv_err_name(status), fail_of(status, Fail::connect));
+    exchange_fail(c, http_err_name(status), fail_of(status, Fail::connect));
     return;
   }
   send_request(c);
@@ -337,7 +342,7 @@ uint64_t client_pending(ClientConn* c) {
 
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {
     upstream_close(u);
     return;
@@ -378,7 +383,7 @@ void up_on_head(HttpConn* hc) {
 
 void up_on_body(HttpConn* hc, const char* data, size_t len) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr || c->skip_interim) return;
   if (write_response(c, data, len) != 0) {
     http_conn_close(&c->conn);
@@ -392,7 +397,7 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
 
 HttpNext up_on_message_end(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {
     upstream_close(u);
     return HttpNext::pause;
@@ -411,7 +416,7 @@ HttpNext up_on_message_end(HttpConn* hc) {
 
 void up_on_error(HttpConn* hc, int err) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) {  // idle in the pool: the replica closed it
     upstream_close(u);
     return;
@@ -430,7 +435,7 @@ void up_on_error(HttpConn* hc, int err) {
 // request is complete the response timeout starts.
 void up_on_drain(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
-  ClientConn* c = static_cast<ClientConn*>(u->client);
+  ClientConn* c = u->client;
   if (c == nullptr) return;
   if (c->wait == Wait::request_body) {
     c->deadline = uv_now(&c->w->loop) + c->w->cfg->body_timeout_ms;
@@ -455,7 +460,7 @@ void up_on_close(HttpConn* hc) {
 // not arrived yet) goes to the client now.
 // It is also where the response body idle timeout restarts: the replica just sent bytes.
 void up_on_parsed(HttpConn* hc) {
-  ClientConn* c = static_cast<ClientConn*>(up_of(hc)->client);
+  ClientConn* c = up_of(hc)->client;
   if (c == nullptr) return;
   if (c->head_pending && write_response(c, nullptr, 0) != 0) {
     http_conn_close(&c->conn);
@@ -675,7 +680,7 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
   if (c->up != nullptr && c->state != ExState::connecting) {
     c->body_sent = true;
     if (int rc = http_conn_write(&c->up->conn, data, len); rc != 0) {
-      exchange_fail(c, uv_err_name(rc), fail_of(rc, Fail::empty));
+      exchange_fail(c, http_err_name(rc), fail_of(rc, Fail::empty));
       return;
     }
     if (c->up && c->up->conn.write_queued > kHighWater) {

@@ -1,5 +1,7 @@
 #include "lb/data/upstream.h"
 
+#include "lb/http/container_of.h"
+
 namespace {
 
 constexpr uint64_t kPoolIdleMs = 30000;  // pooled connections idle longer are closed
@@ -45,7 +47,7 @@ bool pool_has_news(const Pool* p) {
 }
 
 void on_connect(uv_connect_t* req, int status) {
-  UpstreamConn* u = static_cast<UpstreamConn*>(req->data);
+  UpstreamConn* u = container_of(req, &UpstreamConn::connect_req);
   if (status == UV_ECANCELED || u->conn.closing) return;
   if (status == 0) {
     u->connected = true;
@@ -174,7 +176,6 @@ UpstreamConn* upstream_acquire(Pool* p, const HttpConnHandlers* handlers, size_t
   u->pool = p;
   p->conns++;
   u->on_connected = on_connected;
-  u->connect_req.data = u;
   rc = uv_tcp_connect(&u->connect_req, &u->conn.tcp, reinterpret_cast<struct sockaddr*>(&p->addr),
                       on_connect);
   if (rc != 0) {

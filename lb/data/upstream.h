@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,13 +25,14 @@
 #include "lb/http/http_conn.h"
 #include "lb/plane.h"
 
+struct ClientConn;
 struct Pool;
 struct Pools;
 
 struct UpstreamConn {
   HttpConn conn;
   Pool* pool = nullptr;
-  void* client = nullptr;  // the exchange using it (a ClientConn), nullptr while idle
+  ClientConn* client = nullptr;  // the exchange using it, nullptr while idle
   UpstreamConn* pool_next = nullptr;
   uv_connect_t connect_req;
   void (*on_connected)(UpstreamConn* u, int status) = nullptr;
@@ -81,6 +83,8 @@ struct Pools {
 // Makes the pools match snapshot s: a pool per member (created for a new uid, else updated with the
 // member's state, address and ring index); pools of uids absent from s are retired. A pool that is
 // not usable any more (dead, starting, retired) closes its idle connections at once.
+// A pool whose replica a member replaces (SnapMember::replaces_uid) counts as dead
+// (pool_marked_dead) even when no snapshot showed it dead before the replacement.
 void pools_install(Pools* ps, const Snapshot& s);
 
 // Closes pooled connections idle for more than 30 s; does the work at most once a second (call it
@@ -110,7 +114,7 @@ inline void pool_success(Pool* p) {
 }
 
 // True when exchanges waiting for p's first response byte should go elsewhere now: the snapshot
-// says the replica is dead, or said so last before the replica left it (replaced at once).
+// says the replica is dead, or said so last before the replica left it, or a replacement names it.
 inline bool pool_marked_dead(const Pool* p) {
   return p->state == PoolState::dead || (p->state == PoolState::retired && p->was_dead);
 }

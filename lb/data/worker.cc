@@ -83,9 +83,14 @@ void worker_finish(Worker* w) {
   mailbox_close(&w->inbox);
 }
 
-void on_server_stopped(HttpServer* s) {
-  Worker* w = static_cast<Worker*>(s->owner);
+void server_stopped(Worker* w) {
   if (--w->servers_open == 0) worker_finish(w);
+}
+
+void on_server_stopped(HttpServer* s) { server_stopped(container_of(s, &Worker::server)); }
+
+void on_admin_server_stopped(HttpServer* s) {
+  server_stopped(container_of(s, &Worker::admin_server));
 }
 
 // ToWorker::stop: no new connections (idle ones close), exchanges in progress finish with
@@ -122,16 +127,15 @@ void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
   }
 }
 
-HttpConn* on_accept(HttpServer* s) { return exchange_accept(static_cast<Worker*>(s->owner), false); }
+HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Worker::server), false); }
 
 HttpConn* on_accept_admin(HttpServer* s) {
-  return exchange_accept(static_cast<Worker*>(s->owner), true);
+  return exchange_accept(container_of(s, &Worker::admin_server), true);
 }
 
-// The listener reached this worker's share of --max-conns and stopped accepting (see
+// A listener reached this worker's share of --max-conns and stopped accepting (see
 // g_full_logged_at for how often that is said).
-void on_server_full(HttpServer* s) {
-  Worker* w = static_cast<Worker*>(s->owner);
+void server_full(Worker* w, HttpServer* s) {
   uint64_t now = uv_hrtime() / 1000000 + 1;
   uint64_t last = g_full_logged_at.load(std::memory_order_relaxed);
   if (last != 0 && now - last < 60000) return;
@@ -140,6 +144,10 @@ void on_server_full(HttpServer* s) {
            "wait in the listen backlog until one closes",
            s->config.max_conns, w->index, w->cfg->max_conns, w->workers);
 }
+
+void on_server_full(HttpServer* s) { server_full(container_of(s, &Worker::server), s); }
+
+void on_admin_server_full(HttpServer* s) { server_full(container_of(s, &Worker::admin_server), s); }
 
 void worker_main(void* arg) {
   Worker* w = static_cast<Worker*>(arg);
@@ -163,6 +171,8 @@ void worker_abort(Worker* w, int listen_fd, int admin_fd) {
   if (admin_fd >= 0 &&
       uv_fileno(reinterpret_cast<uv_handle_t*>(&w->admin_server.listener), &fd) != 0)
     close(admin_fd);
+  for (HttpServer* s : {&w->server, &w->admin_server})
+    if (s->spare_fd >= 0) close(s->spare_fd);
   uv_walk(
       &w->loop,
       [](uv_handle_t* h, void*) {
@@ -175,7 +185,8 @@ void worker_abort(Worker* w, int listen_fd, int admin_fd) {
   delete w;
 }
 
-int server_open(Worker* w, HttpServer* s, int fd, HttpConn* (*accept)(HttpServer*)) {
+// Serves listening socket fd with s, one of w's two servers (admin: --admin-listen's).
+int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
   const Config* cfg = w->cfg;
   HttpServerConfig sc;
   sc.header_timeout_ms = cfg->header_timeout_ms;
@@ -183,15 +194,14 @@ int server_open(Worker* w, HttpServer* s, int fd, HttpConn* (*accept)(HttpServer
   // --max-conns is the total: each worker takes its share, rounded up.
   sc.max_conns = cfg->max_conns == 0 ? 0 : (cfg->max_conns + w->workers - 1) / w->workers;
   s->config = sc;
-  s->owner = w;
-  s->on_accept = accept;
-  s->on_stopped = on_server_stopped;
-  s->on_full = on_server_full;
+  s->on_accept = admin ? on_accept_admin : on_accept;
+  s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;
+  s->on_full = admin ? on_admin_server_full : on_server_full;
   std::string bound;
   int rc = http_server_listen_fd(s, &w->loop, fd, &bound);
   if (rc != 0) return rc;
   w->servers_open++;
-  LOG_DEBUG("worker %u: %s on %s", w->index, accept == on_accept ? "listening" : "admin routes",
+  LOG_DEBUG("worker %u: %s on %s", w->index, admin ? "admin routes" : "listening",
             bound.c_str());
   return 0;
 }
@@ -236,13 +246,12 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
   uv_timer_init(&w->loop, &w->report);
   uv_check_init(&w->loop, &w->check);
   uv_idle_init(&w->loop, &w->idle);
-  w->inbox.owner = w;
   w->inbox.on_messages = on_messages;
   rc = w->snap == nullptr ? UV_EINVAL : mailbox_open(&w->inbox, &w->loop);
-  if (rc == 0) rc = server_open(w, &w->server, setup.listen_fd, on_accept);
+  if (rc == 0) rc = server_open(w, &w->server, setup.listen_fd, false);
   if (rc == 0 && setup.admin_fd >= 0) {
     w->has_admin_server = true;
-    rc = server_open(w, &w->admin_server, setup.admin_fd, on_accept_admin);
+    rc = server_open(w, &w->admin_server, setup.admin_fd, true);
   }
   if (rc == 0) {
     uv_timer_start(&w->sweep, on_sweep, kSweepMs, kSweepMs);
