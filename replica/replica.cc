@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "lb/http/container_of.h"
 #include "lb/http/http_response.h"
 #include "lb/http/http_server.h"
 
@@ -47,7 +48,7 @@ struct Replica {
 
 // One accepted client connection. Streams of /bytes and the timer of /sleep live here.
 struct ReplicaConn {
-  HttpConn conn;  // first: http_conn_of(handle) is a ReplicaConn
+  HttpConn conn;  // the HTTP layer hands this back; rconn recovers the ReplicaConn around it
   Replica* replica;
   uv_timer_t sleep_timer;
   bool timer_open = false;
@@ -61,7 +62,8 @@ struct ReplicaConn {
 
 Replica g_replica;
 
-ReplicaConn* rconn(HttpConn* c) { return reinterpret_cast<ReplicaConn*>(c); }
+// The connection that embeds c (every HttpConn of this server is a ReplicaConn's conn: on_accept).
+ReplicaConn* rconn(HttpConn* c) { return container_of(c, &ReplicaConn::conn); }
 
 bool keep_alive(ReplicaConn* rc) {
   return rc->conn.head.keep_alive && !http_server_stopping(&rc->replica->server);

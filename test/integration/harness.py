@@ -5,7 +5,8 @@
 - start: runs a server process (replica, ringlb) on a free 127.0.0.1 port and waits, bounded, until
   it listens there. The process is killed in the test's cleanup whatever happens; Server.stop sends
   SIGTERM and returns the exit code and the seconds it took. wait_lb_ready: until a ringlb lists its
-  replicas and serves. /proc helpers: rss_kib, listening, peer_socket_inode, holds_socket.
+  replicas and serves. /proc helpers: rss_kib, listening, listening_sockets, peer_socket_inode,
+  holds_socket.
   log_events parses ringlb's log lines.
 - Connection: a raw-socket HTTP/1.1 client that sends exact bytes and reads exact responses
   (Content-Length, chunked and close-delimited bodies), with request() for keep-alive exchanges.
@@ -146,9 +147,8 @@ class Server:
             self.proc.wait(5)
 
 
-def listening(pid, port):
-    """True when process pid itself holds a TCP socket listening on port (any address), from /proc.
-    Unlike a connect, this cannot be fooled by another process that happens to listen there."""
+def _listening_inodes(port):
+    """The inodes of every TCP socket listening on port (any address), from /proc."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
@@ -156,7 +156,19 @@ def listening(pid, port):
                 fields = line.split()
                 if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     inodes.add(fields[9])
-    return any(holds_socket(pid, inode) for inode in inodes)
+    return inodes
+
+
+def listening(pid, port):
+    """True when process pid itself holds a TCP socket listening on port (any address), from /proc.
+    Unlike a connect, this cannot be fooled by another process that happens to listen there."""
+    return any(holds_socket(pid, inode) for inode in _listening_inodes(port))
+
+
+def listening_sockets(pid, port):
+    """How many TCP sockets listening on port (any address) process pid holds, from /proc: one per
+    SO_REUSEPORT listener, so ringlb --workers N holds N on its --listen port."""
+    return sum(1 for inode in _listening_inodes(port) if holds_socket(pid, inode))
 
 
 def start(test, argv, port=None, env=None, fds=None, wait=True, ready_timeout=5.0):
@@ -205,14 +217,18 @@ def _spawn(test, argv, port, env, fds):
 
 
 def wait_lb_ready(lb, n, timeout=15.0):
-    """Waits until ringlb lb lists n replicas in /rep and answers GET /home with 200; fails at once
-    if lb exits, and after timeout s."""
+    """Waits until ringlb lb lists n replicas in /rep, every one of them healthy, and answers GET
+    /home with 200; fails at once if lb exits, and after timeout s. All healthy, not just one: until
+    then a starting replica's keys go to the next one clockwise, and a test that checks where keys
+    go would see that. (/rep answers once every worker routes by what it says.)"""
     def ready():
         if not lb.running():
             raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
         try:
-            rep = request(lb.port, "GET", "/rep")
+            rep = request(lb.port, "GET", "/rep?verbose=1")
             if rep.status != 200 or rep.json()["message"]["N"] != n:
+                return False
+            if any(d["state"] != "healthy" for d in rep.json()["message"]["details"] if d["counts"]):
                 return False
             return request(lb.port, "GET", "/home").status == 200
         except (OSError, AssertionError, ValueError):

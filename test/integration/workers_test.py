@@ -1,0 +1,332 @@
+"""ringlb's multi-worker data plane (issue 12) as clients see it, at --workers 4 on a 2-core machine
+(more workers than cores), through real ringlb and ringlb-replica processes on 127.0.0.1.
+
+Traffic: 2,000 distinct X-Request-Id keys over 64 concurrent keep-alive connections, each key on 2
+different connections. The kernel spreads the connections over the workers' SO_REUSEPORT listeners,
+so every worker sees many keys and most keys reach two workers. The replica that answered is named
+in /home's body ("Hello from Server: NAME").
+
+- Every key is answered by exactly one replica, and each replica's share is sane.
+- A replica SIGKILLed under that load (GET, so retries are allowed) costs no request, no key of
+  another replica moves meanwhile or after, and its replacement takes all of its keys.
+- /add and /rm reach every worker before their answer: right after /add answers, each key is
+  answered by one replica only (a worker still on the old routing would send a moved key to its
+  old owner) and every key that moved went to a new replica; right after /rm answers, no request
+  reaches a removed replica and every key is back where it was before the /add.
+- SIGTERM with 64 requests in flight: every one of them is answered 200, ringlb exits 0, it does
+  not log "handles left open" (uv_loop_close failed on a loop), and its replicas are gone.
+- The worker count: --workers, RINGLB_WORKERS (the flag wins) and auto (the CPUs this process may
+  run on), seen as that many listening sockets on the --listen port.
+
+Every test ends by checking that its ringlb held 4 listening sockets (one per worker): against a
+daemon that still runs one loop, the routing checks pass trivially, so this is what fails.
+
+Nothing here times anything; every loop is bounded in count and time.
+"""
+import os
+import random
+import signal
+import threading
+import time
+import unittest
+
+import harness
+from harness import Connection
+from heal_test import write_wrapper
+from lb_test import LbTestCase, pid_gone, RINGLB
+
+WORKERS = 4
+CONNS = 64
+KEYS = 2000
+COPIES = 2  # connections each key is sent on
+HOME_PREFIX = "Hello from Server: "
+
+
+def make_keys(seed):
+    """KEYS distinct 6-digit X-Request-Id values."""
+    return [str(k) for k in random.Random(seed).sample(range(100000, 1000000), KEYS)]
+
+
+def spread(keys, seed, copies=COPIES):
+    """Per connection, the keys it sends: key i goes to connections (i + j * CONNS / copies) % CONNS
+    for j < copies (distinct connections), each connection's list shuffled."""
+    plan = [[] for _ in range(CONNS)]
+    for i, key in enumerate(keys):
+        for j in range(copies):
+            plan[(i + j * CONNS // copies) % CONNS].append(key)
+    rng = random.Random(seed)
+    for keys_of_conn in plan:
+        rng.shuffle(keys_of_conn)
+    return plan
+
+
+class Traffic:
+    """CONNS client threads, one keep-alive connection each (opened by the thread, after a barrier
+    so that all start together): thread c sends GET /home with X-Request-Id for every key of
+    plan[c], rounds times over. Each answer is recorded as (connection, key, status, replica name
+    or error text); a failed exchange is recorded and the thread goes on over a new connection.
+    trigger: an Event set once that many answers are in. Bounded: join() fails after limit s."""
+
+    def __init__(self, port, plan, rounds=1, trigger=None, limit=120.0, path="/home", timeout=15.0):
+        self.port, self.plan, self.rounds, self.path, self.timeout = port, plan, rounds, path, timeout
+        self.results = [[] for _ in plan]
+        self.done = 0
+        self.triggered = threading.Event()
+        self._trigger = trigger
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._barrier = threading.Barrier(len(plan))
+        self._deadline = time.monotonic() + limit
+        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True)
+                         for c in range(len(plan))]
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _count(self):
+        with self._lock:
+            self.done += 1
+            if self._trigger is not None and self.done >= self._trigger:
+                self.triggered.set()
+
+    def _run(self, c):
+        out = self.results[c]
+        conn = None
+        try:
+            self._barrier.wait(30)
+        except threading.BrokenBarrierError:
+            out.append((c, None, 0, "the threads did not all start"))
+            return
+        try:
+            for _ in range(self.rounds):
+                for key in self.plan[c]:
+                    if self._stop.is_set() or time.monotonic() > self._deadline:
+                        out.append((c, key, 0, "stopped: out of time"))
+                        return
+                    try:
+                        if conn is None:
+                            conn = Connection(self.port, timeout=self.timeout)
+                        resp = conn.request("GET", self.path, {"X-Request-Id": key})
+                        if resp.status == 200:
+                            name = resp.json()["message"].removeprefix(HOME_PREFIX)
+                        else:
+                            name = resp.body[:200].decode(errors="replace")
+                        out.append((c, key, resp.status, name))
+                        if resp.header("Connection", "").lower() == "close":
+                            conn.close()
+                            conn = None
+                    except (AssertionError, OSError, ValueError) as e:
+                        out.append((c, key, 0, repr(e)))
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                    self._count()
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def join(self):
+        """Waits for every thread (bounded) and returns all the answers."""
+        for t in self._threads:
+            t.join(max(self._deadline - time.monotonic(), 0) + 5 + self.timeout)
+        self._stop.set()
+        alive = sum(t.is_alive() for t in self._threads)
+        if alive:
+            raise AssertionError(f"{alive} client threads still running after the time limit")
+        return [r for rs in self.results for r in rs]
+
+
+def send(port, plan, **kwargs):
+    return Traffic(port, plan, **kwargs).start().join()
+
+
+class WorkersTestCase(LbTestCase):
+    def start_lb(self, *args, replicas=3, env=None, wait_ready=True):
+        """ringlb with args (and env added to the environment), once it serves with every replica
+        healthy."""
+        argv = [RINGLB, "--listen", f"{harness.HOST}:{{port}}", "--log-level", "info", *args]
+        if "--provisioner" not in args:
+            argv += ["--replicas", str(replicas)]
+        lb = harness.start(self, argv, env=env, ready_timeout=10.0)
+        self.lbs.append(lb)
+        if wait_ready:
+            self.wait_ready(lb, replicas)
+            harness.wait_until(lambda: all(d["state"] == "healthy" for d in self.details(lb)),
+                               15.0, "every replica to be healthy", 0.02)
+        return lb
+
+    def start_workers_lb(self, *args):
+        """ringlb --workers 4 with three replicas. The listening sockets are counted now, while it
+        surely runs; assert_ran_workers checks them at the end of the test."""
+        lb = self.start_lb("--workers", str(WORKERS), *args)
+        self.listeners = harness.listening_sockets(lb.pid, lb.port)
+        return lb
+
+    def assert_ran_workers(self, lb):
+        self.assertEqual(
+            self.listeners, WORKERS,
+            f"ringlb --workers {WORKERS} held {self.listeners} listening socket(s) on its port, not "
+            f"one per worker: it does not run {WORKERS} data-plane workers, so the checks above "
+            f"held for a single loop only")
+
+    def details(self, lb):
+        return self.rep(lb, verbose=True).json()["message"]["details"]
+
+    def owner_map(self, results, keys, copies=COPIES):
+        """{key: replica} from results: every request answered 200, each key exactly copies times,
+        and by one replica."""
+        failed = [r for r in results if r[2] != 200]
+        self.assertEqual(len(failed), 0, f"{len(failed)} of {len(results)} requests failed, e.g. "
+                                         f"{failed[:5]}")
+        seen = {}
+        for _, key, _, name in results:
+            seen.setdefault(key, []).append(name)
+        self.assertEqual(set(seen), set(keys))
+        wrong = {k: v for k, v in seen.items() if len(v) != copies}
+        self.assertEqual(wrong, {}, "keys not answered exactly once per connection")
+        split = {k: sorted(set(v)) for k, v in seen.items() if len(set(v)) != 1}
+        self.assertEqual(len(split), 0, f"{len(split)} keys answered by more than one replica, "
+                                        f"e.g. {list(split.items())[:5]}")
+        return {k: v[0] for k, v in seen.items()}
+
+
+class Routing(WorkersTestCase):
+    def test_every_key_is_answered_by_one_replica_from_every_worker(self):
+        lb = self.start_workers_lb()
+        names = self.names(lb)
+        keys = make_keys(1)
+        owners = self.owner_map(send(lb.port, spread(keys, 1)), keys)
+        share = {n: sum(1 for o in owners.values() if o == n) for n in names}
+        self.assertEqual(set(owners.values()), set(names), share)
+        # Sane: every replica within half and one and a half of the even share (ketama with 160
+        # points per replica gives each of three replicas 25-40% of random keys).
+        for name, count in share.items():
+            self.assertGreater(count, KEYS / len(names) / 2, share)
+            self.assertLess(count, KEYS / len(names) * 1.5, share)
+        self.assert_ran_workers(lb)
+
+
+class KillUnderLoad(WorkersTestCase):
+    def test_sigkilled_replica_costs_no_request_and_moves_no_other_key(self):
+        lb = self.start_workers_lb("--hb-interval", "200", "--hb-timeout", "500")
+        keys = make_keys(2)
+        plan = spread(keys, 2)
+        before = self.owner_map(send(lb.port, plan), keys)
+        victim = "server2"
+        victim_pid = self.pids(lb)[victim]
+        victim_keys = {k for k, n in before.items() if n == victim}
+        self.assertGreater(len(victim_keys), 0)
+
+        # Three rounds of the plan (12,000 GETs); the kill comes once a quarter is answered.
+        total = 3 * KEYS * COPIES
+        traffic = Traffic(lb.port, plan, rounds=3, trigger=total // 4, limit=150.0).start()
+        self.assertTrue(traffic.triggered.wait(60), "the load did not get going")
+        os.kill(victim_pid, signal.SIGKILL)
+        done_at_kill = traffic.done
+        results = traffic.join()
+
+        self.assertEqual(len(results), total)
+        failed = [r for r in results if r[2] != 200]
+        self.assertEqual(len(failed), 0, f"{len(failed)} of {total} requests failed under the kill, "
+                                         f"e.g. {failed[:5]}\nlog:\n{lb.log()[-4000:]}")
+        self.assertGreater(total - done_at_kill, total // 2, "the kill did not land under load")
+        moved = [r for r in results if r[1] not in victim_keys and r[3] != before[r[1]]]
+        self.assertEqual(len(moved), 0, f"{len(moved)} answers for keys of other replicas came from "
+                                        f"elsewhere, e.g. {[(r[1], before[r[1]], r[3]) for r in moved[:5]]}")
+
+        # Healed: a replacement holds the victim's ring id, so it has exactly the victim's keys.
+        harness.wait_until(lambda: len(self.details(lb)) == 3 and
+                           all(d["state"] == "healthy" for d in self.details(lb)),
+                           20.0, "a healthy replacement", 0.05)
+        after = self.owner_map(send(lb.port, spread(keys, 3)), keys)
+        for key in keys:
+            if key not in victim_keys:
+                self.assertEqual(after[key], before[key], key)
+        replacements = {after[k] for k in victim_keys}
+        self.assertEqual(len(replacements), 1, replacements)
+        self.assertNotIn(replacements.pop(), set(before.values()))
+        self.assert_ran_workers(lb)
+
+
+class AddRm(WorkersTestCase):
+    def test_add_and_rm_reach_every_worker_before_their_answer(self):
+        lb = self.start_workers_lb()
+        old = self.names(lb)
+        keys = make_keys(4)
+        before = self.owner_map(send(lb.port, spread(keys, 4)), keys)
+
+        with Connection(lb.port, timeout=30) as conn:
+            resp = conn.request("POST", "/add", body={"n": 2})
+        self.assertEqual(resp.status, 200, resp)
+        added = [n for n in resp.json()["message"]["replicas"] if n not in old]
+        self.assertEqual(len(added), 2, resp)
+        # At once, over 64 new connections: one replica per key, and moved keys went to new ones.
+        after_add = self.owner_map(send(lb.port, spread(keys, 5)), keys)
+        moved = {k: after_add[k] for k in keys if after_add[k] != before[k]}
+        wrong = {k: (before[k], n) for k, n in moved.items() if n not in added}
+        self.assertEqual(wrong, {}, "keys moved between old replicas")
+        self.assertEqual(set(moved.values()), set(added), "a new replica got no key")
+
+        with Connection(lb.port, timeout=30) as conn:
+            resp = conn.request("DELETE", "/rm", body={"n": 2, "hostnames": added})
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.json()["message"]["replicas"], old)
+        # At once: no request reaches a removed replica (they still run while they drain), and
+        # the ring is the one from before the /add again.
+        results = send(lb.port, spread(keys, 6))
+        reached = [r for r in results if r[3] in added]
+        self.assertEqual(len(reached), 0, f"{len(reached)} requests reached a removed replica after "
+                                          f"/rm answered, e.g. {reached[:5]}")
+        self.assertEqual(self.owner_map(results, keys), before)
+        self.assert_ran_workers(lb)
+
+
+class Stop(WorkersTestCase):
+    def test_sigterm_with_requests_in_flight_exits_0_with_every_loop_closed(self):
+        wrapper = write_wrapper(self, 'exec "$REPLICA" "$@" --debug-routes')
+        lb = self.start_workers_lb("--replica-bin", wrapper)
+        pids = self.pids(lb)
+        keys = make_keys(7)[:CONNS]
+        traffic = Traffic(lb.port, [[k] for k in keys], path="/sleep?ms=1500", limit=60.0).start()
+
+        def inflight():
+            return sum(d["inflight"] for d in self.details(lb))
+        harness.wait_until(lambda: inflight() == CONNS, 20.0, f"{CONNS} requests in flight", 0.02)
+        lb.send_signal(signal.SIGTERM)
+        results = traffic.join()
+        code, _ = lb.stop(timeout=20)
+
+        log = lb.log()
+        self.assertEqual(code, 0, log[-4000:])
+        self.assertNotIn("handles left open", log)
+        failed = [r for r in results if r[2] != 200 or r[3] not in pids]
+        self.assertEqual(len(failed), 0, f"{len(failed)} of {CONNS} requests in flight at the "
+                                         f"SIGTERM were not answered, e.g. {failed[:5]}")
+        for name, pid in pids.items():
+            self.assertTrue(pid_gone(pid), f"replica {name} (pid {pid}) still runs")
+        self.assert_ran_workers(lb)
+
+
+class WorkerCount(WorkersTestCase):
+    def test_the_flag_then_RINGLB_WORKERS_then_the_cpus_decide(self):
+        cpus = len(os.sched_getaffinity(0))
+        cases = [
+            (["--workers", "4"], {}, 4),
+            ([], {"RINGLB_WORKERS": "3"}, 3),
+            (["--workers", "2"], {"RINGLB_WORKERS": "1"}, 2),
+            ([], {"RINGLB_WORKERS": "auto"}, cpus),
+            (["--workers", "auto"], {"RINGLB_WORKERS": "1"}, cpus),
+            (["--workers", "1"], {"RINGLB_WORKERS": "4"}, 1),
+        ]
+        for args, env, expected in cases:
+            with self.subTest(args=args, env=env):
+                lb = self.start_lb(*args, replicas=1, env=env)
+                count = harness.listening_sockets(lb.pid, lb.port)
+                self.assert_clean_stop(lb, within=10.0)
+                self.assertEqual(count, expected, f"listening sockets of ringlb {args} {env}")
+
+
+if __name__ == "__main__":
+    unittest.main()
