@@ -181,5 +181,5 @@ for mode in ("keepalive", "newconn"):
         print(f"| {v} | {label} | {', '.join(f'{x:,}' for x in per)} | {m:,.0f} "
               f"| {'1' if i == 0 else ratio(m, first)} "
               + (f"| {'1' if is_first else ratio(m, same)} " if by_workers else "")
-              + f"| {statistics.median(calls) if calls else 'n/a'} |")
+              + f"| {format(statistics.median(calls), '.2f') if calls else 'n/a'} |")
 EOF
