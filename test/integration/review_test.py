@@ -8,6 +8,7 @@ processes on 127.0.0.1, ringlb at --workers 2 and --workers 4 (every test runs b
 - SIGTERM with idle keep-alive clients and in-flight requests spread over the workers; SIGTERM with
   an /add in flight; a second SIGTERM (hurry) mid-drain: every loop closes (exit 0, no "handles
   left open"), in-flight clients get an answer or a close, never a hang.
+- --max-conns is the total over the workers: that many clients are served at once.
 
 Nothing is timed; every wait is bounded.
 """
@@ -253,6 +254,38 @@ class Shutdown(ReviewTestCase):
                 self.assertNotIn("handles left open", log)
                 for name, pid in pids.items():
                     self.assertTrue(pid_gone(pid), f"replica {name} still runs")
+
+
+class MaxConnsTotal(ReviewTestCase):
+    def test_max_conns_clients_are_served_at_once_whatever_worker_they_reach(self):
+        for workers in WORKER_COUNTS:
+            with self.subTest(workers=workers):
+                lb = self.start_lb(workers, "--max-conns", str(2 * workers))
+                # 2 x workers keep-alive clients, each holding its connection open while the next
+                # one connects: every one is within the total, so every one is served.
+                conns = []
+                try:
+                    for i in range(2 * workers):
+                        c = Connection(lb.port, timeout=3.0)
+                        conns.append(c)
+                        resp = c.request("GET", "/home", {"X-Request-Id": f"c{i}"})
+                        self.assertEqual(resp.status, 200, f"client {i} of {2 * workers}")
+                    # One more is over the total: it waits, whatever worker it reached, until a
+                    # client closes on any worker.
+                    extra = socket.create_connection((harness.HOST, lb.port), timeout=5)
+                    self.addCleanup(extra.close)
+                    extra.sendall(b"GET /home HTTP/1.1\r\nHost: x\r\nX-Request-Id: extra\r\n\r\n")
+                    extra.settimeout(1.0)
+                    with self.assertRaises(socket.timeout, msg="a client over --max-conns was served"):
+                        extra.recv(100)
+                    for c in conns:
+                        c.close()
+                    extra.settimeout(10.0)
+                    self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+                finally:
+                    for c in conns:
+                        c.close()
+                self.assert_exit_clean(lb)
 
 
 if __name__ == "__main__":
