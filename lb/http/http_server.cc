@@ -11,6 +11,9 @@
 
 namespace {
 
+constexpr uint64_t kSweepMs = 1000;     // deadlines, and a paused listener's retry
+constexpr uint64_t kWaitSweepMs = 50;   // while at a --max-conns cap shared with other servers
+
 HttpServer* server_of(uv_handle_t* h) { return static_cast<HttpServer*>(h->data); }
 
 void server_link(HttpServer* s, HttpConn* c) {
@@ -95,10 +98,12 @@ void on_sweep(uv_timer_t* t) {
   HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(t));
   uint64_t now = uv_now(s->loop);
   if (s->accept_pause == 2 && !s->stopping) server_resume_accept(s);
-  if (s->accept_waiting && !s->stopping && s->config.shared_count != nullptr && server_reserve(s)) {
-    s->accept_waiting = false;  // a place freed on another server
-    uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
-    server_take(s);
+  if (s->config.shared_count != nullptr && !s->stopping && uv_timer_get_repeat(t) == kWaitSweepMs) {
+    if (s->accept_waiting && server_reserve(s)) {
+      s->accept_waiting = false;  // a place freed on another server
+      server_take(s);
+    }
+    if (!s->accept_waiting) uv_timer_start(t, on_sweep, kSweepMs, kSweepMs);  // back to the pace
   }
   for (HttpConn* c = s->conns; c != nullptr; c = c->next)
     if (c->deadline != 0 && now >= c->deadline) http_conn_close(c, /*reset=*/true);
@@ -164,7 +169,7 @@ void on_connection(uv_stream_t* listener, int status) {
   if (!server_reserve(s)) {
     s->accept_waiting = true;
     // A place freed by another server's close is seen by this one's sweep only: look often.
-    if (s->config.shared_count != nullptr) uv_timer_start(&s->sweep, on_sweep, 50, 50);
+    if (s->config.shared_count != nullptr) uv_timer_start(&s->sweep, on_sweep, kWaitSweepMs, kWaitSweepMs);
     if (s->on_full) s->on_full(s);
     return;
   }
@@ -180,7 +185,7 @@ int server_init(HttpServer* s, uv_loop_t* loop) {
   uv_timer_init(loop, &s->sweep);
   s->sweep.data = s;
   s->open_handles++;
-  uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
+  uv_timer_start(&s->sweep, on_sweep, kSweepMs, kSweepMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&s->sweep));
   return 0;
 }
