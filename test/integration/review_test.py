@@ -256,6 +256,66 @@ class Shutdown(ReviewTestCase):
                     self.assertTrue(pid_gone(pid), f"replica {name} still runs")
 
 
+class Drain(ReviewTestCase):
+    def test_rm_drains_every_workers_exchanges_before_the_replica_stops(self):
+        """/rm of a replica with slow requests in flight on several workers: each finishes 200 from
+        it (the drain waits for every worker's in-flight count, not one worker's), and the
+        replica's process is gone afterwards."""
+        for workers in WORKER_COUNTS:
+            with self.subTest(workers=workers):
+                wrapper = write_wrapper(self, 'exec "$REPLICA" "$@" --debug-routes')
+                lb = self.start_lb(workers, "--replica-bin", wrapper, "--drain-timeout", "60000")
+                pids = self.pids(lb)
+                victim = sorted(pids)[0]
+                keys = []
+                for i in range(400):
+                    if len(keys) == 12:
+                        break
+                    r = harness.request(lb.port, "GET", "/home", {"X-Request-Id": f"d{i}"})
+                    if r.json()["message"].removeprefix("Hello from Server: ") == victim:
+                        keys.append(f"d{i}")
+                self.assertEqual(len(keys), 12, "keys owned by the victim")
+                results = [None] * len(keys)
+
+                def slow(i):
+                    try:
+                        with Connection(lb.port, timeout=20.0) as c:
+                            r = c.request("GET", "/sleep?ms=1500", {"X-Request-Id": keys[i]})
+                            results[i] = (r.status, r.body[:100])
+                    except (AssertionError, OSError, ValueError) as e:
+                        results[i] = (0, repr(e))
+                threads = [threading.Thread(target=slow, args=(i,), daemon=True)
+                           for i in range(len(keys))]
+                for t in threads:
+                    t.start()
+                harness.wait_until(lambda: sum(d["inflight"] for d in self.details(lb)) == len(keys),
+                                   20.0, "the slow requests in flight", 0.02)
+                resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 1, "hostnames": [victim]})
+                self.assertEqual(resp.status, 200, resp)
+                for t in threads:
+                    t.join(30)
+                self.assertFalse(any(t.is_alive() for t in threads), "a client hangs")
+                self.assertEqual([r[0] for r in results], [200] * len(keys), results)
+                harness.wait_until(lambda: pid_gone(pids[victim]), 15.0, "the drained replica to stop")
+                self.assert_exit_clean(lb)
+
+
+class AdminHalfClose(ReviewTestCase):
+    def test_admin_client_that_half_closes_gets_its_answer_then_a_close(self):
+        for workers in WORKER_COUNTS:
+            with self.subTest(workers=workers):
+                lb = self.start_lb(workers)
+                for path in ["/rep", "/metrics", "/readyz", "/healthz"] * 4:
+                    s = socket.create_connection((harness.HOST, lb.port), timeout=5)
+                    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    s.shutdown(socket.SHUT_WR)
+                    data, eof = read_all(s, 10.0)
+                    s.close()
+                    self.assertTrue(eof, path)
+                    self.assertTrue(data.startswith(b"HTTP/1.1 200"), (path, data[:200]))
+                self.assert_exit_clean(lb)
+
+
 class MaxConnsTotal(ReviewTestCase):
     def test_max_conns_clients_are_served_at_once_whatever_worker_they_reach(self):
         for workers in WORKER_COUNTS:
