@@ -316,6 +316,46 @@ class AdminHalfClose(ReviewTestCase):
                 self.assert_exit_clean(lb)
 
 
+class OutOfDescriptors(ReviewTestCase):
+    def test_sigterm_while_listeners_pause_on_emfile_closes_every_loop(self):
+        """Under a 96-descriptor limit with --max-conns far above it, 150 idle clients run every
+        worker out of descriptors (accept pauses: the listener handle closed, a spare descriptor
+        kept). The daemon still serves once they leave, and a SIGTERM while they are held (some
+        listeners paused) closes every loop: exit 0, no handle left open."""
+        for workers in WORKER_COUNTS:
+            for leave_first in (True, False):
+                with self.subTest(workers=workers, leave_first=leave_first):
+                    argv = ["prlimit", "--nofile=96:96", RINGLB, "--listen",
+                            f"{harness.HOST}:{{port}}", "--log-level", "info", "--workers",
+                            str(workers), "--max-conns", "100000", "--replicas", "3"]
+                    lb = harness.start(self, argv, ready_timeout=10.0)
+                    self.lbs.append(lb)
+                    self.wait_ready(lb, 3)
+                    socks = []
+                    try:
+                        for _ in range(150):
+                            s = socket.socket()
+                            s.settimeout(5)
+                            s.connect((harness.HOST, lb.port))  # the backlog takes it
+                            socks.append(s)
+                        time.sleep(1.5)  # accept pauses and resumes meanwhile
+                        if leave_first:
+                            for s in socks:
+                                s.close()
+                            socks = []
+
+                            def home_ok():
+                                try:
+                                    return harness.request(lb.port, "GET", "/home").status == 200
+                                except (OSError, AssertionError):
+                                    return False
+                            harness.wait_until(home_ok, 15.0, "/home to answer after the flood")
+                        self.assert_exit_clean(lb)
+                    finally:
+                        for s in socks:
+                            s.close()
+
+
 class MaxConnsTotal(ReviewTestCase):
     def test_max_conns_clients_are_served_at_once_whatever_worker_they_reach(self):
         for workers in WORKER_COUNTS:
