@@ -1,7 +1,9 @@
 // ringlb: the load balancer daemon. Parses the configuration, creates the provisioner, the registry and
-// the proxy on one libuv loop, and stops gracefully on SIGTERM or SIGINT: no new connections, in-flight
-// requests finish, replicas are stopped (or, with --on-exit keep, the counted Docker replicas are left
-// for the next LB to adopt), every handle is closed, exit 0.
+// the control plane on the main thread's loop, which starts the data-plane workers (one thread and
+// loop each, --workers). Stops gracefully on SIGTERM or SIGINT: no new connections, every worker
+// finishes its in-flight requests and closes its loop, then the replicas are stopped (or, with
+// --on-exit keep, the counted Docker replicas are left for the next LB to adopt), every handle is
+// closed, exit 0.
 //
 // Signals: SIGTERM/SIGINT start that shutdown. A second one hurries it: replicas are stopped at once
 // (drains and in-flight requests are cut short) but still removed as --on-exit says. A third exits at
@@ -31,7 +33,7 @@
 #include "lb/log.h"
 #include "lb/provision/process.h"
 #include "lb/provision/static.h"
-#include "lb/data/proxy.h"
+#include "lb/control/control.h"
 #include "lb/control/registry.h"
 
 namespace {
@@ -41,23 +43,23 @@ struct Daemon {
   Config cfg;
   Provisioner* prov = nullptr;
   Registry reg;
-  Proxy proxy;
+  Control control;
   uv_signal_t sigterm, sigint, sighup;
   int stop_signals = 0;  // SIGTERM/SIGINT received so far
-  bool proxy_stopped = false, registry_closed = false, signals_closed = false;
+  bool workers_stopped = false, registry_closed = false, signals_closed = false;
 };
 
-// The signal handles go last, once both the proxy and the registry are closed: a signal during
-// shutdown (a third one while a hurried proxy still finishes) never meets the default action.
+// The signal handles go last, once both the workers and the registry are closed: a signal during
+// shutdown (a third one while hurried workers still finish) never meets the default action.
 void close_signals_when_done(Daemon* d) {
-  if (!d->proxy_stopped || !d->registry_closed || d->signals_closed) return;
+  if (!d->workers_stopped || !d->registry_closed || d->signals_closed) return;
   d->signals_closed = true;
   LOG_INFO("stopped");
   for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
 }
 
-// The registry is closed once: after the proxy drained (first signal) or at once (second signal).
+// The registry is closed once: after the workers drained (first signal) or at once (second signal).
 void close_registry(Daemon* d) {
   registry_close(&d->reg, d->cfg.on_exit_keep, [d]() {
     d->registry_closed = true;
@@ -65,8 +67,8 @@ void close_registry(Daemon* d) {
   });
 }
 
-void on_proxy_stopped(Daemon* d) {
-  d->proxy_stopped = true;
+void on_workers_stopped(Daemon* d) {
+  d->workers_stopped = true;
   close_registry(d);  // no-op when a second signal closed it already
   close_signals_when_done(d);
 }
@@ -81,12 +83,12 @@ void on_signal(uv_signal_t* sig, int signum) {
   if (d->stop_signals == 1) {
     LOG_INFO("signal %d: stopping (finishing in-flight requests, then %s the replicas)", signum,
              d->cfg.on_exit_keep ? "keeping" : "removing");
-    proxy_stop(&d->proxy, [d]() { on_proxy_stopped(d); });
+    control_stop(&d->control, [d]() { on_workers_stopped(d); });
   } else if (d->stop_signals == 2) {
     LOG_WARN("signal %d again: hurrying (drains and in-flight requests cut short), still %s the "
              "replicas; a third signal exits at once", signum,
              d->cfg.on_exit_keep ? "keeping" : "removing");
-    close_registry(d);  // no-op when it already runs; the proxy finishes as its replicas go
+    close_registry(d);  // no-op when it already runs; the workers finish as the replicas go
   } else {
     LOG_ERROR("signal %d a third time: exiting now, replicas not yet removed are left behind", signum);
     _exit(1);
@@ -199,6 +201,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   uint64_t fd_limit = raise_fd_limit();
   if (d.cfg.max_conns == 0) d.cfg.max_conns = config_default_max_conns(d.cfg, fd_limit);
+  if (d.cfg.workers == 0) d.cfg.workers = config_default_workers();
   LOG_INFO("open-file limit %llu: at most %u client connections",
            static_cast<unsigned long long>(fd_limit), d.cfg.max_conns);
   setenv("UV_THREADPOOL_SIZE", "8", 0);  // Docker calls run on the threadpool; leave room for DNS
@@ -221,7 +224,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (registry_init(&d.reg, d.loop, &d.cfg, d.prov, &err) != 0 ||
-      proxy_start(&d.proxy, d.loop, &d.cfg, &d.reg, &err) != 0) {
+      control_start(&d.control, d.loop, &d.cfg, &d.reg, &err) != 0) {
     fprintf(stderr, "ringlb: %s\n", err.c_str());
     return 1;
   }
@@ -231,7 +234,7 @@ int main(int argc, char** argv) {
 
   uv_run(d.loop, UV_RUN_DEFAULT);
   delete d.prov;
-  if (uv_loop_close(d.loop) != 0) {
+  if (uv_loop_close(d.loop) != 0 || !d.control.loops_clean) {
     LOG_ERROR("handles left open at exit");
     return 1;
   }

@@ -36,6 +36,10 @@ struct SnapMember {
   MemberState state = MemberState::starting;
   struct sockaddr_storage addr {};  // meaningful only when state is usable (the address is known)
   std::string name;
+  // The dead replica this one replaced under the same ring id (0: none). A worker that never saw
+  // that one marked dead (the replacement came in the same control loop turn) still learns it
+  // here, and fails over the exchanges waiting on it at once instead of at their timeout.
+  uint64_t replaces_uid = 0;
 };
 
 // An immutable routing snapshot: built whole by the control plane, then shared read-only by every

@@ -6,6 +6,8 @@
 #include <set>
 
 #include "lb/control/admin_json.h"
+#include "lb/control/metrics.h"
+#include "lb/http/http_response.h"
 #include "lb/log.h"
 
 namespace {
@@ -18,19 +20,18 @@ std::string dump(json_t* j) {
   return out;
 }
 
-void fail(Proxy* p, const ClientRef& client, int status, const std::string& text) {
-  (void)p;
-  proxy_respond(client, status, proxy_error_json(text));
+void fail(Control* ctl, AdminCallRef client, int status, const std::string& text) {
+    control_answer(ctl, client, status, http_error_json(text));
 }
 
 // Parses {"n": <int>, "hostnames": [<str>, ...]} (hostnames optional; admin_json.h). Returns false
 // after answering the client with the reason.
-bool parse_n_hostnames(Proxy* p, const ClientRef& client, const std::string& body, long long* n,
+bool parse_n_hostnames(Control* ctl, AdminCallRef client, const std::string& body, long long* n,
                        std::vector<std::string>* names) {
   AdminBody parsed;
   AdminJsonError err;
   if (!admin_json_parse(body, &parsed, &err)) {
-    fail(p, client, err.status, err.text);
+    fail(ctl, client, err.status, err.text);
     return false;
   }
   *n = parsed.n;
@@ -38,43 +39,43 @@ bool parse_n_hostnames(Proxy* p, const ClientRef& client, const std::string& bod
   return true;
 }
 
-bool check_names(Proxy* p, const ClientRef& client, const std::vector<std::string>& names) {
+bool check_names(Control* ctl, AdminCallRef client, const std::vector<std::string>& names) {
   AdminJsonError err;
   if (!admin_json_check_names(names, &err)) {
-    fail(p, client, err.status, err.text);
+    fail(ctl, client, err.status, err.text);
     return false;
   }
   return true;
 }
 
-void handle_add(Proxy* p, const ClientRef& client, const std::string& body) {
-  Registry* reg = p->reg;
+void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
+  Registry* reg = ctl->reg;
   long long n;
   std::vector<std::string> names;
-  if (!parse_n_hostnames(p, client, body, &n, &names)) return;
+  if (!parse_n_hostnames(ctl, client, body, &n, &names)) return;
   if (static_cast<long long>(names.size()) > n) {
-    fail(p, client, 400, "Length of hostname list is more than newly added instances");
+    fail(ctl, client, 400, "Length of hostname list is more than newly added instances");
     return;
   }
-  if (!p->reg->prov->can_scale()) {
-    fail(p, client, 409, "the pool is static (--provisioner static): replicas cannot be added");
+  if (!ctl->reg->prov->can_scale()) {
+    fail(ctl, client, 409, "the pool is static (--provisioner static): replicas cannot be added");
     return;
   }
   // Admission counts every member the ring will hold: the committed replicas and those of /add
   // requests still in progress (two concurrent /add must not both fit in the same room).
   size_t current = registry_members(reg);
-  if (current >= p->cfg->max_replicas ||
-      static_cast<unsigned long long>(n) > p->cfg->max_replicas - current) {
+  if (current >= ctl->cfg->max_replicas ||
+      static_cast<unsigned long long>(n) > ctl->cfg->max_replicas - current) {
     size_t pending = current - registry_counted(reg).size();
-    fail(p, client, 400, "adding " + std::to_string(n) + " replicas to " + std::to_string(current) +
+    fail(ctl, client, 400, "adding " + std::to_string(n) + " replicas to " + std::to_string(current) +
                              (pending ? " (" + std::to_string(pending) + " of them still starting)" : "") +
-                             " would exceed --max-replicas " + std::to_string(p->cfg->max_replicas));
+                             " would exceed --max-replicas " + std::to_string(ctl->cfg->max_replicas));
     return;
   }
-  if (!check_names(p, client, names)) return;
+  if (!check_names(ctl, client, names)) return;
   for (const std::string& name : names) {
     if (registry_find_live(reg, name) != nullptr) {  // a removed (draining) one no longer counts
-      fail(p, client, 409, "a replica named '" + name + "' already exists");
+      fail(ctl, client, 409, "a replica named '" + name + "' already exists");
       return;
     }
   }
@@ -84,47 +85,52 @@ void handle_add(Proxy* p, const ClientRef& client, const std::string& body) {
   }
   auto req = std::make_unique<AddRequest>();
   req->names = names;
-  ClientRef ref = client;
-  req->done = [p, ref](int status, const std::string& error) {
-    if (status == 200) proxy_respond(ref, 200, admin_rep_json(p->reg, false));
-    else proxy_respond(ref, status, proxy_error_json(error));
+  AdminCallRef ref = client;
+  // Answered once every worker routes by the result: a client that sends its next request right
+  // after the answer reaches the new replicas through any worker.
+  req->done = [ctl, ref](int status, const std::string& error) {
+    if (status != 200) {
+      control_answer(ctl, ref, status, http_error_json(error));
+      return;
+    }
+    control_after_sync(ctl, [ctl, ref](const Snapshot&) { control_answer(ctl, ref, 200, admin_rep_json(ctl->reg, false)); });
   };
   registry_add(reg, std::move(req));
 }
 
-void handle_rm(Proxy* p, const ClientRef& client, const std::string& body) {
-  Registry* reg = p->reg;
+void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
+  Registry* reg = ctl->reg;
   long long n;
   std::vector<std::string> names;
-  if (!parse_n_hostnames(p, client, body, &n, &names)) return;
+  if (!parse_n_hostnames(ctl, client, body, &n, &names)) return;
   if (reg->closing) {  // a hurried shutdown closed the registry; it stops every replica itself
-    fail(p, client, 503, "the load balancer is stopping");
+    fail(ctl, client, 503, "the load balancer is stopping");
     return;
   }
   if (static_cast<long long>(names.size()) > n) {
-    fail(p, client, 400, "Length of hostname list is more than removable instances");
+    fail(ctl, client, 400, "Length of hostname list is more than removable instances");
     return;
   }
-  if (!p->reg->prov->can_scale()) {
-    fail(p, client, 409, "the pool is static (--provisioner static): replicas cannot be removed");
+  if (!ctl->reg->prov->can_scale()) {
+    fail(ctl, client, 409, "the pool is static (--provisioner static): replicas cannot be removed");
     return;
   }
   std::vector<const Replica*> counted = registry_counted(reg);
   if (static_cast<size_t>(n) > counted.size()) {
-    fail(p, client, 400, "cannot remove " + std::to_string(n) + " replicas: only " +
+    fail(ctl, client, 400, "cannot remove " + std::to_string(n) + " replicas: only " +
                              std::to_string(counted.size()) + " exist");
     return;
   }
   std::set<std::string> seen;
   for (const std::string& name : names) {
     if (!seen.insert(name).second) {
-      fail(p, client, 400, "'" + name + "' is named twice");
+      fail(ctl, client, 400, "'" + name + "' is named twice");
       return;
     }
     bool found = false;
     for (const Replica* r : counted) found = found || r->name == name;
     if (!found) {
-      fail(p, client, 404, "no replica named '" + name + "'");
+      fail(ctl, client, 404, "no replica named '" + name + "'");
       return;
     }
   }
@@ -133,12 +139,14 @@ void handle_rm(Proxy* p, const ClientRef& client, const std::string& body) {
   for (const Replica* r : counted)
     if (!seen.count(r->name)) others.push_back(r->name);
   while (static_cast<long long>(names.size()) < n) {
-    size_t i = p->rng() % others.size();
+    size_t i = ctl->rng() % others.size();
     names.push_back(others[i]);
     others.erase(others.begin() + static_cast<long>(i));
   }
   registry_remove(reg, names);
-  proxy_respond(client, 200, admin_rep_json(reg, false));
+  // Answered once no worker routes a new request to the removed replicas.
+  std::string answer = admin_rep_json(reg, false);
+  control_after_sync(ctl, [ctl, client, answer](const Snapshot&) { control_answer(ctl, client, 200, answer); });
 }
 
 // Constant-time equality of the token a client sent and the configured one (CRYPTO_memcmp-like): one
@@ -160,26 +168,28 @@ bool equal_constant_time(std::string_view given, std::string_view want) {
   return sink == 0;
 }
 
-bool authorized(Proxy* p, const HttpHead& head) {
-  if (p->cfg->admin_token.empty()) return true;
+bool authorized(Control* ctl, const HttpHead& head) {
+  if (ctl->cfg->admin_token.empty()) return true;
   std::string_view v;
   if (!http_head_get(head, "authorization", &v)) return false;
   static const std::string_view kScheme = "Bearer ";
   bool scheme_ok = v.size() >= kScheme.size() && v.substr(0, kScheme.size()) == kScheme;
   std::string_view given = scheme_ok ? v.substr(kScheme.size()) : v;
-  bool token_ok = equal_constant_time(given, p->cfg->admin_token);
+  bool token_ok = equal_constant_time(given, ctl->cfg->admin_token);
   return scheme_ok & token_ok;
 }
 
 // /readyz: 200 while at least one replica of the ring is healthy, else 503 with the reason (how
 // many replicas there are and in which states), so an orchestrator stops sending traffic to a load
-// balancer that would answer every request with 503.
-void admin_readyz(Proxy* p, const ClientRef& client) {
-  const Registry* reg = p->reg;
-  size_t healthy = registry_healthy(reg);
-  size_t members = reg->ring_members.size();
+// balancer that would answer every request with 503. Read from snap, the routing every worker has
+// (the registry may be ahead of it): "ready" means a request sent now finds a replica.
+void admin_readyz(Control* ctl, AdminCallRef client, const Snapshot& snap) {
+  size_t members = snap.members.size();
+  size_t by_state[3] = {0, 0, 0};  // MemberState: usable, starting, dead
+  for (const SnapMember& m : snap.members) by_state[static_cast<int>(m.state)]++;
+  size_t healthy = by_state[static_cast<int>(MemberState::usable)];
   if (healthy > 0) {
-    proxy_respond(client, 200, "{\"message\": \"ready: " + std::to_string(healthy) + " of " +
+    control_answer(ctl, client, 200, "{\"message\": \"ready: " + std::to_string(healthy) + " of " +
                                    std::to_string(members) + " replicas healthy\", \"status\": \"successful\"}");
     return;
   }
@@ -187,20 +197,18 @@ void admin_readyz(Proxy* p, const ClientRef& client) {
   if (members == 0) {
     reason = "not ready: the pool has no replicas";
   } else {
-    size_t by_state[4] = {0, 0, 0, 0};
-    for (const Replica* r : reg->ring_members) by_state[static_cast<int>(r->state)]++;
     reason = "not ready: none of " + std::to_string(members) + " replicas is healthy (";
-    const ReplicaState states[] = {ReplicaState::starting, ReplicaState::dead, ReplicaState::draining};
+    const std::pair<MemberState, const char*> states[] = {{MemberState::starting, "starting"},
+                                                          {MemberState::dead, "dead"}};
     bool first = true;
-    for (ReplicaState s : states) {
-      if (by_state[static_cast<int>(s)] == 0) continue;
-      reason += std::string(first ? "" : ", ") + std::to_string(by_state[static_cast<int>(s)]) + " " +
-                replica_state_name(s);
+    for (const auto& [state, name] : states) {
+      if (by_state[static_cast<int>(state)] == 0) continue;
+      reason += std::string(first ? "" : ", ") + std::to_string(by_state[static_cast<int>(state)]) + " " + name;
       first = false;
     }
     reason += ")";
   }
-  proxy_respond(client, 503, proxy_error_json(reason));
+  control_answer(ctl, client, 503, http_error_json(reason));
 }
 
 }  // namespace
@@ -236,47 +244,53 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
   return dump(root);
 }
 
-void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const std::string& body) {
+void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const std::string& body) {
   std::string_view url = http_head_url(head);
   std::string_view path = http_url_path(url);
   llhttp_method_t m = head.method;
   bool get = m == HTTP_GET || m == HTTP_HEAD;
   // Every 405 names the allowed methods in Allow (RFC 9110 §15.5.6).
   auto wrong_method = [&](const char* allowed) {
-    proxy_respond(client, 405,
-                  proxy_error_json("method " + std::string(llhttp_method_name(m)) +
+    control_answer(ctl, client, 405,
+                  http_error_json("method " + std::string(llhttp_method_name(m)) +
                                    " is not allowed on " + std::string(path) + " (use " + allowed + ")"),
                   "application/json", std::string("Allow: ") + allowed + "\r\n");
   };
   if (path == "/healthz") {  // liveness: the loop answers
     if (!get) return wrong_method("GET, HEAD");
-    proxy_respond(client, 200, "{\"message\": \"ok\", \"status\": \"successful\"}");
+    control_answer(ctl, client, 200, "{\"message\": \"ok\", \"status\": \"successful\"}");
     return;
   }
   if (path == "/readyz") {  // readiness: at least one replica can take a request
     if (!get) return wrong_method("GET, HEAD");
-    admin_readyz(p, client);
+    // After a sync: "ready" means every worker routes to a healthy replica already.
+    control_after_sync(ctl, [ctl, client](const Snapshot& s) { admin_readyz(ctl, client, s); });
     return;
   }
-  if (!authorized(p, head)) {
-    fail(p, client, 401, "admin routes need 'Authorization: Bearer <token>' (--admin-token)");
+  if (!authorized(ctl, head)) {
+    fail(ctl, client, 401, "admin routes need 'Authorization: Bearer <token>' (--admin-token)");
     return;
   }
   if (path == "/rep") {
     if (!get) return wrong_method("GET, HEAD");
     std::string_view v;
     bool verbose = http_url_query(url, "verbose", &v) && v != "0";
-    proxy_respond(client, 200, admin_rep_json(p->reg, verbose));
+    // After a sync: the in-flight and request counts include what every worker did before.
+    control_after_sync(ctl, [ctl, client, verbose](const Snapshot&) {
+      control_answer(ctl, client, 200, admin_rep_json(ctl->reg, verbose));
+    });
   } else if (path == "/add") {
     if (m != HTTP_POST) return wrong_method("POST");
-    handle_add(p, client, body);
+    handle_add(ctl, client, body);
   } else if (path == "/rm") {
     if (m != HTTP_DELETE) return wrong_method("DELETE");
-    handle_rm(p, client, body);
+    handle_rm(ctl, client, body);
   } else if (path == "/metrics") {
     if (!get) return wrong_method("GET, HEAD");
-    proxy_respond(client, 200, metrics_render(p->metrics, *p->reg), "text/plain; version=0.0.4");
+    control_after_sync(ctl, [ctl, client](const Snapshot&) {
+      control_answer(ctl, client, 200, metrics_render(*ctl), "text/plain; version=0.0.4");
+    });
   } else {
-    fail(p, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz, /readyz)");
+    fail(ctl, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz, /readyz)");
   }
 }

@@ -11,10 +11,13 @@
 #include <string>
 
 #include "lb/http/http_head.h"
-#include "lb/data/proxy.h"
+#include "lb/control/control.h"
 
-// Handles one complete admin request (head and body). Answers through proxy_respond, now or later.
-void admin_handle(Proxy* p, const ClientRef& client, const HttpHead& head, const std::string& body);
+// Handles one complete admin request (head and body) that worker call.worker handed over. Answers
+// through control_answer, always later than this call: /add once its replicas are healthy and every
+// worker routes to them, /rm once no worker routes to the removed ones, /metrics and /rep once every
+// worker reported what it counted before the request.
+void admin_handle(Control* ctl, AdminCallRef call, const HttpHead& head, const std::string& body);
 
 // The /rep answer: {"message": {"N": n, "replicas": [...]}, "status": "successful"}; verbose adds each
 // replica's state, address and ring id under "details".

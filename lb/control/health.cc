@@ -1,13 +1,13 @@
 #include "lb/control/health.h"
 
+#include "lb/http/container_of.h"
 #include "lb/http/http_conn.h"
 #include "lb/log.h"
-#include "lb/data/upstream.h"
 
 namespace {
 
 struct Probe {
-  HttpConn conn;  // first
+  HttpConn conn;
   Replica* replica;
   uv_connect_t connect_req;
   uv_timer_t timer;
@@ -47,11 +47,11 @@ void probe_finish(Probe* pr, Result result, const char* cause) {
 
 // A failed probe: inconclusive for a local resource error, a failure otherwise.
 void probe_fail(Probe* pr, int err) {
-  probe_finish(pr, upstream_local_error(err) ? Result::inconclusive : Result::failed,
+  probe_finish(pr, http_local_error(err) ? Result::inconclusive : Result::failed,
                err == HTTP_E_PARSE ? "malformed heartbeat answer" : uv_err_name(err));
 }
 
-Probe* probe_of(HttpConn* c) { return reinterpret_cast<Probe*>(c); }
+Probe* probe_of(HttpConn* c) { return container_of(c, &Probe::conn); }
 
 void on_head(HttpConn*) {}
 void on_body(HttpConn*, const char*, size_t) {}

@@ -1,8 +1,11 @@
 #include "lb/control/metrics.h"
 
+#include "lb/control/control.h"
 #include "lb/control/registry.h"
 
-std::string metrics_render(const Metrics& m, const Registry& reg) {
+std::string metrics_render(const Control& ctl) {
+  const PlaneCounters& m = ctl.totals;
+  const Registry& reg = *ctl.reg;
   std::string out;
   auto counter = [&](const char* name, const char* help, uint64_t v) {
     out += std::string("# HELP ringlb_") + name + " " + help + "\n# TYPE ringlb_" + name +
@@ -15,6 +18,14 @@ std::string metrics_render(const Metrics& m, const Registry& reg) {
   counter("upstream_timeouts_total", "Replicas that did not answer in time.", m.upstream_timeouts);
   counter("no_replica_total", "Requests answered 503 because no replica was available.", m.no_replica);
   counter("heals_total", "Dead replicas replaced.", reg.heals);
+  out += "# HELP ringlb_client_connections Client connections open now.\n"
+         "# TYPE ringlb_client_connections gauge\nringlb_client_connections " +
+         std::to_string(control_open_conns(&ctl)) + "\n";
+  out += "# HELP ringlb_workers Data-plane workers running.\n"
+         "# TYPE ringlb_workers gauge\nringlb_workers ";
+  size_t running = 0;
+  for (const WorkerSlot& w : ctl.workers) running += w.running ? 1 : 0;
+  out += std::to_string(running) + "\n";
   out += "# HELP ringlb_responses_total Responses sent, by status class.\n"
          "# TYPE ringlb_responses_total counter\n";
   for (int c = 1; c <= 5; c++)

@@ -8,12 +8,10 @@
 
 #include "lb/control/health.h"
 #include "lb/log.h"
-#include "lb/data/upstream.h"
 
 namespace {
 
 constexpr uint64_t kTickMs = 100;
-constexpr uint64_t kPoolIdleMs = 30000;  // pooled upstream connections idle longer are closed
 // A replica that dies before it has been healthy this long died "early". From the second early
 // death in a row of a ring id on, its next replacement waits (exponential backoff). One that had
 // been healthy longer is replaced at once and clears the count.
@@ -57,12 +55,11 @@ void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
   tick_within(reg, reg->heal_after[r->ring_id] - now);
 }
 
-void update_skip(Registry* reg) {
-  reg->skip.resize(reg->ring_members.size());
-  reg->scratch_tried.resize(reg->ring_members.size());
-  reg->scratch_capped.resize(reg->ring_members.size());
-  for (size_t i = 0; i < reg->ring_members.size(); i++)
-    reg->skip[i] = reg->ring_members[i]->state == ReplicaState::healthy ? 0 : 1;
+// What the workers route by changed (a member, a state, an address): a new generation, which the
+// control plane publishes at its next safe point (never from inside this call).
+void routing_changed(Registry* reg) {
+  reg->routing_gen++;
+  if (reg->on_routing_changed) reg->on_routing_changed();
 }
 
 // Builds a new ring over every replica that is not draining, and swaps it in.
@@ -84,14 +81,16 @@ void rebuild_ring(Registry* reg) {
               reg->cfg->max_replicas, err.c_str());
     abort();
   }
-  reg->ring = std::move(ring);
+  reg->ring = std::shared_ptr<const Ring>(ring.release(), RingDeleter());
   reg->ring_members = std::move(order);
-  update_skip(reg);
+  routing_changed(reg);
 }
 
 Replica* new_replica(Registry* reg, uint32_t ring_id, const std::string& name) {
   Replica* r = new Replica();
   r->reg = reg;
+  r->uid = ++reg->next_uid;
+  reg->by_uid[r->uid] = r;
   r->ring_id = ring_id;
   r->name = name;
   r->created_at = r->state_since = now_ms(reg);
@@ -161,8 +160,8 @@ void set_state(Replica* r, ReplicaState s, const std::string& cause) {
   r->state_since = now;
   if (!cause.empty() && s != ReplicaState::healthy) r->last_cause = cause;
   r->hb_ok = r->hb_fail = r->strikes = 0;
-  if (s == ReplicaState::dead) upstream_pool_reap(r, UINT64_MAX);
-  update_skip(reg);
+  routing_changed(reg);
+  if (s == ReplicaState::draining) r->drain_gen = reg->routing_gen;
   check_adds(reg);
 }
 
@@ -253,7 +252,7 @@ void retire(Replica* r, const char* why) {
   r->counts = false;
   r->removed = true;
   health_stop(r);
-  upstream_pool_reap(r, UINT64_MAX);
+  reg->by_uid.erase(r->uid);
   reg->replicas.erase(std::remove(reg->replicas.begin(), reg->replicas.end(), r), reg->replicas.end());
   if (!r->inst.id.empty() && !r->stop_requested) {
     r->stop_requested = true;
@@ -279,11 +278,12 @@ void replace(Registry* reg, Replica* dead) {
       reg->cfg->heal_name == HealName::same ? dead->name : registry_random_name(reg);
   Replica* r = new_replica(reg, dead->ring_id, name);
   r->counts = true;
+  r->replaces_uid = dead->uid;
   auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
   *it = r;  // the same place in /rep
   for (Replica*& m : reg->ring_members)
     if (m == dead) m = r;  // same ring id: the ring itself does not change
-  update_skip(reg);
+  routing_changed(reg);
   reg->heals++;
   LOG_INFO("replica %s: replaced by %s (ring id %u)", dead->name.c_str(), name.c_str(), r->ring_id);
   if (reg->cfg->heal_name == HealName::same && !dead->inst.id.empty()) {
@@ -349,8 +349,6 @@ void check_adds(Registry* reg) {
 void on_tick(uv_timer_t* t) {
   Registry* reg = static_cast<Registry*>(t->data);
   uint64_t now = now_ms(reg);
-  bool reap = now - reg->last_reap >= 1000;
-  if (reap) reg->last_reap = now;
   // retire/replace change the vector, and retire frees a replica nothing else holds (one whose
   // start failed, one that waited for its name): the copy holds a reference on each until the
   // loop is done, so `r->removed` below never reads a freed replica.
@@ -368,13 +366,15 @@ void on_tick(uv_timer_t* t) {
           replace(reg, r);
         break;
       case ReplicaState::draining:
-        if (r->inflight == 0 || now - r->state_since >= reg->cfg->drain_timeout_ms)
+        // Drained once every worker routes without it and none has an exchange on it (the
+        // in-flight counts of their reports at or after that generation).
+        if ((r->inflight == 0 && reg->routing_gen_everywhere >= r->drain_gen) ||
+            now - r->state_since >= reg->cfg->drain_timeout_ms)
           retire(r, "removed by /rm");
         break;
       case ReplicaState::healthy:
         break;
     }
-    if (reap && !r->removed) upstream_pool_reap(r, now > kPoolIdleMs ? now - kPoolIdleMs : 0);
   }
   for (Replica* r : list) replica_unref(r);
   // The next replacement due before the next periodic tick gets a tick of its own, on time.
@@ -456,40 +456,9 @@ const Replica* registry_find(const Registry* reg, const std::string& name) {
   return nullptr;
 }
 
-Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>& tried) {
-  size_t n = reg->ring_members.size();
-  if (n == 0) return nullptr;
-  const uint8_t* skip = reg->skip.data();
-  uint8_t* local = reg->scratch_tried.data();  // sized with the ring (update_skip)
-  bool bounded = reg->cfg->balance_factor > 0;
-  if (!tried.empty() || bounded) {
-    memcpy(local, skip, n);
-    for (uint32_t id : tried)
-      for (size_t i = 0; i < n; i++)
-        if (reg->ring_members[i]->ring_id == id) local[i] = 1;
-    skip = local;
-  }
-  if (bounded) {
-    // Bounded load (HAProxy's hash-balance-factor): a replica whose in-flight count would exceed
-    // ceil(c × average) is walked past. When every replica is above it, the plain ring decides.
-    uint64_t total = 1, healthy = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (reg->skip[i]) continue;
-      healthy++;
-      total += reg->ring_members[i]->inflight;
-    }
-    if (healthy > 0) {
-      uint64_t limit = static_cast<uint64_t>(std::ceil(reg->cfg->balance_factor * total / healthy));
-      uint8_t* capped = reg->scratch_capped.data();
-      memcpy(capped, local, n);
-      for (size_t i = 0; i < n; i++)
-        if (reg->ring_members[i]->inflight >= limit) capped[i] = 1;
-      int idx = ring_lookup(reg->ring.get(), pos, capped);
-      if (idx >= 0) return reg->ring_members[idx];
-    }
-  }
-  int idx = ring_lookup(reg->ring.get(), pos, skip);
-  return idx < 0 ? nullptr : reg->ring_members[idx];
+Replica* registry_by_uid(Registry* reg, uint64_t uid) {
+  auto it = reg->by_uid.find(uid);
+  return it == reg->by_uid.end() ? nullptr : it->second;
 }
 
 void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
@@ -510,9 +479,11 @@ void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
     set_state(r, ReplicaState::dead, std::to_string(r->hb_fail) + " heartbeats failed: " + cause);
 }
 
-void registry_passive_failure(Replica* r, const std::string& cause) {
-  if (r->state != ReplicaState::healthy) return;
-  if (++r->strikes >= r->reg->cfg->strikes)
+void registry_passive_report(Replica* r, bool ok_seen, uint32_t strikes, const std::string& cause) {
+  if (ok_seen) r->strikes = 0;
+  if (strikes == 0 || r->state != ReplicaState::healthy) return;
+  r->strikes += strikes;
+  if (r->strikes >= r->reg->cfg->strikes)
     set_state(r, ReplicaState::dead, std::to_string(r->strikes) + " requests failed: " + cause);
 }
 
@@ -650,14 +621,13 @@ void registry_close(Registry* reg, bool keep_counted, std::function<void()> on_c
   };
   std::vector<Replica*> list = reg->replicas;
   reg->replicas.clear();
-  reg->ring_members.clear();
-  reg->skip.clear();
+  rebuild_ring(reg);  // empty: the workers route nothing more (a hurried stop cuts in-flight work)
   for (Replica* r : list) {
     bool keep = keep_counted && r->counts;
     r->removed = true;
     r->counts = false;
     health_stop(r);
-    upstream_pool_reap(r, UINT64_MAX);
+    reg->by_uid.erase(r->uid);
     if (keep && !r->inst.id.empty())
       LOG_INFO("replica %s: left running for the next load balancer (--on-exit keep, ring id %u)",
                r->name.c_str(), r->ring_id);

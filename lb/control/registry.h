@@ -7,10 +7,12 @@
 // replacements in a row wait an exponential backoff, 250 ms doubling up to --heal-backoff-max, so a
 // broken replica never spins the CPU or floods the provisioner.
 // Only healthy replicas receive new requests. The ring changes only with membership (/add, /rm); health
-// changes update the skip table that lookups walk past. A replacement takes over the dead replica's ring
+// changes publish a new routing snapshot over the same ring, whose skip table lookups walk past. A replacement takes over the dead replica's ring
 // id, so its keys come back to it and no other key moves.
 //
-// Everything here runs on the loop thread.
+// Everything here runs on the control loop's thread. The data-plane workers never read it: they route
+// by the snapshot the control plane builds from it (lb/control/control.h) whenever routing_gen moves,
+// and their reports come back as inflight counts and passive health (registry_passive_report).
 #pragma once
 
 #include <netinet/in.h>
@@ -19,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -28,7 +31,6 @@
 #include "lb/provision/provisioner.h"
 #include "ring/ring.h"
 
-struct UpstreamConn;
 struct Registry;
 
 enum class ReplicaState : uint8_t { starting, healthy, dead, draining };
@@ -36,7 +38,10 @@ const char* replica_state_name(ReplicaState s);
 
 struct Replica {
   Registry* reg = nullptr;
+  uint64_t uid = 0;  // unique for the registry's lifetime: a replacement under the same ring id
+                     // gets a new one, so workers never mix the two replicas' pools
   uint32_t ring_id = 0;
+  uint64_t replaces_uid = 0;  // the dead replica it replaced (healing), for the snapshot
   std::string name;
   ReplicaInstance inst;
   ReplicaState state = ReplicaState::starting;
@@ -47,10 +52,12 @@ struct Replica {
   bool stop_requested = false;
   uint64_t state_since = 0;  // loop time of the last transition
   uint64_t created_at = 0;
-  // Upstream keep-alive pool.
-  UpstreamConn* idle = nullptr;  // idle connections (UpstreamConn::pool_next)
-  uint32_t idle_count = 0;
+  // Exchanges in flight on it over every worker, as of each worker's last report (see
+  // kReportIntervalMs in lb/plane.h for how fresh that is).
   uint32_t inflight = 0;
+  // Draining: the routing generation that took it out of the ring. Its drain ends once every worker
+  // routes by that generation or a later one and none has an exchange on it.
+  uint64_t drain_gen = 0;
   // Health.
   uv_timer_t hb_timer;
   bool hb_timer_open = false;
@@ -64,7 +71,7 @@ struct Replica {
   std::function<void()> on_gone;  // once the instance is stopped (or never ran): /add rollback
   // Metrics.
   uint64_t requests = 0, failures = 0;
-  int refs = 1;  // the registry's reference + one per UpstreamConn and health probe
+  int refs = 1;  // the registry's reference + one per health probe and pending callback
 };
 
 // An /add in progress: the names to start and the answer to give.
@@ -83,12 +90,17 @@ struct Registry {
   const Config* cfg = nullptr;
   Provisioner* prov = nullptr;
   std::vector<Replica*> replicas;  // in the order /rep lists them
-  RingPtr ring;
+  std::shared_ptr<const Ring> ring;    // shared with the snapshots built over it
   std::vector<Replica*> ring_members;  // ring index → replica
-  std::vector<uint8_t> skip;           // ring index → 1 when not routable (not healthy)
-  // registry_pick's scratch copies of skip, sized with the ring on every rebuild, so a pick never
-  // allocates and never writes past a fixed buffer however many members the ring has.
-  std::vector<uint8_t> scratch_tried, scratch_capped;
+  std::unordered_map<uint64_t, Replica*> by_uid;  // replicas in the registry, for worker reports
+  uint64_t next_uid = 0;
+  // Routing: routing_gen moves whenever what a worker routes by changes (membership, a state, an
+  // address), and on_routing_changed runs then (the control plane publishes a snapshot at its next
+  // safe point). routing_gen_everywhere is the oldest generation any running worker routes by, kept
+  // by the control plane from the workers' reports.
+  uint64_t routing_gen = 1;
+  uint64_t routing_gen_everywhere = 0;
+  std::function<void()> on_routing_changed;
   std::map<std::string, int> held_names;  // names removed replicas' instances still hold
   uv_timer_t tick;  // healing, start timeouts, drains, idle pool reaping
   bool closing = false;
@@ -97,7 +109,6 @@ struct Registry {
   std::vector<uint32_t> heal_failures;  // by ring id: early deaths in a row (see schedule_heal)
   std::vector<uint64_t> heal_after;     // by ring id: loop time of the next replacement
   uint64_t heals = 0;
-  uint64_t last_reap = 0;
 };
 
 // Creates the registry and starts the initial replicas (adopting existing ones first). Returns 0 or a
@@ -118,9 +129,8 @@ const Replica* registry_find_live(const Registry* reg, const std::string& name);
 // Healthy members of the ring (what /readyz reports).
 size_t registry_healthy(const Registry* reg);
 
-// Picks the replica for ring position pos, walking past unhealthy replicas and those in tried (ring ids;
-// may be empty). Returns nullptr when none is usable.
-Replica* registry_pick(Registry* reg, uint64_t pos, const std::vector<uint32_t>& tried);
+// The replica with uid, or nullptr once it left the registry.
+Replica* registry_by_uid(Registry* reg, uint64_t uid);
 
 // /add: starts names.size() replicas, each on the lowest ring id no other member holds, so ids 1..N
 // come back after removals (the assignment's ring then places them as it would from the start).
@@ -135,13 +145,13 @@ void registry_add(Registry* reg, std::unique_ptr<AddRequest> req);
 // nothing once registry_close has run (it stops every replica itself).
 void registry_remove(Registry* reg, const std::vector<std::string>& names);
 
-// Health inputs. A heartbeat result; a passive failure of a proxied request (connect refused, reset,
-// timeout); a success of a proxied request (clears strikes); the provisioner saw the replica end.
+// Health inputs. A heartbeat result; the passive health one worker saw since its last report: with
+// ok_seen a proxied request succeeded (the strikes start over), then `strikes` blamed failures in a
+// row (connect refused, reset, timeout), the last for `cause`. --strikes in a row mark it dead.
 void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause);
-void registry_passive_failure(Replica* r, const std::string& cause);
-inline void registry_passive_success(Replica* r) { r->strikes = 0; }
+void registry_passive_report(Replica* r, bool ok_seen, uint32_t strikes, const std::string& cause);
 
-// Reference counting for the objects that point at a replica (upstream connections, probes).
+// Reference counting for the objects that point at a replica (health probes, pending callbacks).
 inline void replica_ref(Replica* r) { r->refs++; }
 void replica_unref(Replica* r);
 

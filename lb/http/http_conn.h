@@ -134,6 +134,15 @@ inline bool http_local_error(int err) {
   return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
 }
 
+// The name of an error an HttpConn reports: "malformed message" and "head too large" for its own
+// codes, else libuv's name. Never uv_err_name on HTTP_E_*: libuv allocates (and never frees) a
+// string for a code it does not know.
+inline const char* http_err_name(int err) {
+  if (err == HTTP_E_PARSE) return "malformed message";
+  if (err == HTTP_E_TOO_LARGE) return "head too large";
+  return uv_err_name(err);
+}
+
 // The connection whose TCP handle is handle (for uv callbacks).
 inline HttpConn* http_conn_of(uv_handle_t* handle) {
   return container_of(reinterpret_cast<uv_tcp_t*>(handle), &HttpConn::tcp);

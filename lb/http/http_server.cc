@@ -1,5 +1,6 @@
 #include "lb/http/http_server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,9 +41,57 @@ void close_idle(HttpServer* s) {
     if (http_conn_idle(c)) http_conn_close(c);
 }
 
+void on_connection(uv_stream_t* listener, int status);
+
+// The listener handle closed for an accept pause (server_pause_accept). When the server stopped
+// meanwhile, the listener was to close anyway: it counts as closed now.
+void on_listener_paused(uv_handle_t* h) {
+  HttpServer* s = server_of(h);
+  s->accept_pause = 2;
+  if (!s->stopping) return;
+  if (s->spare_fd >= 0) close(s->spare_fd);
+  s->spare_fd = -1;
+  s->open_handles--;
+  maybe_stopped(s);
+}
+
+// accept() failed with EMFILE or ENFILE: the process is out of descriptors and libuv's spare-
+// descriptor trick did not help (it is not reliable with several threads opening descriptors, as
+// the data-plane workers and the control loop do): libuv would call accept() again at once, for
+// as long as clients wait in the backlog, and spin the loop's thread. Closing the listener handle
+// ends that (libuv stops once the handle has no descriptor); clients wait in the kernel's backlog
+// until the next sweep opens it again on the spare descriptor (as nginx disables accept events for
+// a while after EMFILE). Without a spare descriptor there is nothing to pause with.
+void server_pause_accept(HttpServer* s) {
+  if (s->accept_pause != 0 || s->spare_fd < 0 || s->stopping) return;
+  s->accept_pause = 1;
+  s->accept_waiting = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->listener), on_listener_paused);
+}
+
+// Listens again after an accept pause: a new listener handle on the spare descriptor, once a
+// further duplicate (the next pause's spare) could be made; otherwise the pause goes on until the
+// next sweep.
+void server_resume_accept(HttpServer* s) {
+  int next = fcntl(s->spare_fd, F_DUPFD_CLOEXEC, 0);
+  if (next < 0) return;
+  if (uv_tcp_init(s->loop, &s->listener) != 0) {
+    close(next);
+    return;
+  }
+  s->listener.data = s;
+  int fd = s->spare_fd;
+  s->spare_fd = next;
+  s->accept_pause = 0;
+  if (uv_tcp_open(&s->listener, fd) != 0) close(fd);
+  // A failure leaves a listener that never reports a client; the next EMFILE cannot come from it.
+  uv_listen(reinterpret_cast<uv_stream_t*>(&s->listener), s->config.backlog, on_connection);
+}
+
 void on_sweep(uv_timer_t* t) {
   HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(t));
   uint64_t now = uv_now(s->loop);
+  if (s->accept_pause == 2 && !s->stopping) server_resume_accept(s);
   for (HttpConn* c = s->conns; c != nullptr; c = c->next)
     if (c->deadline != 0 && now >= c->deadline) http_conn_close(c, /*reset=*/true);
   if (s->stopping) close_idle(s);
@@ -84,6 +133,7 @@ void server_take(HttpServer* s) {
 // connection closes.
 void on_connection(uv_stream_t* listener, int status) {
   HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(listener));
+  if (status == UV_EMFILE || status == UV_ENFILE) server_pause_accept(s);
   if (status != 0 || s->stopping) return;
   if (s->config.max_conns != 0 && s->conn_count >= s->config.max_conns) {
     s->accept_waiting = true;
@@ -110,6 +160,9 @@ int server_init(HttpServer* s, uv_loop_t* loop) {
 int server_finish(HttpServer* s, std::string* bound) {
   int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&s->listener), s->config.backlog, on_connection);
   if (rc != 0) return rc;
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&s->listener), &fd) == 0)
+    s->spare_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);  // for accept pauses; -1: none
   if (bound) {
     struct sockaddr_storage addr;
     int len = sizeof addr;
@@ -231,7 +284,15 @@ void http_server_stop(HttpServer* s) {
     maybe_stopped(s);
     return;
   }
-  uv_close(reinterpret_cast<uv_handle_t*>(&s->listener), on_handle_closed);
+  if (s->accept_pause == 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->listener), on_handle_closed);
+    if (s->spare_fd >= 0) close(s->spare_fd);
+    s->spare_fd = -1;
+  } else if (s->accept_pause == 2) {  // paused: the listener is closed already
+    if (s->spare_fd >= 0) close(s->spare_fd);
+    s->spare_fd = -1;
+    s->open_handles--;
+  }  // closing: on_listener_paused counts it closed
   // The sweep keeps running (referenced now) to close connections as they become idle.
   uv_ref(reinterpret_cast<uv_handle_t*>(&s->sweep));
   uv_timer_start(&s->sweep, on_sweep, 50, 50);

@@ -48,6 +48,11 @@ struct HttpServer {
   int open_handles = 0;
   bool stopping = false;
   bool accept_waiting = false;  // at the cap: libuv holds one accepted socket until a slot frees
+  // Out of descriptors (accept failed with EMFILE/ENFILE): the listener handle is closed for a
+  // sweep period and then opened again on spare_fd, a duplicate of the listening socket kept for
+  // that (the socket and its backlog live on meanwhile). 0 listening, 1 closing, 2 closed.
+  uint8_t accept_pause = 0;
+  int spare_fd = -1;
 };
 
 // Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (host 0.0.0.0) into addr. Returns 0 or UV_EINVAL.

@@ -192,7 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t len) {
   if (!finished)
     fuzz_breach(w, data, len, "the LB left the half-closed client open with nothing moving for 1.5 s");
   uint64_t completed = world_replica_requests(w);
-  uint64_t heads = w->proxy.metrics.requests;
+  uint64_t heads = w->control.totals.requests;  // complete: world_replica_requests synced
 
   RefParse req;
   ref_parse(&req, HTTP_REQUEST, reinterpret_cast<const char*>(data), len, true);

@@ -342,14 +342,16 @@ World* world_start(AnswerFn answer, void* ctx) {
   c.upstream_timeout_ms = 3000;
   c.header_timeout_ms = 3000;
   c.idle_timeout_ms = 5000;
+  c.workers = 1;
   w->prov = prov_static_create(&w->loop, c.backends);
   std::string err;
   if (registry_init(&w->reg, &w->loop, &w->cfg, w->prov, &err) != 0 ||
-      proxy_start(&w->proxy, &w->loop, &w->cfg, &w->reg, &err) != 0) {
+      control_start(&w->control, &w->loop, &w->cfg, &w->reg, &err) != 0) {
     fprintf(stderr, "fuzz: the LB did not start: %s\n", err.c_str());
     abort();
   }
-  w->lb_port = port_of(&w->proxy.server.listener);
+  const std::string& bound = w->control.listen_bound;
+  w->lb_port = static_cast<uint16_t>(atoi(bound.c_str() + bound.rfind(':') + 1));
 
   uint64_t until = uv_now(&w->loop) + 5000;
   for (;;) {
@@ -418,7 +420,21 @@ bool world_run_client(World* w, uint64_t stall_ms) {
   return true;
 }
 
-uint64_t world_replica_requests(const World* w) {
+void world_sync(World* w) {
+  bool synced = false;
+  control_after_sync(&w->control, [&synced](const Snapshot&) { synced = true; });
+  uint64_t until = uv_now(&w->loop) + 5000;
+  while (!synced) {
+    if (uv_now(&w->loop) > until) {
+      fprintf(stderr, "fuzz: the worker did not answer a sync within 5 s\n");
+      abort();
+    }
+    uv_run(&w->loop, UV_RUN_ONCE);
+  }
+}
+
+uint64_t world_replica_requests(World* w) {
+  world_sync(w);
   uint64_t n = 0;
   for (const Replica* r : w->reg.replicas) n += r->requests;
   return n;
@@ -426,7 +442,7 @@ uint64_t world_replica_requests(const World* w) {
 
 void world_stop(World* w) {
   world_client_close(w);
-  proxy_stop(&w->proxy, [w]() {
+  control_stop(&w->control, [w]() {
     registry_close(&w->reg, false, [w]() {
       w->lb_stopped = true;
       uv_close(reinterpret_cast<uv_handle_t*>(&w->up_listener), nullptr);
@@ -454,6 +470,10 @@ void world_stop(World* w) {
   }
   delete w->prov;
   w->prov = nullptr;
+  if (!w->control.loops_clean) {
+    fprintf(stderr, "fuzz: the worker's loop had handles left open at its close\n");
+    abort();
+  }
   if (uv_loop_close(&w->loop) != 0) {
     fprintf(stderr, "fuzz: uv_loop_close failed: handles left open:\n");
     uv_walk(&w->loop, on_walk, nullptr);

@@ -1,8 +1,9 @@
 // fuzz_world: one load balancer and its surroundings on a fresh libuv loop, for one fuzz input.
 //
-// The world is the real thing in one process: the real Proxy (lb/proxy.cc) over a real Registry with
-// the static provisioner, a recording upstream that the static pool points at, and one client, all
-// on one loop and talking over real loopback sockets. The recording upstream parses what the LB
+// The world is the real thing in one process: the real control plane (lb/control) with one
+// data-plane worker thread (lb/data) over a real Registry with the static provisioner, a recording
+// upstream that the static pool points at, and one client, the last two on the world's loop (with
+// the control plane) and all talking over real loopback sockets. The recording upstream parses what the LB
 // sends with a fresh llhttp parser per connection (never the LB's HttpConn) and answers each request
 // through the target's answer function; a byte it cannot parse as a request is a breach at once.
 //
@@ -22,7 +23,7 @@
 
 #include "lb/config.h"
 #include "lb/provision/provisioner.h"
-#include "lb/data/proxy.h"
+#include "lb/control/control.h"
 #include "lb/control/registry.h"
 
 // One request the upstream parsed (or began to parse) on a recorded connection.
@@ -56,7 +57,7 @@ struct World {
   Config cfg;
   Provisioner* prov = nullptr;
   Registry reg;
-  Proxy proxy;
+  Control control;
   uint16_t lb_port = 0;
   bool lb_stopped = false;
   // The client.
@@ -98,9 +99,14 @@ void world_client_close(World* w);
 // while the client was still open.
 bool world_run_client(World* w, uint64_t stall_ms);
 
-// Requests the LB completed with its one replica (Replica::requests), read before world_stop.
-uint64_t world_replica_requests(const World* w);
+// Waits (running the loop, at most 5 s) until the worker has reported everything it counted so far
+// (control_after_sync): the control plane's totals and Replica::requests are then complete.
+void world_sync(World* w);
 
-// Stops the LB (proxy_stop, registry_close), lets the upstream see every connection's end, closes
+// Requests the LB completed with its one replica (Replica::requests), after a world_sync; read
+// before world_stop.
+uint64_t world_replica_requests(World* w);
+
+// Stops the LB (control_stop, registry_close), lets the upstream see every connection's end, closes
 // everything and checks uv_loop_close == 0 (aborts otherwise, listing the open handles). Frees w.
 void world_stop(World* w);

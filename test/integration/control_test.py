@@ -240,7 +240,7 @@ class Admission(ControlTestCase):
         harness.wait_until(ready, 30, "a healthy backend", 0.1)
         for i in range(50):
             resp = harness.request(lb.port, "GET", "/home")
-            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.status, 200, f"request {i}: {resp}\n{lb.log()[-3000:]}")
         self.assertTrue(lb.running())
 
 

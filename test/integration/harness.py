@@ -217,14 +217,18 @@ def _spawn(test, argv, port, env, fds):
 
 
 def wait_lb_ready(lb, n, timeout=15.0):
-    """Waits until ringlb lb lists n replicas in /rep and answers GET /home with 200; fails at once
-    if lb exits, and after timeout s."""
+    """Waits until ringlb lb lists n replicas in /rep, every one of them healthy, and answers GET
+    /home with 200; fails at once if lb exits, and after timeout s. All healthy, not just one: until
+    then a starting replica's keys go to the next one clockwise, and a test that checks where keys
+    go would see that. (/rep answers once every worker routes by what it says.)"""
     def ready():
         if not lb.running():
             raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
         try:
-            rep = request(lb.port, "GET", "/rep")
+            rep = request(lb.port, "GET", "/rep?verbose=1")
             if rep.status != 200 or rep.json()["message"]["N"] != n:
+                return False
+            if any(d["state"] != "healthy" for d in rep.json()["message"]["details"] if d["counts"]):
                 return False
             return request(lb.port, "GET", "/home").status == 200
         except (OSError, AssertionError, ValueError):

@@ -94,8 +94,11 @@ class BalanceFactor(HealTestCase):
         self.assertEqual(home(lb.port, {"X-Request-Id": key}), "server1")
         second, t2 = self.slow(lb, key)
         harness.wait_until(lambda: self.inflight(lb, "server1") == 2, 10.0, "two slow requests")
-        # 2 in flight, bound ceil(2 x 3 / 3) = 2: reached, so the key goes to another replica.
-        self.assertNotEqual(home(lb.port, {"X-Request-Id": key}), "server1")
+        # 2 in flight, bound ceil(2 x 3 / 3) = 2: reached, so the key goes to another replica. A
+        # worker knows the other workers' in-flight counts from the control plane's sums, which
+        # reach it within a report interval (20 ms) of the change: probed for up to 2 s.
+        harness.wait_until(lambda: home(lb.port, {"X-Request-Id": key}) != "server1", 2.0,
+                           "the bound to apply on the worker the probe reaches")
         self.assertEqual(self.inflight(lb, "server1"), 2)
         t1.join(30)
         t2.join(30)

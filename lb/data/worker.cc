@@ -1,0 +1,277 @@
+#include "lb/data/worker.h"
+
+#include <unistd.h>
+
+#include <atomic>
+
+#include "lb/data/exchange.h"
+#include "lb/data/worker_state.h"
+#include "lb/http/container_of.h"
+#include "lb/log.h"
+
+namespace {
+
+constexpr uint64_t kSweepMs = 100;
+
+// The --max-conns warning is said once, then at most once a minute, for the whole process: every
+// worker reaches its share of the cap under the same flood, and an fd attack must not flood the
+// log. The one value shared between workers, touched only when a listener is full (never on the
+// request path).
+std::atomic<uint64_t> g_full_logged_at{0};  // hrtime in ms + 1 of the last warning; 0: never
+
+bool counters_zero(const PlaneCounters& c) {
+  for (int i = 0; i < 6; i++)
+    if (c.responses[i] != 0) return false;
+  return c.requests == 0 && c.retries == 0 && c.upstream_failures == 0 &&
+         c.upstream_timeouts == 0 && c.no_replica == 0 && c.connections == 0;
+}
+
+// Sends a report to the control plane: counter deltas, the pools with something to say, the
+// snapshot installed, the connections open. Unless forced (a sync, a snapshot installed, the
+// final report), only when something changed since the last one.
+void worker_report(Worker* w, bool force) {
+  if (!force && counters_zero(w->counters) && w->open_conns == w->reported_conns &&
+      !pools_changed(&w->pools))
+    return;
+  FromWorker m;
+  m.kind = FromWorker::Kind::report;
+  m.worker = w->index;
+  m.gen = w->snap->gen;
+  m.synced = w->synced;
+  m.counters = w->counters;
+  m.open_conns = w->open_conns;
+  pools_report(&w->pools, &m.members);
+  w->counters = PlaneCounters{};
+  w->reported_conns = w->open_conns;
+  w->last_report_at = uv_now(&w->loop);
+  mailbox_post(w->control, std::move(m));
+}
+
+void on_report(uv_timer_t* t) {
+  Worker* w = container_of(t, &Worker::report);
+  w->report_armed = false;
+  worker_report(w, false);
+}
+
+void on_sweep(uv_timer_t* t) {
+  Worker* w = container_of(t, &Worker::sweep);
+  exchange_sweep(w);
+  pools_reap(&w->pools, uv_now(&w->loop));
+}
+
+// Installs snapshot s: routing uses it from the next pick on (retries of exchanges in progress
+// included), the pools follow its membership and states, and the control plane hears at once
+// which generation this worker routes by.
+void worker_install(Worker* w, SnapshotPtr s) {
+  if (s == nullptr) return;
+  w->snap = std::move(s);
+  pools_install(&w->pools, *w->snap);
+  routing_install(&w->routing, *w->snap);
+  worker_report(w, true);
+}
+
+// Every connection is closed and both servers are stopped: the last report, then the worker's own
+// handles close and uv_run returns in worker_main.
+void worker_finish(Worker* w) {
+  worker_report(w, true);
+  w->finishing = true;
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&w->sweep),
+                         reinterpret_cast<uv_handle_t*>(&w->report),
+                         reinterpret_cast<uv_handle_t*>(&w->check),
+                         reinterpret_cast<uv_handle_t*>(&w->idle)})
+    uv_close(h, nullptr);
+  mailbox_close(&w->inbox);
+}
+
+void server_stopped(Worker* w) {
+  if (--w->servers_open == 0) worker_finish(w);
+}
+
+void on_server_stopped(HttpServer* s) { server_stopped(container_of(s, &Worker::server)); }
+
+void on_admin_server_stopped(HttpServer* s) {
+  server_stopped(container_of(s, &Worker::admin_server));
+}
+
+// ToWorker::stop: no new connections (idle ones close), exchanges in progress finish with
+// Connection: close, nothing is pooled any more; worker_finish once all is closed.
+void worker_stop(Worker* w) {
+  if (w->stopping) return;
+  w->stopping = true;
+  pools_close(&w->pools);
+  http_server_stop(&w->server);
+  if (w->has_admin_server) http_server_stop(&w->admin_server);
+}
+
+void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
+  Worker* w = container_of(m, &Worker::inbox);
+  for (ToWorker& msg : *batch) {
+    switch (msg.kind) {
+      case ToWorker::Kind::snapshot:
+        worker_install(w, std::move(msg.snapshot));
+        break;
+      case ToWorker::Kind::load:
+        routing_apply_load(&w->pools, *w->snap, msg.gen, msg.load);
+        break;
+      case ToWorker::Kind::admin_answer:
+        exchange_admin_answer(w, msg.call, msg.answer);
+        break;
+      case ToWorker::Kind::sync:
+        w->synced = msg.seq;
+        worker_report(w, true);
+        break;
+      case ToWorker::Kind::stop:
+        worker_stop(w);
+        break;
+    }
+  }
+}
+
+HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Worker::server), false); }
+
+HttpConn* on_accept_admin(HttpServer* s) {
+  return exchange_accept(container_of(s, &Worker::admin_server), true);
+}
+
+// A listener reached this worker's share of --max-conns and stopped accepting (see
+// g_full_logged_at for how often that is said).
+void server_full(Worker* w, HttpServer* s) {
+  uint64_t now = uv_hrtime() / 1000000 + 1;
+  uint64_t last = g_full_logged_at.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < 60000) return;
+  if (!g_full_logged_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  LOG_WARN("%u client connections open on worker %u (--max-conns %u over %u workers): new clients "
+           "wait in the listen backlog until one closes",
+           s->config.max_conns, w->index, w->cfg->max_conns, w->workers);
+}
+
+void on_server_full(HttpServer* s) { server_full(container_of(s, &Worker::server), s); }
+
+void on_admin_server_full(HttpServer* s) { server_full(container_of(s, &Worker::admin_server), s); }
+
+void worker_main(void* arg) {
+  Worker* w = static_cast<Worker*>(arg);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  pools_free(&w->pools);
+  w->snap.reset();
+  FromWorker m;
+  m.kind = FromWorker::Kind::stopped;
+  m.worker = w->index;
+  m.loop_close_rc = uv_loop_close(&w->loop);
+  if (m.loop_close_rc != 0) LOG_ERROR("worker %u: handles left open at exit", w->index);
+  mailbox_post(w->control, std::move(m));
+}
+
+// Undoes a worker_start that failed after its loop was initialised: every handle is closed (the
+// listening sockets with them, or directly when no handle took them) and the loop is closed.
+void worker_abort(Worker* w, int listen_fd, int admin_fd) {
+  uv_os_fd_t fd;
+  if (listen_fd >= 0 && uv_fileno(reinterpret_cast<uv_handle_t*>(&w->server.listener), &fd) != 0)
+    close(listen_fd);
+  if (admin_fd >= 0 &&
+      uv_fileno(reinterpret_cast<uv_handle_t*>(&w->admin_server.listener), &fd) != 0)
+    close(admin_fd);
+  for (HttpServer* s : {&w->server, &w->admin_server})
+    if (s->spare_fd >= 0) close(s->spare_fd);
+  uv_walk(
+      &w->loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+  pools_free(&w->pools);
+  delete w;
+}
+
+// Serves listening socket fd with s, one of w's two servers (admin: --admin-listen's).
+int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
+  const Config* cfg = w->cfg;
+  HttpServerConfig sc;
+  sc.header_timeout_ms = cfg->header_timeout_ms;
+  sc.idle_timeout_ms = cfg->idle_timeout_ms;
+  // --max-conns is the total: each worker takes its share, rounded up.
+  sc.max_conns = cfg->max_conns == 0 ? 0 : (cfg->max_conns + w->workers - 1) / w->workers;
+  s->config = sc;
+  s->on_accept = admin ? on_accept_admin : on_accept;
+  s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;
+  s->on_full = admin ? on_admin_server_full : on_server_full;
+  std::string bound;
+  int rc = http_server_listen_fd(s, &w->loop, fd, &bound);
+  if (rc != 0) return rc;
+  w->servers_open++;
+  LOG_DEBUG("worker %u: %s on %s", w->index, admin ? "admin routes" : "listening",
+            bound.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void worker_report_soon(Worker* w) {
+  if (w->report_armed || w->finishing) return;
+  uint64_t now = uv_now(&w->loop);
+  uint64_t due = w->last_report_at + kReportIntervalMs;
+  uv_timer_start(&w->report, on_report, due > now ? due - now : 0, 0);
+  w->report_armed = true;
+}
+
+// Everything the worker's loop needs is set up here, on the caller's thread, before the worker's
+// thread exists (its creation orders these writes before everything the thread does): the inbox
+// is open when worker_start returns, so the control plane may post to it at once.
+int worker_start(const WorkerSetup& setup, Worker** out) {
+  Worker* w = new Worker();
+  w->index = setup.index;
+  w->cfg = setup.cfg;
+  w->workers = setup.cfg->workers > 0 ? setup.cfg->workers : 1;
+  w->control = setup.control;
+  w->snap = setup.snapshot;
+  w->admin_separate = !setup.cfg->admin_listen.empty();
+  int rc = uv_loop_init(&w->loop);
+  if (rc != 0) {
+    if (setup.listen_fd >= 0) close(setup.listen_fd);
+    if (setup.admin_fd >= 0) close(setup.admin_fd);
+    delete w;
+    return rc;
+  }
+  w->rng.seed(uv_hrtime() ^ static_cast<uint64_t>(getpid()) ^
+              (static_cast<uint64_t>(setup.index) * 0x9e3779b97f4a7c15ull));
+  w->pools.loop = &w->loop;
+  w->pools.idle_max = setup.cfg->pool_idle_max;
+  if (w->snap != nullptr) {
+    pools_install(&w->pools, *w->snap);
+    routing_install(&w->routing, *w->snap);
+  }
+  uv_timer_init(&w->loop, &w->sweep);
+  uv_timer_init(&w->loop, &w->report);
+  uv_check_init(&w->loop, &w->check);
+  uv_idle_init(&w->loop, &w->idle);
+  w->inbox.on_messages = on_messages;
+  rc = w->snap == nullptr ? UV_EINVAL : mailbox_open(&w->inbox, &w->loop);
+  if (rc == 0) rc = server_open(w, &w->server, setup.listen_fd, false);
+  if (rc == 0 && setup.admin_fd >= 0) {
+    w->has_admin_server = true;
+    rc = server_open(w, &w->admin_server, setup.admin_fd, true);
+  }
+  if (rc == 0) {
+    uv_timer_start(&w->sweep, on_sweep, kSweepMs, kSweepMs);
+    rc = uv_thread_create(&w->thread, worker_main, w);
+  }
+  if (rc != 0) {
+    {
+      std::lock_guard<std::mutex> lock(w->inbox.mu);
+      w->inbox.open = false;
+    }
+    worker_abort(w, setup.listen_fd, setup.admin_fd);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+bool worker_post(Worker* w, ToWorker&& msg) { return mailbox_post(&w->inbox, std::move(msg)); }
+
+void worker_join(Worker* w) {
+  uv_thread_join(&w->thread);
+  delete w;
+}

@@ -1,0 +1,69 @@
+// worker_state: what one data-plane worker owns, for the files of lb/data that run on its thread
+// (worker.cc drives it; exchange.cc, routing.cc and upstream.cc work on its parts). Everything in
+// it is touched by the worker's thread only, except the inbox (a mailbox: any thread posts) and the
+// snapshot, which is immutable and shared.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include <uv.h>
+
+#include "lb/data/routing.h"
+#include "lb/data/upstream.h"
+#include "lb/data/worker.h"
+#include "lb/http/http_server.h"
+
+struct ClientConn;
+
+struct Worker {
+  uint32_t index = 0;
+  uint32_t workers = 1;  // how many there are (the --max-conns share)
+  const Config* cfg = nullptr;
+  Mailbox<FromWorker>* control = nullptr;
+  uv_thread_t thread;
+  uv_loop_t loop;
+  Mailbox<ToWorker> inbox;
+
+  HttpServer server;        // clients (and admin routes unless --admin-listen)
+  HttpServer admin_server;  // --admin-listen (worker 0 only)
+  bool has_admin_server = false;
+  bool admin_separate = false;  // --admin-listen is set: the main listener serves no admin route
+  int servers_open = 0;         // servers not yet stopped
+
+  uv_timer_t sweep;   // every 100 ms: exchange deadlines, dead replicas, idle pool reaping
+  uv_timer_t report;  // the next report, armed when something changed (worker_report_soon)
+  bool report_armed = false;
+  uint64_t last_report_at = 0;
+  // Deferred completions (the resume of a client's next pipelined request): queued from inside
+  // other connections' callbacks, run from the check handle once those callbacks have returned;
+  // the idle handle keeps the loop from blocking while the queue is not empty.
+  uv_check_t check;
+  uv_idle_t idle;
+  std::vector<ClientConn*> deferred;
+  std::vector<ClientConn*> deferred_run;  // the batch being run (its capacity is kept)
+
+  SnapshotPtr snap;  // what routing uses for the next request
+  Pools pools;
+  Routing routing;
+  std::mt19937_64 rng;
+
+  ClientConn* active = nullptr;  // exchanges with a deadline, for the sweep
+  std::unordered_map<uint64_t, ClientConn*> admin_waiting;  // admin calls with the control plane
+  uint64_t next_call = 0;
+
+  // For the next report.
+  PlaneCounters counters;  // deltas since the last report
+  uint32_t open_conns = 0;
+  uint32_t reported_conns = 0;
+  uint64_t synced = 0;
+
+  bool stopping = false;   // ToWorker::stop arrived: no new connections, exchanges finish
+  bool finishing = false;  // every connection is closed: the worker's handles are closing
+};
+
+// Arms the report timer, when it is not armed, for the earliest time the next report may go
+// (kReportIntervalMs after the last one). Call it whenever something a report carries changed.
+void worker_report_soon(Worker* w);
