@@ -289,7 +289,15 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
     if (rc != 0) {
       for (uint32_t j = i + 1; j < n; j++) close(fds[j]);
       *err = "cannot start worker " + std::to_string(i) + ": " + uv_strerror(rc);
-      ctl->workers.resize(i);
+      // The workers already running stop (they have no client yet) and are joined here, before
+      // the caller exits: none may outlive the mailbox it posts to.
+      for (uint32_t j = 0; j < i; j++) {
+        ToWorker stop;
+        stop.kind = ToWorker::Kind::stop;
+        worker_post(ctl->workers[j].worker, std::move(stop));
+        worker_join(ctl->workers[j].worker);
+      }
+      ctl->workers.clear();
       return rc;
     }
     ctl->workers[i].running = true;

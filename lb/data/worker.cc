@@ -18,6 +18,12 @@ constexpr uint64_t kSweepMs = 100;
 // log. The one value shared between workers, touched only when a listener is full (never on the
 // request path).
 std::atomic<uint64_t> g_full_logged_at{0};  // hrtime in ms + 1 of the last warning; 0: never
+// --max-conns caps the client connections open over every worker's main listener together: the
+// kernel spreads new clients over the SO_REUSEPORT sockets by a hash, not by load, so a per-worker
+// share turned clients away (left them in a backlog) while other workers had room. Touched by the
+// HTTP layer on accept and close only (HttpServerConfig::shared_count), never per request. The
+// --admin-listen server is one server: it takes the whole cap alone.
+std::atomic<uint32_t> g_open_clients{0};
 
 bool counters_zero(const PlaneCounters& c) {
   for (int i = 0; i < 6; i++)
@@ -140,9 +146,9 @@ void server_full(Worker* w, HttpServer* s) {
   uint64_t last = g_full_logged_at.load(std::memory_order_relaxed);
   if (last != 0 && now - last < 60000) return;
   if (!g_full_logged_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
-  LOG_WARN("%u client connections open on worker %u (--max-conns %u over %u workers): new clients "
-           "wait in the listen backlog until one closes",
-           s->config.max_conns, w->index, w->cfg->max_conns, w->workers);
+  LOG_WARN("%u client connections open over %u workers (--max-conns %u; seen on worker %u): new "
+           "clients wait in the listen backlog until one closes",
+           s->config.max_conns, w->workers, w->cfg->max_conns, w->index);
 }
 
 void on_server_full(HttpServer* s) { server_full(container_of(s, &Worker::server), s); }
@@ -191,8 +197,9 @@ int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
   HttpServerConfig sc;
   sc.header_timeout_ms = cfg->header_timeout_ms;
   sc.idle_timeout_ms = cfg->idle_timeout_ms;
-  // --max-conns is the total: each worker takes its share, rounded up.
-  sc.max_conns = cfg->max_conns == 0 ? 0 : (cfg->max_conns + w->workers - 1) / w->workers;
+  // --max-conns is the total over the workers (g_open_clients).
+  sc.max_conns = cfg->max_conns;
+  sc.shared_count = admin ? nullptr : &g_open_clients;
   s->config = sc;
   s->on_accept = admin ? on_accept_admin : on_accept;
   s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;

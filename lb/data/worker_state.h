@@ -20,7 +20,7 @@ struct ClientConn;
 
 struct Worker {
   uint32_t index = 0;
-  uint32_t workers = 1;  // how many there are (the --max-conns share)
+  uint32_t workers = 1;  // how many there are (said in the --max-conns warning)
   const Config* cfg = nullptr;
   Mailbox<FromWorker>* control = nullptr;
   uv_thread_t thread;

@@ -248,7 +248,7 @@ struct WriteReq {
 // A queued write failing (the peer reset the connection) is reported once through on_error: an
 // owner that paused until on_drain, or stopped reading, would otherwise wait for good.
 void on_write(uv_write_t* req, int status) {
-  WriteReq* w = reinterpret_cast<WriteReq*>(req);
+  WriteReq* w = container_of(req, &WriteReq::req);
   HttpConn* c = static_cast<HttpConn*>(req->data);
   c->write_queued -= w->len;
   free(w);

@@ -11,6 +11,9 @@
 
 namespace {
 
+constexpr uint64_t kSweepMs = 1000;     // deadlines, and a paused listener's retry
+constexpr uint64_t kWaitSweepMs = 50;   // while at a --max-conns cap shared with other servers
+
 HttpServer* server_of(uv_handle_t* h) { return static_cast<HttpServer*>(h->data); }
 
 void server_link(HttpServer* s, HttpConn* c) {
@@ -42,6 +45,9 @@ void close_idle(HttpServer* s) {
 }
 
 void on_connection(uv_stream_t* listener, int status);
+bool server_reserve(HttpServer* s);
+void server_release(HttpServer* s);
+void server_take(HttpServer* s);
 
 // The listener handle closed for an accept pause (server_pause_accept). When the server stopped
 // meanwhile, the listener was to close anyway: it counts as closed now.
@@ -92,6 +98,13 @@ void on_sweep(uv_timer_t* t) {
   HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(t));
   uint64_t now = uv_now(s->loop);
   if (s->accept_pause == 2 && !s->stopping) server_resume_accept(s);
+  if (s->config.shared_count != nullptr && !s->stopping && uv_timer_get_repeat(t) == kWaitSweepMs) {
+    if (s->accept_waiting && server_reserve(s)) {
+      s->accept_waiting = false;  // a place freed on another server
+      server_take(s);
+    }
+    if (!s->accept_waiting) uv_timer_start(t, on_sweep, kSweepMs, kSweepMs);  // back to the pace
+  }
   for (HttpConn* c = s->conns; c != nullptr; c = c->next)
     if (c->deadline != 0 && now >= c->deadline) http_conn_close(c, /*reset=*/true);
   if (s->stopping) close_idle(s);
@@ -103,6 +116,7 @@ void server_take(HttpServer* s) {
   uv_stream_t* listener = reinterpret_cast<uv_stream_t*>(&s->listener);
   HttpConn* c = s->on_accept(s);
   if (c == nullptr) {
+    server_release(s);  // the place reserved for it
     // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
     // The handle lives on the heap until its close callback: uv_close completes on a later turn.
     auto* tmp = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
@@ -127,6 +141,23 @@ void server_take(HttpServer* s) {
   if (http_conn_start(c) != 0) http_conn_close(c);
 }
 
+// Reserves a place for one more connection under config.max_conns: true when there is one (counted
+// in config.shared_count when set, released by http_server_forget), false at the cap.
+bool server_reserve(HttpServer* s) {
+  uint32_t max = s->config.max_conns;
+  if (max == 0) return true;
+  std::atomic<uint32_t>* shared = s->config.shared_count;
+  if (shared == nullptr) return s->conn_count < max;
+  if (shared->fetch_add(1, std::memory_order_relaxed) < max) return true;
+  shared->fetch_sub(1, std::memory_order_relaxed);
+  return false;
+}
+
+void server_release(HttpServer* s) {
+  if (s->config.max_conns != 0 && s->config.shared_count != nullptr)
+    s->config.shared_count->fetch_sub(1, std::memory_order_relaxed);
+}
+
 // At the cap the socket libuv accepted is left with it: libuv then stops polling the listener
 // until uv_accept takes the socket (libuv 1.44 src/unix/stream.c, uv__server_io and uv_accept), so
 // every further client waits in the kernel's backlog. http_server_forget takes it when a
@@ -135,8 +166,10 @@ void on_connection(uv_stream_t* listener, int status) {
   HttpServer* s = server_of(reinterpret_cast<uv_handle_t*>(listener));
   if (status == UV_EMFILE || status == UV_ENFILE) server_pause_accept(s);
   if (status != 0 || s->stopping) return;
-  if (s->config.max_conns != 0 && s->conn_count >= s->config.max_conns) {
+  if (!server_reserve(s)) {
     s->accept_waiting = true;
+    // A place freed by another server's close is seen by this one's sweep only: look often.
+    if (s->config.shared_count != nullptr) uv_timer_start(&s->sweep, on_sweep, kWaitSweepMs, kWaitSweepMs);
     if (s->on_full) s->on_full(s);
     return;
   }
@@ -152,7 +185,7 @@ int server_init(HttpServer* s, uv_loop_t* loop) {
   uv_timer_init(loop, &s->sweep);
   s->sweep.data = s;
   s->open_handles++;
-  uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
+  uv_timer_start(&s->sweep, on_sweep, kSweepMs, kSweepMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&s->sweep));
   return 0;
 }
@@ -307,7 +340,8 @@ void http_server_forget(HttpServer* s, HttpConn* c) {
   c->prev = c->next = nullptr;
   c->server = nullptr;
   s->conn_count--;
-  if (s->accept_waiting && !s->stopping) {
+  server_release(s);
+  if (s->accept_waiting && !s->stopping && server_reserve(s)) {
     s->accept_waiting = false;  // uv_accept below makes libuv poll the listener again
     server_take(s);
   }

@@ -10,6 +10,7 @@
 // once every connection and the listener are closed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,6 +28,12 @@ struct HttpServerConfig {
   // the listener (libuv stops polling it while an accepted socket waits for uv_accept), so the
   // kernel's backlog holds new clients until a connection closes; none is accepted and dropped.
   uint32_t max_conns = 0;
+  // Set when several servers (one per data-plane worker, on one address) share max_conns: the
+  // count of connections open over all of them, on any thread. Touched when a connection is
+  // accepted or closes, never per request. A server at the shared cap looks again every 50 ms
+  // (another server's close cannot wake its loop), so a client waits at most that long after a
+  // place frees anywhere. Null: max_conns caps this server alone.
+  std::atomic<uint32_t>* shared_count = nullptr;
   HttpHeadLimits limits;
 };
 

@@ -128,7 +128,9 @@ TEST(HttpValidate, RequestsAndTheirVerdicts) {
     Parsed r;
     HttpVerdict v = verdict_of(c.bytes, &r);
     EXPECT_EQ(v.status, c.status) << c.what << ": " << (v.reason ? v.reason : "");
-    if (c.status != 0) EXPECT_NE(v.reason, nullptr) << c.what;
+    if (c.status != 0) {
+      EXPECT_NE(v.reason, nullptr) << c.what;
+    }
   }
 }
 
