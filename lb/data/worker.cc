@@ -1,8 +1,10 @@
 #include "lb/data/worker.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 
 #include "lb/data/exchange.h"
 #include "lb/data/worker_state.h"
@@ -157,6 +159,10 @@ void on_admin_server_full(HttpServer* s) { server_full(container_of(s, &Worker::
 
 void worker_main(void* arg) {
   Worker* w = static_cast<Worker*>(arg);
+  // "ringlb-w0", "ringlb-w1"...: per-thread figures (top -H, /proc/PID/task) name the worker.
+  char name[16];
+  snprintf(name, sizeof name, "ringlb-w%u", w->index);
+  pthread_setname_np(pthread_self(), name);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   pools_free(&w->pools);
   w->snap.reset();
