@@ -362,6 +362,7 @@ World* world_start(AnswerFn answer, void* ctx) {
     }
     uv_run(&w->loop, UV_RUN_ONCE);
   }
+  world_sync(w);  // the worker routes by the snapshot with the upstream healthy, not only the registry
   w->recording = true;
   return w;
 }

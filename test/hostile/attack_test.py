@@ -111,7 +111,7 @@ class InterimFlood(unittest.TestCase):
         lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
                                   "--provisioner", "static", "--backend", backend.address],
                            ready_timeout=10.0)
-        harness.wait_until(lambda: "healthy" in lb.log(), 15.0, "the backend to be healthy", 0.05)
+        harness.wait_routable(lb)
         baseline = harness.rss_kib(lb.pid)
         peak = baseline
         client = socket.socket()
@@ -144,7 +144,7 @@ class SlowReader(unittest.TestCase):
         lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
                                   "--provisioner", "static", "--backend", f"{HOST}:{replica.port}",
                                   "--body-timeout", "1500"], ready_timeout=10.0)
-        harness.wait_until(lambda: "healthy" in lb.log(), 15.0, "the replica to be healthy", 0.05)
+        harness.wait_routable(lb)
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         client.connect((HOST, lb.port))
@@ -178,7 +178,7 @@ class SlowReader(unittest.TestCase):
         lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "info",
                                   "--provisioner", "static", "--backend", f"{HOST}:{replica.port}",
                                   "--body-timeout", "1000"], ready_timeout=10.0)
-        harness.wait_until(lambda: "healthy" in lb.log(), 15.0, "the replica to be healthy", 0.05)
+        harness.wait_routable(lb)
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         client.connect((HOST, lb.port))

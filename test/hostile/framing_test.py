@@ -391,6 +391,7 @@ class ContinueTest(FramingTestCase):
                                   "--provisioner", "static", "--backend", backend.address],
                            ready_timeout=10.0)
         self.addCleanup(lambda: lb.stop(signal.SIGTERM, timeout=10))
+        harness.wait_routable(lb)
         body = b"x" * 2048
         with Connection(lb.port) as conn:
             # The head alone: the client waits for 100 Continue before it sends the body, as curl.

@@ -216,6 +216,20 @@ def _spawn(test, argv, port, env, fds):
     return server
 
 
+def wait_routable(lb, timeout=15.0):
+    """Waits until ringlb lb answers /readyz with 200: a replica is healthy and every worker routes
+    by that already (a "healthy" log line comes first: a request sent on it may still meet a worker
+    whose routing has no replica yet, and get 503)."""
+    def ready():
+        if not lb.running():
+            raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
+        try:
+            return request(lb.port, "GET", "/readyz").status == 200
+        except OSError:
+            return False
+    wait_until(ready, timeout, "ringlb to route to a healthy replica", 0.05)
+
+
 def wait_lb_ready(lb, n, timeout=15.0):
     """Waits until ringlb lb lists n replicas in /rep, every one of them healthy, and answers GET
     /home with 200; fails at once if lb exits, and after timeout s. All healthy, not just one: until
