@@ -145,12 +145,12 @@ const std::vector<Option>& options() {
          c->port_max = static_cast<uint16_t>(hi);
          return std::string();
        }},
-      {"ring", "MODE", "slots (the assignment's ring), ketama (default) or maglev",
+      {"ring", "MODE", "slots (the assignment's ring), ketama (default, 8000 points per replica: the most even) or maglev",
        [](Config* c, const std::string& v) {
          return ring_mode_parse(v, &c->ring.mode) ? std::string() : "must be slots, ketama or maglev";
        }},
       {"slots", "M", "slots mode: number of slots (default 512)", U32(ring.slots, 1, 1u << 24)},
-      {"vnodes", "K", "virtual servers per replica (default: slots log2(M), ketama 160)",
+      {"vnodes", "K", "virtual servers per replica (default: slots log2(M), ketama 8000; nginx uses 160)",
        U32(ring.vnodes, 0, 100000)},
       {"probe", "KIND", "slots mode: linear (default) or quadratic probing",
        [](Config* c, const std::string& v) {
@@ -345,10 +345,10 @@ int config_parse(int argc, char** argv, Config* cfg) {
     fprintf(stderr, "ringlb: --replicas %u is above --max-replicas %u\n", cfg->replicas, cfg->max_replicas);
     return 2;
   }
+  // The ring must hold --max-replicas members of weight 1 (ring_fits: the build's own size checks,
+  // without building a ring of that size; /add checks weights against it again).
   std::string err;
-  std::vector<RingMember> probe;
-  for (uint32_t i = 1; i <= cfg->max_replicas; i++) probe.push_back({i, "probe"});
-  if (!ring_build(cfg->ring, probe, &err)) {
+  if (!ring_fits(cfg->ring, cfg->max_replicas, cfg->max_replicas, &err)) {
     fprintf(stderr, "ringlb: the ring cannot hold --max-replicas %u: %s\n", cfg->max_replicas, err.c_str());
     return 2;
   }

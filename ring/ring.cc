@@ -11,13 +11,19 @@ void RingDeleter::operator()(Ring* r) const {
 
 namespace {
 
-// Checks that ids are >= 1 and distinct. On failure writes one sentence to *err.
+// Checks that ids are >= 1 and distinct and weights within 1..kRingMaxWeight. On failure writes
+// one sentence to *err.
 bool check_member_ids(const std::vector<RingMember>& members, std::string* err) {
   std::vector<uint32_t> ids;
   ids.reserve(members.size());
   for (const RingMember& m : members) {
     if (m.id == 0) {
       *err = "member id 0 is invalid: ring ids start at 1 (member '" + m.name + "').";
+      return false;
+    }
+    if (m.weight == 0 || m.weight > kRingMaxWeight) {
+      *err = "member '" + m.name + "' has weight " + std::to_string(m.weight) +
+             ": a weight is a whole number from 1 to " + std::to_string(kRingMaxWeight) + ".";
       return false;
     }
     ids.push_back(m.id);
@@ -56,6 +62,25 @@ RingPtr ring_build(const RingConfig& config, const std::vector<RingMember>& memb
   }
   if (!ok) return nullptr;
   return r;
+}
+
+bool ring_fits(const RingConfig& config, uint64_t members, uint64_t total_weight,
+               std::string* err) {
+  std::string local_err;
+  if (err == nullptr) err = &local_err;
+  if (total_weight < members || total_weight > members * kRingMaxWeight) {
+    *err = "each weight must be a whole number from 1 to " + std::to_string(kRingMaxWeight) + ".";
+    return false;
+  }
+  switch (config.mode) {
+    case RingMode::slots:
+      return ring_slots_fits(config, members, total_weight, err);
+    case RingMode::ketama:
+      return ring_ketama_fits(config, members, total_weight, err);
+    case RingMode::maglev:
+      return ring_maglev_fits(config, members, total_weight, err);
+  }
+  return false;
 }
 
 size_t ring_size(const Ring* r) {
@@ -158,4 +183,50 @@ bool ring_probe_parse(std::string_view name, RingProbe* out) {
     }
   }
   return false;
+}
+
+uint64_t ring_total_weight(const std::vector<RingMember>& members) {
+  uint64_t total = 0;
+  for (const RingMember& m : members) total += m.weight;
+  return total;
+}
+
+std::vector<double> ring_shares(const Ring* r) {
+  std::vector<double> share(r->members.size(), 0.0);
+  if (share.empty()) return share;
+  switch (r->config.mode) {
+    case RingMode::slots: {
+      for (const RingSlotOwner& o : r->slot_owner) share[o.member] += 1.0;
+      for (double& s : share) s /= static_cast<double>(r->slot_owner.size());
+      break;
+    }
+    case RingMode::ketama: {
+      // The arc (previous point, this point] belongs to this point's member; the first point's
+      // arc wraps around from the last one.
+      const std::vector<RingPoint>& p = r->ketama_points;
+      for (size_t i = 0; i < p.size(); i++) {
+        uint64_t prev = i == 0 ? p.back().point : p[i - 1].point;
+        uint64_t arc = i == 0 ? (uint64_t{1} << 32) - prev + p[0].point : p[i].point - prev;
+        if (p.size() == 1) arc = uint64_t{1} << 32;
+        share[p[i].member] += static_cast<double>(arc);
+      }
+      for (double& s : share) s /= 4294967296.0;
+      break;
+    }
+    case RingMode::maglev: {
+      for (int32_t m : r->maglev_table) share[m] += 1.0;
+      for (double& s : share) s /= static_cast<double>(r->maglev_table.size());
+      break;
+    }
+  }
+  return share;
+}
+
+size_t ring_bytes(const Ring* r) {
+  return r->slot_owner.capacity() * sizeof(RingSlotOwner) +
+         r->slot_points.capacity() * sizeof(RingPoint) +
+         r->slot_member_slots.capacity() * sizeof(uint32_t) +
+         r->ketama_points.capacity() * sizeof(RingPoint) +
+         r->ketama_bucket.capacity() * sizeof(uint32_t) +
+         r->maglev_table.capacity() * sizeof(int32_t) + r->members.capacity() * sizeof(RingMember);
 }

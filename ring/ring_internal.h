@@ -41,7 +41,7 @@ struct Ring {
   std::vector<RingPoint> slot_points;     // the occupied slots, in slot order
   std::vector<uint32_t> slot_member_slots;  // member index × K + j → slot of virtual server j
 
-  // ketama mode: the sorted points, and an index over them: ketama_bucket[b] is the first point
+  // ketama mode: the sorted points (K × weight per member), and an index over them: ketama_bucket[b] is the first point
   // >= b << ketama_shift, for 2^(32 - ketama_shift) + 1 buckets (the last one is the point count).
   // About one point per bucket, so a lookup reads one bucket and searches one or two points instead
   // of binary searching the whole array (a cache miss and a branch mispredict per level).
@@ -59,6 +59,19 @@ struct Ring {
 bool ring_slots_build(Ring* r, std::string* err);
 bool ring_ketama_build(Ring* r, std::string* err);
 bool ring_maglev_build(Ring* r, std::string* err);
+
+// Per-mode size checks (ring_fits): whether the mode's build accepts `members` members of
+// total_weight in all (weights already known to be within 1..kRingMaxWeight). Each build calls its
+// own, so the two cannot disagree.
+bool ring_slots_fits(const RingConfig& config, uint64_t members, uint64_t total_weight,
+                     std::string* err);
+bool ring_ketama_fits(const RingConfig& config, uint64_t members, uint64_t total_weight,
+                      std::string* err);
+bool ring_maglev_fits(const RingConfig& config, uint64_t members, uint64_t total_weight,
+                      std::string* err);
+
+// The sum of the members' weights.
+uint64_t ring_total_weight(const std::vector<RingMember>& members);
 
 // Member indexes in ascending id order: the order in which every mode places members, so that the
 // result does not depend on the order given to ring_build.

@@ -1,9 +1,9 @@
-// ring_ketama: 32-bit points, K per member (default 160, as nginx), kept as a sorted flat array; a
+// ring_ketama: 32-bit points, K × weight per member, kept as a sorted flat array; a
 // key at position p is served by the owner of the first point >= p, wrapping to the first point
 // (nginx's ngx_http_upstream_hash_module, libketama). A bucket index over the top bits of the
 // points narrows the search for that point to about one candidate.
 //
-// Point j of member id i is the low 32 bits of hash_vnode(hash, i, j). Points depend on the id
+// Point j (0 <= j < K × weight) of member id i is the low 32 bits of hash_vnode(hash, i, j). Points depend on the id
 // only, so adding or removing a member moves only the keys that the member gains or loses. Two
 // points at the same value are ordered by member id, then j; the first one wins a lookup.
 #include <algorithm>
@@ -12,7 +12,12 @@
 
 namespace {
 
-constexpr uint32_t kKetamaDefaultVnodes = 160;
+// K when none is given: 8000 points per member, ringlb's default ring (issue 16). nginx and
+// libketama use 160, which leaves the busiest of N = 3..64 members 10-19% above the mean; 8000
+// keeps every N from 3 to 64 within 2.5% (exact shares, bench/balance/rings_model.cc) and therefore
+// moves at most 1.025 x the ideal fraction of keys on an add or a removal, for about 5 MB and
+// 50 ms of build at 64 members (bench/RESULTS.md, "Balance: the rings").
+constexpr uint32_t kKetamaDefaultVnodes = 8000;
 
 struct KetamaPoint {
   uint32_t point;
@@ -41,23 +46,33 @@ void build_bucket_index(Ring* r) {
 
 }  // namespace
 
-bool ring_ketama_build(Ring* r, std::string* err) {
-  RingConfig& config = r->config;
-  if (config.vnodes == 0) config.vnodes = kKetamaDefaultVnodes;
-  uint64_t k = config.vnodes;
-  uint64_t n = r->members.size();
-  if (k * n > kRingMaxEntries) {
-    *err = "ketama mode cannot hold " + std::to_string(n) + " members x " + std::to_string(k) +
-           " points = " + std::to_string(k * n) + " points; the limit is " +
-           std::to_string(kRingMaxEntries) + ".";
+bool ring_ketama_fits(const RingConfig& config, uint64_t n, uint64_t total_weight,
+                      std::string* err) {
+  uint64_t k = config.vnodes == 0 ? kKetamaDefaultVnodes : config.vnodes;
+  if (k * total_weight > kRingMaxEntries) {
+    *err = "ketama mode cannot hold " + std::to_string(n) + " members" +
+           (total_weight != n ? " of total weight " + std::to_string(total_weight) : "") + " x " +
+           std::to_string(k) + " points = " + std::to_string(k * total_weight) +
+           " points; the limit is " + std::to_string(kRingMaxEntries) + ".";
     return false;
   }
+  return true;
+}
+
+bool ring_ketama_build(Ring* r, std::string* err) {
+  RingConfig& config = r->config;
+  uint64_t n = r->members.size();
+  uint64_t total_weight = ring_total_weight(r->members);
+  if (!ring_ketama_fits(config, n, total_weight, err)) return false;
+  if (config.vnodes == 0) config.vnodes = kKetamaDefaultVnodes;
+  uint64_t k = config.vnodes;
 
   std::vector<KetamaPoint> points;
-  points.reserve(k * n);
+  points.reserve(k * total_weight);
   for (uint32_t index = 0; index < n; index++) {
     uint32_t id = r->members[index].id;
-    for (uint32_t j = 0; j < k; j++) {
+    uint64_t count = k * r->members[index].weight;
+    for (uint32_t j = 0; j < count; j++) {
       uint32_t point = static_cast<uint32_t>(hash_vnode(config.hash, id, j));
       points.push_back(KetamaPoint{point, id, j, index});
     }

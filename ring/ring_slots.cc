@@ -42,8 +42,8 @@ uint32_t probe_free_slot(const std::vector<int32_t>& occupied, uint32_t home, Ri
 
 }  // namespace
 
-bool ring_slots_build(Ring* r, std::string* err) {
-  RingConfig& config = r->config;
+bool ring_slots_fits(const RingConfig& config, uint64_t n, uint64_t total_weight,
+                     std::string* err) {
   uint64_t m = config.slots;
   if (m == 0) {
     *err = "slots mode needs at least one slot, but slots = 0.";
@@ -54,20 +54,35 @@ bool ring_slots_build(Ring* r, std::string* err) {
            std::to_string(kRingMaxEntries) + " slots.";
     return false;
   }
-  if (config.vnodes == 0) config.vnodes = floor_log2(config.slots);
-  uint64_t k = config.vnodes;
+  uint64_t k = config.vnodes == 0 ? floor_log2(config.slots) : config.vnodes;
   if (k == 0) {
     *err = "slots mode needs at least one virtual server per member, but K = 0 (log2 of " +
            std::to_string(m) + " slot); set vnodes.";
     return false;
   }
-  uint64_t n = r->members.size();
+  // The assignment's ring places K virtual servers per member, no more, no fewer: a weight would
+  // change what the assignment specifies, so slots mode refuses any weight but 1.
+  if (total_weight != n) {
+    *err = "slots mode (the assignment's ring) has no weights: every replica has weight 1; use "
+           "--ring maglev or ketama for weights.";
+    return false;
+  }
   if (k * n > m) {
     *err = "slots mode cannot place " + std::to_string(n) + " members x " + std::to_string(k) +
            " virtual servers = " + std::to_string(k * n) + " points in " + std::to_string(m) +
            " slots.";
     return false;
   }
+  return true;
+}
+
+bool ring_slots_build(Ring* r, std::string* err) {
+  RingConfig& config = r->config;
+  uint64_t n = r->members.size();
+  if (!ring_slots_fits(config, n, ring_total_weight(r->members), err)) return false;
+  uint64_t m = config.slots;
+  if (config.vnodes == 0) config.vnodes = floor_log2(config.slots);
+  uint64_t k = config.vnodes;
 
   // Place every virtual server: occupied[s] is the member index at slot s, or -1.
   std::vector<int32_t> occupied(m, -1);

@@ -62,6 +62,7 @@ TEST(KetamaRing, MatchesASortedModelOfItsPoints) {
     RingConfig config;
     config.mode = RingMode::ketama;
     config.hash = fn;
+    config.vnodes = 160;
     RingPtr r = build_ring(config, members_with_ids({4, 9, 1, 7, 2, 10, 3, 8, 6, 5}));
     ASSERT_TRUE(r);
     std::vector<std::tuple<uint32_t, uint32_t, uint32_t>> model;  // point, id, j

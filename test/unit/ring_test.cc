@@ -235,7 +235,7 @@ TEST(RingMembers, AreReportedInTheOrderGiven) {
   EXPECT_EQ(ring_member(r.get(), 1).name, "b");
   EXPECT_EQ(ring_member(r.get(), 2).id, 5u);
   EXPECT_EQ(ring_config(r.get()).mode, RingMode::ketama);
-  EXPECT_EQ(ring_config(r.get()).vnodes, 160u);        // ketama's default K
+  EXPECT_EQ(ring_config(r.get()).vnodes, 8000u);       // ketama's default K
   EXPECT_TRUE(ring_member_slots(r.get(), 0).empty());  // slots mode only
 }
 
