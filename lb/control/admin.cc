@@ -24,18 +24,14 @@ void fail(Control* ctl, AdminCallRef client, int status, const std::string& text
     control_answer(ctl, client, status, http_error_json(text));
 }
 
-// Parses {"n": <int>, "hostnames": [<str>, ...]} (hostnames optional; admin_json.h). Returns false
-// after answering the client with the reason.
-bool parse_n_hostnames(Control* ctl, AdminCallRef client, const std::string& body, long long* n,
-                       std::vector<std::string>* names) {
-  AdminBody parsed;
+// Parses {"n": <int>, "hostnames": [<str>, ...], "weight": <int>} (hostnames and weight optional;
+// admin_json.h). Returns false after answering the client with the reason.
+bool parse_body(Control* ctl, AdminCallRef client, const std::string& body, AdminBody* parsed) {
   AdminJsonError err;
-  if (!admin_json_parse(body, &parsed, &err)) {
+  if (!admin_json_parse(body, parsed, &err)) {
     fail(ctl, client, err.status, err.text);
     return false;
   }
-  *n = parsed.n;
-  *names = std::move(parsed.names);
   return true;
 }
 
@@ -50,9 +46,10 @@ bool check_names(Control* ctl, AdminCallRef client, const std::vector<std::strin
 
 void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
   Registry* reg = ctl->reg;
-  long long n;
-  std::vector<std::string> names;
-  if (!parse_n_hostnames(ctl, client, body, &n, &names)) return;
+  AdminBody parsed;
+  if (!parse_body(ctl, client, body, &parsed)) return;
+  long long n = parsed.n;
+  std::vector<std::string> names = std::move(parsed.names);
   if (static_cast<long long>(names.size()) > n) {
     fail(ctl, client, 400, "Length of hostname list is more than newly added instances");
     return;
@@ -72,6 +69,14 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
                              " would exceed --max-replicas " + std::to_string(ctl->cfg->max_replicas));
     return;
   }
+  // The weight: the ring must hold every member with it (ketama: K points per unit of weight).
+  std::string why;
+  if (!ring_fits(ctl->cfg->ring, current + static_cast<uint64_t>(n),
+                 registry_total_weight(reg) + static_cast<uint64_t>(n) * parsed.weight, &why)) {
+    fail(ctl, client, 400, "cannot add " + std::to_string(n) + " replicas of weight " +
+                             std::to_string(parsed.weight) + ": " + why);
+    return;
+  }
   if (!check_names(ctl, client, names)) return;
   for (const std::string& name : names) {
     if (registry_find_live(reg, name) != nullptr) {  // a removed (draining) one no longer counts
@@ -85,6 +90,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
   }
   auto req = std::make_unique<AddRequest>();
   req->names = names;
+  req->weight = parsed.weight;
   AdminCallRef ref = client;
   // Answered once every worker routes by the result: a client that sends its next request right
   // after the answer reaches the new replicas through any worker.
@@ -100,9 +106,14 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
 
 void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
   Registry* reg = ctl->reg;
-  long long n;
-  std::vector<std::string> names;
-  if (!parse_n_hostnames(ctl, client, body, &n, &names)) return;
+  AdminBody parsed;
+  if (!parse_body(ctl, client, body, &parsed)) return;
+  if (parsed.weight_given) {
+    fail(ctl, client, 400, "\"weight\" belongs to /add (the weight of the replicas it starts), not /rm");
+    return;
+  }
+  long long n = parsed.n;
+  std::vector<std::string> names = std::move(parsed.names);
   if (reg->closing) {  // a hurried shutdown closed the registry; it stops every replica itself
     fail(ctl, client, 503, "the load balancer is stopping");
     return;
@@ -227,6 +238,7 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
       json_object_set_new(d, "name", json_string(r->name.c_str()));
       json_object_set_new(d, "state", json_string(replica_state_name(r->state)));
       json_object_set_new(d, "ring_id", json_integer(r->ring_id));
+      json_object_set_new(d, "weight", json_integer(r->weight));
       std::string addr = r->inst.host + ":" + std::to_string(r->inst.port);
       json_object_set_new(d, "address", json_string(addr.c_str()));
       json_object_set_new(d, "id", json_string(r->inst.id.c_str()));

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "lb/control/registry.h"
+#include "ring/ring.h"
 
 namespace {
 
@@ -43,11 +44,24 @@ bool admin_json_parse(const std::string& body, AdminBody* out, AdminJsonError* e
       out->names.push_back(json_string_value(v));
     }
   }
+  out->weight = 1;
+  out->weight_given = false;
+  json_t* jw = json_object_get(root, "weight");
+  if (jw != nullptr) {
+    if (!json_is_integer(jw) || json_integer_value(jw) < 1 ||
+        json_integer_value(jw) > static_cast<json_int_t>(kRingMaxWeight)) {
+      return refuse(err, 400, "\"weight\" must be a whole number from 1 to " +
+                                  std::to_string(kRingMaxWeight) +
+                                  " (the replica's share of keys relative to a replica of weight 1)");
+    }
+    out->weight = static_cast<uint32_t>(json_integer_value(jw));
+    out->weight_given = true;
+  }
   const char* key;
   json_t* value;
   json_object_foreach(root, key, value) {
-    if (strcmp(key, "n") != 0 && strcmp(key, "hostnames") != 0)
-      return refuse(err, 400, std::string("unknown field \"") + key + "\" (expected n and hostnames)");
+    if (strcmp(key, "n") != 0 && strcmp(key, "hostnames") != 0 && strcmp(key, "weight") != 0)
+      return refuse(err, 400, std::string("unknown field \"") + key + "\" (expected n, hostnames and weight)");
   }
   return true;
 }

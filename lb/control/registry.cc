@@ -68,7 +68,7 @@ void rebuild_ring(Registry* reg) {
   std::vector<Replica*> order;
   for (Replica* r : reg->replicas) {
     if (r->state == ReplicaState::draining) continue;
-    members.push_back(RingMember{r->ring_id, r->name});
+    members.push_back(RingMember{r->ring_id, r->name, r->weight});
     order.push_back(r);
   }
   std::string err;
@@ -279,6 +279,7 @@ void replace(Registry* reg, Replica* dead) {
   Replica* r = new_replica(reg, dead->ring_id, name);
   r->counts = true;
   r->replaces_uid = dead->uid;
+  r->weight = dead->weight;  // same ring id and weight: the ring itself does not change
   auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
   *it = r;  // the same place in /rep
   for (Replica*& m : reg->ring_members)
@@ -430,6 +431,13 @@ size_t registry_members(const Registry* reg) {
   return n;
 }
 
+uint64_t registry_total_weight(const Registry* reg) {
+  uint64_t total = 0;
+  for (const Replica* r : reg->replicas)
+    if (r->state != ReplicaState::draining) total += r->weight;
+  return total;
+}
+
 const Replica* registry_find_live(const Registry* reg, const std::string& name) {
   for (const Replica* r : reg->replicas)
     if (r->name == name && r->state != ReplicaState::draining) return r;
@@ -499,6 +507,7 @@ void registry_add(Registry* reg, std::unique_ptr<AddRequest> req) {
   PendingAdd a;
   for (const std::string& name : req->names) {
     Replica* r = new_replica(reg, lowest_free_id(reg), name);
+    r->weight = req->weight;
     reg->heal_failures[r->ring_id] = 0;  // a fresh replica on this id: no crash loop behind it
     reg->heal_after[r->ring_id] = 0;
     r->wait_name = reg->held_names.count(name) > 0;

@@ -42,6 +42,7 @@ struct Replica {
                      // gets a new one, so workers never mix the two replicas' pools
   uint32_t ring_id = 0;
   uint64_t replaces_uid = 0;  // the dead replica it replaced (healing), for the snapshot
+  uint32_t weight = 1;  // ring weight (/add "weight"), 1..kRingMaxWeight; a replacement keeps it
   std::string name;
   ReplicaInstance inst;
   ReplicaState state = ReplicaState::starting;
@@ -77,6 +78,7 @@ struct Replica {
 // An /add in progress: the names to start and the answer to give.
 struct AddRequest {
   std::vector<std::string> names;  // complete: generated names already filled in
+  uint32_t weight = 1;             // every new replica's ring weight
   std::function<void(int http_status, const std::string& error)> done;
 };
 
@@ -123,6 +125,8 @@ const Replica* registry_find(const Registry* reg, const std::string& name);
 // Draining replicas hold no ring points. /add admits n more only while this plus n stays within
 // --max-replicas, which config_parse proved the ring can place: rebuilding it cannot fail.
 size_t registry_members(const Registry* reg);
+// The sum of the weights of those members (what ring_fits checks an /add against).
+uint64_t registry_total_weight(const Registry* reg);
 // The replica that holds name for /add: one that is not draining. A removed (draining) replica
 // keeps its work but not its name.
 const Replica* registry_find_live(const Registry* reg, const std::string& name);
@@ -138,7 +142,7 @@ Replica* registry_by_uid(Registry* reg, uint64_t uid);
 // stopped again (the rollback has finished when the client hears of the failure). A name that a
 // removed replica's instance still holds (a draining container) is started once it is released.
 // Validation is the caller's (admin.cc): names unused by live replicas, registry_members() + n
-// within --max-replicas. Once registry_close has run: done(503) at once, nothing started.
+// within --max-replicas, the weight one ring_fits accepts. Once registry_close has run: done(503) at once, nothing started.
 void registry_add(Registry* reg, std::unique_ptr<AddRequest> req);
 // /rm: takes the named replicas out of routing at once, drains them and stops them. Their names are
 // free at once: the provisioner renames what holds them (docker) before the drain ends. Does
