@@ -33,8 +33,10 @@ RINGS = {r.key: r for r in [
     Ring("slots-murmur", "slots, murmur (fmix64)", "slots, murmur", SLOTS + ["--hash", "murmur"]),
     Ring("slots-fibonacci", "slots, fibonacci", "slots, fibonacci",
          SLOTS + ["--hash", "fibonacci"]),
-    Ring("ketama", "ketama, xxh3, 160 points (ringlb default)", "ketama (default)",
+    Ring("ketama", "ketama, xxh3, 8000 points (ringlb default)", "ketama (default)",
          ["--ring", "ketama"]),
+    Ring("ketama-160", "ketama, xxh3, 160 points (nginx's K)", "ketama 160",
+         ["--ring", "ketama", "--vnodes", "160"]),
     Ring("maglev", "maglev, xxh3, table 65537", "maglev", ["--ring", "maglev"]),
 ]}
 ASSIGNMENT, KETAMA = RINGS["assignment"], RINGS["ketama"]
