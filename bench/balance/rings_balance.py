@@ -43,18 +43,19 @@ LBS = [
     ("ketama-160", "ringlb ketama 160", ["--ring", "ketama", "--vnodes", "160"]),
     ("slots", "ringlb slots (assignment)", ["--ring", "slots"]),
     ("haproxy", "HAProxy consistent", None),
+    ("haproxy-avalanche", "HAProxy consistent sdbm avalanche", None),
     ("nginx", "NGINX consistent", None),
 ]
 COLORS = {"ketama": "#2e86c1", "maglev": "#273746", "ketama-160": "#85c1e9", "slots": "#c0392b",
-          "haproxy": "#1e8449", "nginx": "#d68910"}
+          "haproxy": "#1e8449", "haproxy-avalanche": "#82e0aa", "nginx": "#d68910"}
 
 
-def haproxy_conf(port, servers):
+def haproxy_conf(port, servers, hash_type="consistent"):
     lines = ["global", "  nbthread 1", "defaults", "  mode http", "  timeout connect 5s",
              "  timeout client 30s", "  timeout server 30s", "  option http-keep-alive",
              "  http-reuse always", "frontend fe", f"  bind {HOST}:{port}",
              "  default_backend replicas", "backend replicas", "  balance hdr(X-Request-Id)",
-             "  hash-type consistent"]
+             f"  hash-type {hash_type}"]
     lines += [f"  server server{i} {HOST}:{p} id {i}" for i, p in servers]
     return "\n".join(lines) + "\n"
 
@@ -104,10 +105,11 @@ def wait_port(port, proc, timeout=15.0):
 def peer_map(kind, servers, keys, tmp):
     """Starts the peer over servers [(id, port)], maps the keys, stops it."""
     port = harness.free_port()
-    if kind == "haproxy":
+    if kind.startswith("haproxy"):
         path = os.path.join(tmp, "haproxy.cfg")
         with open(path, "w") as f:
-            f.write(haproxy_conf(port, servers))
+            f.write(haproxy_conf(port, servers, "consistent sdbm avalanche"
+                                 if kind == "haproxy-avalanche" else "consistent"))
         argv = ["haproxy", "-db", "-f", path]
     else:
         path = os.path.join(tmp, "nginx.conf")
@@ -190,15 +192,16 @@ def chart(data, png):
     rows = [r for r in data["lbs"] if r["key"] != "slots"]
     ns = data["ns"]
     s = ["set multiplot layout 1,3 title \"{/:Bold Balance: the rings, through each load balancer "
-         f"to real replicas, {data['keys']:,} keys}}\" font ',13'",
+         f"to real replicas, {data['keys']:,} keys}} (the assignment's slots ring: in the table)\" "
+         "font ',13'",
          "set grid ytics lc '#dddddd'", "set style data histograms",
          "set style histogram clustered gap 1", "set style fill solid 0.85 border -1",
-         "set key top left font ',9' box opaque", "set xtics font ',10'",
-         "set yrange [0.9:*]"]
+         "unset key", "set xtics font ',10'"]
     for field, title, ylabel in [("max_over_mean", "max/mean (1 = perfect)", "max/mean"),
                                  ("add", "keys moved by an add / ideal 1/(N+1)", "moved / ideal"),
                                  ("remove", "keys moved by removing server1 / ideal", "moved / ideal")]:
         s.append("$d << EOD")
+        top = 1.1
         for n in ns:
             vals = []
             for r in rows:
@@ -209,11 +212,15 @@ def chart(data, png):
                     vals.append(f"{x[field]:.4f}")
                 else:
                     vals.append(f"{x[field]['moved'] / x[field]['ideal']:.4f}")
+            top = max([top] + [float(v) for v in vals if v != "NaN"])
             s.append(f"\"N = {n}\" " + " ".join(vals))
         s.append("EOD")
         plots = [f"$d using {k + 2}:xtic(1) lc rgb '{COLORS[r['key']]}' title '{r['label']}'"
                  for k, r in enumerate(rows)]
-        s += [f"set title '{title}'", f"set ylabel '{ylabel}'",
+        lo = 0.95 if field == "max_over_mean" else 0.6
+        key = ("set key top left font ',9' box opaque" if field == "max_over_mean"
+               else "unset key")
+        s += [f"set title '{title}'", f"set ylabel '{ylabel}'", f"set yrange [{lo}:{lo + (top - lo) * 1.35:.2f}]", key,
               "plot " + ", ".join(plots) + ", 1 with lines dt 2 lc rgb '#333333' notitle"]
     s.append("unset multiplot")
     benchlib.gnuplot("\n".join(s) + "\n", png, width=1500, height=560)
@@ -235,7 +242,9 @@ def results_section(data):
              "server, restarted) and the keys mapped again; then server1 removed (ringlb: `DELETE "
              "/rm`; the peers restarted without it, HAProxy's servers keeping their `id`) and the "
              "keys mapped again. Ideal moves: 1/(N+1) both times. HAProxy: `balance "
-             "hdr(X-Request-Id)` + `hash-type consistent`; NGINX: `hash $http_x_request_id "
+             "hdr(X-Request-Id)` + `hash-type consistent` (as bench/peers; its default function "
+             "sdbm without a modifier), and once more with `hash-type consistent sdbm avalanche` "
+             "(HAProxy's documented remedy for keys that sdbm alone spreads poorly); NGINX: `hash $http_x_request_id "
              "consistent`. The slots ring holds at most 56 replicas (M = 512, K = 9), so it has "
              f"no N = 64 column. Data: [{NAME}.json](results/{NAME}.json), chart: "
              f"[{NAME}.png](results/{NAME}.png)."),
@@ -302,14 +311,17 @@ def observations(data):
         out.append(
             f"max/mean at N = {' / '.join(ns)}: ringlb's default (ketama, 8000 points) "
             f"{mom('ketama')}, maglev {mom('maglev')}, ketama with 160 points {mom('ketama-160')}, "
-            f"HAProxy {mom('haproxy')}, NGINX {mom('nginx')}. Keys moved, worst over N, as a "
+            f"HAProxy {mom('haproxy')} (with `avalanche` {mom('haproxy-avalanche')}), NGINX "
+            f"{mom('nginx')}. Keys moved, worst over N, as a "
             f"multiple of the ideal: default {worst_ratio('ketama', 'add'):.2f}× on an add and "
             f"{worst_ratio('ketama', 'remove'):.2f}× on a removal, none between the others; maglev "
             f"{worst_ratio('maglev', 'add'):.2f}× and {worst_ratio('maglev', 'remove'):.2f}×, of "
             f"which up to {pct(between('maglev', 'add', 'between_old'))} (add) and "
             f"{pct(between('maglev', 'remove', 'between_survivors'))} (removal) of all keys moved "
             f"between replicas that stayed; HAProxy {worst_ratio('haproxy', 'add'):.2f}× and "
-            f"{worst_ratio('haproxy', 'remove'):.2f}×; NGINX {worst_ratio('nginx', 'add'):.2f}× and "
+            f"{worst_ratio('haproxy', 'remove'):.2f}× (with `avalanche` "
+            f"{worst_ratio('haproxy-avalanche', 'add'):.2f}× and "
+            f"{worst_ratio('haproxy-avalanche', 'remove'):.2f}×); NGINX {worst_ratio('nginx', 'add'):.2f}× and "
             f"{worst_ratio('nginx', 'remove'):.2f}×.")
     if "ketama:8000" in model and "maglev:65537" in model:
         k, m = model["ketama:8000"], model["maglev:65537"]
