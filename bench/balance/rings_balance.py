@@ -266,8 +266,8 @@ def results_section(data):
                 cells.append(f"{pct(x[what]['moved'])} ({x[what]['moved'] / x[what]['ideal']:.2f}×) "
                              f"/ {pct(x[what][between])}" if x else "n/a")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-    lines += ["", fill("Sampling noise: on a perfect ring (every share exactly 1/N) the same keys "
-                       "give max/mean " + ", ".join(
+    lines += ["", fill("Sampling noise: on a perfect ring (every share exactly 1/N) as many keys "
+                       "of the same kind (rings_model's own draw) give max/mean " + ", ".join(
                            f"{x['floor_max_over_mean']:.3f} at N = {x['n']}"
                            for x in data["model"]["rings"][0]["n"]) +
                        " (bench/balance/rings_model.cc): no ring can show less over this many "
