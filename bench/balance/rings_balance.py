@@ -246,7 +246,8 @@ def results_section(data):
              "sdbm without a modifier), and once more with `hash-type consistent sdbm avalanche` "
              "(HAProxy's documented remedy for keys that sdbm alone spreads poorly); NGINX: `hash $http_x_request_id "
              "consistent`. The slots ring holds at most 56 replicas (M = 512, K = 9), so it has "
-             f"no N = 64 column. Data: [{NAME}.json](results/{NAME}.json), chart: "
+             f"no N = 64 column. HAProxy {data['versions']['haproxy']}, NGINX "
+             f"{data['versions']['nginx']} (Debian 12). Data: [{NAME}.json](results/{NAME}.json), chart: "
              f"[{NAME}.png](results/{NAME}.png)."),
         "",
         "| load balancer | " + " | ".join(f"max/mean N = {n}" for n in ns) + " | " +
@@ -288,6 +289,12 @@ def results_section(data):
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def peer_versions():
+    ha = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split()
+    ng = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {"haproxy": ha[2] if len(ha) > 2 else "?", "nginx": ng.rsplit("/", 1)[-1]}
+
+
 def observations(data):
     """The paragraphs under the tables, from the measured figures."""
     rows = {r["key"]: r["by_n"] for r in data["lbs"]}
@@ -307,6 +314,13 @@ def observations(data):
         return max(vals) if vals else float("nan")
     model = {r["ring"]: r["n"] for r in data["model"]["rings"]}
     out = []
+    if "haproxy" in rows and "haproxy-avalanche" in rows:
+        same = all(rows["haproxy"][n]["counts"] == rows["haproxy-avalanche"][n]["counts"]
+                   for n in ns if n in rows["haproxy"])
+        if same:
+            out.append("HAProxy with `hash-type consistent sdbm avalanche` gave exactly the same "
+                       "count per replica as `hash-type consistent` at every N: the modifier "
+                       "changes nothing for these keys.")
     if all(k in rows for k in ("ketama", "maglev", "haproxy", "nginx")):
         out.append(
             f"max/mean at N = {' / '.join(ns)}: ringlb's default (ketama, 8000 points) "
@@ -359,6 +373,7 @@ def main():
     if args.from_json:
         with open(args.from_json) as f:
             data = json.load(f)
+        data.setdefault("versions", peer_versions())
         data["observations"] = observations(data)
         benchlib.write_json(NAME + ".json", data)
         chart(data, benchlib.results_path(NAME + ".png"))
@@ -370,7 +385,7 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     data = {"experiment": "balance-rings", "machine": benchlib.machine(),
             "loadavg": os.getloadavg(), "command": benchlib.command_line(), "ns": ns,
-            "keys": count, "seed": args.seed, "lbs": []}
+            "keys": count, "seed": args.seed, "versions": peer_versions(), "lbs": []}
     with benchlib.Procs() as procs:
         replica = benchlib.binary("replica", "ringlb-replica")
         ports = {}
