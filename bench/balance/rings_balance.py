@@ -244,7 +244,7 @@ def results_section(data):
              "keys mapped again. Ideal moves: 1/(N+1) both times. HAProxy: `balance "
              "hdr(X-Request-Id)` + `hash-type consistent` (as bench/peers; its default function "
              "sdbm without a modifier), and once more with `hash-type consistent sdbm avalanche` "
-             "(HAProxy's documented remedy for keys that sdbm alone spreads poorly); NGINX: `hash $http_x_request_id "
+             "(the modifier HAProxy's manual describes for inputs with limited values); NGINX: `hash $http_x_request_id "
              "consistent`. The slots ring holds at most 56 replicas (M = 512, K = 9), so it has "
              f"no N = 64 column. HAProxy {data['versions']['haproxy']}, NGINX "
              f"{data['versions']['nginx']} (Debian 12). Data: [{NAME}.json](results/{NAME}.json), chart: "
