@@ -314,6 +314,10 @@ def observations(data):
         return max(vals) if vals else float("nan")
     model = {r["ring"]: r["n"] for r in data["model"]["rings"]}
     out = []
+    out.append("NGINX places 160 points per server from a hash of the server's address "
+               "(127.0.0.1:PORT), and the replicas' ports are new in every run, so its figures "
+               "change from run to run (another run of this script the same day: 1.101 / 1.184 / "
+               "1.178); ringlb's and HAProxy's points derive from ids and are the same in every run.")
     if "haproxy" in rows and "haproxy-avalanche" in rows:
         same = all(rows["haproxy"][n]["counts"] == rows["haproxy-avalanche"][n]["counts"]
                    for n in ns if n in rows["haproxy"])
