@@ -14,9 +14,9 @@ namespace {
 
 // K when none is given: 8000 points per member, ringlb's default ring (issue 16). nginx and
 // libketama use 160, which leaves the busiest of N = 3..64 members 10-19% above the mean; 8000
-// keeps every N from 3 to 64 within 2.5% (exact shares, bench/balance/rings_model.cc) and therefore
-// moves at most 1.025 x the ideal fraction of keys on an add or a removal, for about 5 MB and
-// 50 ms of build at 64 members (bench/RESULTS.md, "Balance: the rings").
+// keeps every N from 3 to 64 within 2.8% (exact shares, bench/balance/rings_model.cc) and therefore
+// moves at most 1.03 x the ideal fraction of keys on an add or a removal, for about 5 MB and
+// 50-150 ms of build at 64 members (bench/RESULTS.md, "Balance: the rings").
 constexpr uint32_t kKetamaDefaultVnodes = 8000;
 
 struct KetamaPoint {
