@@ -285,6 +285,8 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
     setup.admin_fd = i == 0 && !admin_fds.empty() ? admin_fds[0] : -1;
     setup.control = &ctl->inbox;
     setup.snapshot = ctl->current;
+    // One worker runs on this loop: a single-threaded daemon, as before the split.
+    setup.loop = n == 1 ? loop : nullptr;
     rc = worker_start(setup, &ctl->workers[i].worker);
     if (rc != 0) {
       for (uint32_t j = i + 1; j < n; j++) close(fds[j]);

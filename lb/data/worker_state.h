@@ -23,8 +23,13 @@ struct Worker {
   uint32_t workers = 1;  // how many there are (said in the --max-conns warning)
   const Config* cfg = nullptr;
   Mailbox<FromWorker>* control = nullptr;
+  // The loop the worker runs on: own_loop on a thread of its own, or the control loop (the
+  // caller's) when it is the only worker (WorkerSetup::loop): one thread for the whole daemon.
+  uv_loop_t* loop = nullptr;
+  uv_loop_t own_loop;
+  bool on_caller_loop = false;
+  bool inbox_closed = false;  // on the caller's loop: its mailbox's close callback ran
   uv_thread_t thread;
-  uv_loop_t loop;
   Mailbox<ToWorker> inbox;
 
   HttpServer server;        // clients (and admin routes unless --admin-listen)
