@@ -772,6 +772,7 @@ void client_on_close(HttpConn* hc) {
       if (d == c) d = nullptr;
   }
   w->open_conns--;
+  if (!c->admin_listener) spread_closed(w);
   worker_report_soon(w);
   delete c;
 }
@@ -850,6 +851,7 @@ HttpConn* exchange_accept(Worker* w, bool admin_listener) {
   }
   w->counters.connections++;
   w->open_conns++;
+  if (!admin_listener) spread_opened(w);
   worker_report_soon(w);
   return &c->conn;
 }

@@ -157,11 +157,18 @@ void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
       case ToWorker::Kind::stop:
         worker_stop(w);
         break;
+      case ToWorker::Kind::adopt:
+        spread_adopt(w, msg);
+        break;
     }
   }
 }
 
 HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Worker::server), false); }
+
+bool on_should_hand_off(HttpServer* s) { return spread_should_hand_off(container_of(s, &Worker::server)); }
+
+void on_handed_off(HttpServer* s, int fd) { spread_hand_off(container_of(s, &Worker::server), fd); }
 
 HttpConn* on_accept_admin(HttpServer* s) {
   return exchange_accept(container_of(s, &Worker::admin_server), true);
@@ -240,6 +247,10 @@ int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
   s->on_accept = admin ? on_accept_admin : on_accept;
   s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;
   s->on_full = admin ? on_admin_server_full : on_server_full;
+  if (!admin && w->group != nullptr) {
+    s->should_hand_off = on_should_hand_off;
+    s->on_handed_off = on_handed_off;
+  }
   std::string bound;
   int rc = http_server_listen_fd(s, w->loop, fd, &bound);
   if (rc != 0) return rc;
@@ -268,6 +279,7 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
   w->cfg = setup.cfg;
   w->workers = setup.cfg->workers > 0 ? setup.cfg->workers : 1;
   w->control = setup.control;
+  w->group = setup.group;
   w->snap = setup.snapshot;
   w->admin_separate = !setup.cfg->admin_listen.empty();
   w->on_caller_loop = setup.loop != nullptr;

@@ -11,6 +11,7 @@
 #include "lb/plane.h"
 
 struct Worker;
+struct WorkerGroup;
 
 struct WorkerSetup {
   uint32_t index = 0;
@@ -24,6 +25,8 @@ struct WorkerSetup {
   // second thread, so no cross-thread hop and none of glibc's multi-threaded syscall costs).
   // Messages still go through the mailboxes, so no completion re-enters its cause.
   uv_loop_t* loop = nullptr;
+  // The workers, when there are several (lb/data/spread.h): clients are spread over them.
+  WorkerGroup* group = nullptr;
 };
 
 // Starts the worker: its thread, or its handles on setup.loop. Returns 0 and *out, or a libuv code

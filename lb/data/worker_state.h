@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "lb/data/routing.h"
+#include "lb/data/spread.h"
 #include "lb/data/upstream.h"
 #include "lb/data/worker.h"
 #include "lb/http/http_server.h"
@@ -49,6 +50,9 @@ struct Worker {
   uv_idle_t idle;
   std::vector<ClientConn*> deferred;
   std::vector<ClientConn*> deferred_run;  // the batch being run (its capacity is kept)
+
+  WorkerGroup* group = nullptr;  // the other workers, for spreading clients (null: alone)
+  uint32_t hand_to = 0;          // the worker chosen by spread_should_hand_off
 
   SnapshotPtr snap;  // what routing uses for the next request
   Pools pools;
