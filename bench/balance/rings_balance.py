@@ -285,6 +285,13 @@ def results_section(data):
                          f"{x['add']['exact'] / x['add']['ideal']:.3f} | "
                          f"{x['remove']['exact_worst'] / x['remove']['ideal']:.3f} | "
                          f"{x['build_ms']:.1f} | {x['bytes']:,} |")
+    rb = data.get("ring_bench")
+    if rb:
+        lines += ["", fill(
+            f"Lookup and build cost ({rb['command']}, {rb['date']}, load average {rb['load']} "
+            "during the run: medians of CPU time, the wall times were 2-3× higher), at N = 64: "
+            + "; ".join(f"{name} lookup {v['lookup']}, key hash + lookup {v['position+lookup']}, "
+                        f"build {v['build']}" for name, v in rb["n64"].items()) + ".")]
     lines += [""] + [fill(p) + "\n" for p in data.get("observations", [])]
     return "\n".join(lines).rstrip("\n") + "\n"
 
