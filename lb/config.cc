@@ -150,7 +150,7 @@ const std::vector<Option>& options() {
          return ring_mode_parse(v, &c->ring.mode) ? std::string() : "must be slots, ketama or maglev";
        }},
       {"slots", "M", "slots mode: number of slots (default 512)", U32(ring.slots, 1, 1u << 24)},
-      {"vnodes", "K", "virtual servers per replica (default: slots log2(M), ketama 8000; nginx uses 160)",
+      {"vnodes", "K", "virtual servers per replica (default: slots log2(M), ketama 8000, fewer past 131 --max-replicas: 2^20 / max, at least 160; nginx uses 160)",
        U32(ring.vnodes, 0, 100000)},
       {"probe", "KIND", "slots mode: linear (default) or quadratic probing",
        [](Config* c, const std::string& v) {
@@ -344,6 +344,15 @@ int config_parse(int argc, char** argv, Config* cfg) {
   if (cfg->provisioner != ProvKind::static_list && cfg->replicas > cfg->max_replicas) {
     fprintf(stderr, "ringlb: --replicas %u is above --max-replicas %u\n", cfg->replicas, cfg->max_replicas);
     return 2;
+  }
+  // ketama's default K: 8000 points per replica (the most even ring, issue 16), but no more than
+  // 2^20 points over --max-replicas replicas, at least 160 (nginx's K): a pool of 2000 static
+  // backends would otherwise build a ring of 16 million points (400 MB and seconds on the control
+  // loop at every change). K is fixed for the process's life, so keys still move only with the
+  // replica added or removed.
+  if (cfg->ring.mode == RingMode::ketama && cfg->ring.vnodes == 0) {
+    uint32_t k = (1u << 20) / std::max<uint32_t>(cfg->max_replicas, 1);
+    cfg->ring.vnodes = std::max<uint32_t>(160, std::min<uint32_t>(8000, k));
   }
   // The ring must hold --max-replicas members of weight 1 (ring_fits: the build's own size checks,
   // without building a ring of that size; /add checks weights against it again).

@@ -96,6 +96,7 @@ TEST_F(ConfigTest, DefaultsWithoutArguments) {
   EXPECT_EQ(p.cfg.provisioner, ProvKind::process);
   EXPECT_EQ(p.cfg.replicas, 3u);
   EXPECT_EQ(p.cfg.ring.mode, RingMode::ketama);
+  EXPECT_EQ(p.cfg.ring.vnodes, 8000u);  // the default ring: ketama with 8000 points (issue 16)
   EXPECT_EQ(p.cfg.hash_key, HashKey::rid);
   EXPECT_EQ(p.cfg.balance_factor, 0.0);
   EXPECT_EQ(p.cfg.hb_interval_ms, 500u);
@@ -264,3 +265,18 @@ TEST_F(ConfigTest, UsageErrorsExitTwoWithOneLine) {
 }
 
 }  // namespace
+
+// ketama's default K keeps the ring within 2^20 points over --max-replicas (at least 160), so a
+// large static pool does not build a ring of millions of points; a K that is given is kept.
+TEST(Config, KetamaDefaultPointsShrinkForLargePools) {
+  EXPECT_EQ(parse({"--max-replicas", "128"}).cfg.ring.vnodes, 8000u);
+  EXPECT_EQ(parse({"--max-replicas", "1024"}).cfg.ring.vnodes, 1024u);
+  std::string backends;
+  for (int i = 0; i < 2000; i++) backends += (i ? "," : "") + std::string("127.0.0.1:") + std::to_string(1000 + i);
+  Parsed p = parse({"--provisioner", "static", "--backend", backends});
+  ASSERT_EQ(p.rc, 0) << p.err;
+  EXPECT_EQ(p.cfg.max_replicas, 2000u);
+  EXPECT_EQ(p.cfg.ring.vnodes, 524u);
+  EXPECT_EQ(parse({"--max-replicas", "1024", "--vnodes", "3000"}).cfg.ring.vnodes, 3000u);
+  EXPECT_EQ(parse({"--ring", "maglev"}).cfg.ring.vnodes, 0u);
+}
