@@ -531,7 +531,7 @@ void fill_peer(ClientConn* c) {
 
 bool is_admin_path(std::string_view path) {
   return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
-         path == "/readyz";
+         path == "/readyz" || path == "/route" || path == "/ring" || path == "/dashboard";
 }
 
 // Answers the exchange with a complete response of the LB's own (errors, admin answers). Once a
