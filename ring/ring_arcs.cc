@@ -59,6 +59,32 @@ std::vector<RingArc> ring_arcs(const Ring* r) {
   return arcs;
 }
 
+std::vector<int32_t> ring_arcs_serving(const Ring* r, const std::vector<RingArc>& arcs,
+                                       const uint8_t* skip) {
+  (void)r;
+  size_t n = arcs.size();
+  std::vector<int32_t> out(n, -1);
+  // The walk from an arc meets the rest of its own run first, then the next arcs in order (ketama:
+  // their points; slots: the next occupied slots; maglev: the next table entries), wrapping. So an
+  // arc's server is its own member when not skipped, else the next arc's server: one sweep
+  // backwards from an arc whose member is not skipped.
+  size_t start = n;
+  for (size_t i = 0; i < n; i++) {
+    if (!skip[arcs[i].member]) {
+      start = i;
+      break;
+    }
+  }
+  if (start == n) return out;
+  int32_t next = static_cast<int32_t>(arcs[start].member);
+  for (size_t k = 0; k < n; k++) {
+    size_t i = (start + n - k) % n;  // start, start - 1, ..., start + 1 (wrapping)
+    if (!skip[arcs[i].member]) next = static_cast<int32_t>(arcs[i].member);
+    out[i] = next;
+  }
+  return out;
+}
+
 uint64_t ring_member_points(const Ring* r, size_t index) {
   if (r->config.mode != RingMode::maglev) return r->config.vnodes;
   uint64_t n = 0;

@@ -30,6 +30,13 @@ uint64_t ring_space(const Ring* r);
 // no members. Costs O(points) in ketama mode and O(M) in the other two.
 std::vector<RingArc> ring_arcs(const Ring* r);
 
+// For every arc of arcs (ring_arcs(r)), the member that serves it when the members with skip[index]
+// != 0 are walked past: ring_lookup(r, arc.first, skip), or -1 when every member is skipped.
+// Computed in one sweep over the arcs instead of one walk each (a walk past a dead member's run is
+// the next arc's answer), so it costs O(arcs) even when most members are skipped.
+std::vector<int32_t> ring_arcs_serving(const Ring* r, const std::vector<RingArc>& arcs,
+                                       const uint8_t* skip);
+
 // The number of points of member index: ketama K (its points), slots K (its virtual servers),
 // maglev its table entries.
 uint64_t ring_member_points(const Ring* r, size_t index);

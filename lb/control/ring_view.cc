@@ -214,14 +214,14 @@ std::string ring_view_ring_json(const Snapshot& s, bool with_arcs) {
   size_t n = s.members.size();
   uint64_t space = ring_space(r);
   std::vector<RingArc> arcs = ring_arcs(r);
-  // Per member: the space it owns and the space it serves now (an arc's owner under the
+  // Per member: the space it owns and the space it serves now (an arc's server under the
   // snapshot's skip table is the same at every position of the arc: ring_arcs.h).
   std::vector<uint64_t> owned(n, 0), serves(n, 0);
-  for (const RingArc& a : arcs) {
-    uint64_t len = a.last - a.first + 1;
-    owned[a.member] += len;
-    int now = ring_lookup(r, a.first, s.skip.data());
-    if (now >= 0) serves[now] += len;
+  std::vector<int32_t> serving = ring_arcs_serving(r, arcs, s.skip.data());
+  for (size_t k = 0; k < arcs.size(); k++) {
+    uint64_t len = arcs[k].last - arcs[k].first + 1;
+    owned[arcs[k].member] += len;
+    if (serving[k] >= 0) serves[serving[k]] += len;
   }
   bool list_arcs = with_arcs && arcs.size() <= kRingViewMaxArcs;
 

@@ -56,6 +56,12 @@ TEST_P(RingArcsTest, OwnerIsLookupsUnderAnySkip) {
     skip[rng() % 6] = 0;  // at least one member left
     skips.push_back(skip);
   }
+  // ring_arcs_serving's sweep gives every arc the member ring_lookup's walk finds from it.
+  for (const auto& skip : skips) {
+    std::vector<int32_t> serving = ring_arcs_serving(r.get(), arcs, skip.data());
+    for (size_t i = 0; i < arcs.size(); i++)
+      ASSERT_EQ(serving[i], ring_lookup(r.get(), arcs[i].first, skip.data())) << "arc " << i;
+  }
   for (const RingArc& a : arcs) {
     std::vector<uint64_t> positions = {a.first, a.last, a.first + (a.last - a.first) / 2,
                                        a.first + rng() % (a.last - a.first + 1)};
@@ -88,6 +94,15 @@ TEST_P(RingArcsTest, SharesMatchKeys) {
   }
   if (GetParam().mode == RingMode::maglev) EXPECT_EQ(points, ring_space(r.get()));
   else EXPECT_EQ(points, 4u * ring_config(r.get()).vnodes);
+}
+
+// Every member skipped: nobody serves any arc.
+TEST_P(RingArcsTest, AllSkippedServesNothing) {
+  RingPtr r = build_ring(config_for(GetParam()), members_with_ids(ids_up_to(3)));
+  ASSERT_TRUE(r);
+  std::vector<RingArc> arcs = ring_arcs(r.get());
+  std::vector<uint8_t> skip(3, 1);
+  for (int32_t m : ring_arcs_serving(r.get(), arcs, skip.data())) EXPECT_EQ(m, -1);
 }
 
 TEST(RingArcs, EmptyRingHasNoArcs) {
