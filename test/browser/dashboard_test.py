@@ -227,6 +227,13 @@ class Dashboard(unittest.TestCase):
         browser.wait(f"Number(document.body.dataset.polls) >= {polls + 2}", 10, "two more polls")
         rates = browser.eval("[...document.querySelectorAll('#replicas tbody td.rate')].map(td => td.textContent)")
         self.assertTrue(any(r not in ("–", "0.0") for r in rates), rates)
+        # p99 from the per-replica duration histogram, when this build's /metrics has one.
+        metrics = self.admin("GET", "/metrics").body.decode()
+        p99 = browser.eval("[...document.querySelectorAll('#replicas tbody td.p99')].map(td => td.textContent)")
+        if "request_duration_seconds_bucket{ring_id=" in metrics:
+            self.assertTrue(any(v.endswith(" ms") for v in p99), p99)
+        else:
+            self.assertEqual(set(p99), {"–"})
 
         logs = os.path.join(harness.BUILD, "meson-logs")
         shot = os.path.join(logs, "dashboard.png")
