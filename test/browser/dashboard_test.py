@@ -243,6 +243,21 @@ class Dashboard(unittest.TestCase):
             browser.screenshot(os.environ["RINGLB_DASHBOARD_PNG"])
             print(f"screenshot: {os.environ['RINGLB_DASHBOARD_PNG']}")
         self.assertGreater(size, 10_000)
+
+        # The p99 arithmetic on a known histogram (after the screenshot: it feeds the page's
+        # /metrics digest two synthetic scrapes 1 s apart). Ring id 1: 50 slow requests before the
+        # interval, then 100 in it, 98 within 10 ms and 99 within 50 ms: p99 = 50 ms over the
+        # interval (over everything it would be 100 ms). Ring id 2: no request: null ("–").
+        p99 = browser.eval("""(() => {
+          const h = (id, a, b, c, inf) => [['0.01', a], ['0.05', b], ['0.1', c], ['+Inf', inf]].map(([le, v]) =>
+            'ringlb_replica_request_duration_seconds_bucket{ring_id="' + id + '",le="' + le + '"} ' + v).join('\\n');
+          digestMetrics(h(1, 0, 0, 50, 50) + '\\n' + h(2, 5, 5, 5, 5) +
+                        '\\nringlb_replica_requests_total{ring_id="1"} 50', 1000);
+          digestMetrics(h(1, 98, 99, 150, 150) + '\\n' + h(2, 5, 5, 5, 5) +
+                        '\\nringlb_replica_requests_total{ring_id="1"} 150', 2000);
+          return [p99s.get('id:1'), p99s.get('id:2'), rates.get('id:1')];
+        })()""")
+        self.assertEqual(p99, ["0.05", None, 100])
         code, _ = lb.stop(signal.SIGTERM, timeout=10)
         self.assertEqual(code, 0, lb.log())
 
