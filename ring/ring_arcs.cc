@@ -48,7 +48,8 @@ std::vector<RingArc> ring_arcs(const Ring* r) {
         add_arc(&arcs, next, p.point, p.member);
         next = uint64_t{p.point} + 1;
       }
-      if (next < (uint64_t{1} << 32)) add_arc(&arcs, next, (uint64_t{1} << 32) - 1, points[0].member);
+      if (next < (uint64_t{1} << 32))
+        add_arc(&arcs, next, (uint64_t{1} << 32) - 1, points[0].member);
       break;
     }
     case RingMode::maglev:

@@ -26,8 +26,8 @@ uint64_t ring_space(const Ring* r);
 
 // Every arc of r in ascending order of position, covering 0..ring_space(r)-1 without gap or
 // overlap, with adjacent arcs of one member merged (also across the wrap: the arc that ends at the
-// top and the one that starts at 0 are kept apart, so first <= last always). Empty when the ring has
-// no members. Costs O(points) in ketama mode and O(M) in the other two.
+// top and the one that starts at 0 are kept apart, so first <= last always). Empty when the ring
+// has no members. Costs O(points) in ketama mode and O(M) in the other two.
 std::vector<RingArc> ring_arcs(const Ring* r);
 
 // For every arc of arcs (ring_arcs(r)), the member that serves it when the members with skip[index]

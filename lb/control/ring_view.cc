@@ -31,20 +31,28 @@ std::string envelope(json_t* msg, size_t flags = 0) {
 
 const char* state_name(MemberState s) {
   switch (s) {
-    case MemberState::usable: return "healthy";
-    case MemberState::starting: return "starting";
-    case MemberState::dead: return "dead";
+    case MemberState::usable:
+      return "healthy";
+    case MemberState::starting:
+      return "starting";
+    case MemberState::dead:
+      return "dead";
   }
   return "?";
 }
 
 std::string hash_key_name(const Config* cfg) {
   switch (cfg->hash_key) {
-    case HashKey::rid: return "rid";
-    case HashKey::path: return "path";
-    case HashKey::ip: return "ip";
-    case HashKey::header: return "header:" + cfg->hash_key_name;
-    case HashKey::cookie: return "cookie:" + cfg->hash_key_name;
+    case HashKey::rid:
+      return "rid";
+    case HashKey::path:
+      return "path";
+    case HashKey::ip:
+      return "ip";
+    case HashKey::header:
+      return "header:" + cfg->hash_key_name;
+    case HashKey::cookie:
+      return "cookie:" + cfg->hash_key_name;
   }
   return "?";
 }
@@ -125,8 +133,9 @@ bool ring_view_key(const Config* cfg, std::string_view url, std::string* key, st
       break;
   }
   if (k.empty() && cfg->hash_key == HashKey::rid) {
-    *err = "an empty key: a request without an X-Request-Id (or with an empty one) gets a fresh "
-           "random request id, so it has no fixed replica";
+    *err =
+        "an empty key: a request without an X-Request-Id (or with an empty one) gets a fresh "
+        "random request id, so it has no fixed replica";
     return false;
   }
   for (size_t i = 0; i < k.size(); i++) {
@@ -141,7 +150,8 @@ bool ring_view_key(const Config* cfg, std::string_view url, std::string* key, st
       return false;
     }
   }
-  if (!k.empty() && (k.front() == ' ' || k.front() == '\t' || k.back() == ' ' || k.back() == '\t')) {
+  if (!k.empty() &&
+      (k.front() == ' ' || k.front() == '\t' || k.back() == ' ' || k.back() == '\t')) {
     *err = "the key starts or ends with whitespace, which a header value drops";
     return false;
   }
@@ -181,7 +191,8 @@ std::string ring_view_route_json(const Config* cfg, const Snapshot& s, std::stri
   }
   // The replica a request reaches now: the worker's pick (routing_pick without bounded load).
   int now = n > 0 ? ring_lookup(r, pos, s.skip.data()) : -1;
-  json_object_set_new(msg, "replica", now >= 0 ? member_json(s, static_cast<size_t>(now)) : json_null());
+  json_object_set_new(msg, "replica",
+                      now >= 0 ? member_json(s, static_cast<size_t>(now)) : json_null());
   json_t* failover = json_array();
   json_t* clockwise = json_array();
   bool after = false;
@@ -203,8 +214,9 @@ std::string ring_view_route_json(const Config* cfg, const Snapshot& s, std::stri
   if (now < 0)
     json_object_set_new(msg, "note", json_string("no replica is healthy: a request gets 503"));
   else if (cfg->balance_factor > 0)
-    json_object_set_new(msg, "note", json_string("--balance-factor is on: a request walks past the "
-                                                 "replica while it is over its share of the load"));
+    json_object_set_new(msg, "note",
+                        json_string("--balance-factor is on: a request walks past the "
+                                    "replica while it is over its share of the load"));
   return envelope(msg);
 }
 
@@ -248,14 +260,17 @@ std::string ring_view_ring_json(const Snapshot& s, bool with_arcs) {
   json_t* members = json_array();
   for (size_t i : by_id) {
     json_t* o = member_json(s, i);
-    json_object_set_new(o, "points", json_integer(static_cast<json_int_t>(ring_member_points(r, i))));
+    json_object_set_new(o, "points",
+                        json_integer(static_cast<json_int_t>(ring_member_points(r, i))));
     if (rc.mode == RingMode::slots) {
       json_t* slots = json_array();
-      for (uint32_t slot : ring_member_slots(r, i)) json_array_append_new(slots, json_integer(slot));
+      for (uint32_t slot : ring_member_slots(r, i))
+        json_array_append_new(slots, json_integer(slot));
       json_object_set_new(o, "slots", slots);
     }
     json_object_set_new(o, "share", json_real(space ? static_cast<double>(owned[i]) / space : 0));
-    json_object_set_new(o, "share_now", json_real(space ? static_cast<double>(serves[i]) / space : 0));
+    json_object_set_new(o, "share_now",
+                        json_real(space ? static_cast<double>(serves[i]) / space : 0));
     if (list_arcs) {
       member_arcs[i] = json_array();
       json_object_set_new(o, "arcs", member_arcs[i]);  // filled below, in position order
@@ -311,8 +326,10 @@ bool ring_view_add_dry_run_json(const Config* cfg, const Registry* reg,
     uint32_t id_before = had_owner ? ring_member(before, a[i].member).id : 0;
     if (id_before != id_after) {
       moved += len;
-      if (b[j].member >= first_new) to_new[b[j].member - first_new] += len;
-      else between += len;
+      if (b[j].member >= first_new)
+        to_new[b[j].member - first_new] += len;
+      else
+        between += len;
     }
     pos = end + 1;
     if (i < a.size() && a[i].last == end) i++;
@@ -325,7 +342,8 @@ bool ring_view_add_dry_run_json(const Config* cfg, const Registry* reg,
   json_object_set_new(msg, "members_before", json_integer(static_cast<json_int_t>(first_new)));
   json_object_set_new(msg, "members_after", json_integer(static_cast<json_int_t>(members.size())));
   json_object_set_new(msg, "moved", json_real(static_cast<double>(moved) / space));
-  json_object_set_new(msg, "moved_between_existing", json_real(static_cast<double>(between) / space));
+  json_object_set_new(msg, "moved_between_existing",
+                      json_real(static_cast<double>(between) / space));
   json_t* list = json_array();
   for (size_t k = 0; k < names.size(); k++) {
     json_t* o = json_object();

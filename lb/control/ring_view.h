@@ -36,10 +36,10 @@ bool ring_view_key(const Config* cfg, std::string_view url, std::string* key, st
 std::string ring_view_route_json(const Config* cfg, const Snapshot& s, std::string_view key);
 
 // The /ring answer for snapshot s: the mode, hash and size of the key space, and for every member
-// (by ring id) its state, points (ketama points, slots virtual servers, maglev table entries), share
-// of the key space it owns, share it serves now (its own arcs while usable, plus those that walk to
-// it from members that are not), and its arcs as [first, last] position pairs (inclusive). The
-// arcs are left out ("arcs_omitted" says why) when with_arcs is false or they are more than
+// (by ring id) its state, points (ketama points, slots virtual servers, maglev table entries),
+// share of the key space it owns, share it serves now (its own arcs while usable, plus those that
+// walk to it from members that are not), and its arcs as [first, last] position pairs (inclusive).
+// The arcs are left out ("arcs_omitted" says why) when with_arcs is false or they are more than
 // kRingViewMaxArcs over all members, so the answer stays small: a 64-member ketama ring at 160
 // points has about 10,000 arcs, some 200 KB.
 constexpr size_t kRingViewMaxArcs = 20000;

@@ -68,7 +68,8 @@ TEST_P(RingArcsTest, OwnerIsLookupsUnderAnySkip) {
     for (uint64_t pos : positions) {
       EXPECT_EQ(ring_lookup(r.get(), pos), static_cast<int>(a.member)) << "position " << pos;
       for (const auto& skip : skips)
-        EXPECT_EQ(ring_lookup(r.get(), pos, skip.data()), ring_lookup(r.get(), a.first, skip.data()))
+        EXPECT_EQ(ring_lookup(r.get(), pos, skip.data()),
+                  ring_lookup(r.get(), a.first, skip.data()))
             << "position " << pos;
     }
   }
@@ -84,7 +85,8 @@ TEST_P(RingArcsTest, SharesMatchKeys) {
   double space = static_cast<double>(ring_space(r.get()));
   for (const RingArc& a : ring_arcs(r.get())) share[a.member] += (a.last - a.first + 1) / space;
   const size_t n = 100000;
-  for (const std::string& key : random_request_ids(n, 7)) seen[ring_lookup_key(r.get(), key)] += 1.0 / n;
+  for (const std::string& key : random_request_ids(n, 7))
+    seen[ring_lookup_key(r.get(), key)] += 1.0 / n;
   uint64_t points = 0;
   for (size_t m = 0; m < 4; m++) {
     double sd = std::sqrt(share[m] * (1 - share[m]) / n);
@@ -92,8 +94,10 @@ TEST_P(RingArcsTest, SharesMatchKeys) {
       EXPECT_NEAR(seen[m], share[m], 5 * sd + 1e-9) << "member " << m;
     points += ring_member_points(r.get(), m);
   }
-  if (GetParam().mode == RingMode::maglev) EXPECT_EQ(points, ring_space(r.get()));
-  else EXPECT_EQ(points, 4u * ring_config(r.get()).vnodes);
+  if (GetParam().mode == RingMode::maglev)
+    EXPECT_EQ(points, ring_space(r.get()));
+  else
+    EXPECT_EQ(points, 4u * ring_config(r.get()).vnodes);
 }
 
 // Every member skipped: nobody serves any arc.
