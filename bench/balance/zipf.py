@@ -238,7 +238,9 @@ def main():
         **{"--requests": dict(type=int, default=20000), "--connections": dict(type=int, default=48),
            "--sleep-ms": dict(type=int, default=10), "--zipf": dict(type=float, default=1.1),
            "--keys": dict(type=int, default=10000), "--seed": dict(type=int, default=16),
-           "--rounds": dict(type=int, default=3)})
+           "--rounds": dict(type=int, default=3),
+           "--variant": dict(action="append", metavar="NAME=RINGLB",
+                             help="also run this ringlb binary at 1.25 under NAME")})
     if args.smoke:
         args.requests, args.rounds = 2000, 1
     for tool in ("haproxy", "nginx", "gnuplot"):
@@ -257,8 +259,8 @@ def main():
         backends = [a for p in ports for a in ("--backend", f"{HOST}:{p}")]
         contenders = []
 
-        def ringlb(name, *extra):
-            lb = procs.start([benchlib.binary("lb", "ringlb"), "--listen", f"{HOST}:{{port}}",
+        def ringlb(name, *extra, binary=None):
+            lb = procs.start([binary or benchlib.binary("lb", "ringlb"), "--listen", f"{HOST}:{{port}}",
                               "--log-level", "warn", "--workers", "2", "--provisioner", "static",
                               *backends, *extra], ready_timeout=10.0)
             benchlib.wait_all_healthy(lb.port, 3)
@@ -275,6 +277,12 @@ def main():
 
         ringlb("ringlb")
         ringlb("ringlb 1.25", "--balance-factor", str(BOUND))
+        unbounded = {"ringlb 1.25": "ringlb", "haproxy 125": "haproxy"}
+        for spec in args.variant or []:
+            # Another ringlb build at 1.25 (e.g. the code before a change), named NAME.
+            name, _, path = spec.partition("=")
+            ringlb(name, "--balance-factor", str(BOUND), binary=os.path.abspath(path))
+            unbounded[name] = "ringlb"
         haproxy("haproxy", 0)
         haproxy("haproxy 125", 125)
         nport = harness.free_port()
@@ -287,7 +295,6 @@ def main():
         contenders.append({"name": "nginx", "port": nport, "argv": ""})
         for c in contenders:
             wait_serving(c["port"])
-        unbounded = {"ringlb 1.25": "ringlb", "haproxy 125": "haproxy"}
         results = {c["name"]: [] for c in contenders}
         for rnd in range(args.rounds):
             logs = {}
