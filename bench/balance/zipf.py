@@ -21,6 +21,7 @@ import collections
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -224,11 +225,39 @@ def section(data):
         f"replicas, {p['rounds']} interleaved rounds, medians. ringlb: --workers 2, static "
         "backends, its default ring; HAProxy 2 threads, `balance hdr(X-Request-Id)` + `hash-type "
         "consistent` (+ `hash-balance-factor 125`); nginx 2 workers, `hash $http_x_request_id "
-        "consistent` (no bounded load). In flight: sampled every ms from the client's request "
+        "consistent` (no bounded load; its ring hashes the backends' addresses, whose ports are "
+        "picked at run time, so its shares change from run to run, while HAProxy's and ringlb's "
+        "rings hash server names and ids). In flight: sampled every ms from the client's request "
         "intervals; 'over the bound' counts samples whose busiest replica held more than ceil(1.25 "
         "x (total + 1) / 3); non-home: requests of a bounded run served elsewhere than the same "
         "LB's unbounded run served the key."),
-        "", *rows, "", "![hot keys](results/zipf.png)", ""]
+        ""]
+    variants = [c["name"] for c in data["contenders"] if c.get("variant")]
+    if variants:
+        text += [benchlib.fill(
+            "Rows " + ", ".join(f"'{v}'" for v in variants) + " are other ringlb builds at 1.25 "
+            "(--variant NAME=BINARY), run in the same rounds; their non-home fraction is against "
+            "this build's unbounded run (the ring is the same). A build of an earlier commit: "
+            "`git worktree add /tmp/before COMMIT && cd /tmp/before && meson setup build "
+            "--buildtype=release && ninja -C build lb/ringlb`."), ""]
+    text += [*rows, ""]
+    m = data["median"]
+    if "ringlb" in m and "ringlb 1.25" in m and "haproxy 125" in m:
+        off, on, hb = m["ringlb"], m["ringlb 1.25"], m["haproxy 125"]
+        text += [benchlib.fill(
+            f"Reading: without the bound ringlb's busiest replica holds "
+            f"{off['inflight_busiest_over_mean']:.2f}x the mean in flight (the hot keys' replica); "
+            f"at 1.25 it holds {on['inflight_busiest_over_mean']:.2f}x, within the 1.25 target, "
+            f"and the busiest replica is over the bound in {100 * on['samples_over_bound']:.1f}% "
+            f"of the samples (HAProxy at 125: {hb['inflight_busiest_over_mean']:.2f}x, "
+            f"{100 * hb['samples_over_bound']:.1f}%). {100 * on['non_home']:.1f}% of ringlb's "
+            f"requests leave their home (HAProxy {100 * hb['non_home']:.1f}%, from a more even "
+            f"unbounded start: max share / mean {m['haproxy']['max_share_over_mean']:.2f} against "
+            f"ringlb's {off['max_share_over_mean']:.2f} on these keys). Each ringlb worker bounds "
+            "its own exact count as well as every worker's estimate (the other workers' counts "
+            "are up to ~25 ms old, longer than a 10 ms request): that holds the bound, and costs "
+            "some moves that exact shared counts (HAProxy's threads) avoid."), ""]
+    text += ["![hot keys](results/zipf.png)", ""]
     return "\n".join(text)
 
 
@@ -239,15 +268,22 @@ def main():
            "--sleep-ms": dict(type=int, default=10), "--zipf": dict(type=float, default=1.1),
            "--keys": dict(type=int, default=10000), "--seed": dict(type=int, default=16),
            "--rounds": dict(type=int, default=3),
+           "--render": dict(metavar="JSON", help="only rewrite the RESULTS.md section from JSON"),
            "--variant": dict(action="append", metavar="NAME=RINGLB",
                              help="also run this ringlb binary at 1.25 under NAME")})
+    if args.render:
+        with open(args.render) as f:
+            data = json.load(f)
+        benchlib.update_results_section(HEADING, section(data))
+        return
     if args.smoke:
         args.requests, args.rounds = 2000, 1
     for tool in ("haproxy", "nginx", "gnuplot"):
         if shutil.which(tool) is None:
             sys.exit(f"zipf: {tool} is missing (deps/install.sh bench)")
     data = {"machine": benchlib.machine(), "loadavg": os.getloadavg(),
-            "command": benchlib.command_line(),
+            "command": " ".join(["python3", "bench/balance/zipf.py",
+                                 *map(shlex.quote, sys.argv[1:])]),
             "params": {k: getattr(args, k) for k in ("requests", "connections", "sleep_ms", "zipf",
                                                       "keys", "seed", "rounds")},
             "busy_before": benchlib.machine_busy()}
@@ -282,6 +318,7 @@ def main():
             # Another ringlb build at 1.25 (e.g. the code before a change), named NAME.
             name, _, path = spec.partition("=")
             ringlb(name, "--balance-factor", str(BOUND), binary=os.path.abspath(path))
+            contenders[-1]["variant"] = True
             unbounded[name] = "ringlb"
         haproxy("haproxy", 0)
         haproxy("haproxy 125", 125)
@@ -309,7 +346,8 @@ def main():
             for c in contenders:
                 base = unbounded.get(c["name"])
                 results[c["name"]].append(analyse(logs[c["name"]], homes[base] if base else None))
-    data["contenders"] = [{"name": c["name"], "options": c["argv"]} for c in contenders]
+    data["contenders"] = [{"name": c["name"], "options": c["argv"],
+                           "variant": c.get("variant", False)} for c in contenders]
     data["rounds"] = results
     data["median"] = {}
     for name, runs in results.items():
