@@ -17,7 +17,7 @@ struct Zipf {
   uint64_t state = 0;       // splitmix64
 };
 
-// Sizes z for keys ranks of exponent s (s >= 0; 0 is uniform) and seeds it. keys is 1..kZipfMaxKeys.
+// Sizes z for `keys` ranks (1..kZipfMaxKeys) of exponent s (s >= 0; 0 is uniform) and seeds it.
 void zipf_init(Zipf* z, uint32_t keys, double s, uint64_t seed);
 
 // The next rank, 1..keys.

@@ -49,7 +49,8 @@ void routing_install(Routing* rt, const Snapshot& s) {
   rt->scratch_ramped.resize(s.members.size());
   rt->scratch_capped.resize(s.members.size());
   rt->newest_since_ms = 0;
-  for (const SnapMember& m : s.members) rt->newest_since_ms = std::max(rt->newest_since_ms, m.usable_since_ms);
+  for (const SnapMember& m : s.members)
+    rt->newest_since_ms = std::max(rt->newest_since_ms, m.usable_since_ms);
 }
 
 void routing_apply_load(Pools* ps, const Snapshot& s, uint64_t gen, const std::vector<uint32_t>& load) {
@@ -112,7 +113,8 @@ Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config
       if (s.members[i].ring_id == id) base[i] = 1;
   // ramped: base, and the ramping members that do not take pos yet.
   const uint8_t* ramped = base;
-  bool ramping = may_ramp && mark_ramping(rt, s, cfg->slow_start_ms, pos, base, rt->scratch_ramped.data());
+  bool ramping =
+      may_ramp && mark_ramping(rt, s, cfg->slow_start_ms, pos, base, rt->scratch_ramped.data());
   if (ramping) ramped = rt->scratch_ramped.data();
   if (bounded) {
     // Bounded load (HAProxy's hash-balance-factor, Mirrokni et al.): a member at its bound by every
@@ -127,13 +129,16 @@ Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config
       own += p->inflight;
     }
     if (usable > 0) {
-      uint64_t limit = static_cast<uint64_t>(std::ceil(factor * static_cast<double>(total) / usable));
-      uint64_t own_limit = static_cast<uint64_t>(std::ceil(factor * static_cast<double>(own) / usable));
+      auto bound = [&](uint64_t count) {
+        return static_cast<uint64_t>(std::ceil(factor * static_cast<double>(count) / usable));
+      };
+      uint64_t limit = bound(total), own_limit = bound(own);
       uint8_t* capped = rt->scratch_capped.data();
       memcpy(capped, ramped, n);
       for (size_t i = 0; i < n; i++) {
         const Pool* p = ps.by_index[i];
-        if (p != nullptr && (p->others + p->inflight >= limit || p->inflight >= own_limit)) capped[i] = 1;
+        if (p != nullptr && (p->others + p->inflight >= limit || p->inflight >= own_limit))
+          capped[i] = 1;
       }
       int idx = ring_lookup(s.ring.get(), pos, capped);
       if (idx >= 0) return ps.by_index[idx];

@@ -46,10 +46,10 @@ std::string_view routing_key(const Config* cfg, const HttpHead& h, const std::st
 // The snapshot s was installed: the scratch buffers follow its size.
 void routing_install(Routing* rt, const Snapshot& s);
 
-// The other workers' in-flight counts from a ToWorker::load indexed by the ring of snapshot gen (the
-// control plane's sums over every other worker's last report; this worker's own count is exact and
-// added at pick). A load for another generation than the installed one is dropped (its indexes may
-// mean other members); the next one follows within a report interval.
+// The other workers' in-flight counts from a ToWorker::load indexed by the ring of snapshot gen
+// (the control plane's sums over every other worker's last report; this worker's own count is
+// exact and added at pick). A load for another generation than the installed one is dropped (its
+// indexes may mean other members); the next one follows within a report interval.
 void routing_apply_load(Pools* ps, const Snapshot& s, uint64_t gen, const std::vector<uint32_t>& load);
 
 // Picks the pool for ring position pos in snapshot s, walking past members that are not usable and
