@@ -87,6 +87,7 @@ std::vector<int32_t> ring_arcs_serving(const Ring* r, const std::vector<RingArc>
 }
 
 uint64_t ring_member_points(const Ring* r, size_t index) {
+  if (r->config.mode == RingMode::ketama) return uint64_t{r->config.vnodes} * r->members[index].weight;
   if (r->config.mode != RingMode::maglev) return r->config.vnodes;
   uint64_t n = 0;
   for (int32_t m : r->maglev_table) n += m == static_cast<int32_t>(index) ? 1 : 0;

@@ -37,6 +37,6 @@ std::vector<RingArc> ring_arcs(const Ring* r);
 std::vector<int32_t> ring_arcs_serving(const Ring* r, const std::vector<RingArc>& arcs,
                                        const uint8_t* skip);
 
-// The number of points of member index: ketama K (its points), slots K (its virtual servers),
+// The number of points of member index: ketama K × its weight (its points), slots K (its virtual servers),
 // maglev its table entries.
 uint64_t ring_member_points(const Ring* r, size_t index);

@@ -94,7 +94,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool
   }
   if (dry_run) {
     std::string answer, error;
-    if (!ring_view_add_dry_run_json(ctl->cfg, reg, names, &answer, &error)) return fail(ctl, client, 400, error);
+    if (!ring_view_add_dry_run_json(ctl->cfg, reg, names, &answer, &error, parsed.weight)) return fail(ctl, client, 400, error);
     control_answer(ctl, client, 200, answer);
     return;
   }

@@ -291,7 +291,7 @@ std::string ring_view_ring_json(const Snapshot& s, bool with_arcs) {
 
 bool ring_view_add_dry_run_json(const Config* cfg, const Registry* reg,
                                 const std::vector<std::string>& names, std::string* out,
-                                std::string* err) {
+                                std::string* err, uint32_t weight) {
   const Ring* before = reg->ring.get();
   std::vector<RingMember> members;
   std::vector<uint8_t> used(ring_size(before) + names.size() + 2, 0);
@@ -305,7 +305,7 @@ bool ring_view_add_dry_run_json(const Config* cfg, const Registry* reg,
     uint32_t id = 1;
     while (used[id]) id++;
     used[id] = 1;
-    members.push_back(RingMember{id, name});
+    members.push_back(RingMember{id, name, weight});
   }
   RingPtr after = ring_build(cfg->ring, members, err);
   if (!after) return false;

@@ -49,7 +49,8 @@ std::string ring_view_ring_json(const Snapshot& s, bool with_arcs);
 // (each on the lowest ring id no other member holds, in order) beside reg's ring, and compares the
 // owner of every position: the fraction of the key space that moves, to each new replica and
 // between the members that were there before (0 for ketama, a little for maglev and slots). The
-// registry is untouched. Returns false with *err when the candidate ring cannot be built.
+// registry is untouched. Returns false with *err when the candidate ring cannot be built. weight:
+// the new replicas' ring weight (/add "weight").
 bool ring_view_add_dry_run_json(const Config* cfg, const Registry* reg,
                                 const std::vector<std::string>& names, std::string* out,
-                                std::string* err);
+                                std::string* err, uint32_t weight = 1);
