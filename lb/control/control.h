@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "lb/config.h"
+#include "lb/control/metrics.h"
 #include "lb/control/registry.h"
 #include "lb/plane.h"
 
@@ -61,6 +62,7 @@ struct Control {
   std::vector<PendingSync> syncs;
   uint64_t sync_seq = 0;
   PlaneCounters totals;  // every worker's counters, summed
+  MetricsState metrics;  // per ring id totals and ring changes (lb/control/metrics.h)
   std::mt19937_64 rng;
   // --balance-factor: the summed in-flight counts go out at most every kReportIntervalMs; a change
   // inside that interval arms load_timer for its end, so the last change always goes out.
