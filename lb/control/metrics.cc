@@ -1,6 +1,7 @@
 #include "lb/control/metrics.h"
 
 #include <dirent.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -128,29 +129,34 @@ void render_process(std::string* out) {
     sample(out, "process_max_fds", "",
            num(rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(rl.rlim_cur)));
   }
-  // Start time: the boot time (btime of /proc/stat) plus the process's start in clock ticks after
-  // boot (field 22 of /proc/self/stat, read after the command name's closing parenthesis).
+  // Start time: the boot time (now on the wall clock less the time since boot, CLOCK_BOOTTIME: no
+  // /proc/stat, which the systemd unit's ProcSubset=pid hides) plus the process's start in clock
+  // ticks after boot (field 22 of /proc/self/stat, counted after the command name's parenthesis).
   static double start_time = -1;
   if (start_time < 0) {
-    unsigned long long btime = 0, ticks = 0;
-    char line[512];
-    if (FILE* f = fopen("/proc/stat", "r")) {
-      while (fgets(line, sizeof line, f))
-        if (sscanf(line, "btime %llu", &btime) == 1) break;
-      fclose(f);
-    }
+    struct timespec real, boot;
+    unsigned long long ticks = 0;
+    bool have = false;
     if (FILE* f = fopen("/proc/self/stat", "r")) {
       char buf[1024];
       size_t n = fread(buf, 1, sizeof buf - 1, f);
       buf[n] = 0;
       fclose(f);
+      // ')' ends field 2 (the command name, which may hold spaces); each space after it starts
+      // the next field: the 20th starts field 22, starttime.
       const char* p = strrchr(buf, ')');
-      // After ") ": field 3 (state) onwards; starttime is field 22, the 20th from there.
-      for (int field = 3; p != nullptr && field < 22; field++) p = strchr(p + 1, ' ');
-      if (p != nullptr) ticks = strtoull(p + 1, nullptr, 10);
+      for (int field = 2; p != nullptr && field < 22; field++) p = strchr(p + 1, ' ');
+      if (p != nullptr) {
+        ticks = strtoull(p + 1, nullptr, 10);
+        have = true;
+      }
     }
     long hz = sysconf(_SC_CLK_TCK);
-    if (btime > 0 && hz > 0) start_time = static_cast<double>(btime) + static_cast<double>(ticks) / hz;
+    if (have && hz > 0 && clock_gettime(CLOCK_REALTIME, &real) == 0 &&
+        clock_gettime(CLOCK_BOOTTIME, &boot) == 0) {
+      double btime = (real.tv_sec - boot.tv_sec) + (real.tv_nsec - boot.tv_nsec) / 1e9;
+      start_time = static_cast<double>(static_cast<int64_t>(btime + static_cast<double>(ticks) / hz));
+    }
   }
   if (start_time >= 0) {
     family(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
