@@ -246,6 +246,12 @@ std::string metrics_render(const Control& ctl) {
   counter("ringlb_no_replica_total", "Requests answered 503 because no replica was available.", m.no_replica);
   counter("ringlb_heals_total", "Dead replicas replaced.", reg.heals);
   gauge("ringlb_client_connections", "Client connections open now.", num(control_open_conns(&ctl)));
+  family(&out, "ringlb_worker_client_connections", "gauge",
+         "Client connections open now, by worker (kept even over the workers: lb/data/spread.h).");
+  for (size_t i = 0; i < ctl.workers.size(); i++)
+    if (ctl.workers[i].running)
+      sample(&out, "ringlb_worker_client_connections", "worker=\"" + num(i) + "\"",
+             num(ctl.workers[i].open_conns));
   size_t running = 0;
   for (const WorkerSlot& w : ctl.workers) running += w.running ? 1 : 0;
   gauge("ringlb_workers", "Data-plane workers running.", num(running));

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "lb/data/routing.h"
+#include "lb/data/spread.h"
 #include "lb/data/upstream.h"
 #include "lb/data/worker.h"
 #include "lb/http/http_server.h"
@@ -23,8 +24,13 @@ struct Worker {
   uint32_t workers = 1;  // how many there are (said in the --max-conns warning)
   const Config* cfg = nullptr;
   Mailbox<FromWorker>* control = nullptr;
+  // The loop the worker runs on: own_loop on a thread of its own, or the control loop (the
+  // caller's) when it is the only worker (WorkerSetup::loop): one thread for the whole daemon.
+  uv_loop_t* loop = nullptr;
+  uv_loop_t own_loop;
+  bool on_caller_loop = false;
+  bool inbox_closed = false;  // on the caller's loop: its mailbox's close callback ran
   uv_thread_t thread;
-  uv_loop_t loop;
   Mailbox<ToWorker> inbox;
 
   HttpServer server;        // clients (and admin routes unless --admin-listen)
@@ -44,6 +50,9 @@ struct Worker {
   uv_idle_t idle;
   std::vector<ClientConn*> deferred;
   std::vector<ClientConn*> deferred_run;  // the batch being run (its capacity is kept)
+
+  WorkerGroup* group = nullptr;  // the other workers, for spreading clients (null: alone)
+  uint32_t hand_to = 0;          // the worker chosen by spread_should_hand_off
 
   SnapshotPtr snap;  // what routing uses for the next request
   Pools pools;
