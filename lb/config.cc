@@ -374,7 +374,8 @@ std::string env_name(const char* flag) {
 void print_help() {
   printf("usage: ringlb [OPTION]...\n"
          "A consistent-hashing HTTP load balancer that manages its replicas.\n"
-         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n\n");
+         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n"
+         "       ringlb --check URL   (GET http://IPV4:PORT/PATH; exit 0 on a 2xx: container healthchecks)\n\n");
   for (const Option& o : options()) {
     std::string left = std::string("--") + o.name + (o.arg ? std::string(" ") + o.arg : "");
     printf("  %-34s %s\n  %-34s [%s]\n", left.c_str(), o.help, "", env_name(o.name).c_str());

@@ -5,6 +5,7 @@
   it back; it comes once the backend is started, and then /rep says healthy and /home answers),
   STOPPING=1 on SIGTERM before the process exits 0, WATCHDOG=1 repeatedly when $WATCHDOG_USEC is
   set and never when it is not;
+- `ringlb --check URL` (the container healthcheck): 0 on a 2xx, 1 otherwise, 2 on a bad URL;
 - the units lb/ringlb.service and lb/ringlb-docker.service: `systemd-analyze security
   --offline=true` rates each 4.0 or less (skipped without systemd-analyze).
 
@@ -129,6 +130,30 @@ class Notify(unittest.TestCase):
             self.assertNotIn("WATCHDOG=1", states(quiet.got), env)
             lb.send_signal(signal.SIGTERM)
             self.assertEqual(lb.proc.wait(timeout=15), 0, lb.log())
+
+
+class CheckUrl(unittest.TestCase):
+    """ringlb --check URL, the healthcheck of the FROM scratch image (no shell, no curl)."""
+
+    def check(self, *args):
+        return subprocess.run([RINGLB, *args], capture_output=True, text=True, timeout=10).returncode
+
+    def test_exit_codes(self):
+        lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--replicas", "1",
+                                  "--hb-interval", "100"], ready_timeout=10.0)
+        harness.wait_routable(lb)
+        self.assertEqual(self.check("--check", f"http://{HOST}:{lb.port}/readyz"), 0)
+        self.assertEqual(self.check(f"--check=http://localhost:{lb.port}/healthz"), 0)
+        self.assertEqual(self.check("--check-ready", f"{HOST}:{lb.port}"), 0)
+        self.assertEqual(self.check("--check", f"http://{HOST}:{lb.port}/no-such"), 1)  # 400
+        down = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--provisioner", "static",
+                                    "--backend", f"{HOST}:{harness.free_port()}"], ready_timeout=10.0)
+        self.assertEqual(self.check("--check", f"http://{HOST}:{down.port}/readyz"), 1)  # 503
+        self.assertEqual(self.check("--check", f"http://{HOST}:{harness.free_port()}/readyz"), 1)
+        for bad in ("foo", "https://127.0.0.1:1/", "http://example.com:80/", "http://127.0.0.1:0/",
+                    "http://127.0.0.1:99999/", "http://127.0.0.1:5000/a b"):
+            self.assertEqual(self.check("--check", bad), 2, bad)
+        self.assertEqual(self.check("--check"), 2)
 
 
 class Unit(unittest.TestCase):
