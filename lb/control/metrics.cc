@@ -32,15 +32,21 @@ std::string label(std::string_view v) {
   std::string out;
   out.reserve(v.size());
   for (char ch : v) {
-    if (ch == '\\') out += "\\\\";
-    else if (ch == '"') out += "\\\"";
-    else if (ch == '\n') out += "\\n";
-    else out += ch;
+    if (ch == '\\')
+      out += "\\\\";
+    else if (ch == '"')
+      out += "\\\"";
+    else if (ch == '\n')
+      out += "\\n";
+    else
+      out += ch;
   }
   return out;
 }
 
-std::string num(uint64_t v) { return std::to_string(v); }
+std::string num(uint64_t v) {
+  return std::to_string(v);
+}
 
 // A float the way Prometheus clients print one: a whole number without a point, else the shortest
 // form that reads back the same.
@@ -61,7 +67,8 @@ void family(std::string* out, const char* name, const char* type, const char* he
   *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
-void sample(std::string* out, const char* name, const std::string& labels, const std::string& value) {
+void sample(std::string* out, const char* name, const std::string& labels,
+            const std::string& value) {
   *out += name;
   if (!labels.empty()) *out += "{" + labels + "}";
   *out += " " + value + "\n";
@@ -69,7 +76,8 @@ void sample(std::string* out, const char* name, const std::string& labels, const
 
 // The _bucket (cumulative), _sum and _count samples of histogram h; labels: extra labels before
 // le, or empty.
-void histogram(std::string* out, const char* name, const std::string& labels, const DurationHist& h) {
+void histogram(std::string* out, const char* name, const std::string& labels,
+               const DurationHist& h) {
   std::string pre = labels.empty() ? "" : labels + ",";
   uint64_t cum = 0;
   std::string bucket = std::string(name) + "_bucket";
@@ -86,10 +94,14 @@ void histogram(std::string* out, const char* name, const std::string& labels, co
 // 0 starting, 1 healthy, 2 dead, 3 draining (said in the HELP line).
 int state_code(ReplicaState s) {
   switch (s) {
-    case ReplicaState::starting: return 0;
-    case ReplicaState::healthy: return 1;
-    case ReplicaState::dead: return 2;
-    case ReplicaState::draining: return 3;
+    case ReplicaState::starting:
+      return 0;
+    case ReplicaState::healthy:
+      return 1;
+    case ReplicaState::dead:
+      return 2;
+    case ReplicaState::draining:
+      return 3;
   }
   return 0;
 }
@@ -101,7 +113,8 @@ void render_process(std::string* out) {
   if (getrusage(RUSAGE_SELF, &ru) == 0) {  // every thread of the process
     double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-    family(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    family(out, "process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.");
     sample(out, "process_cpu_seconds_total", "", fnum(cpu));
   }
   long page = sysconf(_SC_PAGESIZE);
@@ -155,11 +168,13 @@ void render_process(std::string* out) {
     if (have && hz > 0 && clock_gettime(CLOCK_REALTIME, &real) == 0 &&
         clock_gettime(CLOCK_BOOTTIME, &boot) == 0) {
       double btime = (real.tv_sec - boot.tv_sec) + (real.tv_nsec - boot.tv_nsec) / 1e9;
-      start_time = static_cast<double>(static_cast<int64_t>(btime + static_cast<double>(ticks) / hz));
+      start_time =
+          static_cast<double>(static_cast<int64_t>(btime + static_cast<double>(ticks) / hz));
     }
   }
   if (start_time >= 0) {
-    family(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    family(out, "process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
     sample(out, "process_start_time_seconds", "", fnum(start_time));
   }
 }
@@ -241,9 +256,12 @@ std::string metrics_render(const Control& ctl) {
   counter("ringlb_requests_total", "Client requests received (proxied and admin).", m.requests);
   counter("ringlb_connections_total", "Client connections accepted.", m.connections);
   counter("ringlb_retries_total", "Requests retried on another replica.", m.retries);
-  counter("ringlb_upstream_failures_total", "Failed attempts to reach a replica.", m.upstream_failures);
-  counter("ringlb_upstream_timeouts_total", "Replicas that did not answer in time.", m.upstream_timeouts);
-  counter("ringlb_no_replica_total", "Requests answered 503 because no replica was available.", m.no_replica);
+  counter("ringlb_upstream_failures_total", "Failed attempts to reach a replica.",
+          m.upstream_failures);
+  counter("ringlb_upstream_timeouts_total", "Replicas that did not answer in time.",
+          m.upstream_timeouts);
+  counter("ringlb_no_replica_total", "Requests answered 503 because no replica was available.",
+          m.no_replica);
   counter("ringlb_heals_total", "Dead replicas replaced.", reg.heals);
   gauge("ringlb_client_connections", "Client connections open now.", num(control_open_conns(&ctl)));
   family(&out, "ringlb_worker_client_connections", "gauge",
@@ -270,7 +288,8 @@ std::string metrics_render(const Control& ctl) {
         fnum(ms.keys_moved));
   gauge("ringlb_ring_members", "Members of the ring (ring ids holding points or slots).",
         num(reg.ring ? ring_size(reg.ring.get()) : 0));
-  family(&out, "ringlb_build_info", "gauge", "The ringlb version and the libraries it runs with; always 1.");
+  family(&out, "ringlb_build_info", "gauge",
+         "The ringlb version and the libraries it runs with; always 1.");
   char llhttp_version[32];
   snprintf(llhttp_version, sizeof llhttp_version, "%d.%d.%d", LLHTTP_VERSION_MAJOR,
            LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
@@ -290,25 +309,30 @@ std::string metrics_render(const Control& ctl) {
     auto it = current.find(r->ring_id);
     if (it == current.end() || it->second->state == ReplicaState::draining) current[r->ring_id] = r;
   }
-  family(&out, "ringlb_replica_info", "gauge", "The replica that holds each ring id now, by name; always 1.");
+  family(&out, "ringlb_replica_info", "gauge",
+         "The replica that holds each ring id now, by name; always 1.");
   for (const auto& [id, r] : current)
-    sample(&out, "ringlb_replica_info", "ring_id=\"" + num(id) + "\",name=\"" + label(r->name) + "\"", "1");
+    sample(&out, "ringlb_replica_info",
+           "ring_id=\"" + num(id) + "\",name=\"" + label(r->name) + "\"", "1");
   family(&out, "ringlb_replica_state", "gauge",
          "State of the replica holding each ring id: 0 starting, 1 healthy, 2 dead, 3 draining.");
   for (const auto& [id, r] : current)
     sample(&out, "ringlb_replica_state", "ring_id=\"" + num(id) + "\"", num(state_code(r->state)));
-  family(&out, "ringlb_replica_inflight", "gauge", "Requests in flight to the replicas of each ring id.");
+  family(&out, "ringlb_replica_inflight", "gauge",
+         "Requests in flight to the replicas of each ring id.");
   for (const auto& [id, n] : inflight)
     sample(&out, "ringlb_replica_inflight", "ring_id=\"" + num(id) + "\"", num(n));
   // Counters: every ring id ever reported (they keep counting across replacements and removals)
   // and every current one (0 until reported).
   std::map<uint32_t, RingIdTotals> totals = ms.by_ring_id;
   for (const auto& [id, r] : current) totals[id];
-  family(&out, "ringlb_replica_requests_total", "counter", "Requests each ring id's replicas answered completely.");
+  family(&out, "ringlb_replica_requests_total", "counter",
+         "Requests each ring id's replicas answered completely.");
   for (const auto& [id, t] : totals)
     sample(&out, "ringlb_replica_requests_total", "ring_id=\"" + num(id) + "\"", num(t.requests));
   family(&out, "ringlb_replica_failures_total", "counter",
-         "Attempts on each ring id's replicas that failed by their fault (refused, reset, timeout, malformed).");
+         "Attempts on each ring id's replicas that failed by their fault (refused, reset, timeout, "
+         "malformed).");
   for (const auto& [id, t] : totals)
     sample(&out, "ringlb_replica_failures_total", "ring_id=\"" + num(id) + "\"", num(t.failures));
   family(&out, "ringlb_replica_retries_total", "counter",
@@ -316,7 +340,8 @@ std::string metrics_render(const Control& ctl) {
   for (const auto& [id, t] : totals)
     sample(&out, "ringlb_replica_retries_total", "ring_id=\"" + num(id) + "\"", num(t.retries));
   family(&out, "ringlb_replica_responses_total", "counter",
-         "Responses each ring id's replicas sent, by status class (before a 404 becomes the assignment's 400).");
+         "Responses each ring id's replicas sent, by status class (before a 404 becomes the "
+         "assignment's 400).");
   for (const auto& [id, t] : totals)
     for (int c = 1; c <= 5; c++)
       sample(&out, "ringlb_replica_responses_total",
@@ -325,7 +350,8 @@ std::string metrics_render(const Control& ctl) {
          "Requests each ring id's replicas answered, from the request head received to the last "
          "response byte written.");
   for (const auto& [id, t] : totals)
-    histogram(&out, "ringlb_replica_request_duration_seconds", "ring_id=\"" + num(id) + "\"", t.duration);
+    histogram(&out, "ringlb_replica_request_duration_seconds", "ring_id=\"" + num(id) + "\"",
+              t.duration);
   render_process(&out);
   return out;
 }

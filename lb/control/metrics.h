@@ -27,16 +27,16 @@ struct RingIdTotals {
 
 struct MetricsState {
   std::map<uint32_t, RingIdTotals> by_ring_id;  // bounded: ring ids are reused lowest first
-  uint64_t ring_changes = 0;     // ring rebuilds that changed the set of ring ids
-  double keys_moved = 0;         // fraction of the key space whose owner the last one changed
+  uint64_t ring_changes = 0;                    // ring rebuilds that changed the set of ring ids
+  double keys_moved = 0;  // fraction of the key space whose owner the last one changed
 };
 
 // Adds one worker's report of replica ring_id (MemberReport deltas) to its totals.
 void metrics_add_member(MetricsState* m, uint32_t ring_id, const MemberReport& r);
 
 // The routing moved from ring `before` to ring `after` (either may be empty). When the set of ring
-// ids differs it counts a ring change and computes the fraction of keys that move (metrics_keys_moved);
-// a rebuild over the same ids (a replacement under its ring id) is no change.
+// ids differs it counts a ring change and computes the fraction of keys that move
+// (metrics_keys_moved); a rebuild over the same ids (a replacement under its ring id) is no change.
 void metrics_ring_published(MetricsState* m, const Ring* before, const Ring* after);
 
 // The fraction of the key space whose owning ring id differs between the two rings, without

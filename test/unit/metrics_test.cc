@@ -48,8 +48,10 @@ TEST(KeysMoved, SlotsAddMovesExactlyTheNewMembersShare) {
     if (i >= 0 && ring_member(after.get(), static_cast<size_t>(i)).id == 4) owned_by_4++;
   }
   EXPECT_GT(owned_by_4, 0u);
-  EXPECT_DOUBLE_EQ(metrics_keys_moved(before.get(), after.get()), static_cast<double>(owned_by_4) / m);
-  EXPECT_DOUBLE_EQ(metrics_keys_moved(after.get(), before.get()), static_cast<double>(owned_by_4) / m);
+  EXPECT_DOUBLE_EQ(metrics_keys_moved(before.get(), after.get()),
+                   static_cast<double>(owned_by_4) / m);
+  EXPECT_DOUBLE_EQ(metrics_keys_moved(after.get(), before.get()),
+                   static_cast<double>(owned_by_4) / m);
 }
 
 TEST(KeysMoved, KetamaAndMaglevAddAboutAQuarter) {
