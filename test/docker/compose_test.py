@@ -162,8 +162,8 @@ class Compose(unittest.TestCase):
         self.assertEqual(self.admin("GET", "/rep", token=False).status, 401)
         self.assertEqual(self.admin("GET", "/metrics", token=False).status, 401)
         self.assertEqual(self.admin("GET", "/rep").status, 200)
-        resp = harness.request(self.port, "GET", "/rep")  # proxied: a replica's 404, as 400
-        self.assertEqual(resp.status, 400, resp)
+        proxied = harness.request(self.port, "GET", "/rep")  # proxied: a replica's 404, as 400
+        self.assertEqual(proxied.status, 400, proxied)
         self.assertIn(resp.json()["message"], [f"Hello from Server: {n}" for n in names])
         ring = self.env.get("RINGLB_RING")
         if ring:
