@@ -292,6 +292,10 @@ const std::vector<Option>& options() {
          c->balance_factor = x;
          return std::string();
        }},
+      {"slow-start", "MS",
+       "a replica that becomes healthy (added, or a replacement) gets its share of keys ramped up "
+       "over MS; the rest stay where they were served (default 0: off)",
+       U32(slow_start_ms, 0, 3600000)},
       {"assignment-404", "on|off", "turn a replica's 404 into the assignment's 400 (default on)", BOOL(assignment_404)},
       {"hb-interval", "MS", "heartbeat interval (default 500)", U32(hb_interval_ms, 10, 3600000)},
       {"hb-timeout", "MS", "heartbeat timeout (default 1000)", U32(hb_timeout_ms, 10, 3600000)},
