@@ -94,8 +94,13 @@ images: build
 
 # The compose deployment (network net1, replicas spawned by the LB). down also removes the replicas the
 # LB spawned, by their pool label.
-up: images
+up: images admin.env
 	docker-compose up -d 2>/dev/null || docker compose up -d
+
+# The admin token of the compose deployment (docker-compose.yml's env_file), made once, random,
+# readable by its owner only; not in git.
+admin.env:
+	umask 077 && printf 'RINGLB_ADMIN_TOKEN=%s\n' "$$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > $@
 
 down:
 	-docker-compose down 2>/dev/null || docker compose down

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <functional>
 
+#include <jansson.h>
+
 #include "lb/http/http_server.h"
 
 namespace {
@@ -72,6 +74,86 @@ std::string parse_retry_on(const std::string& v, uint8_t* out) {
     start = comma + 1;
   }
   *out = bits;
+  return "";
+}
+
+// --replica-env K=V: K a portable environment name, V without line breaks; the provisioner's own
+// names are refused (a replica listening on another PORT than the one the LB gave it is lost).
+std::string parse_replica_env(const std::string& v, std::vector<std::string>* out) {
+  size_t eq = v.find('=');
+  std::string k = v.substr(0, eq);
+  bool name_ok = eq != std::string::npos && !k.empty() && k.size() <= 256 &&
+                 (isalpha(static_cast<unsigned char>(k[0])) || k[0] == '_') &&
+                 k.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") ==
+                     std::string::npos;
+  if (!name_ok) return "must be NAME=VALUE with NAME of [A-Za-z_][A-Za-z0-9_]*";
+  if (k == "SERVER_ID" || k == "PORT" || k == "ADDRESS")
+    return "names " + k + ", which the provisioner sets itself";
+  for (char ch : v)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return "must not hold control characters";
+  if (v.size() > 4096) return "must be at most 4096 bytes";
+  if (out->size() >= 64) return "is one too many (at most 64 --replica-env)";
+  out->push_back(v);
+  return "";
+}
+
+// --replica-cmd: a JSON array of strings (["--debug-routes"]), or words separated by spaces.
+std::string parse_replica_cmd(const std::string& v, std::vector<std::string>* out) {
+  const std::string why = "must be a JSON array of strings or words separated by spaces (at most 64, "
+                          "each at most 4096 bytes, no control characters)";
+  std::vector<std::string> words;
+  if (!v.empty() && v[0] == '[') {
+    json_error_t jerr;
+    json_t* a = json_loads(v.c_str(), 0, &jerr);
+    if (a == nullptr || !json_is_array(a)) {
+      json_decref(a);
+      return why;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+      json_t* e = json_array_get(a, i);
+      if (!json_is_string(e)) {
+        json_decref(a);
+        return why;
+      }
+      words.emplace_back(json_string_value(e), json_string_length(e));
+    }
+    json_decref(a);
+  } else {
+    size_t i = 0;
+    while (i < v.size()) {
+      while (i < v.size() && v[i] == ' ') i++;
+      size_t j = v.find(' ', i);
+      if (j == std::string::npos) j = v.size();
+      if (j > i) words.push_back(v.substr(i, j - i));
+      i = j;
+    }
+  }
+  if (words.empty() || words.size() > 64) return why;
+  for (const std::string& w : words) {
+    if (w.size() > 4096) return why;
+    for (char ch : w)
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return why;
+  }
+  *out = std::move(words);
+  return "";
+}
+
+// --replica-memory: bytes, or a number with k, m or g (KiB, MiB, GiB); at least 6 MiB (the
+// engine's own minimum) and at most 1 TiB.
+std::string parse_memory(const std::string& v, uint64_t* out) {
+  const std::string why = "must be a size from 6m to 1024g (bytes, or a number with k, m or g)";
+  char* end;
+  errno = 0;
+  unsigned long long x = strtoull(v.c_str(), &end, 10);
+  if (v.empty() || !isdigit(static_cast<unsigned char>(v[0])) || errno) return why;
+  uint64_t mul = 1;
+  std::string unit(end);
+  if (unit == "k" || unit == "K") mul = 1ull << 10;
+  else if (unit == "m" || unit == "M") mul = 1ull << 20;
+  else if (unit == "g" || unit == "G") mul = 1ull << 30;
+  else if (!unit.empty()) return why;
+  if (x > (1ull << 40) / mul || x * mul < (6ull << 20)) return why;
+  *out = x * mul;
   return "";
 }
 
@@ -143,6 +225,33 @@ const std::vector<Option>& options() {
            return std::string("must be LO-HI with 1 <= LO <= HI <= 65535");
          c->port_min = static_cast<uint16_t>(lo);
          c->port_max = static_cast<uint16_t>(hi);
+         return std::string();
+       }},
+      {"replica-env", "K=V",
+       "docker: environment of each replica (repeat; in the variable, comma-separated)",
+       [](Config* c, const std::string& v) { return parse_replica_env(v, &c->replica_env); }},
+      {"replica-cmd", "CMD", "docker: command of each replica: the arguments of the image's entrypoint, "
+       "as a JSON array or words separated by spaces (default: the image's)",
+       [](Config* c, const std::string& v) { return parse_replica_cmd(v, &c->replica_cmd); }},
+      {"replica-cpus", "C", "docker: CPU limit of each replica, in CPUs, 0.01 to 1024 (default: none)",
+       [](Config* c, const std::string& v) {
+         char* end;
+         double x = strtod(v.c_str(), &end);
+         if (v.empty() || *end || !std::isfinite(x) || x < 0.01 || x > 1024)
+           return std::string("must be a number of CPUs from 0.01 to 1024");
+         c->replica_nano_cpus = static_cast<uint64_t>(x * 1e9 + 0.5);
+         return std::string();
+       }},
+      {"replica-memory", "SIZE", "docker: memory limit of each replica, e.g. 256m (default: none)",
+       [](Config* c, const std::string& v) { return parse_memory(v, &c->replica_memory); }},
+      {"health-path", "PATH", "path of the heartbeat GET sent to every replica (default /heartbeat)",
+       [](Config* c, const std::string& v) {
+         if (v.empty() || v[0] != '/' || v.size() > 1024)
+           return std::string("must be a path starting with / (at most 1024 bytes)");
+         for (char ch : v)
+           if (static_cast<unsigned char>(ch) <= 0x20 || static_cast<unsigned char>(ch) >= 0x7f)
+             return std::string("must be printable ASCII without spaces (percent-encode the rest)");
+         c->health_path = v;
          return std::string();
        }},
       {"ring", "MODE", "slots (the assignment's ring), ketama (default, 8000 points per replica: the most even) or maglev",
@@ -269,7 +378,8 @@ std::string env_name(const char* flag) {
 void print_help() {
   printf("usage: ringlb [OPTION]...\n"
          "A consistent-hashing HTTP load balancer that manages its replicas.\n"
-         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n\n");
+         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n"
+         "       ringlb --check URL   (GET http://IPV4:PORT/PATH; exit 0 on a 2xx: container healthchecks)\n\n");
   for (const Option& o : options()) {
     std::string left = std::string("--") + o.name + (o.arg ? std::string(" ") + o.arg : "");
     printf("  %-34s %s\n  %-34s [%s]\n", left.c_str(), o.help, "", env_name(o.name).c_str());
@@ -288,9 +398,23 @@ int config_parse(int argc, char** argv, Config* cfg) {
     std::string env = env_name(o.name);
     const char* v = getenv(env.c_str());
     if (v == nullptr) continue;
+    if (strcmp(o.name, "replica-env") == 0) {  // a list: K=V,K=V (a value with a comma: the flag)
+      std::string list = v;
+      size_t start = 0;
+      while (!list.empty() && start <= list.size()) {
+        size_t comma = list.find(',', start);
+        std::string one = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        std::string why = o.set(cfg, one);
+        if (!why.empty()) return fail(env, one, why);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      continue;
+    }
     std::string why = o.set(cfg, v);
     if (!why.empty()) return fail(env, v, why);
   }
+  bool replica_env_from_flags = false;
   bool backends_from_flags = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -318,6 +442,10 @@ int config_parse(int argc, char** argv, Config* cfg) {
         return 2;
       }
       value = argv[++i];
+    }
+    if (strcmp(opt->name, "replica-env") == 0 && !replica_env_from_flags) {
+      cfg->replica_env.clear();  // flags replace the environment's list
+      replica_env_from_flags = true;
     }
     if (strcmp(opt->name, "backend") == 0 && !backends_from_flags) {
       cfg->backends.clear();  // flags replace the environment's list

@@ -42,6 +42,15 @@ struct Config {
   std::string docker_network = "host";
   std::string replica_image = "ringlb-replica:latest";
   uint16_t port_min = 20000, port_max = 20999;
+  // The replica spec (docker): extra environment (K=V, after the provisioner's own SERVER_ID, PORT
+  // and ADDRESS, which it may not name), the command (the image's CMD: arguments of its entrypoint;
+  // empty: the image's), CPU limit in billionths of a CPU and memory limit in bytes (0: none).
+  std::vector<std::string> replica_env;
+  std::vector<std::string> replica_cmd;
+  uint64_t replica_nano_cpus = 0;
+  uint64_t replica_memory = 0;
+  // Health checks (every provisioner): the path of the heartbeat GET.
+  std::string health_path = "/heartbeat";
   // Ring and routing.
   RingConfig ring;
   bool hash_set = false;  // --hash given (slots mode defaults to the assignment's functions)

@@ -10,9 +10,17 @@
 // once (exit 1), leaving whatever was not removed yet. SIGHUP is logged and ignored until
 // configuration reload exists (it used to kill the daemon with its replicas).
 //
-// `ringlb --check-ready [HOST:PORT]` is the container healthcheck (the image has no shell or curl):
-// GET /readyz on HOST:PORT (default 127.0.0.1 and the port of --listen / RINGLB_LISTEN, else 5000),
-// exit 0 on a 200 and 1 otherwise, within 3 s.
+// `ringlb --check URL` is the container healthcheck (the image has no shell or curl): GET URL
+// (http://IPV4:PORT/PATH, or http://localhost:PORT/PATH), exit 0 on a 2xx and 1 otherwise, within
+// 3 s; the body is printed. `ringlb --check-ready [HOST:PORT]` is --check http://HOST:PORT/readyz,
+// HOST:PORT by default 127.0.0.1 and the port of RINGLB_LISTEN (only the environment is read, not
+// the flags), else 5000.
+//
+// systemd (Type=notify, lb/sdnotify.h): READY=1 once the listeners are open and every replica
+// counted at start is healthy with every worker routing to it (or, after --start-timeout, at
+// least one is: a static backend that never comes up does not hold the service back forever);
+// STOPPING=1 on the first SIGTERM/SIGINT; WATCHDOG=1 from the control loop every half of
+// $WATCHDOG_USEC when the unit sets WatchdogSec.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -30,7 +38,9 @@
 #include <uv.h>
 
 #include "lb/config.h"
+#include "lb/http/container_of.h"
 #include "lb/log.h"
+#include "lb/sdnotify.h"
 #include "lb/provision/process.h"
 #include "lb/provision/static.h"
 #include "lb/control/control.h"
@@ -47,7 +57,43 @@ struct Daemon {
   uv_signal_t sigterm, sigint, sighup;
   int stop_signals = 0;  // SIGTERM/SIGINT received so far
   bool workers_stopped = false, registry_closed = false, signals_closed = false;
+  // systemd notification: ready_timer looks for readiness until READY=1 is sent; watchdog pings.
+  uv_timer_t ready_timer, watchdog;
+  uint64_t started_at = 0;
+  bool ready_asked = false;
 };
+
+// Readiness, checked every 50 ms from the start until it holds: every replica counted at start is
+// healthy (or, once --start-timeout has passed, at least one). READY=1 goes once every worker
+// routes by that (control_after_sync): a client that starts sending on READY=1 meets no 503.
+void on_ready_check(uv_timer_t* t) {
+  Daemon* d = container_of(t, &Daemon::ready_timer);
+  if (d->stop_signals > 0 || d->ready_asked) {
+    uv_timer_stop(t);
+    return;
+  }
+  std::vector<const Replica*> counted = registry_counted(&d->reg);
+  size_t healthy = 0;
+  for (const Replica* r : counted) healthy += r->state == ReplicaState::healthy ? 1 : 0;
+  bool late = uv_now(d->loop) - d->started_at >= d->cfg.start_timeout_ms;
+  if (healthy < counted.size() && !(late && healthy > 0)) return;
+  uv_timer_stop(t);
+  d->ready_asked = true;
+  size_t total = counted.size();
+  control_after_sync(&d->control, [d, healthy, total](const Snapshot&) {
+    if (d->stop_signals > 0) return;
+    char state[128];
+    snprintf(state, sizeof state, "READY=1\nSTATUS=serving, %zu of %zu replicas healthy", healthy, total);
+    bool sent = sdnotify(state);
+    if (healthy < total)
+      LOG_WARN("ready with %zu of %zu replicas healthy (--start-timeout passed)%s", healthy, total,
+               sent ? "; told systemd" : "");
+    else
+      LOG_INFO("ready: %zu replicas healthy%s", total, sent ? "; told systemd" : "");
+  });
+}
+
+void on_watchdog(uv_timer_t*) { sdnotify("WATCHDOG=1"); }
 
 // The signal handles go last, once both the workers and the registry are closed: a signal during
 // shutdown (a third one while hurried workers still finish) never meets the default action.
@@ -57,6 +103,8 @@ void close_signals_when_done(Daemon* d) {
   LOG_INFO("stopped");
   for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d->ready_timer), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&d->watchdog), nullptr);
 }
 
 // The registry is closed once: after the workers drained (first signal) or at once (second signal).
@@ -81,6 +129,7 @@ void on_signal(uv_signal_t* sig, int signum) {
   }
   d->stop_signals++;
   if (d->stop_signals == 1) {
+    sdnotify("STOPPING=1");
     LOG_INFO("signal %d: stopping (finishing in-flight requests, then %s the replicas)", signum,
              d->cfg.on_exit_keep ? "keeping" : "removing");
     control_stop(&d->control, [d]() { on_workers_stopped(d); });
@@ -95,34 +144,40 @@ void on_signal(uv_signal_t* sig, int signum) {
   }
 }
 
-// --check-ready: see the top of the file. Blocking sockets: it runs alone, outside any loop.
-int check_ready(int argc, char** argv) {
-  std::string target = argc > 2 ? argv[2] : "";
-  if (target.empty()) {
-    const char* listen = getenv("RINGLB_LISTEN");
-    std::string l = listen ? listen : "0.0.0.0:5000";
-    target = "127.0.0.1:" + l.substr(l.rfind(':') + 1);
-  }
-  size_t colon = target.rfind(':');
-  std::string host = colon == std::string::npos ? target : target.substr(0, colon);
-  int port = colon == std::string::npos ? 5000 : atoi(target.c_str() + colon + 1);
+// --check URL: see the top of the file. Blocking sockets: it runs alone, outside any loop. Only
+// plain http to an IPv4 address or localhost: the healthcheck of a container asks its own daemon.
+int check_url(const std::string& url) {
+  const std::string scheme = "http://";
+  std::string rest = url.rfind(scheme, 0) == 0 ? url.substr(scheme.size()) : "";
+  size_t slash = rest.find('/');
+  std::string hostport = rest.substr(0, slash);
+  std::string path = slash == std::string::npos ? "/" : rest.substr(slash);
+  size_t colon = hostport.rfind(':');
+  std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+  if (host == "localhost") host = "127.0.0.1";
+  char* end = nullptr;
+  long port = colon == std::string::npos ? 80 : strtol(hostport.c_str() + colon + 1, &end, 10);
   struct sockaddr_in sa {};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));
-  if (port <= 0 || port > 65535 || inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) {
-    fprintf(stderr, "ringlb: --check-ready needs IPV4:PORT, not '%s'\n", target.c_str());
+  bool path_ok = path.find_first_of(" \r\n") == std::string::npos;
+  if (rest.empty() || port <= 0 || port > 65535 || (end != nullptr && *end != 0) || !path_ok ||
+      inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) {
+    fprintf(stderr, "ringlb: --check needs http://IPV4:PORT/PATH (or localhost), not '%s'\n", url.c_str());
     return 2;
   }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct timeval tv {3, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  static const char kReq[] = "GET /readyz HTTP/1.0\r\nHost: ringlb\r\n\r\n";
-  char buf[512];
+  if (fd >= 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: ringlb\r\n\r\n";
+  char buf[4096];
   ssize_t got = 0;
   if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
-      send(fd, kReq, sizeof kReq - 1, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof kReq - 1)) {
-    fprintf(stderr, "ringlb: --check-ready: cannot reach %s: %s\n", target.c_str(), strerror(errno));
+      send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    fprintf(stderr, "ringlb: --check: cannot reach %s: %s\n", url.c_str(), strerror(errno));
     if (fd >= 0) close(fd);
     return 1;
   }
@@ -133,10 +188,21 @@ int check_ready(int argc, char** argv) {
   }
   close(fd);
   buf[got] = 0;
-  bool ok = got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 8, " 200", 4) == 0;
+  bool ok = got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0 && buf[8] == ' ' && buf[9] == '2';
   const char* body = strstr(buf, "\r\n\r\n");
   printf("%s\n", body ? body + 4 : "no answer");
   return ok ? 0 : 1;
+}
+
+// --check-ready [HOST:PORT]: --check http://HOST:PORT/readyz.
+int check_ready(int argc, char** argv) {
+  std::string target = argc > 2 ? argv[2] : "";
+  if (target.empty()) {
+    const char* listen = getenv("RINGLB_LISTEN");
+    std::string l = listen ? listen : "0.0.0.0:5000";
+    target = "127.0.0.1:" + l.substr(l.rfind(':') + 1);
+  }
+  return check_url("http://" + target + "/readyz");
 }
 
 LogLevel parse_level(const std::string& s) {
@@ -193,6 +259,14 @@ Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err) {
 
 int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "--check-ready") == 0) return check_ready(argc, argv);
+  if (argc > 1 && strncmp(argv[1], "--check", 7) == 0 && (argv[1][7] == 0 || argv[1][7] == '=')) {
+    if (argv[1][7] == '=') return check_url(argv[1] + 8);
+    if (argc != 3) {
+      fprintf(stderr, "ringlb: --check needs a URL: ringlb --check http://127.0.0.1:5000/readyz\n");
+      return 2;
+    }
+    return check_url(argv[2]);
+  }
   static Daemon d;
   int rc = config_parse(argc, argv, &d.cfg);
   if (rc == 1) return 0;
@@ -231,6 +305,16 @@ int main(int argc, char** argv) {
   LOG_INFO("ringlb: %s provisioner, %s ring, %u replicas", d.prov->kind(), ring_mode_name(d.cfg.ring.mode),
            d.cfg.provisioner == ProvKind::static_list ? static_cast<unsigned>(d.cfg.backends.size())
                                                       : d.cfg.replicas);
+
+  d.started_at = uv_now(d.loop);
+  uv_timer_init(d.loop, &d.ready_timer);
+  uv_timer_start(&d.ready_timer, on_ready_check, 0, 50);
+  uv_timer_init(d.loop, &d.watchdog);
+  if (unsigned long long usec = sdnotify_watchdog_usec(); usec > 0) {
+    uint64_t ms = usec / 2000 > 0 ? usec / 2000 : 1;  // half of WatchdogSec, as sd_watchdog_enabled(3) advises
+    uv_timer_start(&d.watchdog, on_watchdog, 0, ms);
+    LOG_INFO("systemd watchdog: WATCHDOG=1 every %llu ms", static_cast<unsigned long long>(ms));
+  }
 
   uv_run(d.loop, UV_RUN_DEFAULT);
   delete d.prov;

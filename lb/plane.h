@@ -104,6 +104,29 @@ struct ToWorker {
 
 // --- worker -> control plane ------------------------------------------------------------------
 
+// Request durations as a histogram of bucket deltas (not cumulative: the control plane makes the
+// Prometheus buckets cumulative when it renders them). Bounds in microseconds, 0.5 ms .. 10 s as a
+// proxy's latencies spread; counts[kDurationBuckets] is the +Inf bucket. Observing is a scan of 14
+// integers: cheap enough for every exchange.
+constexpr int kDurationBuckets = 14;
+constexpr uint64_t kDurationBoundsUs[kDurationBuckets] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
+    10000000};
+struct DurationHist {
+  uint64_t counts[kDurationBuckets + 1] = {};
+  uint64_t sum_us = 0;
+};
+inline void duration_observe(DurationHist* h, uint64_t us) {
+  int i = 0;
+  while (i < kDurationBuckets && us > kDurationBoundsUs[i]) i++;
+  h->counts[i]++;
+  h->sum_us += us;
+}
+inline void duration_add(DurationHist* to, const DurationHist& d) {
+  for (int i = 0; i <= kDurationBuckets; i++) to->counts[i] += d.counts[i];
+  to->sum_us += d.sum_us;
+}
+
 // Counters a worker adds up between two reports (deltas) and the control plane sums.
 struct PlaneCounters {
   uint64_t requests = 0;        // client requests that reached routing or admin
@@ -113,6 +136,7 @@ struct PlaneCounters {
   uint64_t upstream_timeouts = 0;
   uint64_t no_replica = 0;      // 503 answers
   uint64_t connections = 0;     // client connections accepted
+  DurationHist duration;        // proxied requests answered, head received -> last byte written
 };
 
 // One replica as one worker saw it since its last report.
@@ -120,6 +144,9 @@ struct MemberReport {
   uint64_t uid = 0;
   uint64_t requests = 0;  // delta: responses completed
   uint64_t failures = 0;  // delta: attempts the replica was blamed for
+  uint64_t retries = 0;   // delta: requests sent on to the next replica after failing on this one
+  uint64_t responses[6] = {};  // delta: its responses by status class 1xx..5xx (index 1..5)
+  DurationHist duration;  // delta: the requests it answered, as PlaneCounters::duration
   uint32_t inflight = 0;  // now: exchanges on it
   // Passive health, in the order it happened: ok_seen says a proxied request succeeded in this
   // interval, strikes how many blamed failures came after the last success (all of them when none

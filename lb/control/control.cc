@@ -90,7 +90,10 @@ void on_publish(uv_timer_t* t) {
   Control* ctl = control_of(t);
   if (ctl->dirty) {
     ctl->dirty = false;
+    SnapshotPtr before = std::move(ctl->current);
     ctl->current = snapshot_build(ctl->reg);
+    metrics_ring_published(&ctl->metrics, before ? before->ring.get() : nullptr,
+                           ctl->current->ring.get());
     ToWorker msg;
     msg.kind = ToWorker::Kind::snapshot;
     msg.snapshot = ctl->current;
@@ -181,6 +184,7 @@ void apply_report(Control* ctl, FromWorker& m) {
   t.upstream_timeouts += d.upstream_timeouts;
   t.no_replica += d.no_replica;
   t.connections += d.connections;
+  duration_add(&t.duration, d.duration);
   w.gen = std::max(w.gen, m.gen);
   w.synced = std::max(w.synced, m.synced);
   w.open_conns = m.open_conns;
@@ -189,6 +193,7 @@ void apply_report(Control* ctl, FromWorker& m) {
     if (mr.inflight > 0) w.inflight.emplace_back(mr.uid, mr.inflight);
     Replica* r = registry_by_uid(ctl->reg, mr.uid);
     if (r == nullptr) continue;  // left the registry meanwhile
+    metrics_add_member(&ctl->metrics, r->ring_id, mr);
     r->requests += mr.requests;
     r->failures += mr.failures;
     registry_passive_report(r, mr.ok_seen, mr.strikes, mr.cause);

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "lb/config.h"
+#include "lb/control/metrics.h"
 #include "lb/data/spread.h"
 #include "lb/control/registry.h"
 #include "lb/plane.h"
@@ -64,6 +65,7 @@ struct Control {
   std::vector<PendingSync> syncs;
   uint64_t sync_seq = 0;
   PlaneCounters totals;  // every worker's counters, summed
+  MetricsState metrics;  // per ring id totals and ring changes (lb/control/metrics.h)
   std::mt19937_64 rng;
   // --balance-factor: the summed in-flight counts go out at most every kLoadIntervalMs; a change
   // inside that interval arms load_timer for its end, so the last change always goes out.

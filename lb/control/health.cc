@@ -13,9 +13,8 @@ struct Probe {
   uv_timer_t timer;
   bool done = false;
   int open = 2;  // conn and timer
+  std::string request;  // the heartbeat request (--health-path), alive until the probe is freed
 };
-
-constexpr char kRequest[] = "GET /heartbeat HTTP/1.1\r\nHost: ringlb\r\nConnection: close\r\n\r\n";
 
 void probe_closed(Probe* pr) {
   if (--pr->open > 0) return;
@@ -82,7 +81,9 @@ void on_connect(uv_connect_t* req, int status) {
     probe_fail(pr, status);
     return;
   }
-  int rc = http_conn_write(&pr->conn, kRequest, sizeof kRequest - 1);
+  pr->request = "GET " + pr->replica->reg->cfg->health_path +
+                " HTTP/1.1\r\nHost: ringlb\r\nConnection: close\r\n\r\n";
+  int rc = http_conn_write(&pr->conn, pr->request.data(), pr->request.size());
   if (rc == 0) rc = http_conn_start(&pr->conn);
   if (rc != 0) probe_fail(pr, rc);
 }

@@ -81,6 +81,7 @@ struct ClientConn {
   UpstreamConn* up = nullptr;
   uint64_t pos = 0;       // the key's ring position (valid across snapshots)
   uint64_t deadline = 0;  // loop time at which `wait` times out
+  uint64_t started_ns = 0;  // uv_hrtime when a proxied request's head arrived; 0 once observed
   uint64_t admin_call = 0;  // the call id while in admin_wait
   std::vector<uint32_t> tried;  // ring ids
   std::string req_head;         // the head sent upstream

@@ -1,5 +1,7 @@
 #include "lb/data/upstream.h"
 
+#include <cstring>
+
 #include "lb/http/container_of.h"
 
 namespace {
@@ -40,8 +42,17 @@ PoolState pool_state_of(MemberState s) {
   return PoolState::starting;
 }
 
+// Responses or durations counted since the last report (a 404 turned into 400 counts a response
+// and a duration without a completed request).
+bool pool_answered(const Pool* p) {
+  for (int i = 1; i <= 5; i++)
+    if (p->responses[i] != 0) return true;
+  return p->duration.sum_us != 0 || p->duration.counts[0] != 0;
+}
+
 bool pool_has_news(const Pool* p) {
-  return p->requests != 0 || p->failures != 0 || p->ok_seen || p->strikes != 0 ||
+  return p->requests != 0 || p->failures != 0 || p->retries != 0 || pool_answered(p) || p->ok_seen ||
+         p->strikes != 0 ||
          p->inflight != p->reported_inflight ||
          (p->state == PoolState::retired && p->inflight == 0 && p->conns == 0);
 }
@@ -115,19 +126,24 @@ bool pools_report(Pools* ps, std::vector<MemberReport>* out) {
     Pool* p = it->second;
     changed = changed || pool_has_news(p);
     bool retired = p->state == PoolState::retired;
-    if (p->requests != 0 || p->failures != 0 || p->ok_seen || p->strikes != 0 || p->inflight > 0 ||
-        p->reported_inflight > 0 || retired) {
+    if (p->requests != 0 || p->failures != 0 || p->retries != 0 || pool_answered(p) || p->ok_seen ||
+        p->strikes != 0 || p->inflight > 0 || p->reported_inflight > 0 || retired) {
       MemberReport m;
       m.uid = p->uid;
       m.requests = p->requests;
       m.failures = p->failures;
+      m.retries = p->retries;
+      memcpy(m.responses, p->responses, sizeof m.responses);
+      m.duration = p->duration;
       m.inflight = p->inflight;
       m.ok_seen = p->ok_seen;
       m.strikes = p->strikes;
       m.cause = std::move(p->cause);
       out->push_back(std::move(m));
     }
-    p->requests = p->failures = 0;
+    p->requests = p->failures = p->retries = 0;
+    memset(p->responses, 0, sizeof p->responses);
+    p->duration = DurationHist{};
     p->ok_seen = false;
     p->strikes = 0;
     p->cause.clear();

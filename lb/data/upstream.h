@@ -63,6 +63,9 @@ struct Pool {
   // For the next report: deltas since the last one (MemberReport says what they mean).
   uint64_t requests = 0;
   uint64_t failures = 0;
+  uint64_t retries = 0;
+  uint64_t responses[6] = {};
+  DurationHist duration;
   bool ok_seen = false;
   uint32_t strikes = 0;
   std::string cause;

@@ -392,7 +392,8 @@ static void on_created(StartOp* op, const DockerReply& r) {
   start_fail(op, st, err);
 }
 
-// The create body: image, env, labels, network; no restart policy (the LB heals, not the engine).
+// The create body: image, env, labels, network, the replica spec (command, CPU and memory limits);
+// no restart policy (the LB heals, not the engine).
 static json_t* create_body(const ProvDocker* p, const StartOp* op) {
   const std::string& name = op->spec.name;
   std::string port = std::to_string(op->inst.port);
@@ -400,6 +401,7 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
   json_array_append_new(env, json_string(("SERVER_ID=" + name).c_str()));
   json_array_append_new(env, json_string(("PORT=" + port).c_str()));
   if (p->host_mode) json_array_append_new(env, json_string("ADDRESS=127.0.0.1"));
+  for (const std::string& kv : p->cfg.env) json_array_append_new(env, json_string(kv.c_str()));
   json_t* labels = json_pack("{s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelRingId,
                              std::to_string(op->spec.ring_id).c_str(), kLabelPort, port.c_str());
   json_t* host_config = json_pack("{s:s, s:{s:s}}", "NetworkMode", p->cfg.network.c_str(),
@@ -407,6 +409,15 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
   json_t* body =
       json_pack("{s:s, s:o, s:o, s:i, s:o}", "Image", p->cfg.image.c_str(), "Env", env, "Labels",
                 labels, "StopTimeout", p->cfg.stop_grace_s, "HostConfig", host_config);
+  if (!p->cfg.cmd.empty()) {
+    json_t* cmd = json_array();
+    for (const std::string& w : p->cfg.cmd) json_array_append_new(cmd, json_string(w.c_str()));
+    json_object_set_new(body, "Cmd", cmd);
+  }
+  if (p->cfg.nano_cpus > 0)
+    json_object_set_new(host_config, "NanoCpus", json_integer(static_cast<json_int_t>(p->cfg.nano_cpus)));
+  if (p->cfg.memory > 0)
+    json_object_set_new(host_config, "Memory", json_integer(static_cast<json_int_t>(p->cfg.memory)));
   if (!p->host_mode) {
     json_object_set_new(body, "Hostname", json_string(name.c_str()));
     json_t* endpoint = json_pack("{s:[s]}", "Aliases", name.c_str());

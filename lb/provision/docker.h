@@ -5,7 +5,9 @@
 // Each container gets:
 //   name    spec.name (also SERVER_ID, the hostname and, on a bridge network, its network alias)
 //   labels  ringlb.pool=<pool>, ringlb.ring-id=<ring id>, ringlb.port=<port>
-//   env     SERVER_ID=<name>, PORT=<port>, and in host mode ADDRESS=127.0.0.1
+//   env     SERVER_ID=<name>, PORT=<port>, and in host mode ADDRESS=127.0.0.1, then cfg.env
+//   cmd     cfg.cmd when not empty (the arguments of the image's entrypoint), else the image's
+//   limits  HostConfig.NanoCpus = cfg.nano_cpus, HostConfig.Memory = cfg.memory (0: none)
 // Network "host": the replica listens on 127.0.0.1 on its own port, picked from [port_min,
 // port_max] (skipping ports of owned containers and ports that cannot be bound). Any other network
 // NAME is a user-defined bridge: the container joins NAME with alias = name and listens on 5000;
@@ -27,6 +29,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "lb/provision/provisioner.h"
 
@@ -38,6 +41,12 @@ struct ProvDockerConfig {
   uint16_t port_min = 20000;     // host mode: the replicas' port range
   uint16_t port_max = 20999;
   int stop_grace_s = 5;         // SIGTERM, then SIGKILL after this many seconds
+  // The replica spec (--replica-env, --replica-cmd, --replica-cpus, --replica-memory), validated by
+  // config_parse: K=V entries, the command's words, billionths of a CPU and bytes (0: no limit).
+  std::vector<std::string> env;
+  std::vector<std::string> cmd;
+  uint64_t nano_cpus = 0;
+  uint64_t memory = 0;
   int ready_timeout_ms = 5000;  // host mode: start waits this long for the replica to listen
   // Create, start, inspect, list, remove, rename: an engine call without an answer within this
   // fails. A create that timed out is looked up by name and removed if the engine made it anyway.

@@ -14,5 +14,9 @@ Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::st
   dc.network = cfg.docker_network;
   dc.port_min = cfg.port_min;
   dc.port_max = cfg.port_max;
+  dc.env = cfg.replica_env;
+  dc.cmd = cfg.replica_cmd;
+  dc.nano_cpus = cfg.replica_nano_cpus;
+  dc.memory = cfg.replica_memory;
   return prov_docker_create(loop, dc, err);
 }

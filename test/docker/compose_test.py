@@ -12,6 +12,11 @@ container name and compose project unique to the run, and the images built from 
 compose project's label) is force-removed at the end, whether the test passed or not. Like
 lb_docker_test it names replicas server1..3, so it takes its turn through the same lock.
 
+It also checks what the file promises operators (issue 14): no version key, restart and stop grace
+period, the admin routes on their own port published on 127.0.0.1 only and needing the token of the
+env file, the healthcheck (`ringlb --check URL` on /readyz) bringing the container to healthy (its
+interval shortened to 1 s here), and the assignment's override file (its ring and API).
+
 Skips (exit 77) when docker-compose or PyYAML is missing (the compose deployment is optional), and
 when no engine answers unless RINGLB_REQUIRE_DOCKER=1, then fails.
 """
@@ -71,21 +76,57 @@ class Compose(unittest.TestCase):
         self.addCleanup(compose, self.project, self.path, "down", "--timeout", "10")
 
     def for_localhost(self, doc):
+        # What the file says for operators (issue 14): no obsolete version key, restarted unless
+        # stopped, time to drain, the admin routes on their own port published on 127.0.0.1 only
+        # with the token from an env file, the healthcheck through the binary's --check, and the
+        # daemon's default ring (the assignment's is the override file's).
+        self.assertNotIn("version", doc)
         lb = dict(doc["services"]["lb"])
         env = dict(lb["environment"])
         self.assertEqual(env.get("RINGLB_PROVISIONER"), "docker", env)
+        self.assertNotIn("RINGLB_RING", env)
         self.assertIn("/var/run/docker.sock:/var/run/docker.sock", lb["volumes"])
+        self.assertEqual(lb["restart"], "unless-stopped")
+        self.assertIn("stop_grace_period", lb)
+        admin_port = env["RINGLB_ADMIN_LISTEN"].rsplit(":", 1)[1]
+        self.assertIn(f"127.0.0.1:{admin_port}:{admin_port}", lb["ports"])
+        self.assertEqual([p for p in lb["ports"] if f":{admin_port}" in p and not p.startswith("127.0.0.1:")], [])
+        self.assertEqual(lb["env_file"], ["admin.env"])
+        check = lb["healthcheck"]["test"]
+        self.assertEqual(check, ["CMD", "/ringlb", "--check", f"http://127.0.0.1:{admin_port}/readyz"])
         for key in ("ports", "networks"):
             lb.pop(key, None)
         lb["network_mode"] = "host"
         lb["image"] = LB_IMAGE
         lb["container_name"] = f"{RUN}-lb"
+        # The test's own admin port and token (host networking: a free port on 127.0.0.1).
+        self.admin_port = harness.free_port()
+        self.token = f"tok-{os.getpid()}-{time.time_ns()}"
+        token_file = os.path.join(self.dir, "admin.env")
+        with open(token_file, "w") as f:
+            f.write(f"RINGLB_ADMIN_TOKEN={self.token}\n")
+        lb["env_file"] = [token_file]
+        lb["healthcheck"] = dict(lb["healthcheck"], interval="1s",
+                                 test=check[:-1] + [f"http://127.0.0.1:{self.admin_port}/readyz"])
         env.update({"RINGLB_LISTEN": f"{HOST}:{self.port}", "RINGLB_DOCKER_NETWORK": "host",
+                    "RINGLB_ADMIN_LISTEN": f"{HOST}:{self.admin_port}",
                     "RINGLB_REPLICA_IMAGE": REPLICA_IMAGE, "RINGLB_POOL": RUN,
                     "RINGLB_REPLICA_PORT_RANGE": PORT_RANGE})
         lb["environment"] = env
         self.env = env
-        return {"version": doc.get("version", "3.9"), "services": {"lb": lb}}
+        return {"services": {"lb": lb}}
+
+    def admin(self, method, path, body=None, token=True):
+        headers = {"Authorization": f"Bearer {self.token}"} if token else None
+        return harness.request(self.admin_port, method, path, headers, body)
+
+    def test_assignment_override_sets_its_ring_and_api(self):
+        with open(harness.source_path("docker-compose.assignment.yml")) as f:
+            text = f.read()
+        self.assertIn("A-1", text)
+        env = yaml.safe_load(text)["services"]["lb"]["environment"]
+        self.assertEqual(env["RINGLB_RING"], "slots")
+        self.assertEqual((env["RINGLB_ADMIN_LISTEN"], env["RINGLB_ADMIN_TOKEN"]), ("", ""))
 
     def test_compose_up_serves_the_api_and_down_removes_the_replicas(self):
         code, out = compose(self.project, self.path, "up", "-d")
@@ -95,7 +136,7 @@ class Compose(unittest.TestCase):
 
         def ready():
             try:
-                rep = harness.request(self.port, "GET", "/rep?verbose=1").json()["message"]
+                rep = self.admin("GET", "/rep?verbose=1").json()["message"]
                 return (rep["replicas"] == names and
                         all(d["state"] == "healthy" for d in rep["details"]))
             except (OSError, AssertionError, ValueError, KeyError):
@@ -112,11 +153,22 @@ class Compose(unittest.TestCase):
 
         resp = harness.request(self.port, "GET", "/home")
         self.assertEqual(resp.status, 200, resp)
+        # The healthcheck (ringlb --check on /readyz of the admin port) makes the container healthy.
+        def healthy():
+            status, state = engine("GET", f"/containers/{RUN}-lb/json")
+            return status == 200 and state["State"].get("Health", {}).get("Status") == "healthy"
+        harness.wait_until(healthy, 60.0, "the compose LB's healthcheck to say healthy", 0.5)
+        # Admin routes: on the admin port only, and only with the token.
+        self.assertEqual(self.admin("GET", "/rep", token=False).status, 401)
+        self.assertEqual(self.admin("GET", "/metrics", token=False).status, 401)
+        self.assertEqual(self.admin("GET", "/rep").status, 200)
+        proxied = harness.request(self.port, "GET", "/rep")  # proxied: a replica's 404, as 400
+        self.assertEqual(proxied.status, 400, proxied)
         self.assertIn(resp.json()["message"], [f"Hello from Server: {n}" for n in names])
         ring = self.env.get("RINGLB_RING")
         if ring:
             self.assertIn(f"{ring} ring", compose(self.project, self.path, "logs", "--no-color")[1])
-        resp = harness.request(self.port, "POST", "/add", body={"n": 1, "hostnames": [f"{RUN}-x"]})
+        resp = self.admin("POST", "/add", body={"n": 1, "hostnames": [f"{RUN}-x"]})
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(len(containers(f"ringlb.pool={RUN}")), replicas + 1)
 

@@ -351,7 +351,7 @@ class Health(ControlTestCase):
         self.assertEqual(resp.json()["message"], "<Error> not ready: the pool has no replicas")
         with open(harness.source_path("docker-compose.yml")) as f:
             compose = f.read()
-        self.assertIn('test: ["CMD", "/ringlb", "--check-ready"]', compose)
+        self.assertRegex(compose, r'test: \["CMD", "/ringlb", "--check", "http://127\.0\.0\.1:\d+/readyz"\]')
 
 
 class Healing(ControlTestCase):

@@ -178,7 +178,7 @@ class HashKey(HealTestCase):
             got = [name for name in after if name.startswith("ringlb_replica_requests_total")
                    and after[name] != before.get(name, 0)]
             self.assertEqual(len(got), 1, (before, after))
-            return re.search(r'replica="([^"]+)"', got[0]).group(1)
+            return re.search(r'ring_id="([^"]+)"', got[0]).group(1)
         self.check(lb, send, [f"/p/{i}" for i in range(40)])
         # The query string is not part of the key.
         self.assertEqual({send(f"/home?x={i}") for i in range(10)}, {send("/home")})
@@ -300,9 +300,12 @@ class Metrics(HealTestCase):
         per_replica = sum(v for k, v in delta.items()
                           if k.startswith("ringlb_replica_requests_total{"))
         self.assertGreaterEqual(per_replica, 10)
-        for name in ("server1", "server2", "server3"):
-            self.assertEqual(m1[f'ringlb_replica_up{{replica="{name}",state="healthy"}}'], 1)
-            self.assertEqual(m1[f'ringlb_replica_inflight{{replica="{name}"}}'], 0)
+        # Per-replica series are labelled by ring id; the name is in ringlb_replica_info and the
+        # state a value (1: healthy).
+        for ring_id, name in ((1, "server1"), (2, "server2"), (3, "server3")):
+            self.assertEqual(m1[f'ringlb_replica_info{{ring_id="{ring_id}",name="{name}"}}'], 1)
+            self.assertEqual(m1[f'ringlb_replica_state{{ring_id="{ring_id}"}}'], 1)
+            self.assertEqual(m1[f'ringlb_replica_inflight{{ring_id="{ring_id}"}}'], 0)
         promtool = shutil.which("promtool")
         if promtool is None:
             self.skipTest("promtool is not installed (deps/install.sh test: Debian's prometheus)")
