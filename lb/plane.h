@@ -20,6 +20,9 @@
 #include "lb/mailbox.h"
 #include "ring/ring.h"
 
+struct Config;
+struct AccessLogSink;
+
 // --- the routing snapshot ---------------------------------------------------------------------
 
 // What a worker may do with a member of the ring.
@@ -69,6 +72,7 @@ struct ToWorker {
     admin_answer,  // the answer to admin call `call`
     sync,          // report now, with synced = seq
     stop,          // stop accepting, finish in-flight exchanges, close everything, then `stopped`
+    config,        // a reload: read `config` (and log to `access_log`) from the next request on
   } kind = Kind::sync;
   SnapshotPtr snapshot;
   std::vector<uint32_t> load;
@@ -76,6 +80,8 @@ struct ToWorker {
   uint64_t seq = 0;  // sync
   uint64_t call = 0;  // admin_answer
   AdminAnswer answer;
+  std::shared_ptr<const Config> config;             // config: immutable, shared by every worker
+  std::shared_ptr<const AccessLogSink> access_log;  // config: null when --access-log is off
 };
 
 // --- worker -> control plane ------------------------------------------------------------------
