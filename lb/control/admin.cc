@@ -48,7 +48,14 @@ bool check_names(Control* ctl, AdminCallRef client, const std::vector<std::strin
   return true;
 }
 
-void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
+// "a, b, c" for the log.
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+void handle_add(Control* ctl, AdminCallRef client, const std::string& body, const std::string& peer) {
   Registry* reg = ctl->reg;
   long long n;
   std::vector<std::string> names;
@@ -83,6 +90,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
     std::string name = registry_random_name(reg);
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   }
+  LOG_INFO("admin: /add from %s: adding %lld replicas (%s)", peer.c_str(), n, joined(names).c_str());
   auto req = std::make_unique<AddRequest>();
   req->names = names;
   AdminCallRef ref = client;
@@ -98,7 +106,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body) {
   registry_add(reg, std::move(req));
 }
 
-void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
+void handle_rm(Control* ctl, AdminCallRef client, const std::string& body, const std::string& peer) {
   Registry* reg = ctl->reg;
   long long n;
   std::vector<std::string> names;
@@ -143,6 +151,7 @@ void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
     names.push_back(others[i]);
     others.erase(others.begin() + static_cast<long>(i));
   }
+  LOG_INFO("admin: /rm from %s: removing %lld replicas (%s)", peer.c_str(), n, joined(names).c_str());
   registry_remove(reg, names);
   // Answered once no worker routes a new request to the removed replicas.
   std::string answer = admin_rep_json(reg, false);
@@ -237,6 +246,23 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
       json_array_append_new(details, d);
     }
     json_object_set_new(msg, "details", details);
+    // The settings a reload (SIGHUP) may change, as in force now.
+    const Config* c = reg->cfg;
+    static const char* kAccessLog[] = {"off", "text", "json"};
+    json_object_set_new(msg, "config",
+                        json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:s, s:s, s:i, s:i, s:i}",
+                                  "hb_interval_ms", static_cast<json_int_t>(c->hb_interval_ms),
+                                  "hb_timeout_ms", static_cast<json_int_t>(c->hb_timeout_ms),
+                                  "fall", static_cast<json_int_t>(c->fall),
+                                  "rise", static_cast<json_int_t>(c->rise),
+                                  "strikes", static_cast<json_int_t>(c->strikes),
+                                  "retries", static_cast<json_int_t>(c->retries),
+                                  "balance_factor", c->balance_factor,
+                                  "log_level", c->log_level.c_str(),
+                                  "access_log", kAccessLog[static_cast<int>(c->access_log)],
+                                  "max_replicas", static_cast<json_int_t>(c->max_replicas),
+                                  "connect_timeout_ms", static_cast<json_int_t>(c->connect_timeout_ms),
+                                  "upstream_timeout_ms", static_cast<json_int_t>(c->upstream_timeout_ms)));
   }
   json_t* root = json_object();
   json_object_set_new(root, "message", msg);
@@ -244,7 +270,8 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
   return dump(root);
 }
 
-void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const std::string& body) {
+void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const std::string& body,
+                  const std::string& peer) {
   std::string_view url = http_head_url(head);
   std::string_view path = http_url_path(url);
   llhttp_method_t m = head.method;
@@ -281,10 +308,10 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     });
   } else if (path == "/add") {
     if (m != HTTP_POST) return wrong_method("POST");
-    handle_add(ctl, client, body);
+    handle_add(ctl, client, body, peer);
   } else if (path == "/rm") {
     if (m != HTTP_DELETE) return wrong_method("DELETE");
-    handle_rm(ctl, client, body);
+    handle_rm(ctl, client, body, peer);
   } else if (path == "/metrics") {
     if (!get) return wrong_method("GET, HEAD");
     control_after_sync(ctl, [ctl, client](const Snapshot&) {

@@ -89,6 +89,13 @@ struct ClientConn {
   std::string admin_body;
   ClientConn* act_prev = nullptr;
   ClientConn* act_next = nullptr;
+  // For the access log (filled while it is on): what exchange_log writes at the exchange's end.
+  uint64_t started_ns = 0;  // uv_hrtime when the head arrived; 0: nothing to log
+  uint64_t bytes_in = 0, bytes_out = 0;
+  int status = 0;            // the status sent
+  uint32_t ring_id = 0;      // the replica that answered (0: the LB's own answer)
+  std::string replica;
+  char rid[8] = {};          // the request id generated for it, or empty
 };
 
 // The server's on_accept for worker w: a new client connection (admin_listener: on --admin-listen).

@@ -1,0 +1,316 @@
+#include "lb/access_log.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "lb/http/container_of.h"
+#include "lb/log.h"
+
+namespace {
+
+constexpr uint64_t kFailLogEveryMs = 10000;
+// A pipe that stays full this long (its reader stopped) loses the rest of the batch: the
+// threadpool thread must come back, and the lines are counted as dropped.
+constexpr int kPipeWaitMs = 2000;
+
+void append_u64(std::string* out, uint64_t v) {
+  char buf[24];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (n > 0) out->push_back(buf[--n]);
+}
+
+// duration in ms with three decimals ("0.412").
+void append_ms(std::string* out, uint64_t us) {
+  append_u64(out, us / 1000);
+  char frac[4] = {static_cast<char>('0' + us / 100 % 10), static_cast<char>('0' + us / 10 % 10),
+                  static_cast<char>('0' + us % 10), 0};
+  out->push_back('.');
+  out->append(frac, 3);
+}
+
+const char kHex[] = "0123456789abcdef";
+
+// s for the text format: printable ASCII but '"' and '\\' as is, everything else as \xHH, so a
+// line is one line of printable ASCII and a field in quotes cannot end early.
+void text_escape(std::string* out, std::string_view s) {
+  for (unsigned char ch : s) {
+    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+      out->push_back(static_cast<char>(ch));
+    } else {
+      out->append("\\x");
+      out->push_back(kHex[ch >> 4]);
+      out->push_back(kHex[ch & 15]);
+    }
+  }
+}
+
+// Or "-" when s is empty.
+void text_field(std::string* out, std::string_view s) {
+  if (s.empty()) out->push_back('-');
+  else text_escape(out, s);
+}
+
+// The length of the valid UTF-8 sequence at s[i], or 0 when the bytes there are not one
+// (overlong forms, surrogates and code points past U+10FFFF are invalid, as RFC 3629 says).
+size_t utf8_valid(std::string_view s, size_t i) {
+  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = b(i);
+  size_t left = s.size() - i;
+  auto cont = [&](size_t k) { return (b(k) & 0xc0) == 0x80; };
+  if (c >= 0xc2 && c <= 0xdf) return left >= 2 && cont(i + 1) ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if (left < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
+    if (c == 0xe0 && b(i + 1) < 0xa0) return 0;   // overlong
+    if (c == 0xed && b(i + 1) >= 0xa0) return 0;  // surrogates
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if (left < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
+    if (c == 0xf0 && b(i + 1) < 0x90) return 0;   // overlong
+    if (c == 0xf4 && b(i + 1) >= 0x90) return 0;  // past U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+void json_string(std::string* out, std::string_view s) {
+  out->push_back('"');
+  access_log_json_escape(out, s);
+  out->push_back('"');
+}
+
+// The threadpool's part: writes al->flight to al->flight_sink, whole. Runs on a threadpool thread
+// and touches nothing else of al.
+void on_work(uv_work_t* req) {
+  AccessLog* al = container_of(req, &AccessLog::work);
+  const AccessLogSink& sink = *al->flight_sink;
+  const char* p = al->flight.data();
+  size_t left = al->flight.size();
+  al->write_err = 0;
+  while (left > 0) {
+    size_t n = left;
+    if (sink.pipe && n > PIPE_BUF) {
+      // The last line end within PIPE_BUF: the kernel writes up to PIPE_BUF bytes to a pipe whole.
+      size_t cut = PIPE_BUF;
+      while (cut > 0 && p[cut - 1] != '\n') cut--;
+      n = cut > 0 ? cut : PIPE_BUF;  // a line longer than PIPE_BUF cannot stay whole anyway
+    }
+    ssize_t w = write(sink.fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd pfd = {sink.fd, POLLOUT, 0};
+      if (poll(&pfd, 1, kPipeWaitMs) > 0) continue;
+      al->write_err = EAGAIN;
+      return;
+    }
+    if (w <= 0) {
+      al->write_err = w < 0 ? errno : EIO;
+      return;
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+}
+
+void start_write(AccessLog* al);
+
+void on_written(uv_work_t* req, int status) {
+  AccessLog* al = container_of(req, &AccessLog::work);
+  al->writing = false;
+  int err = status != 0 ? -status : al->write_err;
+  if (err != 0) {
+    uint64_t now = uv_now(al->loop);
+    if (al->failed_at == 0 || now - al->failed_at >= kFailLogEveryMs) {
+      al->failed_at = now;
+      LOG_WARN("access log: worker %u cannot write to %s: %s", al->worker,
+               al->flight_sink->path.empty() ? "stderr" : al->flight_sink->path.c_str(), strerror(err));
+    }
+  }
+  al->flight.clear();
+  al->flight_sink.reset();
+  if (!al->fill.empty() && (al->closing || al->fill.size() >= kAccessLogFlushAt)) start_write(al);
+}
+
+// Hands fill to the threadpool, unless a write is in flight (its completion looks again).
+void start_write(AccessLog* al) {
+  if (al->writing || al->fill.empty() || al->sink == nullptr) return;
+  al->flight.swap(al->fill);  // fill keeps the capacity flight had: no allocation per batch
+  al->flight_sink = al->sink;
+  al->writing = true;
+  if (uv_queue_work(al->loop, &al->work, on_work, on_written) != 0) {
+    al->writing = false;
+    al->flight.clear();
+    al->flight_sink.reset();
+  }
+}
+
+// "2026-12-02T10:40:01.123Z" for now, the seconds formatted once a second.
+std::string_view time_now(AccessLog* al, char* buf) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  if (ts.tv_sec != al->stamp_sec) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(al->time_text, sizeof al->time_text, "%Y-%m-%dT%H:%M:%S", &tm);
+    al->stamp_sec = ts.tv_sec;
+  }
+  memcpy(buf, al->time_text, 19);
+  int ms = static_cast<int>(ts.tv_nsec / 1000000);
+  buf[19] = '.';
+  buf[20] = static_cast<char>('0' + ms / 100);
+  buf[21] = static_cast<char>('0' + ms / 10 % 10);
+  buf[22] = static_cast<char>('0' + ms % 10);
+  buf[23] = 'Z';
+  return std::string_view(buf, 24);
+}
+
+}  // namespace
+
+AccessLogSink::~AccessLogSink() {
+  if (owned && fd >= 0) close(fd);
+}
+
+AccessLogSinkPtr access_log_open(const std::string& path, std::string* err) {
+  auto sink = std::make_shared<AccessLogSink>();
+  sink->path = path;
+  if (path.empty()) {
+    sink->fd = 2;
+  } else {
+    sink->fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (sink->fd < 0) {
+      *err = "cannot open the access log '" + path + "': " + strerror(errno);
+      return nullptr;
+    }
+    sink->owned = true;
+  }
+  struct stat st;
+  sink->pipe = fstat(sink->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  return sink;
+}
+
+void access_log_json_escape(std::string* out, std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char ch = static_cast<unsigned char>(s[i]);
+    if (ch >= 0x20 && ch < 0x7f) {
+      if (ch == '"' || ch == '\\') out->push_back('\\');
+      out->push_back(static_cast<char>(ch));
+      i++;
+    } else if (ch < 0x20 || ch == 0x7f) {
+      out->append("\\u00");
+      out->push_back(kHex[ch >> 4]);
+      out->push_back(kHex[ch & 15]);
+      i++;
+    } else if (size_t n = utf8_valid(s, i); n > 0) {
+      out->append(s.data() + i, n);
+      i += n;
+    } else {
+      out->append("\\ufffd");
+      i++;
+    }
+  }
+}
+
+void access_log_format(std::string* out, AccessLogMode mode, const AccessLogEntry& e,
+                       std::string_view time_text) {
+  if (mode == AccessLogMode::json) {
+    out->append("{\"time\":\"").append(time_text).append("\",\"client\":");
+    json_string(out, e.client);
+    out->append(",\"method\":");
+    json_string(out, e.method);
+    out->append(",\"path\":");
+    json_string(out, e.target);
+    out->append(",\"status\":");
+    append_u64(out, static_cast<uint64_t>(e.status));
+    out->append(",\"bytes_in\":");
+    append_u64(out, e.bytes_in);
+    out->append(",\"bytes_out\":");
+    append_u64(out, e.bytes_out);
+    out->append(",\"replica\":");
+    json_string(out, e.replica);
+    out->append(",\"ring_id\":");
+    append_u64(out, e.ring_id);
+    out->append(",\"duration_ms\":");
+    append_ms(out, e.duration_us);
+    out->append(",\"retries\":");
+    append_u64(out, e.retries);
+    out->append(",\"request_id\":");
+    json_string(out, e.request_id);
+    out->append("}\n");
+    return;
+  }
+  // time client "METHOD target HTTP/1.x" status in out replica ring_id ms retries rid
+  out->append(time_text).push_back(' ');
+  text_field(out, e.client);
+  out->append(" \"");
+  text_escape(out, e.method);
+  out->push_back(' ');
+  text_escape(out, e.target);
+  out->append(e.http_minor == 0 ? " HTTP/1.0\" " : " HTTP/1.1\" ");
+  append_u64(out, static_cast<uint64_t>(e.status));
+  out->append(" in=");
+  append_u64(out, e.bytes_in);
+  out->append(" out=");
+  append_u64(out, e.bytes_out);
+  out->append(" replica=");
+  text_field(out, e.replica);
+  out->append(" ring_id=");
+  append_u64(out, e.ring_id);
+  out->append(" ms=");
+  append_ms(out, e.duration_us);
+  out->append(" retries=");
+  append_u64(out, e.retries);
+  out->append(" rid=");
+  text_field(out, e.request_id);
+  out->push_back('\n');
+}
+
+void access_log_init(AccessLog* al, uv_loop_t* loop, uint32_t worker) {
+  al->loop = loop;
+  al->worker = worker;
+  al->fill.reserve(kAccessLogFlushAt + 4096);
+}
+
+void access_log_configure(AccessLog* al, AccessLogMode mode, AccessLogSinkPtr sink) {
+  al->mode = sink == nullptr ? AccessLogMode::off : mode;
+  if (sink != nullptr) al->sink = std::move(sink);  // turned off: what waits still goes out
+}
+
+void access_log_write(AccessLog* al, const AccessLogEntry& e) {
+  if (al->mode == AccessLogMode::off) return;
+  if (al->fill.size() >= kAccessLogFillMax) {  // the writer is behind: drop, never block or grow
+    al->dropped++;
+    al->dropped_total++;
+    return;
+  }
+  char buf[24];
+  access_log_format(&al->fill, al->mode, e, time_now(al, buf));
+  if (al->fill.size() >= kAccessLogFlushAt) start_write(al);
+}
+
+void access_log_tick(AccessLog* al) {
+  start_write(al);
+  if (al->dropped > 0) {
+    LOG_WARN("access log: worker %u dropped %llu lines (%llu in all): the file takes them slower "
+             "than requests come",
+             al->worker, static_cast<unsigned long long>(al->dropped),
+             static_cast<unsigned long long>(al->dropped_total));
+    al->dropped = 0;
+  }
+}
+
+void access_log_close(AccessLog* al) {
+  al->closing = true;
+  start_write(al);
+}
