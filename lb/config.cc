@@ -331,8 +331,9 @@ std::string printable(const std::string& s) {
 constexpr size_t kConfigFileMax = 1 << 20;
 
 // Applies the file at path: one `option = value` a line (the long option name, with or without
-// its --), blank lines and lines starting with # ignored, a value optionally in double quotes
-// (kept as written inside them). Returns false with *err naming the file and the line.
+// its --), blank lines and lines starting with # ignored, a # after a space ending the value (a
+// comment), a value optionally in double quotes (kept as written inside them, # included).
+// Returns false with *err naming the file and the line.
 bool load_file(Loader* l, const std::string& path) {
   FILE* f = fopen(path.c_str(), "re");
   if (f == nullptr) {
@@ -370,8 +371,22 @@ bool load_file(Loader* l, const std::string& path) {
     std::string name = trim(line.substr(0, eq));
     std::string value = trim(line.substr(eq + 1));
     if (name.rfind("--", 0) == 0) name = name.substr(2);
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-      value = value.substr(1, value.size() - 2);
+    if (!value.empty() && value.front() == '"') {
+      size_t close = value.find('"', 1);
+      std::string rest = close == std::string::npos ? "" : trim(value.substr(close + 1));
+      if (close == std::string::npos || (!rest.empty() && rest[0] != '#')) {
+        *l->err = where + name + ": a quoted value must end with its quote (then only a # comment)";
+        return false;
+      }
+      value = value.substr(1, close - 1);
+    } else if (size_t hash = value.find_first_of("#"); hash != std::string::npos) {
+      // A comment after the value: a # that follows a space or tab (abc#def is a value).
+      for (size_t i = hash; i != std::string::npos; i = value.find('#', i + 1))
+        if (i > 0 && (value[i - 1] == ' ' || value[i - 1] == '\t')) {
+          value = trim(value.substr(0, i));
+          break;
+        }
+    }
     const Option* o = find_option(name);
     if (o == nullptr) {
       *l->err = where + "unknown option '" + printable(name) + "' (see --help)";

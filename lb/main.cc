@@ -120,6 +120,7 @@ void reload(Daemon* d) {
   for (const std::string& line : ignored) LOG_WARN("reload: %s", line.c_str());
   for (const std::string& line : changed) LOG_INFO("reload: %s", line.c_str());
   bool hb_changed = next.hb_interval_ms != d->cfg.hb_interval_ms;
+  if (next.replica_image != d->cfg.replica_image) d->prov->set_image(next.replica_image);
   d->cfg = std::move(next);  // in place: the registry and the control plane point at it
   d->given = std::move(next_given);
   LogLevel level = LogLevel::info;

@@ -89,6 +89,7 @@ struct ProvDocker final : Provisioner {
   void list(ProvListCb cb) override;
   void close(std::function<void()> cb) override;
   bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
+  void set_image(const std::string& image) override { cfg.image = image; }
 };
 
 // ---- small helpers ----

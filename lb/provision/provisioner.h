@@ -56,6 +56,10 @@ struct Provisioner {
     (void)cb;
     return false;
   }
+  // A reload (SIGHUP) changed the image new replicas are made from (docker): replicas already
+  // running are left as they are, the next start (an /add, a replacement) uses it. Default: the
+  // provisioner has no image.
+  virtual void set_image(const std::string& image) { (void)image; }
   // Stops watching, releases handles; replicas are left as they are. cb once everything is closed.
   virtual void close(std::function<void()> cb) = 0;
 

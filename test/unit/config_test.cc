@@ -293,8 +293,9 @@ TEST_F(ConfigTest, TheFileSetsOptionsWithCommentsBlankLinesAndQuotes) {
              "hb-interval = 250\n"
              "   # indented comment\n"
              "hash-key=header:X-User\n"
-             "--retries = 4\n"
-             "admin-token = \"with # and spaces \"\n"
+             "--retries = 4   # four, a comment after the value\n"
+             "replica-image = a#b\n"
+             "admin-token = \"with # and spaces \"  # a comment\n"
              "backend = 127.0.0.1:81\r\n"
              "backend = 127.0.0.1:82\n"
              "provisioner = static\n"
@@ -306,6 +307,7 @@ TEST_F(ConfigTest, TheFileSetsOptionsWithCommentsBlankLinesAndQuotes) {
   EXPECT_EQ(p.cfg.hash_key, HashKey::header);
   EXPECT_EQ(p.cfg.hash_key_name, "X-User");
   EXPECT_EQ(p.cfg.retries, 4u);
+  EXPECT_EQ(p.cfg.replica_image, "a#b");  // # not after a space: part of the value
   EXPECT_EQ(p.cfg.admin_token, "with # and spaces ");
   EXPECT_EQ(p.cfg.backends, (std::vector<std::string>{"127.0.0.1:81", "127.0.0.1:82"}));
   EXPECT_EQ(p.cfg.access_log, AccessLogMode::json);
@@ -343,6 +345,8 @@ TEST_F(ConfigTest, FileErrorsNameTheFileAndLineAndExitTwo) {
       {"retries = 2\nconfig = /etc/other.conf\n", 2, {"config"}},
       {"log-level = loud\n", 1, {"log-level", "'loud'"}},
       {"access-log = xml\n", 1, {"access-log", "'xml'"}},
+      {"admin-token = \"open\n", 1, {"admin-token", "quoted value"}},
+      {"admin-token = \"a\" b\n", 1, {"admin-token", "quoted value"}},
       {"\x01\x02\x1b[31m = 1\n", 1, {"unknown option"}},
   };
   for (const Case& c : cases) {
