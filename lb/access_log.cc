@@ -140,6 +140,7 @@ void on_written(uv_work_t* req, int status) {
   al->flight.clear();
   al->flight_sink.reset();
   if (!al->fill.empty() && (al->closing || al->fill.size() >= kAccessLogFlushAt)) start_write(al);
+  if (al->closing && !al->writing && al->on_drained != nullptr) al->on_drained(al);
 }
 
 // Hands fill to the threadpool, unless a write is in flight (its completion looks again).

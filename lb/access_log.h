@@ -74,6 +74,9 @@ struct AccessLog {
   uint64_t dropped = 0;       // lines dropped since the last warn line
   uint64_t dropped_total = 0;
   uint64_t failed_at = 0;     // loop time of the last write-failure warn line
+  // Called (loop thread) when a write ends after access_log_close with nothing left to write:
+  // a worker on a loop that goes on (the control loop's) waits for it before it says it stopped.
+  void (*on_drained)(AccessLog* al) = nullptr;
   int64_t stamp_sec = -1;     // the second time_text holds
   char time_text[24] = {};    // "2026-12-02T10:40:01" for stamp_sec
 };
@@ -86,8 +89,10 @@ void access_log_write(AccessLog* al, const AccessLogEntry& e);
 // The sweep's tick: writes what waits, and says how many lines were dropped since the last tick.
 void access_log_tick(AccessLog* al);
 // The worker stops: what waits is written; the loop runs until that write is done (its work
-// request keeps the loop alive), so no line accepted is lost.
+// request keeps the loop alive), so no line accepted is lost. on_drained runs once it is.
 void access_log_close(AccessLog* al);
+// True while a write is in flight (the AccessLog must not be freed before it ends).
+inline bool access_log_busy(const AccessLog* al) { return al->writing; }
 
 // The line for e as --access-log mode writes it, ending in '\n', appended to out. time_text is
 // the UTC time with milliseconds ("2026-12-02T10:40:01.123Z").

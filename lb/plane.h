@@ -10,6 +10,7 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
@@ -65,6 +66,23 @@ struct AdminAnswer {
   std::string extra;  // complete header lines, each ending in \r\n (Allow on a 405), or empty
 };
 
+// A client socket handed from one worker to another (lb/data/spread.h). It closes itself unless
+// taken, so a message dropped on the way (the receiver stopped) does not leak the descriptor.
+struct HandedClient {
+  int fd = -1;
+  explicit HandedClient(int f) : fd(f) {}
+  HandedClient(const HandedClient&) = delete;
+  HandedClient& operator=(const HandedClient&) = delete;
+  ~HandedClient() {
+    if (fd >= 0) close(fd);
+  }
+  int take() {
+    int f = fd;
+    fd = -1;
+    return f;
+  }
+};
+
 struct ToWorker {
   enum class Kind : uint8_t {
     snapshot,      // install snapshot before the next request is routed
@@ -72,6 +90,7 @@ struct ToWorker {
     admin_answer,  // the answer to admin call `call`
     sync,          // report now, with synced = seq
     stop,          // stop accepting, finish in-flight exchanges, close everything, then `stopped`
+    adopt,         // serve `client`, accepted by another worker (from worker to worker)
     config,        // a reload: read `config` (and log to `access_log`) from the next request on
   } kind = Kind::sync;
   SnapshotPtr snapshot;
@@ -80,6 +99,7 @@ struct ToWorker {
   uint64_t seq = 0;  // sync
   uint64_t call = 0;  // admin_answer
   AdminAnswer answer;
+  std::shared_ptr<HandedClient> client;  // adopt
   std::shared_ptr<const Config> config;             // config: immutable, shared by every worker
   std::shared_ptr<const AccessLogSink> access_log;  // config: null when --access-log is off
 };

@@ -187,8 +187,6 @@ void on_worker_stopped(Control* ctl, const FromWorker& m) {
     LOG_ERROR("worker %u: handles left open at exit (uv_loop_close: %s)", m.worker,
               uv_err_name(m.loop_close_rc));
   }
-  worker_join(w.worker);
-  w.worker = nullptr;
   finish_stop(ctl);
 }
 
@@ -231,6 +229,13 @@ void finish_stop(Control* ctl) {
   if (!ctl->stopping) return;
   for (const WorkerSlot& w : ctl->workers)
     if (w.running) return;
+  // Joined together once every one stopped: until then another worker may still hand a client to
+  // one that stopped (its mailbox refuses it), so none is freed before.
+  for (WorkerSlot& w : ctl->workers) {
+    if (w.worker != nullptr) worker_join(w.worker);
+    w.worker = nullptr;
+  }
+  ctl->group.reset();
   run_syncs(ctl);
   ctl->inbox.on_closed = [](Mailbox<FromWorker>* mb) { handle_closed(static_cast<Control*>(mb->owner)); };
   mailbox_close(&ctl->inbox);
@@ -277,6 +282,7 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
     publish_soon(ctl);
   };
   ctl->workers.resize(n);
+  if (n > 1) ctl->group = std::make_unique<WorkerGroup>(n);
   // The workers read a copy of their own: a reload changes *cfg on this loop while they run.
   auto worker_cfg = std::make_shared<const Config>(*cfg);
   for (uint32_t i = 0; i < n; i++) {
@@ -288,6 +294,9 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
     setup.admin_fd = i == 0 && !admin_fds.empty() ? admin_fds[0] : -1;
     setup.control = &ctl->inbox;
     setup.snapshot = ctl->current;
+    // One worker runs on this loop: a single-threaded daemon, as before the split.
+    setup.loop = n == 1 ? loop : nullptr;
+    setup.group = ctl->group.get();
     rc = worker_start(setup, &ctl->workers[i].worker);
     if (rc != 0) {
       for (uint32_t j = i + 1; j < n; j++) close(fds[j]);
@@ -301,11 +310,14 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
         worker_join(ctl->workers[j].worker);
       }
       ctl->workers.clear();
+      ctl->group.reset();
       return rc;
     }
+    if (ctl->group) ctl->group->members[i] = ctl->workers[i].worker;
     ctl->workers[i].running = true;
     ctl->workers[i].gen = ctl->current->gen;
   }
+  if (ctl->group) ctl->group->complete.store(true, std::memory_order_release);
   ctl->listen_bound = bound;
   ctl->admin_bound = admin_bound;
   LOG_INFO("listening on %s (%u workers)", bound.c_str(), n);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
@@ -20,6 +21,7 @@
 
 #include "lb/access_log.h"
 #include "lb/config.h"
+#include "lb/data/spread.h"
 #include "lb/control/registry.h"
 #include "lb/plane.h"
 
@@ -46,6 +48,7 @@ struct Control {
   const Config* cfg = nullptr;
   Registry* reg = nullptr;
   std::vector<WorkerSlot> workers;
+  std::unique_ptr<WorkerGroup> group;  // when there are several workers (lb/data/spread.h)
   std::string listen_bound, admin_bound;  // the addresses bound (a port 0 resolved)
   // --access-log's file (null when off), set before control_start; the workers hold it too.
   AccessLogSinkPtr access_log;

@@ -21,6 +21,13 @@ std::string metrics_render(const Control& ctl) {
   out += "# HELP ringlb_client_connections Client connections open now.\n"
          "# TYPE ringlb_client_connections gauge\nringlb_client_connections " +
          std::to_string(control_open_conns(&ctl)) + "\n";
+  out += "# HELP ringlb_worker_client_connections Client connections open now, by worker (kept even "
+         "over the workers: lb/data/spread.h).\n"
+         "# TYPE ringlb_worker_client_connections gauge\n";
+  for (size_t i = 0; i < ctl.workers.size(); i++)
+    if (ctl.workers[i].running)
+      out += "ringlb_worker_client_connections{worker=\"" + std::to_string(i) + "\"} " +
+             std::to_string(ctl.workers[i].open_conns) + "\n";
   out += "# HELP ringlb_workers Data-plane workers running.\n"
          "# TYPE ringlb_workers gauge\nringlb_workers ";
   size_t running = 0;

@@ -66,7 +66,7 @@ Fail fail_of(int err, Fail usual) { return http_local_error(err) ? Fail::local :
 
 void active_add(ClientConn* c, uint64_t timeout_ms) {
   Worker* w = c->w;
-  c->deadline = uv_now(&w->loop) + timeout_ms;
+  c->deadline = uv_now(w->loop) + timeout_ms;
   if (c->on_active) return;
   c->on_active = true;
   c->act_prev = nullptr;
@@ -447,7 +447,7 @@ void up_on_drain(HttpConn* hc) {
   ClientConn* c = u->client;
   if (c == nullptr) return;
   if (c->wait == Wait::request_body) {
-    c->deadline = uv_now(&c->w->loop) + c->w->cfg->body_timeout_ms;
+    c->deadline = uv_now(c->w->loop) + c->w->cfg->body_timeout_ms;
     request_sent_check(c);
   }
   if (c->stopped_for_upstream) {
@@ -709,7 +709,7 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
   Worker* w = c->w;
   c->bytes_in += len;
   if (c->wait == Wait::request_body)  // the client is sending: idle timeout restarts
-    c->deadline = uv_now(&w->loop) + w->cfg->body_timeout_ms;
+    c->deadline = uv_now(w->loop) + w->cfg->body_timeout_ms;
   if (c->state == ExState::admin_reading) {
     if (c->admin_body.size() + len > w->cfg->admin_body_limit) {
       c->keep_alive = false;
@@ -799,7 +799,7 @@ void client_on_error(HttpConn* hc, int err) {
 void client_on_drain(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   if (c->wait == Wait::response_body)
-    c->deadline = uv_now(&c->w->loop) + c->w->cfg->body_timeout_ms;
+    c->deadline = uv_now(c->w->loop) + c->w->cfg->body_timeout_ms;
   if (c->up && hc->write_queued == 0 && !c->up->conn.reading) http_conn_start(&c->up->conn);
   if (c->state == ExState::answered && !c->keep_alive) {
     http_conn_close(hc);
@@ -821,6 +821,7 @@ void client_on_close(HttpConn* hc) {
       if (d == c) d = nullptr;
   }
   w->open_conns--;
+  if (!c->admin_listener) spread_closed(w);
   worker_report_soon(w);
   delete c;
 }
@@ -893,18 +894,19 @@ HttpConn* exchange_accept(Worker* w, bool admin_listener) {
   c->admin_listener = admin_listener;
   c->req_head.reserve(1024);  // one allocation per connection, not one per doubling
   c->out.reserve(512);
-  if (http_conn_init(&w->loop, &c->conn, HTTP_REQUEST, &kClientHandlers, kReadBuffer) != 0) {
+  if (http_conn_init(w->loop, &c->conn, HTTP_REQUEST, &kClientHandlers, kReadBuffer) != 0) {
     delete c;
     return nullptr;
   }
   w->counters.connections++;
   w->open_conns++;
+  if (!admin_listener) spread_opened(w);
   worker_report_soon(w);
   return &c->conn;
 }
 
 void exchange_sweep(Worker* w) {
-  uint64_t now = uv_now(&w->loop);
+  uint64_t now = uv_now(w->loop);
   ClientConn* c = w->active;
   while (c != nullptr) {
     ClientConn* next = c->act_next;

@@ -175,6 +175,7 @@ UpstreamConn* upstream_acquire(Pool* p, const HttpConnHandlers* handlers, size_t
   }
   u->pool = p;
   p->conns++;
+  p->pools->conns++;
   u->on_connected = on_connected;
   rc = uv_tcp_connect(&u->connect_req, &u->conn.tcp, reinterpret_cast<struct sockaddr*>(&p->addr),
                       on_connect);
@@ -214,5 +215,8 @@ void upstream_free(UpstreamConn* u) {
   pool_remove(u);
   Pool* p = u->pool;
   delete u;
-  if (p) p->conns--;
+  if (p == nullptr) return;
+  p->conns--;
+  Pools* ps = p->pools;
+  if (--ps->conns == 0 && ps->closing && ps->on_empty != nullptr) ps->on_empty(ps);
 }

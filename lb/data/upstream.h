@@ -75,6 +75,10 @@ struct Pools {
   uv_loop_t* loop = nullptr;
   uint32_t idle_max = 64;  // --pool-idle-max: idle connections kept per replica
   bool closing = false;    // the worker stops: connections are closed, never pooled
+  uint32_t conns = 0;      // upstream connections not yet freed, over every pool
+  // Called when conns drops to 0 while closing (a worker on the control loop waits for it before
+  // it says it stopped: its pools are freed then, and a connection's close callback uses them).
+  void (*on_empty)(Pools* ps) = nullptr;
   std::unordered_map<uint64_t, Pool*> by_uid;  // every pool, retired ones included
   std::vector<Pool*> by_index;                 // ring index of the installed snapshot -> pool
   uint64_t last_reap = 0;

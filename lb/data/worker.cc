@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <utility>
 
 #include "lb/data/exchange.h"
 #include "lb/data/worker_state.h"
@@ -51,7 +52,7 @@ void worker_report(Worker* w, bool force) {
   pools_report(&w->pools, &m.members);
   w->counters = PlaneCounters{};
   w->reported_conns = w->open_conns;
-  w->last_report_at = uv_now(&w->loop);
+  w->last_report_at = uv_now(w->loop);
   mailbox_post(w->control, std::move(m));
 }
 
@@ -64,7 +65,7 @@ void on_report(uv_timer_t* t) {
 void on_sweep(uv_timer_t* t) {
   Worker* w = container_of(t, &Worker::sweep);
   exchange_sweep(w);
-  pools_reap(&w->pools, uv_now(&w->loop));
+  pools_reap(&w->pools, uv_now(w->loop));
   access_log_tick(&w->access_log);
 }
 
@@ -95,17 +96,49 @@ void worker_install(Worker* w, SnapshotPtr s) {
   worker_report(w, true);
 }
 
+// The `stopped` message of a worker on the caller's loop, once nothing of it is left on that loop:
+// its mailbox's close callback ran (the timers, check and idle handles were closed with it, in the
+// same loop turn) and every upstream connection was freed (their close callbacks use the pools).
+// The control plane reads it in a later loop turn, when those close callbacks are all done.
+void worker_stopped_on_caller_loop(Worker* w) {
+  if (!w->inbox_closed || w->pools.conns != 0 || access_log_busy(&w->access_log)) return;
+  w->inbox_closed = false;  // said once
+  FromWorker m;
+  m.kind = FromWorker::Kind::stopped;
+  m.worker = w->index;
+  mailbox_post(w->control, std::move(m));
+}
+
+void on_inbox_closed(Mailbox<ToWorker>* mb) {
+  Worker* w = container_of(mb, &Worker::inbox);
+  w->inbox_closed = true;
+  worker_stopped_on_caller_loop(w);
+}
+
+void on_pools_empty(Pools* ps) { worker_stopped_on_caller_loop(container_of(ps, &Worker::pools)); }
+
+void on_access_log_drained(AccessLog* al) {
+  worker_stopped_on_caller_loop(container_of(al, &Worker::access_log));
+}
+
 // Every connection is closed and both servers are stopped: the last report, then the worker's own
-// handles close and uv_run returns in worker_main.
+// handles close: uv_run returns in worker_main, or (on the caller's loop) `stopped` follows them.
 void worker_finish(Worker* w) {
   worker_report(w, true);
-  access_log_close(&w->access_log);  // the loop runs until its last write is done
+  // The last lines are written; the loop runs until that write is done (on the caller's loop,
+  // `stopped` waits for it: on_access_log_drained).
+  if (w->on_caller_loop) w->access_log.on_drained = on_access_log_drained;
+  access_log_close(&w->access_log);
   w->finishing = true;
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&w->sweep),
                          reinterpret_cast<uv_handle_t*>(&w->report),
                          reinterpret_cast<uv_handle_t*>(&w->check),
                          reinterpret_cast<uv_handle_t*>(&w->idle)})
     uv_close(h, nullptr);
+  if (w->on_caller_loop) {
+    w->inbox.on_closed = on_inbox_closed;
+    w->pools.on_empty = on_pools_empty;
+  }
   mailbox_close(&w->inbox);
 }
 
@@ -149,6 +182,9 @@ void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
       case ToWorker::Kind::stop:
         worker_stop(w);
         break;
+      case ToWorker::Kind::adopt:
+        spread_adopt(w, msg);
+        break;
       case ToWorker::Kind::config:
         worker_configure(w, std::move(msg.config), std::move(msg.access_log));
         break;
@@ -157,6 +193,10 @@ void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
 }
 
 HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Worker::server), false); }
+
+bool on_should_hand_off(HttpServer* s) { return spread_should_hand_off(container_of(s, &Worker::server)); }
+
+void on_handed_off(HttpServer* s, int fd) { spread_hand_off(container_of(s, &Worker::server), fd); }
 
 HttpConn* on_accept_admin(HttpServer* s) {
   return exchange_accept(container_of(s, &Worker::admin_server), true);
@@ -184,36 +224,40 @@ void worker_main(void* arg) {
   char name[16];
   snprintf(name, sizeof name, "ringlb-w%u", w->index);
   pthread_setname_np(pthread_self(), name);
-  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_run(w->loop, UV_RUN_DEFAULT);
   pools_free(&w->pools);
   w->snap.reset();
   FromWorker m;
   m.kind = FromWorker::Kind::stopped;
   m.worker = w->index;
-  m.loop_close_rc = uv_loop_close(&w->loop);
+  m.loop_close_rc = uv_loop_close(w->loop);
   if (m.loop_close_rc != 0) LOG_ERROR("worker %u: handles left open at exit", w->index);
   mailbox_post(w->control, std::move(m));
 }
 
 // Undoes a worker_start that failed after its loop was initialised: every handle is closed (the
 // listening sockets with them, or directly when no handle took them) and the loop is closed.
+// On the caller's loop the loop is not the worker's to close: the daemon exits with the error
+// without running that loop again, so the sockets are closed here (a listener that took its socket
+// is closed as a handle) and w stays allocated, its handles still linked into that loop.
 void worker_abort(Worker* w, int listen_fd, int admin_fd) {
   uv_os_fd_t fd;
-  if (listen_fd >= 0 && uv_fileno(reinterpret_cast<uv_handle_t*>(&w->server.listener), &fd) != 0)
-    close(listen_fd);
-  if (admin_fd >= 0 &&
-      uv_fileno(reinterpret_cast<uv_handle_t*>(&w->admin_server.listener), &fd) != 0)
-    close(admin_fd);
-  for (HttpServer* s : {&w->server, &w->admin_server})
+  for (auto [s, sfd] : {std::pair{&w->server, listen_fd}, std::pair{&w->admin_server, admin_fd}}) {
+    auto* listener = reinterpret_cast<uv_handle_t*>(&s->listener);
+    bool taken = uv_fileno(listener, &fd) == 0;
+    if (sfd >= 0 && !taken) close(sfd);
+    if (taken && w->on_caller_loop) uv_close(listener, nullptr);
     if (s->spare_fd >= 0) close(s->spare_fd);
+  }
+  if (w->on_caller_loop) return;
   uv_walk(
-      &w->loop,
+      w->loop,
       [](uv_handle_t* h, void*) {
         if (!uv_is_closing(h)) uv_close(h, nullptr);
       },
       nullptr);
-  uv_run(&w->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&w->loop);
+  uv_run(w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(w->loop);
   pools_free(&w->pools);
   delete w;
 }
@@ -231,8 +275,12 @@ int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
   s->on_accept = admin ? on_accept_admin : on_accept;
   s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;
   s->on_full = admin ? on_admin_server_full : on_server_full;
+  if (!admin && w->group != nullptr) {
+    s->should_hand_off = on_should_hand_off;
+    s->on_handed_off = on_handed_off;
+  }
   std::string bound;
-  int rc = http_server_listen_fd(s, &w->loop, fd, &bound);
+  int rc = http_server_listen_fd(s, w->loop, fd, &bound);
   if (rc != 0) return rc;
   w->servers_open++;
   LOG_DEBUG("worker %u: %s on %s", w->index, admin ? "admin routes" : "listening",
@@ -244,7 +292,7 @@ int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
 
 void worker_report_soon(Worker* w) {
   if (w->report_armed || w->finishing) return;
-  uint64_t now = uv_now(&w->loop);
+  uint64_t now = uv_now(w->loop);
   uint64_t due = w->last_report_at + kReportIntervalMs;
   uv_timer_start(&w->report, on_report, due > now ? due - now : 0, 0);
   w->report_armed = true;
@@ -260,9 +308,12 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
   w->cfg = w->cfg_hold.get();
   w->workers = setup.cfg->workers > 0 ? setup.cfg->workers : 1;
   w->control = setup.control;
+  w->group = setup.group;
   w->snap = setup.snapshot;
   w->admin_separate = !setup.cfg->admin_listen.empty();
-  int rc = uv_loop_init(&w->loop);
+  w->on_caller_loop = setup.loop != nullptr;
+  w->loop = w->on_caller_loop ? setup.loop : &w->own_loop;
+  int rc = w->on_caller_loop ? 0 : uv_loop_init(w->loop);
   if (rc != 0) {
     if (setup.listen_fd >= 0) close(setup.listen_fd);
     if (setup.admin_fd >= 0) close(setup.admin_fd);
@@ -271,20 +322,20 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
   }
   w->rng.seed(uv_hrtime() ^ static_cast<uint64_t>(getpid()) ^
               (static_cast<uint64_t>(setup.index) * 0x9e3779b97f4a7c15ull));
-  w->pools.loop = &w->loop;
+  w->pools.loop = w->loop;
   w->pools.idle_max = setup.cfg->pool_idle_max;
-  access_log_init(&w->access_log, &w->loop, setup.index);
+  access_log_init(&w->access_log, w->loop, setup.index);
   access_log_configure(&w->access_log, setup.cfg->access_log, setup.access_log);
   if (w->snap != nullptr) {
     pools_install(&w->pools, *w->snap);
     routing_install(&w->routing, *w->snap);
   }
-  uv_timer_init(&w->loop, &w->sweep);
-  uv_timer_init(&w->loop, &w->report);
-  uv_check_init(&w->loop, &w->check);
-  uv_idle_init(&w->loop, &w->idle);
+  uv_timer_init(w->loop, &w->sweep);
+  uv_timer_init(w->loop, &w->report);
+  uv_check_init(w->loop, &w->check);
+  uv_idle_init(w->loop, &w->idle);
   w->inbox.on_messages = on_messages;
-  rc = w->snap == nullptr ? UV_EINVAL : mailbox_open(&w->inbox, &w->loop);
+  rc = w->snap == nullptr ? UV_EINVAL : mailbox_open(&w->inbox, w->loop);
   if (rc == 0) rc = server_open(w, &w->server, setup.listen_fd, false);
   if (rc == 0 && setup.admin_fd >= 0) {
     w->has_admin_server = true;
@@ -292,7 +343,7 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
   }
   if (rc == 0) {
     uv_timer_start(&w->sweep, on_sweep, kSweepMs, kSweepMs);
-    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (!w->on_caller_loop) rc = uv_thread_create(&w->thread, worker_main, w);
   }
   if (rc != 0) {
     {
@@ -309,6 +360,10 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
 bool worker_post(Worker* w, ToWorker&& msg) { return mailbox_post(&w->inbox, std::move(msg)); }
 
 void worker_join(Worker* w) {
-  uv_thread_join(&w->thread);
+  if (w->on_caller_loop) {
+    pools_free(&w->pools);
+  } else {
+    uv_thread_join(&w->thread);
+  }
   delete w;
 }

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "lb/data/routing.h"
+#include "lb/data/spread.h"
 #include "lb/data/upstream.h"
 #include "lb/data/worker.h"
 #include "lb/http/http_server.h"
@@ -25,8 +26,13 @@ struct Worker {
   std::shared_ptr<const Config> cfg_hold;  // replaced by a reload (ToWorker::config)
   AccessLog access_log;                    // --access-log: this worker's lines (lb/access_log.h)
   Mailbox<FromWorker>* control = nullptr;
+  // The loop the worker runs on: own_loop on a thread of its own, or the control loop (the
+  // caller's) when it is the only worker (WorkerSetup::loop): one thread for the whole daemon.
+  uv_loop_t* loop = nullptr;
+  uv_loop_t own_loop;
+  bool on_caller_loop = false;
+  bool inbox_closed = false;  // on the caller's loop: its mailbox's close callback ran
   uv_thread_t thread;
-  uv_loop_t loop;
   Mailbox<ToWorker> inbox;
 
   HttpServer server;        // clients (and admin routes unless --admin-listen)
@@ -46,6 +52,9 @@ struct Worker {
   uv_idle_t idle;
   std::vector<ClientConn*> deferred;
   std::vector<ClientConn*> deferred_run;  // the batch being run (its capacity is kept)
+
+  WorkerGroup* group = nullptr;  // the other workers, for spreading clients (null: alone)
+  uint32_t hand_to = 0;          // the worker chosen by spread_should_hand_off
 
   SnapshotPtr snap;  // what routing uses for the next request
   Pools pools;

@@ -112,33 +112,61 @@ void on_sweep(uv_timer_t* t) {
 
 // Takes the socket libuv accepted and holds (the listener's accepted_fd) into a new connection, or,
 // when the owner refuses it, accepts and closes it.
-void server_take(HttpServer* s) {
-  uv_stream_t* listener = reinterpret_cast<uv_stream_t*>(&s->listener);
-  HttpConn* c = s->on_accept(s);
-  if (c == nullptr) {
-    server_release(s);  // the place reserved for it
-    // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
-    // The handle lives on the heap until its close callback: uv_close completes on a later turn.
-    auto* tmp = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
-    if (tmp == nullptr || uv_tcp_init(s->loop, tmp) != 0) {
-      free(tmp);
-      return;
-    }
-    uv_accept(listener, reinterpret_cast<uv_stream_t*>(tmp));
-    uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { free(h); });
+// Accepts the socket libuv holds into a handle of its own and closes that handle, after giving a
+// duplicate of its descriptor to *dup when dup is not null (-1 when that failed). libuv has no
+// way to take an accepted descriptor without a handle. The handle lives on the heap until its close
+// callback: uv_close completes on a later turn.
+void server_accept_apart(HttpServer* s, int* dup) {
+  if (dup != nullptr) *dup = -1;
+  auto* tmp = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
+  if (tmp == nullptr || uv_tcp_init(s->loop, tmp) != 0) {
+    free(tmp);
     return;
   }
+  uv_os_fd_t fd;
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(tmp)) == 0 &&
+      dup != nullptr && uv_fileno(reinterpret_cast<uv_handle_t*>(tmp), &fd) == 0)
+    *dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { free(h); });
+}
+
+// A new connection c, linked and configured, reads from here on.
+void server_serve(HttpServer* s, HttpConn* c) {
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->deadline = c->header_timeout_ms ? uv_now(s->loop) + c->header_timeout_ms : 0;
+  if (http_conn_start(c) != 0) http_conn_close(c);
+}
+
+HttpConn* server_new_conn(HttpServer* s) {
+  HttpConn* c = s->on_accept(s);
+  if (c == nullptr) return nullptr;
   server_link(s, c);
   c->limits = s->config.limits;
   c->header_timeout_ms = s->config.header_timeout_ms;
   c->idle_timeout_ms = s->config.idle_timeout_ms;
-  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+  return c;
+}
+
+void server_take(HttpServer* s) {
+  if (s->should_hand_off != nullptr && s->should_hand_off(s)) {
+    int fd;
+    server_accept_apart(s, &fd);
+    if (fd < 0) server_release(s);  // no descriptor to hand: the client is gone, so is its place
+    s->on_handed_off(s, fd);
+    return;
+  }
+  HttpConn* c = server_new_conn(s);
+  if (c == nullptr) {
+    server_release(s);  // the place reserved for it
+    // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
+    server_accept_apart(s, nullptr);
+    return;
+  }
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     http_conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->deadline = c->header_timeout_ms ? uv_now(s->loop) + c->header_timeout_ms : 0;
-  if (http_conn_start(c) != 0) http_conn_close(c);
+  server_serve(s, c);
 }
 
 // Reserves a place for one more connection under config.max_conns: true when there is one (counted
@@ -306,6 +334,23 @@ int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* b
   rc = uv_tcp_open(&s->listener, fd);
   if (rc != 0) return rc;
   return server_finish(s, bound);
+}
+
+int http_server_adopt(HttpServer* s, int fd) {
+  HttpConn* c = s->stopping ? nullptr : server_new_conn(s);
+  if (c == nullptr) {
+    close(fd);
+    server_release(s);
+    return UV_ECANCELED;
+  }
+  int rc = uv_tcp_open(&c->tcp, fd);
+  if (rc != 0) {
+    close(fd);
+    http_conn_close(c);
+    return rc;
+  }
+  server_serve(s, c);
+  return 0;
 }
 
 bool http_server_stopping(const HttpServer* s) { return s->stopping; }

@@ -50,6 +50,13 @@ struct HttpServer {
   // Called each time the server reaches config.max_conns and stops accepting (optional; the owner
   // decides how often to say so).
   void (*on_full)(HttpServer* s) = nullptr;
+  // Optional, for spreading clients over several servers on one address (one per data-plane
+  // worker): asked before each accepted client is served here. True means "serve it elsewhere":
+  // the server accepts it and hands its descriptor to on_handed_off, which owns it from then on
+  // (for http_server_adopt on the other server's loop); its place under max_conns stays taken.
+  // fd -1: the accept failed (out of descriptors) and the client is gone, its place freed.
+  bool (*should_hand_off)(HttpServer* s) = nullptr;
+  void (*on_handed_off)(HttpServer* s, int fd) = nullptr;
   HttpConn* conns = nullptr;  // linked through HttpConn::prev/next
   size_t conn_count = 0;
   int open_handles = 0;
@@ -83,6 +90,11 @@ int http_bind_sockets(const std::string& address, int count, int backlog, std::v
 // Listens on an already bound and listening socket handed down by a parent (LISTEN_FDS style) or
 // opened by http_bind_sockets. The server owns fd from then on.
 int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound);
+
+// Serves fd, a client another server on the same address accepted and handed off (see
+// should_hand_off; it holds a place under the shared max_conns). Owns fd: a stopping server, or
+// one whose owner refuses the client, closes it. Returns 0 or a libuv code.
+int http_server_adopt(HttpServer* s, int fd);
 
 bool http_server_stopping(const HttpServer* s);
 void http_server_stop(HttpServer* s);

@@ -310,6 +310,46 @@ class AddRm(WorkersTestCase):
         self.assert_ran_workers(lb)
 
 
+class Spread(WorkersTestCase):
+    """The kernel spreads clients over the workers' SO_REUSEPORT sockets by a hash of their
+    addresses: 64 connections over 4 workers land 10-22 per worker by chance (a worker that holds
+    more of them answers its clients later). ringlb hands a new client to the least loaded worker
+    whenever the accepting one holds 2 or more more, so each holds 16 +- 2. Two rounds: the counts
+    of connections on their way between workers must come back to zero when the clients leave, or
+    the second round would be skewed."""
+
+    def worker_conns(self, lb):
+        text = harness.request(lb.port, "GET", "/metrics").body.decode()
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("ringlb_worker_client_connections{"):
+                worker = line.split('"')[1]
+                counts[worker] = int(line.rsplit(" ", 1)[1])
+        return counts
+
+    def test_clients_are_spread_evenly_over_the_workers(self):
+        lb = self.start_workers_lb()
+        for round_ in range(2):
+            conns = [Connection(lb.port) for _ in range(CONNS)]
+            try:
+                for i, c in enumerate(conns):  # each one accepted and served
+                    r = c.request("GET", "/home", {"X-Request-Id": str(100000 + i)})
+                    self.assertEqual(r.status, 200)
+                # The /metrics connection is one more; reports come within 20 ms.
+                harness.wait_until(lambda: sum(self.worker_conns(lb).values()) == CONNS + 1, 10.0,
+                                   "every worker to report its clients", 0.05)
+                counts = self.worker_conns(lb)
+                self.assertEqual(len(counts), WORKERS, counts)
+                self.assertLessEqual(max(counts.values()) - min(counts.values()), 3,
+                                     f"round {round_}: clients per worker {counts}")
+            finally:
+                for c in conns:
+                    c.close()
+            harness.wait_until(lambda: sum(self.worker_conns(lb).values()) == 1, 10.0,
+                               "every client to be gone", 0.05)
+        self.assert_ran_workers(lb)
+
+
 class Stop(WorkersTestCase):
     def test_sigterm_with_requests_in_flight_exits_0_with_every_loop_closed(self):
         wrapper = write_wrapper(self, 'exec "$REPLICA" "$@" --debug-routes')

@@ -1,0 +1,49 @@
+#include "lb/data/spread.h"
+
+#include "lb/data/worker_state.h"
+
+bool spread_should_hand_off(Worker* w) {
+  WorkerGroup* g = w->group;
+  if (g == nullptr || !g->complete.load(std::memory_order_acquire)) return false;
+  uint32_t n = static_cast<uint32_t>(g->members.size());
+  uint32_t mine = g->conns[w->index].load(std::memory_order_relaxed);
+  uint32_t least = w->index, least_conns = mine;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t c = g->conns[i].load(std::memory_order_relaxed);
+    if (c < least_conns) {
+      least = i;
+      least_conns = c;
+    }
+  }
+  if (mine < least_conns + 2) return false;  // this one counts itself in spread_opened
+  // Counted at the target from now on, so the next clients see it on its way there.
+  g->conns[least].fetch_add(1, std::memory_order_relaxed);
+  w->hand_to = least;
+  return true;
+}
+
+void spread_hand_off(Worker* w, int fd) {
+  WorkerGroup* g = w->group;
+  uint32_t to = w->hand_to;
+  ToWorker msg;
+  msg.kind = ToWorker::Kind::adopt;
+  msg.client = std::make_shared<HandedClient>(fd);
+  // A stopping target refuses the post (the message and the socket with it are dropped, closed):
+  // the whole daemon stops then, and this worker no longer accepts either.
+  if (fd < 0 || !worker_post(g->members[to], std::move(msg)))
+    g->conns[to].fetch_sub(1, std::memory_order_relaxed);
+}
+
+void spread_adopt(Worker* w, ToWorker& msg) {
+  // On its way no more: exchange_accept counts it as this worker's own, if it is served.
+  w->group->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
+  http_server_adopt(&w->server, msg.client->take());
+}
+
+void spread_opened(Worker* w) {
+  if (w->group != nullptr) w->group->conns[w->index].fetch_add(1, std::memory_order_relaxed);
+}
+
+void spread_closed(Worker* w) {
+  if (w->group != nullptr) w->group->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
+}
