@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -98,6 +99,7 @@ void on_work(uv_work_t* req) {
   const char* p = al->flight.data();
   size_t left = al->flight.size();
   al->write_err = 0;
+  al->write_lost = 0;
   while (left > 0) {
     size_t n = left;
     if (sink.pipe && n > PIPE_BUF) {
@@ -111,11 +113,14 @@ void on_work(uv_work_t* req) {
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       struct pollfd pfd = {sink.fd, POLLOUT, 0};
       if (poll(&pfd, 1, kPipeWaitMs) > 0) continue;
-      al->write_err = EAGAIN;
-      return;
+      w = -1;
+      errno = EAGAIN;
     }
     if (w <= 0) {
+      // The rest of the batch is lost: counted with the drops (a line cut short by a partial
+      // write counts as lost too).
       al->write_err = w < 0 ? errno : EIO;
+      al->write_lost = static_cast<uint64_t>(std::count(p, p + left, '\n'));
       return;
     }
     p += w;
@@ -129,6 +134,9 @@ void on_written(uv_work_t* req, int status) {
   AccessLog* al = container_of(req, &AccessLog::work);
   al->writing = false;
   int err = status != 0 ? -status : al->write_err;
+  al->dropped += al->write_lost;
+  al->dropped_total += al->write_lost;
+  al->write_lost = 0;
   if (err != 0) {
     uint64_t now = uv_now(al->loop);
     if (al->failed_at == 0 || now - al->failed_at >= kFailLogEveryMs) {
@@ -188,7 +196,10 @@ AccessLogSinkPtr access_log_open(const std::string& path, std::string* err) {
   if (path.empty()) {
     sink->fd = 2;
   } else {
-    sink->fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    // O_NONBLOCK: a FIFO without a reader is an error now (ENXIO), not a daemon stuck in open,
+    // and one whose reader stalls gives the threadpool's write EAGAIN instead of a thread that
+    // never comes back (regular files ignore the flag).
+    sink->fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
     if (sink->fd < 0) {
       *err = "cannot open the access log '" + path + "': " + strerror(errno);
       return nullptr;

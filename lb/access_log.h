@@ -9,7 +9,8 @@
 // in a warn line (access_log_tick). Lines never interleave mid-line with another worker's or the
 // daemon's own log lines: a regular file is opened O_APPEND (each write lands whole at the end), and
 // a pipe (stderr under systemd or compose) is written in pieces of at most PIPE_BUF bytes ending at
-// a line end, which the kernel keeps whole.
+// a line end, which the kernel keeps whole. A FIFO given as the file whose reader stops taking lines
+// costs a write at most 2 s (then the batch is counted as dropped), never a stuck thread.
 //
 // The file is opened by the control loop (access_log_open) and shared read-only by the workers
 // (AccessLogSink, freed with its descriptor by the last holder: a write in flight keeps the old one
@@ -56,7 +57,9 @@ struct AccessLogEntry {
 };
 
 constexpr size_t kAccessLogFlushAt = 32 * 1024;
-constexpr size_t kAccessLogFillMax = 512 * 1024;
+// About 1.5 s of lines at 10k requests/s: a threadpool write delayed that long (a busy machine,
+// a slow disk) loses no line; a longer stall drops lines rather than grow.
+constexpr size_t kAccessLogFillMax = 4 * 1024 * 1024;
 
 // One worker's access log. Loop thread only (the write in flight owns `flight`).
 struct AccessLog {
@@ -71,6 +74,7 @@ struct AccessLog {
   bool writing = false;
   bool closing = false;
   int write_err = 0;          // set by the threadpool: the write's errno, 0 when it went through
+  uint64_t write_lost = 0;    // set by the threadpool: lines of the batch not written
   uint64_t dropped = 0;       // lines dropped since the last warn line
   uint64_t dropped_total = 0;
   uint64_t failed_at = 0;     // loop time of the last write-failure warn line

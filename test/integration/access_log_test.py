@@ -7,6 +7,8 @@
 - logrotate: the file renamed, then SIGHUP: the next lines go to a new file at the same path, none
   is lost or torn.
 - Without --access-log-file the lines go to stderr, whole, between the daemon's own lines.
+- A FIFO whose reader never reads: requests are answered, lines dropped and counted in a warn line,
+  memory bounded, SIGTERM still ends the daemon.
 - Replica output comes prefixed "replica NAME: " through a pipe, each line whole.
 - A replica that dies is logged at warn; /add and /rm log the caller's address and what changed; a
   static backend that never comes up is logged at warn with its address.
@@ -173,6 +175,30 @@ class AccessLog(LogTestCase):
         for l in lines:  # nothing torn: a line is the daemon's, a replica's or an access line
             self.assertTrue(TS.match(l) or l.startswith("replica ") or
                             (l.startswith("{") and json.loads(l)), repr(l))
+
+
+    def test_a_reader_that_stops_costs_dropped_lines_never_a_blocked_loop(self):
+        # The access log is a FIFO whose reader holds it open and never reads: every write finds
+        # it full. Requests go on being answered, the lines are dropped and counted in a warn
+        # line, memory stays bounded, and SIGTERM still ends the daemon.
+        path = os.path.join(self.folder(), "access.fifo")
+        os.mkfifo(path)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        lb = self.start_lb("--access-log", "json", "--access-log-file", path)
+        load = Loadgen(self, lb.port, rate=800, duration=4.0, connections=8)
+        report = load.result()
+        t = report["totals"]
+        self.assertEqual((t["failed"], t["errors"], t["unfinished"]), (0, 0, 0), report)
+        self.assertEqual(set(report["status"]), {"200"})
+        harness.wait_until(
+            lambda: [m for _, lvl, m in harness.log_events(lb.log())
+                     if lvl == "warn" and re.match(r"access log: worker \d+ dropped \d+ lines", m)],
+            10.0, "the warn line counting dropped lines")
+        self.assertIn("Resource temporarily unavailable", lb.log())
+        self.assertLess(harness.rss_kib(lb.pid), 200 * 1024)
+        code, _ = lb.stop(signal.SIGTERM, timeout=15)
+        self.assertEqual(code, 0, lb.log())
 
 
 class Logs(LogTestCase):

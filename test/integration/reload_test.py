@@ -158,7 +158,9 @@ class Reload(ReloadTestCase):
     def test_the_heartbeat_timers_take_the_new_interval(self):
         # With a minute between heartbeats, a hung (SIGSTOPped) replica would stay "healthy" for a
         # minute; after the reload to 100 ms it is found dead within a few heartbeats.
-        conf = self.config("hb-interval = 60000\nhb-timeout = 300\n")
+        # (A first heartbeat that missed its timeout would wait a minute for the next one: the
+        # start gets a generous timeout.)
+        conf = self.config("hb-interval = 60000\nhb-timeout = 5000\n")
         lb = self.start_lb(conf)
         victim = self.rep(lb)["details"][1]
         self.rewrite(conf, "hb-interval = 100\nhb-timeout = 300\n")
