@@ -90,13 +90,19 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body, cons
     std::string name = registry_random_name(reg);
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   }
-  LOG_INFO("admin: /add from %s: adding %lld replicas (%s)", peer.c_str(), n, joined(names).c_str());
   auto req = std::make_unique<AddRequest>();
   req->names = names;
   AdminCallRef ref = client;
   // Answered once every worker routes by the result: a client that sends its next request right
   // after the answer reaches the new replicas through any worker.
-  req->done = [ctl, ref](int status, const std::string& error) {
+  // Logged once it is known what changed: the replicas added, or nothing (and why).
+  req->done = [ctl, ref, peer, names](int status, const std::string& error) {
+    if (status == 200)
+      LOG_INFO("admin: /add from %s: added %zu replicas (%s)", peer.c_str(), names.size(),
+               joined(names).c_str());
+    else
+      LOG_WARN("admin: /add from %s of %zu replicas changed nothing (%d): %s", peer.c_str(),
+               names.size(), status, error.c_str());
     if (status != 200) {
       control_answer(ctl, ref, status, http_error_json(error));
       return;

@@ -234,7 +234,7 @@ class Logs(LogTestCase):
                                json.dumps({"n": 1, "hostnames": ["extra1"]}).encode())
         self.assertEqual(resp.status, 200, resp)
         infos = [m for _, lvl, m in harness.log_events(lb.log()) if lvl == "info"]
-        self.assertIn("admin: /add from 127.0.0.1: adding 1 replicas (extra1)", infos)
+        self.assertIn("admin: /add from 127.0.0.1: added 1 replicas (extra1)", infos)
         self.assertIn("admin: /rm from 127.0.0.1: removing 1 replicas (extra1)", infos)
 
     def test_a_static_backend_that_never_comes_up_is_a_warning(self):
