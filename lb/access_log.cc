@@ -44,15 +44,27 @@ const char kHex[] = "0123456789abcdef";
 
 // s for the text format: printable ASCII but '"' and '\\' as is, everything else as \xHH, so a
 // line is one line of printable ASCII and a field in quotes cannot end early.
+// True for the bytes both formats write as they are: printable ASCII but '"' and '\\'.
+inline bool plain(unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\'; }
+
+// The length of the run of plain bytes at s[i]: appended in one piece (the usual field is all
+// plain; a byte-by-byte append cost a quarter of the proxy's own instructions per request).
+size_t plain_run(std::string_view s, size_t i) {
+  size_t j = i;
+  while (j < s.size() && plain(static_cast<unsigned char>(s[j]))) j++;
+  return j - i;
+}
+
 void text_escape(std::string* out, std::string_view s) {
-  for (unsigned char ch : s) {
-    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
-      out->push_back(static_cast<char>(ch));
-    } else {
-      out->append("\\x");
-      out->push_back(kHex[ch >> 4]);
-      out->push_back(kHex[ch & 15]);
-    }
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t run = plain_run(s, i);
+    out->append(s.data() + i, run);
+    i += run;
+    if (i == s.size()) break;
+    unsigned char ch = static_cast<unsigned char>(s[i++]);
+    char esc[4] = {'\\', 'x', kHex[ch >> 4], kHex[ch & 15]};
+    out->append(esc, 4);
   }
 }
 
@@ -214,6 +226,10 @@ AccessLogSinkPtr access_log_open(const std::string& path, std::string* err) {
 void access_log_json_escape(std::string* out, std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
+    size_t run = plain_run(s, i);
+    out->append(s.data() + i, run);
+    i += run;
+    if (i == s.size()) break;
     unsigned char ch = static_cast<unsigned char>(s[i]);
     if (ch >= 0x20 && ch < 0x7f) {
       if (ch == '"' || ch == '\\') out->push_back('\\');
