@@ -587,6 +587,7 @@ void exchange_log(ClientConn* c, bool complete) {
   e.duration_us = (uv_hrtime() - c->started_ns) / 1000;
   e.retries = c->attempts;
   if (c->rid[0] != 0) e.request_id = std::string_view(c->rid, 6);
+  else if (!c->routed_id.empty()) e.request_id = c->routed_id;
   else http_head_get(h, "x-request-id", &e.request_id);
   access_log_write(&c->w->access_log, e);
   c->started_ns = 0;
@@ -677,6 +678,7 @@ void client_on_head(HttpConn* hc) {
     c->ring_id = 0;
     c->replica.clear();
     c->rid[0] = 0;
+    c->routed_id = {};
   }
 
   HttpVerdict verdict = http_validate_request(h);
@@ -697,7 +699,10 @@ void client_on_head(HttpConn* hc) {
   char rid[8];
   bool generated;
   std::string_view key = routing_key(w->cfg, h, c->peer_ip, &w->rng, rid, &generated);
-  if (generated && c->started_ns != 0) memcpy(c->rid, rid, sizeof c->rid);
+  if (c->started_ns != 0) {
+    if (generated) memcpy(c->rid, rid, sizeof c->rid);
+    else if (w->cfg->hash_key == HashKey::rid) c->routed_id = key;  // the X-Request-Id: no 2nd lookup
+  }
   c->pos = ring_position(w->snap->ring.get(), key);
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
                        generated ? std::string_view(rid, 6) : std::string_view());

@@ -96,6 +96,7 @@ struct ClientConn {
   uint32_t ring_id = 0;      // the replica that answered (0: the LB's own answer)
   std::string replica;
   char rid[8] = {};          // the request id generated for it, or empty
+  std::string_view routed_id;  // --hash-key rid: the client's X-Request-Id (in conn.head), or empty
 };
 
 // The server's on_accept for worker w: a new client connection (admin_listener: on --admin-listen).
