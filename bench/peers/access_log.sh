@@ -113,6 +113,12 @@ for m in modes:
         rs = [a["cpu_per_100k"] / b["cpu_per_100k"] for a, b in zip(per[m], per["off"])]
         ratio = f"{statistics.median(rs):.3f} ({min(rs):.3f}-{max(rs):.3f})"
     print(f"| {m} | {rps/1000:.1f}k | {cpu:.2f} | {ratio} | {max(x['others'] for x in per[m]):.0f} |")
+print()
+print("| round | " + " | ".join(f"{m}: req/s, CPU s/100k" for m in modes) + " |")
+print("|---|" + "---|" * len(modes))
+for r in range(rounds):
+    print(f"| {r + 1} | " + " | ".join(f"{per[m][r]['rps'] / 1000:.1f}k, {per[m][r]['cpu_per_100k']:.2f}"
+                                     for m in modes) + " |")
 for m in modes:
     if m == "off":
         continue
