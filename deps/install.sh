@@ -6,7 +6,7 @@ set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
-test=(wrk apache2-utils curl gnuplot-nox prometheus)
+test=(wrk apache2-utils curl gnuplot-nox prometheus chromium python3-websocket)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
 docker=(docker.io docker-compose)
 # libFuzzer targets (test/fuzz): clang and its runtime libraries (libFuzzer, ASan, UBSan).

@@ -186,6 +186,10 @@ const std::vector<Option>& options() {
          c->balance_factor = x;
          return std::string();
        }, true},
+      {"slow-start", "MS",
+       "a replica that becomes healthy (added, or a replacement) gets its share of keys ramped up "
+       "over MS; the rest stay where they were served (default 0: off)",
+       U32(slow_start_ms, 0, 3600000), true},
       {"assignment-404", "on|off", "turn a replica's 404 into the assignment's 400 (default on)", BOOL(assignment_404), true},
       {"hb-interval", "MS", "heartbeat interval (default 500)", U32(hb_interval_ms, 10, 3600000), true},
       {"hb-timeout", "MS", "heartbeat timeout (default 1000)", U32(hb_timeout_ms, 10, 3600000), true},
@@ -447,6 +451,7 @@ void copy_live(Config* to, const Config& from) {
   to->hash_key_name = from.hash_key_name;
   to->retries = from.retries;
   to->balance_factor = from.balance_factor;
+  to->slow_start_ms = from.slow_start_ms;
   to->assignment_404 = from.assignment_404;
   to->hb_interval_ms = from.hb_interval_ms;
   to->hb_timeout_ms = from.hb_timeout_ms;

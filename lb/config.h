@@ -57,6 +57,7 @@ struct Config {
   std::string hash_key_name;  // header or cookie name
   uint32_t retries = 2;
   double balance_factor = 0;  // 0: off
+  uint32_t slow_start_ms = 0;  // 0: off; a replica that became healthy gets its keys over this long
   bool assignment_404 = true; // a replica's 404 becomes the assignment's 400
   // Health and healing.
   uint32_t hb_interval_ms = 500;

@@ -44,6 +44,10 @@ struct SnapMember {
   // that one marked dead (the replacement came in the same control loop turn) still learns it
   // here, and fails over the exchanges waiting on it at once instead of at their timeout.
   uint64_t replaces_uid = 0;
+  // --slow-start: when it became healthy, in milliseconds of the monotonic clock (uv_hrtime / 1e6,
+  // the same clock on every thread); 0 when its keys take it at once (the initial replicas). For
+  // --slow-start MS after it, routing sends it a growing fraction of its keys (lb/data/routing.h).
+  uint64_t usable_since_ms = 0;
 };
 
 // An immutable routing snapshot: built whole by the control plane, then shared read-only by every
@@ -86,7 +90,7 @@ struct HandedClient {
 struct ToWorker {
   enum class Kind : uint8_t {
     snapshot,      // install snapshot before the next request is routed
-    load,          // load: every worker's in-flight count by ring index of snapshot `gen`
+    load,          // load: the other workers' in-flight counts by ring index of snapshot `gen`
     admin_answer,  // the answer to admin call `call`
     sync,          // report now, with synced = seq
     stop,          // stop accepting, finish in-flight exchanges, close everything, then `stopped`

@@ -58,6 +58,13 @@ void options_usage(FILE* out) {
       "ab)\n"
       "      --rid                 send a random 6-digit X-Request-Id header with every request\n"
       "      --seed S              seed of the request ids (default: from the clock)\n"
+      "      --zipf S              X-Request-Id drawn from a Zipf(S) distribution (S >= 0, e.g.\n"
+      "                            1.1) over --keys fixed 6-digit ids, rank 1 the hottest;\n"
+      "                            the same --seed gives the same sequence of keys\n"
+      "      --keys K              the Zipf key space (default 10000, at most 900000)\n"
+      "      --log FILE            one line per finished request: start_us end_us key status\n"
+      "                            replica (microseconds from the run's start; key and replica\n"
+      "                            '-' when none; status 0 for an error)\n"
       "  -t, --timeout MS          per-request timeout, connect included (default 5000)\n"
       "  -T, --time-limit SECONDS  hard limit of the whole run (default 60, or duration + 10)\n"
       "  -i, --interval MS         timeline interval (default 1000)\n"
@@ -183,6 +190,26 @@ int options_parse(int argc, char** argv, LoadgenOptions* o, std::string* error) 
       o->keepalive = false;
     } else if (arg == "--rid") {
       o->rid = true;
+    } else if (arg == "--zipf") {
+      if (!value(&v)) return OPTIONS_ERROR;
+      if (!parse_double(v, 0, 10, &o->zipf)) {
+        *error = "--zipf must be an exponent from 0 to 10, got " + quoted(v);
+        return OPTIONS_ERROR;
+      }
+    } else if (arg == "--keys") {
+      if (!value(&v)) return OPTIONS_ERROR;
+      if (!parse_u64(v, 1, 900000, &u)) {
+        *error = "--keys must be a number of keys from 1 to 900000, got " + quoted(v);
+        return OPTIONS_ERROR;
+      }
+      o->keys = static_cast<uint32_t>(u);
+    } else if (arg == "--log") {
+      if (!value(&v)) return OPTIONS_ERROR;
+      if (*v == '\0') {
+        *error = "--log needs a file name";
+        return OPTIONS_ERROR;
+      }
+      o->log_path = v;
     } else if (arg == "--seed") {
       if (!value(&v)) return OPTIONS_ERROR;
       if (!parse_u64(v, 0, UINT64_MAX, &o->seed)) {
@@ -242,6 +269,10 @@ int options_parse(int argc, char** argv, LoadgenOptions* o, std::string* error) 
   if (!options_parse_url(url, o, error)) return OPTIONS_ERROR;
   if (o->requests == 0 && o->duration_s == 0) {
     *error = "give -n (requests) or -d (seconds) or both, so the run is bounded";
+    return OPTIONS_ERROR;
+  }
+  if (o->zipf >= 0 && o->rid) {
+    *error = "--zipf and --rid both choose the X-Request-Id: give one";
     return OPTIONS_ERROR;
   }
   if (o->body_size > 0 && o->method != "POST") {

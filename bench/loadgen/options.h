@@ -24,6 +24,9 @@ struct LoadgenOptions {
   double rate = 0;             // -r requests per second; 0: no cap
   bool keepalive = true;
   bool rid = false;  // random 6-digit X-Request-Id per request
+  double zipf = -1;  // --zipf S: X-Request-Id drawn from Zipf(S) over `keys` fixed ids; < 0 off
+  uint32_t keys = 10000;  // --keys: the Zipf key space
+  std::string log_path;   // --log: one line per request ("" none)
   uint64_t seed = 0;
   bool seed_given = false;
   uint32_t timeout_ms = 5000;  // per request, connect included

@@ -1,5 +1,6 @@
 #include "bench/loadgen/run.h"
 
+#include <cerrno>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/loadgen/zipf.h"
 #include "lb/http/container_of.h"
 #include "lb/http/http_conn.h"
 
@@ -57,6 +59,8 @@ struct LgRun {
   uint64_t period_ns = 0;        // 1/rate
   uint64_t duration_end_ns = 0;  // 0: no duration
   uint64_t rid_state = 0;
+  Zipf zipf;              // --zipf: the key sampler
+  FILE* log = nullptr;    // --log: one line per finished request
   bool no_more = false;  // no request may start any more
   uint32_t active = 0;   // connections not done
   LgConn* waiters_head = nullptr;
@@ -83,7 +87,7 @@ void build_request(const LoadgenOptions& o, LgConn* c) {
   std::string& r = c->request;
   r = o.method + " " + o.path + (o.keepalive ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
   r += "Host: " + o.host_header + "\r\nUser-Agent: ringlb-loadgen\r\n";
-  if (o.rid) {
+  if (o.rid || o.zipf >= 0) {
     r += "X-Request-Id: ";
     c->rid_offset = r.size();
     r += "000000\r\n";
@@ -199,6 +203,20 @@ void conn_retire(LgConn* c) {
   }  // closing: on_close finishes it
 }
 
+// --log: the request that just ended, as "start_us end_us key status replica" (status 0 for an
+// error; key and replica '-' when there is none).
+void conn_log(LgConn* c, int status, std::string_view body) {
+  LgRun* r = c->run;
+  if (r->log == nullptr) return;
+  uint64_t now = uv_hrtime(), t0 = r->stats->start_ns;
+  std::string_view key = "-", id = "-";
+  if (c->rid_offset != 0) key = std::string_view(c->request).substr(c->rid_offset, 6);
+  if (status != 0 && !stats_replica_id(body, &id)) id = "-";
+  fprintf(r->log, "%" PRIu64 " %" PRIu64 " %.*s %d %.*s\n", (c->start_ns - t0) / 1000,
+          (now - t0) / 1000, static_cast<int>(key.size()), key.data(), status,
+          static_cast<int>(id.size()), id.data());
+}
+
 void conn_end_request(LgConn* c) {
   c->in_request = false;
   uv_timer_stop(&c->timer);
@@ -208,6 +226,7 @@ void conn_end_request(LgConn* c) {
 // left behind), and go on once it is closed.
 void conn_fail(LgConn* c, LgError kind) {
   stats_error(c->run->stats, c->start_ns, uv_hrtime(), kind);
+  conn_log(c, 0, {});
   conn_end_request(c);
   c->pause_after_close = kind == LgError::connect_refused || kind == LgError::connect;
   if (c->link == Link::open || c->link == Link::connecting) {
@@ -226,6 +245,8 @@ void conn_send(LgConn* c) {
     uint32_t rid = 100000 + static_cast<uint32_t>(next_random(&r->rid_state) % 900000);
     char* d = &c->request[c->rid_offset];
     for (int i = 5; i >= 0; i--, rid /= 10) d[i] = static_cast<char>('0' + rid % 10);
+  } else if (r->o->zipf >= 0) {
+    zipf_key(zipf_next(&r->zipf), &c->request[c->rid_offset]);
   }
   c->status = 0;
   c->body_len = 0;
@@ -363,6 +384,7 @@ HttpNext on_http_message_end(HttpConn* h) {
   }
   stats_response(r->stats, c->start_ns, uv_hrtime(), c->status,
                  std::string_view(c->body, c->body_len));
+  conn_log(c, c->status, std::string_view(c->body, c->body_len));
   conn_end_request(c);
   if (!r->o->keepalive || !h->head.keep_alive) {
     c->link = Link::closing;
@@ -485,6 +507,11 @@ int run_load(uv_loop_t* loop, const LoadgenOptions& o, LgStats* stats, RunResult
   r.result = result;
   r.conns = std::vector<LgConn>(o.connections);
   r.rid_state = o.seed;
+  if (o.zipf >= 0) zipf_init(&r.zipf, o.keys, o.zipf, o.seed);
+  if (!o.log_path.empty()) {
+    r.log = fopen(o.log_path.c_str(), "w");
+    if (r.log == nullptr) return -errno;
+  }
   if (o.rate > 0) r.period_ns = static_cast<uint64_t>(std::llround(1e9 / o.rate));
   if (r.period_ns == 0 && o.rate > 0) r.period_ns = 1;
 
@@ -529,5 +556,6 @@ int run_load(uv_loop_t* loop, const LoadgenOptions& o, LgStats* stats, RunResult
     conn_next(&c);
   }
   uv_run(loop, UV_RUN_DEFAULT);
+  if (r.log != nullptr && fclose(r.log) != 0) return -errno;
   return 0;
 }

@@ -6,7 +6,9 @@
 #include <set>
 
 #include "lb/control/admin_json.h"
+#include "lb/control/dashboard.h"
 #include "lb/control/metrics.h"
+#include "lb/control/ring_view.h"
 #include "lb/http/http_response.h"
 #include "lb/log.h"
 
@@ -55,7 +57,11 @@ std::string joined(const std::vector<std::string>& names) {
   return s;
 }
 
-void handle_add(Control* ctl, AdminCallRef client, const std::string& body, const std::string& peer) {
+// /add, or with dry_run /add?dry_run=1: the same checks, then the keys that would move instead of
+// the change (ring_view.h); a dry run changes nothing (and is not logged). peer: the caller, logged
+// with what changed.
+void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool dry_run,
+                const std::string& peer) {
   Registry* reg = ctl->reg;
   long long n;
   std::vector<std::string> names;
@@ -89,6 +95,12 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body, cons
   while (static_cast<long long>(names.size()) < n) {
     std::string name = registry_random_name(reg);
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  if (dry_run) {
+    std::string answer, error;
+    if (!ring_view_add_dry_run_json(ctl->cfg, reg, names, &answer, &error)) return fail(ctl, client, 400, error);
+    control_answer(ctl, client, 200, answer);
+    return;
   }
   auto req = std::make_unique<AddRequest>();
   req->names = names;
@@ -300,6 +312,12 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     control_after_sync(ctl, [ctl, client](const Snapshot& s) { admin_readyz(ctl, client, s); });
     return;
   }
+  if (path == "/dashboard") {  // a page without data: its API calls carry the token
+    if (!get) return wrong_method("GET, HEAD");
+    control_answer(ctl, client, 200, std::string(dashboard_html()), "text/html; charset=utf-8",
+                   dashboard_headers());
+    return;
+  }
   if (!authorized(ctl, head)) {
     fail(ctl, client, 401, "admin routes need 'Authorization: Bearer <token>' (--admin-token)");
     return;
@@ -314,7 +332,8 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     });
   } else if (path == "/add") {
     if (m != HTTP_POST) return wrong_method("POST");
-    handle_add(ctl, client, body, peer);
+    std::string_view v;
+    handle_add(ctl, client, body, http_url_query(url, "dry_run", &v) && v != "0", peer);
   } else if (path == "/rm") {
     if (m != HTTP_DELETE) return wrong_method("DELETE");
     handle_rm(ctl, client, body, peer);
@@ -323,7 +342,22 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
     control_after_sync(ctl, [ctl, client](const Snapshot&) {
       control_answer(ctl, client, 200, metrics_render(*ctl), "text/plain; version=0.0.4");
     });
+  } else if (path == "/route") {
+    if (!get) return wrong_method("GET, HEAD");
+    std::string key, error;
+    if (!ring_view_key(ctl->cfg, url, &key, &error)) return fail(ctl, client, 400, error);
+    // After a sync: the answer is about the routing every worker has.
+    control_after_sync(ctl, [ctl, client, key](const Snapshot& s) {
+      control_answer(ctl, client, 200, ring_view_route_json(ctl->cfg, s, key));
+    });
+  } else if (path == "/ring") {
+    if (!get) return wrong_method("GET, HEAD");
+    std::string_view v;
+    bool arcs = !(http_url_query(url, "arcs", &v) && v == "0");
+    control_after_sync(ctl, [ctl, client, arcs](const Snapshot& s) {
+      control_answer(ctl, client, 200, ring_view_ring_json(s, arcs));
+    });
   } else {
-    fail(ctl, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz, /readyz)");
+    fail(ctl, client, 404, "'" + std::string(path) + "' is not an admin route (/rep, /add, /rm, /metrics, /healthz, /readyz, /route, /ring, /dashboard)");
   }
 }

@@ -1,6 +1,8 @@
 // admin: the assignment's API (/rep, /add, /rm) and the operator's (/metrics, /healthz, /readyz).
 // /healthz is liveness (200 while the loop answers); /readyz is readiness (200 while at least one
 // replica is healthy, else 503 with the reason). Neither needs the admin token.
+// Seeing the ring (lb/control/ring_view.h): /route?key=K, /ring, /add?dry_run=1. /dashboard is a
+// page without data (lb/control/dashboard.h), served without the token; its API calls send it.
 //
 // Every error is a 4xx (or 5xx for a failure of the provisioner) with
 // {"message": "<Error> ...", "status": "failure"} naming the problem, and a rejected request changes

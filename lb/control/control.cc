@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "lb/control/admin.h"
 #include "lb/control/snapshot.h"
@@ -15,6 +16,11 @@
 namespace {
 
 constexpr int kBacklog = 1024;
+// --balance-factor: the in-flight sums go to the workers at most this often. Each worker reports
+// at most every kReportIntervalMs (20 ms), so with several workers reports arrive more often than
+// that; a shorter interval here keeps a worker's view of the others within about
+// kReportIntervalMs + kLoadIntervalMs of the truth, for W messages per interval at most.
+constexpr uint64_t kLoadIntervalMs = 5;
 
 Control* control_of(uv_timer_t* t) { return container_of(t, &Control::publish); }
 
@@ -109,27 +115,41 @@ void on_publish(uv_timer_t* t) {
   run_syncs(ctl);  // with no worker running every sync is answered at once
 }
 
-// Sends every worker the in-flight count of each ring member summed over the workers (the
-// registry's, from their last reports), for --balance-factor.
+// Sends each worker, for --balance-factor, the in-flight count of each ring member summed over the
+// OTHER workers' last reports (the worker adds its own exact count). The control plane subtracts
+// exactly what it summed for that worker: a worker that subtracted its own last report itself
+// would be wrong whenever a report of its was in flight while the sums were made (a count it had
+// already replaced, or one not yet counted).
 void send_load(Control* ctl) {
   Registry* reg = ctl->reg;
   ctl->load_sent_at = uv_now(ctl->loop);
-  ToWorker msg;
-  msg.kind = ToWorker::Kind::load;
-  msg.gen = ctl->current->gen;
-  msg.load.resize(ctl->current->members.size());
-  for (size_t i = 0; i < ctl->current->members.size(); i++) {
-    const Replica* r = registry_by_uid(reg, ctl->current->members[i].uid);
-    msg.load[i] = r ? r->inflight : 0;
+  const std::vector<SnapMember>& members = ctl->current->members;
+  std::vector<uint32_t> total(members.size(), 0);
+  std::unordered_map<uint64_t, size_t> index;
+  for (size_t i = 0; i < members.size(); i++) {
+    const Replica* r = registry_by_uid(reg, members[i].uid);
+    total[i] = r ? r->inflight : 0;
+    index[members[i].uid] = i;
   }
-  post_all(ctl, msg);
+  for (WorkerSlot& w : ctl->workers) {
+    if (!w.running) continue;
+    ToWorker msg;
+    msg.kind = ToWorker::Kind::load;
+    msg.gen = ctl->current->gen;
+    msg.load = total;
+    for (const auto& [uid, n] : w.inflight) {
+      auto it = index.find(uid);
+      if (it != index.end()) msg.load[it->second] -= std::min(n, msg.load[it->second]);
+    }
+    worker_post(w.worker, std::move(msg));
+  }
 }
 
 void on_load_timer(uv_timer_t* t) { send_load(container_of(t, &Control::load_timer)); }
 
 // Recomputes each replica's in-flight count over every worker's last report and the registry's
 // routing_gen_everywhere; with --balance-factor the sums go to the workers, at most every
-// kReportIntervalMs (a change inside the interval goes out at its end).
+// kLoadIntervalMs (a change inside the interval goes out at its end).
 void update_inflight(Control* ctl) {
   Registry* reg = ctl->reg;
   for (Replica* r : reg->replicas) r->inflight = 0;
@@ -143,10 +163,10 @@ void update_inflight(Control* ctl) {
   reg->routing_gen_everywhere = gen;
   if (ctl->cfg->balance_factor <= 0 || !ctl->current || ctl->stopping) return;
   uint64_t since = uv_now(ctl->loop) - ctl->load_sent_at;
-  if (since >= kReportIntervalMs) {
+  if (since >= kLoadIntervalMs) {
     send_load(ctl);
   } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&ctl->load_timer))) {
-    uv_timer_start(&ctl->load_timer, on_load_timer, kReportIntervalMs - since, 0);
+    uv_timer_start(&ctl->load_timer, on_load_timer, kLoadIntervalMs - since, 0);
   }
 }
 

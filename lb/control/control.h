@@ -68,7 +68,7 @@ struct Control {
   uint64_t sync_seq = 0;
   PlaneCounters totals;  // every worker's counters, summed
   std::mt19937_64 rng;
-  // --balance-factor: the summed in-flight counts go out at most every kReportIntervalMs; a change
+  // --balance-factor: the summed in-flight counts go out at most every kLoadIntervalMs; a change
   // inside that interval arms load_timer for its end, so the last change always goes out.
   uv_timer_t load_timer;
   uint64_t load_sent_at = 0;

@@ -161,6 +161,10 @@ void set_state(Replica* r, ReplicaState s, const std::string& cause) {
   if (s == ReplicaState::dead && r->counts) schedule_heal(reg, r, old, now);
   r->state = s;
   r->state_since = now;
+  if (s == ReplicaState::healthy) {
+    r->usable_since_ms = r->ramp ? uv_hrtime() / 1000000 : 0;
+    r->ramp = true;
+  }
   if (!cause.empty() && s != ReplicaState::healthy) r->last_cause = cause;
   r->hb_ok = r->hb_fail = r->strikes = 0;
   routing_changed(reg);
@@ -584,6 +588,7 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
       id_taken[inst.ring_id] = 1;
       Replica* r = new_replica(reg, inst.ring_id, inst.name);
       r->counts = true;
+      r->ramp = false;  // an initial replica: no slow start the first time it is healthy
       reg->replicas.push_back(r);
       if (reg->prov->can_scale()) LOG_INFO("replica %s: adopted (ring id %u)", inst.name.c_str(), inst.ring_id);
       replica_attach(r, inst);
@@ -595,6 +600,7 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
         if (registry_find(reg, name) != nullptr) continue;
         Replica* r = new_replica(reg, lowest_free_id(reg), name);
         r->counts = true;
+        r->ramp = false;
         reg->replicas.push_back(r);
         fresh.push_back(r);
       }

@@ -52,6 +52,12 @@ struct Replica {
   bool stop_requested = false;
   uint64_t state_since = 0;  // loop time of the last transition
   uint64_t created_at = 0;
+  // --slow-start: when it last became healthy, in ms of uv_hrtime (SnapMember::usable_since_ms),
+  // or 0 when its keys are its at once: the initial replicas (started or adopted with the load
+  // balancer, whose keys nobody served before) the first time. ramp says whether the next
+  // transition to healthy ramps; it is false only for an initial replica until then.
+  uint64_t usable_since_ms = 0;
+  bool ramp = true;
   // Exchanges in flight on it over every worker, as of each worker's last report (see
   // kReportIntervalMs in lb/plane.h for how fresh that is).
   uint32_t inflight = 0;

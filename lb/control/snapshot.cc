@@ -29,6 +29,7 @@ SnapshotPtr snapshot_build(const Registry* reg) {
     m.addr = r->addr;
     m.name = r->name;
     m.replaces_uid = r->replaces_uid;
+    m.usable_since_ms = r->usable_since_ms;
     s->skip[i] = m.state == MemberState::usable ? 0 : 1;
   }
   return s;

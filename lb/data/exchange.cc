@@ -249,7 +249,7 @@ void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
   // Retried only when another replica is there to take it: with every one tried, the client gets
   // this failure's own status (504 after a timeout) rather than a generic 503.
   if (can_replay && (cfg->retry_on & cls) != 0 && c->attempts < cfg->retries &&
-      routing_pick(&w->routing, *w->snap, w->pools, cfg->balance_factor, c->pos, c->tried) !=
+      routing_pick(&w->routing, *w->snap, w->pools, cfg, c->pos, c->tried) !=
           nullptr) {
     c->attempts++;
     w->counters.retries++;
@@ -491,7 +491,7 @@ const HttpConnHandlers kUpstreamHandlers = {up_on_head,  up_on_body,  up_on_mess
 void dispatch(ClientConn* c) {
   Worker* w = c->w;
   c->state = ExState::routing;
-  Pool* p = routing_pick(&w->routing, *w->snap, w->pools, w->cfg->balance_factor, c->pos, c->tried);
+  Pool* p = routing_pick(&w->routing, *w->snap, w->pools, w->cfg, c->pos, c->tried);
   if (p == nullptr) {
     w->counters.no_replica++;
     respond_local(c, 503, http_error_json(c->tried.empty() ? "no replica is available"
@@ -540,7 +540,7 @@ void fill_peer(ClientConn* c) {
 
 bool is_admin_path(std::string_view path) {
   return path == "/rep" || path == "/add" || path == "/rm" || path == "/metrics" || path == "/healthz" ||
-         path == "/readyz";
+         path == "/readyz" || path == "/route" || path == "/ring" || path == "/dashboard";
 }
 
 // Answers the exchange with a complete response of the LB's own (errors, admin answers). Once a

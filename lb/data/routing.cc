@@ -1,7 +1,10 @@
 #include "lb/data/routing.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#include <uv.h>
 
 #include "lb/data/upstream.h"
 
@@ -43,57 +46,105 @@ std::string_view routing_key(const Config* cfg, const HttpHead& h, const std::st
 
 void routing_install(Routing* rt, const Snapshot& s) {
   rt->scratch_tried.resize(s.members.size());
+  rt->scratch_ramped.resize(s.members.size());
   rt->scratch_capped.resize(s.members.size());
+  rt->newest_since_ms = 0;
+  for (const SnapMember& m : s.members)
+    rt->newest_since_ms = std::max(rt->newest_since_ms, m.usable_since_ms);
 }
 
 void routing_apply_load(Pools* ps, const Snapshot& s, uint64_t gen, const std::vector<uint32_t>& load) {
   if (gen != s.gen || load.size() != ps->by_index.size()) return;
-  for (size_t i = 0; i < load.size(); i++) {
-    Pool* p = ps->by_index[i];
-    if (p == nullptr) continue;
-    // This worker's share of the sum is what it reported last; what it has now is added at pick.
-    p->others = load[i] > p->reported_inflight ? load[i] - p->reported_inflight : 0;
-  }
+  for (size_t i = 0; i < load.size(); i++)
+    if (Pool* p = ps->by_index[i]) p->others = load[i];
 }
 
-Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, double balance_factor,
-                   uint64_t pos, const std::vector<uint32_t>& tried) {
+double routing_ramp_point(uint64_t pos) {
+  // splitmix64's finalizer over pos and a constant of its own: independent of the ring's hash.
+  uint64_t z = pos + 0x632be59bd9b4e019ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+namespace {
+
+// With --slow-start: marks in ramped (a copy of base) every member still in its ramp that does not
+// take pos yet. Returns true when it marked any.
+bool mark_ramping(const Routing* rt, const Snapshot& s, uint32_t slow_start_ms, uint64_t pos,
+                  const uint8_t* base, uint8_t* ramped) {
+  uint64_t now = uv_hrtime() / 1000000;
+  if (now >= rt->newest_since_ms + slow_start_ms) return false;  // every ramp is over
+  size_t n = s.members.size();
+  double point = routing_ramp_point(pos);
+  bool any = false;
+  memcpy(ramped, base, n);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t since = s.members[i].usable_since_ms;
+    if (since == 0 || base[i] || now >= since + slow_start_ms) continue;
+    double ramp = now <= since ? 0.0 : static_cast<double>(now - since) / slow_start_ms;
+    if (point >= ramp) {
+      ramped[i] = 1;
+      any = true;
+    }
+  }
+  return any;
+}
+
+}  // namespace
+
+Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config* cfg, uint64_t pos,
+                   const std::vector<uint32_t>& tried) {
   size_t n = s.members.size();
   if (n == 0) return nullptr;
-  const uint8_t* skip = s.skip.data();
-  uint8_t* local = rt->scratch_tried.data();  // sized with the ring (routing_install)
-  bool bounded = balance_factor > 0;
-  if (!tried.empty() || bounded) {
-    memcpy(local, skip, n);
-    for (uint32_t id : tried)
-      for (size_t i = 0; i < n; i++)
-        if (s.members[i].ring_id == id) local[i] = 1;
-    skip = local;
+  double factor = cfg->balance_factor;
+  bool bounded = factor > 0;
+  bool may_ramp = cfg->slow_start_ms > 0 && rt->newest_since_ms != 0;
+  if (tried.empty() && !bounded && !may_ramp) {
+    int idx = ring_lookup(s.ring.get(), pos, s.skip.data());
+    return idx < 0 ? nullptr : ps.by_index[idx];
   }
+  // base: not usable, or tried by this exchange. Buffers are sized with the ring (routing_install).
+  uint8_t* base = rt->scratch_tried.data();
+  memcpy(base, s.skip.data(), n);
+  for (uint32_t id : tried)
+    for (size_t i = 0; i < n; i++)
+      if (s.members[i].ring_id == id) base[i] = 1;
+  // ramped: base, and the ramping members that do not take pos yet.
+  const uint8_t* ramped = base;
+  bool ramping =
+      may_ramp && mark_ramping(rt, s, cfg->slow_start_ms, pos, base, rt->scratch_ramped.data());
+  if (ramping) ramped = rt->scratch_ramped.data();
   if (bounded) {
-    // Bounded load (HAProxy's hash-balance-factor): a replica whose in-flight count would exceed
-    // ceil(c x average) is walked past. When every replica is above it, the plain ring decides.
-    // The counts are estimates: the other workers' as of their last reports (at most a report
-    // interval and a load message old), plus this worker's own exchanges now.
-    uint64_t total = 1, usable = 0;
+    // Bounded load (HAProxy's hash-balance-factor, Mirrokni et al.): a member at its bound by every
+    // worker's estimate or by this worker's own exact count is walked past (see routing.h). When
+    // every member is, the ring decides without the bound.
+    uint64_t total = 1, own = 1, usable = 0;
     for (size_t i = 0; i < n; i++) {
       if (s.skip[i]) continue;
       const Pool* p = ps.by_index[i];
       usable++;
       total += p->others + p->inflight;
+      own += p->inflight;
     }
     if (usable > 0) {
-      uint64_t limit = static_cast<uint64_t>(std::ceil(balance_factor * total / usable));
+      auto bound = [&](uint64_t count) {
+        return static_cast<uint64_t>(std::ceil(factor * static_cast<double>(count) / usable));
+      };
+      uint64_t limit = bound(total), own_limit = bound(own);
       uint8_t* capped = rt->scratch_capped.data();
-      memcpy(capped, local, n);
+      memcpy(capped, ramped, n);
       for (size_t i = 0; i < n; i++) {
         const Pool* p = ps.by_index[i];
-        if (p->others + p->inflight >= limit) capped[i] = 1;
+        if (p != nullptr && (p->others + p->inflight >= limit || p->inflight >= own_limit))
+          capped[i] = 1;
       }
       int idx = ring_lookup(s.ring.get(), pos, capped);
       if (idx >= 0) return ps.by_index[idx];
     }
   }
-  int idx = ring_lookup(s.ring.get(), pos, skip);
+  int idx = ring_lookup(s.ring.get(), pos, ramped);
+  if (idx < 0 && ramping) idx = ring_lookup(s.ring.get(), pos, base);
   return idx < 0 ? nullptr : ps.by_index[idx];
 }

@@ -99,6 +99,7 @@ TEST_F(ConfigTest, DefaultsWithoutArguments) {
   EXPECT_EQ(p.cfg.ring.mode, RingMode::ketama);
   EXPECT_EQ(p.cfg.hash_key, HashKey::rid);
   EXPECT_EQ(p.cfg.balance_factor, 0.0);
+  EXPECT_EQ(p.cfg.slow_start_ms, 0u);
   EXPECT_EQ(p.cfg.hb_interval_ms, 500u);
   EXPECT_EQ(p.cfg.fall, 2u);
   EXPECT_TRUE(p.cfg.heal);
@@ -110,7 +111,8 @@ TEST_F(ConfigTest, FlagsWithSeparateAndEqualsValues) {
   Parsed p = parse({"--listen", "127.0.0.1:8080", "--replicas=5", "--hash-key", "header:X-User",
                     "--balance-factor=1.25", "--heal-name", "same", "--heal=off", "--assignment-404",
                     "no", "--admin-token", "tok", "--admin-listen=127.0.0.1:9090", "--hb-interval",
-                    "250", "--replica-port-range", "30000-30010", "--log-level", "debug"});
+                    "250", "--replica-port-range", "30000-30010", "--log-level", "debug",
+                    "--slow-start=2000"});
   ASSERT_EQ(p.rc, 0) << p.err;
   EXPECT_EQ(p.cfg.listen, "127.0.0.1:8080");
   EXPECT_EQ(p.cfg.replicas, 5u);
@@ -126,6 +128,7 @@ TEST_F(ConfigTest, FlagsWithSeparateAndEqualsValues) {
   EXPECT_EQ(p.cfg.port_min, 30000);
   EXPECT_EQ(p.cfg.port_max, 30010);
   EXPECT_EQ(p.cfg.log_level, "debug");
+  EXPECT_EQ(p.cfg.slow_start_ms, 2000u);
 }
 
 TEST_F(ConfigTest, EveryHashKeySource) {
@@ -147,6 +150,7 @@ TEST_F(ConfigTest, EnvironmentSetsEveryKindOfOption) {
   setenv("RINGLB_RING", "slots", 1);
   setenv("RINGLB_HASH_KEY", "cookie:sid", 1);
   setenv("RINGLB_BALANCE_FACTOR", "3", 1);
+  setenv("RINGLB_SLOW_START", "1500", 1);
   Parsed p = parse({});
   ASSERT_EQ(p.rc, 0) << p.err;
   EXPECT_EQ(p.cfg.hb_interval_ms, 750u);
@@ -158,6 +162,7 @@ TEST_F(ConfigTest, EnvironmentSetsEveryKindOfOption) {
   EXPECT_EQ(p.cfg.hash_key, HashKey::cookie);
   EXPECT_EQ(p.cfg.hash_key_name, "sid");
   EXPECT_EQ(p.cfg.balance_factor, 3.0);
+  EXPECT_EQ(p.cfg.slow_start_ms, 1500u);
 }
 
 TEST_F(ConfigTest, AFlagWinsOverTheEnvironment) {
@@ -212,6 +217,7 @@ TEST_F(ConfigTest, EveryInvalidFlagValueExitsTwoWithOneLine) {
       {"--hash-key", {"body", "header:", "cookie:", "", "Header:x"}},
       {"--retries", {"17", "-1"}},
       {"--balance-factor", {"0.5", "-1", "101", "nan", "inf", "1x", ""}},
+      {"--slow-start", {"-1", "3600001", "2s", ""}},
       {"--assignment-404", {"maybe", ""}},
       {"--hb-interval", {"9", "0", "3600001"}},
       {"--hb-timeout", {"5"}},
@@ -433,7 +439,7 @@ TEST_F(ConfigTest, EveryLiveOptionIsCopiedAndNoOtherOne) {
       {"docker-socket", "/tmp/d.sock"}, {"docker-network", "net2"}, {"replica-image", "img:2"},
       {"replica-port-range", "30000-30001"}, {"ring", "maglev"}, {"slots", "1024"}, {"vnodes", "50"},
       {"probe", "quadratic"}, {"hash", "murmur"}, {"table-size", "257"}, {"hash-key", "path"},
-      {"retries", "5"}, {"balance-factor", "1.5"}, {"assignment-404", "off"}, {"hb-interval", "123"},
+      {"retries", "5"}, {"balance-factor", "1.5"}, {"slow-start", "2000"}, {"assignment-404", "off"}, {"hb-interval", "123"},
       {"hb-timeout", "456"}, {"fall", "4"}, {"rise", "3"}, {"strikes", "7"}, {"heal", "off"},
       {"heal-name", "same"}, {"heal-backoff-max", "1234"}, {"start-timeout", "4321"},
       {"connect-timeout", "111"}, {"upstream-timeout", "222"}, {"header-timeout", "333"},
