@@ -23,6 +23,9 @@ struct Option {
   const char* arg;  // nullptr: a switch without value
   const char* help;
   std::function<std::string(Config*, const std::string&)> set;
+  // Takes effect on SIGHUP (config_reload copies it into the running configuration); false: needs
+  // a restart, and a reload that finds it changed says so and leaves it.
+  bool live = false;
 };
 
 std::string parse_u32(const std::string& v, uint32_t lo, uint32_t hi, uint32_t* out) {
@@ -175,7 +178,7 @@ const std::vector<Option>& options() {
       {"listen", "ADDR:PORT", "where clients connect (default 0.0.0.0:5000)", ADDR(listen, false)},
       {"admin-listen", "ADDR:PORT", "serve /rep /add /rm /metrics on their own listener (default: the main one)",
        ADDR(admin_listen, true)},
-      {"admin-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on admin routes", STR(admin_token)},
+      {"admin-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on admin routes", STR(admin_token), true},
       {"provisioner", "KIND", "process (local replica processes, default), docker, or static",
        [](Config* c, const std::string& v) {
          if (v == "process") c->provisioner = ProvKind::process;
@@ -189,7 +192,7 @@ const std::vector<Option>& options() {
        [](Config* c, const std::string& v) {
          c->max_replicas_set = true;
          return parse_u32(v, 1, 1024, &c->max_replicas);
-       }},
+       }, true},
       {"backend", "HOST:PORT", "a static backend (repeat, or comma-separated in the variable)",
        [](Config* c, const std::string& v) {
          size_t start = 0;
@@ -216,7 +219,7 @@ const std::vector<Option>& options() {
       {"docker-socket", "PATH", "Docker engine socket (default: DOCKER_HOST=unix://... or /var/run/docker.sock)", STR(docker_socket)},
       {"docker-network", "NAME", "host (replicas on 127.0.0.1 ports) or a user-defined bridge network",
        STR(docker_network)},
-      {"replica-image", "IMAGE", "replica image (default ringlb-replica:latest)", STR(replica_image)},
+      {"replica-image", "IMAGE", "replica image (default ringlb-replica:latest)", STR(replica_image), true},
       {"replica-port-range", "LO-HI", "host-network replica ports (default 20000-20999)",
        [](Config* c, const std::string& v) {
          unsigned lo, hi;
@@ -229,10 +232,10 @@ const std::vector<Option>& options() {
        }},
       {"replica-env", "K=V",
        "docker: environment of each replica (repeat; in the variable, comma-separated)",
-       [](Config* c, const std::string& v) { return parse_replica_env(v, &c->replica_env); }},
+       [](Config* c, const std::string& v) { return parse_replica_env(v, &c->replica_env); }, true},
       {"replica-cmd", "CMD", "docker: command of each replica: the arguments of the image's entrypoint, "
        "as a JSON array or words separated by spaces (default: the image's)",
-       [](Config* c, const std::string& v) { return parse_replica_cmd(v, &c->replica_cmd); }},
+       [](Config* c, const std::string& v) { return parse_replica_cmd(v, &c->replica_cmd); }, true},
       {"replica-cpus", "C", "docker: CPU limit of each replica, in CPUs, 0.01 to 1024 (default: none)",
        [](Config* c, const std::string& v) {
          char* end;
@@ -241,9 +244,9 @@ const std::vector<Option>& options() {
            return std::string("must be a number of CPUs from 0.01 to 1024");
          c->replica_nano_cpus = static_cast<uint64_t>(x * 1e9 + 0.5);
          return std::string();
-       }},
+       }, true},
       {"replica-memory", "SIZE", "docker: memory limit of each replica, e.g. 256m (default: none)",
-       [](Config* c, const std::string& v) { return parse_memory(v, &c->replica_memory); }},
+       [](Config* c, const std::string& v) { return parse_memory(v, &c->replica_memory); }, true},
       {"health-path", "PATH", "path of the heartbeat GET sent to every replica (default /heartbeat)",
        [](Config* c, const std::string& v) {
          if (v.empty() || v[0] != '/' || v.size() > 1024)
@@ -253,7 +256,7 @@ const std::vector<Option>& options() {
              return std::string("must be printable ASCII without spaces (percent-encode the rest)");
          c->health_path = v;
          return std::string();
-       }},
+       }, true},
       {"ring", "MODE", "slots (the assignment's ring), ketama (default, 8000 points per replica: the most even) or maglev",
        [](Config* c, const std::string& v) {
          return ring_mode_parse(v, &c->ring.mode) ? std::string() : "must be slots, ketama or maglev";
@@ -281,8 +284,8 @@ const std::vector<Option>& options() {
          else if (v.rfind("cookie:", 0) == 0 && v.size() > 7) { c->hash_key = HashKey::cookie; c->hash_key_name = v.substr(7); }
          else return std::string("must be rid, path, ip, header:NAME or cookie:NAME");
          return std::string();
-       }},
-      {"retries", "N", "other replicas tried when one fails before answering (default 2)", U32(retries, 0, 16)},
+       }, true},
+      {"retries", "N", "other replicas tried when one fails before answering (default 2)", U32(retries, 0, 16), true},
       {"balance-factor", "C", "bounded load: skip a replica above C x average in-flight (default 0: off)",
        [](Config* c, const std::string& v) {
          char* end;
@@ -291,48 +294,48 @@ const std::vector<Option>& options() {
            return std::string("must be 0 (off) or a number from 1 to 100");
          c->balance_factor = x;
          return std::string();
-       }},
+       }, true},
       {"slow-start", "MS",
        "a replica that becomes healthy (added, or a replacement) gets its share of keys ramped up "
        "over MS; the rest stay where they were served (default 0: off)",
-       U32(slow_start_ms, 0, 3600000)},
-      {"assignment-404", "on|off", "turn a replica's 404 into the assignment's 400 (default on)", BOOL(assignment_404)},
-      {"hb-interval", "MS", "heartbeat interval (default 500)", U32(hb_interval_ms, 10, 3600000)},
-      {"hb-timeout", "MS", "heartbeat timeout (default 1000)", U32(hb_timeout_ms, 10, 3600000)},
-      {"fall", "N", "failed heartbeats in a row that mark a replica dead (default 2)", U32(fall, 1, 100)},
-      {"rise", "N", "heartbeats that bring a starting replica in (default 1)", U32(rise, 1, 100)},
+       U32(slow_start_ms, 0, 3600000), true},
+      {"assignment-404", "on|off", "turn a replica's 404 into the assignment's 400 (default on)", BOOL(assignment_404), true},
+      {"hb-interval", "MS", "heartbeat interval (default 500)", U32(hb_interval_ms, 10, 3600000), true},
+      {"hb-timeout", "MS", "heartbeat timeout (default 1000)", U32(hb_timeout_ms, 10, 3600000), true},
+      {"fall", "N", "failed heartbeats in a row that mark a replica dead (default 2)", U32(fall, 1, 100), true},
+      {"rise", "N", "heartbeats that bring a starting replica in (default 1)", U32(rise, 1, 100), true},
       {"strikes", "N", "failed proxied requests in a row that mark a replica dead at once (default 3)",
-       U32(strikes, 1, 1000)},
-      {"heal", "on|off", "replace dead replicas (default on)", BOOL(heal)},
+       U32(strikes, 1, 1000), true},
+      {"heal", "on|off", "replace dead replicas (default on)", BOOL(heal), true},
       {"heal-name", "random|same", "name of a replacement (default random, as the assignment)",
        [](Config* c, const std::string& v) {
          if (v == "random") c->heal_name = HealName::random;
          else if (v == "same") c->heal_name = HealName::same;
          else return std::string("must be random or same");
          return std::string();
-       }},
+       }, true},
       {"heal-backoff-max", "MS",
        "longest wait between replacements that keep dying (default 30000)",
-       U32(heal_backoff_max_ms, 100, 3600000)},
+       U32(heal_backoff_max_ms, 100, 3600000), true},
       {"start-timeout", "MS", "a new replica must answer a heartbeat within this (default 10000)",
-       U32(start_timeout_ms, 100, 600000)},
-      {"connect-timeout", "MS", "upstream connect timeout (default 2000)", U32(connect_timeout_ms, 10, 600000)},
+       U32(start_timeout_ms, 100, 600000), true},
+      {"connect-timeout", "MS", "upstream connect timeout (default 2000)", U32(connect_timeout_ms, 10, 600000), true},
       {"upstream-timeout", "MS", "time for a replica to answer; then 504 (default 30000)",
-       U32(upstream_timeout_ms, 10, 3600000)},
+       U32(upstream_timeout_ms, 10, 3600000), true},
       {"header-timeout", "MS", "time for a client to send a request head (default 10000)",
-       U32(header_timeout_ms, 10, 3600000)},
+       U32(header_timeout_ms, 10, 3600000), true},
       {"idle-timeout", "MS", "idle keep-alive client connections are closed after (default 60000)",
-       U32(idle_timeout_ms, 10, 3600000)},
+       U32(idle_timeout_ms, 10, 3600000), true},
       {"drain-timeout", "MS", "longest wait for in-flight requests of a removed replica (default 10000)",
-       U32(drain_timeout_ms, 0, 3600000)},
-      {"admin-body-limit", "BYTES", "largest admin request body (default 65536)", U32(admin_body_limit, 64, 1u << 24)},
+       U32(drain_timeout_ms, 0, 3600000), true},
+      {"admin-body-limit", "BYTES", "largest admin request body (default 65536)", U32(admin_body_limit, 64, 1u << 24), true},
       {"body-timeout", "MS",
        "idle time allowed between request or response body bytes; then 408 or a cut (default 10000)",
-       U32(body_timeout_ms, 10, 3600000)},
+       U32(body_timeout_ms, 10, 3600000), true},
       {"retry-on", "LIST",
        "failures retried on the next replica: comma-separated connect-failure, empty-response, "
        "junk-response, response-timeout, or none (default connect-failure,empty-response)",
-       [](Config* c, const std::string& v) { return parse_retry_on(v, &c->retry_on); }},
+       [](Config* c, const std::string& v) { return parse_retry_on(v, &c->retry_on); }, true},
       {"workers", "N|auto",
        "data-plane threads, each with its own loop and listener (default auto: one per CPU)",
        [](Config* c, const std::string& v) {
@@ -349,7 +352,7 @@ const std::vector<Option>& options() {
        }},
       {"max-conns", "N", "most client connections at once (default: from the fd limit)",
        U32(max_conns, 1, 100000000)},
-      {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000)},
+      {"pool-idle-max", "N", "idle upstream connections kept per replica (default 64)", U32(pool_idle_max, 0, 100000), true},
       {"on-exit", "remove|keep",
        "at exit stop the replicas (remove, default) or leave Docker replicas for the next LB (keep)",
        [](Config* c, const std::string& v) {
@@ -357,14 +360,26 @@ const std::vector<Option>& options() {
          else if (v == "keep") c->on_exit_keep = true;
          else return std::string("must be remove or keep");
          return std::string();
-       }},
+       }, true},
       {"log-level", "LEVEL", "debug, info (default), warn or error",
        [](Config* c, const std::string& v) {
          if (v != "debug" && v != "info" && v != "warn" && v != "error")
            return std::string("must be debug, info, warn or error");
          c->log_level = v;
          return std::string();
-       }},
+       }, true},
+      {"access-log", "off|text|json", "one line per request, as text or JSON (default off)",
+       [](Config* c, const std::string& v) {
+         if (v == "off") c->access_log = AccessLogMode::off;
+         else if (v == "text") c->access_log = AccessLogMode::text;
+         else if (v == "json") c->access_log = AccessLogMode::json;
+         else return std::string("must be off, text or json");
+         return std::string();
+       }, true},
+      {"access-log-file", "PATH", "where the access log goes (default: stderr); reopened on SIGHUP",
+       STR(access_log_file), true},
+      {"config", "FILE", "read options from FILE, one 'option = value' a line (flags and variables win)",
+       STR(config_file)},
   };
   return opts;
 }
@@ -375,90 +390,154 @@ std::string env_name(const char* flag) {
   return e;
 }
 
-void print_help() {
-  printf("usage: ringlb [OPTION]...\n"
-         "A consistent-hashing HTTP load balancer that manages its replicas.\n"
-         "Every option can also be set as an environment variable RINGLB_<NAME>; a flag wins.\n"
-         "       ringlb --check URL   (GET http://IPV4:PORT/PATH; exit 0 on a 2xx: container healthchecks)\n\n");
-  for (const Option& o : options()) {
-    std::string left = std::string("--") + o.name + (o.arg ? std::string(" ") + o.arg : "");
-    printf("  %-34s %s\n  %-34s [%s]\n", left.c_str(), o.help, "", env_name(o.name).c_str());
-  }
+const Option* find_option(const std::string& name) {
+  for (const Option& o : options())
+    if (name == o.name) return &o;
+  return nullptr;
 }
 
-int fail(const std::string& where, const std::string& value, const std::string& why) {
-  fprintf(stderr, "ringlb: %s '%s' %s\n", where.c_str(), value.c_str(), why.c_str());
-  return 2;
+// Where a value comes from, in increasing precedence.
+enum class Source : uint8_t { file, env, flag };
+
+// The options' values from all sources, applied in order of precedence (config_load).
+struct Loader {
+  Config* cfg;
+  ConfigGiven* given;
+  std::string* err;
+  int backend_source = -1;  // the source the backend list came from: a higher one replaces it
+  int replica_env_source = -1;  // the same for the replica-env list
+};
+
+// Sets option o to value from source src; where names it for an error ("--hb-interval",
+// "RINGLB_HB_INTERVAL", "/etc/ringlb.conf:3: hb-interval"). Returns false with *err set.
+bool apply(Loader* l, const Option& o, const std::string& value, Source src, const std::string& where) {
+  bool backend = strcmp(o.name, "backend") == 0;
+  bool replica_env = strcmp(o.name, "replica-env") == 0;
+  int* list_source = backend ? &l->backend_source : replica_env ? &l->replica_env_source : nullptr;
+  if (list_source != nullptr && *list_source != static_cast<int>(src)) {
+    // A higher source replaces the list of a lower one.
+    if (backend) l->cfg->backends.clear();
+    else l->cfg->replica_env.clear();
+    l->given->erase(o.name);
+    *list_source = static_cast<int>(src);
+  }
+  // RINGLB_REPLICA_ENV is a list: K=V,K=V (a value with a comma needs the flag or the file).
+  std::vector<std::string> values{value};
+  if (replica_env && src == Source::env) {
+    values.clear();
+    for (size_t start = 0;;) {
+      size_t comma = value.find(',', start);
+      values.push_back(value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  for (const std::string& v : values) {
+    std::string why = o.set(l->cfg, v);
+    if (!why.empty()) {
+      *l->err = where + " '" + v + "' " + why;
+      return false;
+    }
+  }
+  std::string& text = (*l->given)[o.name];
+  text = list_source != nullptr && !text.empty() ? text + "," + value : value;
+  return true;
 }
 
-}  // namespace
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\r");
+  if (a == std::string::npos) return "";
+  size_t b = s.find_last_not_of(" \t\r");
+  return s.substr(a, b - a + 1);
+}
 
-int config_parse(int argc, char** argv, Config* cfg) {
-  for (const Option& o : options()) {
-    std::string env = env_name(o.name);
-    const char* v = getenv(env.c_str());
-    if (v == nullptr) continue;
-    if (strcmp(o.name, "replica-env") == 0) {  // a list: K=V,K=V (a value with a comma: the flag)
-      std::string list = v;
-      size_t start = 0;
-      while (!list.empty() && start <= list.size()) {
-        size_t comma = list.find(',', start);
-        std::string one = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        std::string why = o.set(cfg, one);
-        if (!why.empty()) return fail(env, one, why);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
-      continue;
-    }
-    std::string why = o.set(cfg, v);
-    if (!why.empty()) return fail(env, v, why);
+// A line of the file as it may be quoted in an error: at most 80 bytes, control bytes as '?'.
+std::string printable(const std::string& s) {
+  std::string out = s.substr(0, 80);
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+  return s.size() > 80 ? out + "..." : out;
+}
+
+constexpr size_t kConfigFileMax = 1 << 20;
+
+// Applies the file at path: one `option = value` a line (the long option name, with or without
+// its --), blank lines and lines starting with # ignored, a # after a space ending the value (a
+// comment), a value optionally in double quotes (kept as written inside them, # included).
+// Returns false with *err naming the file and the line.
+bool load_file(Loader* l, const std::string& path) {
+  FILE* f = fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    *l->err = "cannot read the config file '" + path + "': " + strerror(errno);
+    return false;
   }
-  bool replica_env_from_flags = false;
-  bool backends_from_flags = false;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      print_help();
-      return 1;
-    }
-    std::string value;
-    bool has_value = false;
-    if (size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_value = true;
-    }
-    const Option* opt = nullptr;
-    for (const Option& o : options())
-      if (a == std::string("--") + o.name) opt = &o;
-    if (opt == nullptr) {
-      fprintf(stderr, "ringlb: unknown option '%s' (see --help)\n", a.c_str());
-      return 2;
-    }
-    if (!has_value) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "ringlb: %s needs a value (%s)\n", a.c_str(), opt->arg);
-        return 2;
-      }
-      value = argv[++i];
-    }
-    if (strcmp(opt->name, "replica-env") == 0 && !replica_env_from_flags) {
-      cfg->replica_env.clear();  // flags replace the environment's list
-      replica_env_from_flags = true;
-    }
-    if (strcmp(opt->name, "backend") == 0 && !backends_from_flags) {
-      cfg->backends.clear();  // flags replace the environment's list
-      backends_from_flags = true;
-    }
-    std::string why = opt->set(cfg, value);
-    if (!why.empty()) return fail(a, value, why);
+  std::string text;
+  char buf[8192];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0 && text.size() <= kConfigFileMax) text.append(buf, n);
+  bool read_error = ferror(f) != 0;
+  int read_errno = errno;
+  fclose(f);
+  if (read_error) {
+    *l->err = "cannot read the config file '" + path + "': " + strerror(read_errno);
+    return false;
   }
-  // Cross-checks.
+  if (text.size() > kConfigFileMax) {
+    *l->err = "the config file '" + path + "' is larger than 1 MiB";
+    return false;
+  }
+  size_t at = 0;
+  for (int line_no = 1; at < text.size(); line_no++) {
+    size_t nl = text.find('\n', at);
+    std::string raw = text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    at = nl == std::string::npos ? text.size() : nl + 1;
+    std::string line = trim(raw);
+    if (line.empty() || line[0] == '#') continue;
+    std::string where = path + ":" + std::to_string(line_no) + ": ";
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) {
+      *l->err = where + "expected 'option = value', got '" + printable(line) + "'";
+      return false;
+    }
+    std::string name = trim(line.substr(0, eq));
+    std::string value = trim(line.substr(eq + 1));
+    if (name.rfind("--", 0) == 0) name = name.substr(2);
+    if (!value.empty() && value.front() == '"') {
+      size_t close = value.find('"', 1);
+      std::string rest = close == std::string::npos ? "" : trim(value.substr(close + 1));
+      if (close == std::string::npos || (!rest.empty() && rest[0] != '#')) {
+        *l->err = where + name + ": a quoted value must end with its quote (then only a # comment)";
+        return false;
+      }
+      value = value.substr(1, close - 1);
+    } else if (size_t hash = value.find_first_of("#"); hash != std::string::npos) {
+      // A comment after the value: a # that follows a space or tab (abc#def is a value).
+      for (size_t i = hash; i != std::string::npos; i = value.find('#', i + 1))
+        if (i > 0 && (value[i - 1] == ' ' || value[i - 1] == '\t')) {
+          value = trim(value.substr(0, i));
+          break;
+        }
+    }
+    const Option* o = find_option(name);
+    if (o == nullptr) {
+      *l->err = where + "unknown option '" + printable(name) + "' (see --help)";
+      return false;
+    }
+    if (strcmp(o->name, "config") == 0) {
+      *l->err = where + "config cannot name another file from inside the config file";
+      return false;
+    }
+    if (!apply(l, *o, value, Source::file, where + name)) return false;
+  }
+  return true;
+}
+
+// The cross-checks over the loaded options. Returns false with *err set.
+bool cross_check(Config* cfg, std::string* err) {
   if (cfg->ring.mode == RingMode::slots && !cfg->hash_set) cfg->ring.hash = HashFn::assignment;
   if (cfg->provisioner == ProvKind::static_list && cfg->backends.empty()) {
-    fprintf(stderr, "ringlb: --provisioner static needs at least one --backend HOST:PORT\n");
-    return 2;
+    *err = "--provisioner static needs at least one --backend HOST:PORT";
+    return false;
   }
   if (cfg->ring.mode == RingMode::slots && !cfg->max_replicas_set && cfg->ring.slots > 0) {
     uint32_t k = cfg->ring.vnodes;
@@ -468,14 +547,15 @@ int config_parse(int argc, char** argv, Config* cfg) {
   }
   if (cfg->on_exit_keep && cfg->provisioner == ProvKind::process) {
     // Process replicas end with their parent (--die-with-parent): nothing could adopt them.
-    fprintf(stderr, "ringlb: --on-exit keep needs --provisioner docker (process replicas end with the LB)\n");
-    return 2;
+    *err = "--on-exit keep needs --provisioner docker (process replicas end with the LB)";
+    return false;
   }
   if (cfg->provisioner == ProvKind::static_list && cfg->backends.size() > cfg->max_replicas)
     cfg->max_replicas = static_cast<uint32_t>(cfg->backends.size());
   if (cfg->provisioner != ProvKind::static_list && cfg->replicas > cfg->max_replicas) {
-    fprintf(stderr, "ringlb: --replicas %u is above --max-replicas %u\n", cfg->replicas, cfg->max_replicas);
-    return 2;
+    *err = "--replicas " + std::to_string(cfg->replicas) + " is above --max-replicas " +
+           std::to_string(cfg->max_replicas);
+    return false;
   }
   // ketama's default K: 8000 points per replica (the most even ring, issue 16), but no more than
   // 2^20 points over --max-replicas replicas, at least 160 (nginx's K): a pool of 2000 static
@@ -488,12 +568,193 @@ int config_parse(int argc, char** argv, Config* cfg) {
   }
   // The ring must hold --max-replicas members of weight 1 (ring_fits: the build's own size checks,
   // without building a ring of that size; /add checks weights against it again).
-  std::string err;
-  if (!ring_fits(cfg->ring, cfg->max_replicas, cfg->max_replicas, &err)) {
-    fprintf(stderr, "ringlb: the ring cannot hold --max-replicas %u: %s\n", cfg->max_replicas, err.c_str());
-    return 2;
+  std::string why;
+  if (!ring_fits(cfg->ring, cfg->max_replicas, cfg->max_replicas, &why)) {
+    *err = "the ring cannot hold --max-replicas " + std::to_string(cfg->max_replicas) + ": " + why;
+    return false;
   }
-  return 0;
+  return true;
+}
+
+// The options config_reload copies into the running configuration: those marked live in the
+// table (config_test checks that each live option's value follows the fresh configuration).
+void copy_live(Config* to, const Config& from) {
+  to->admin_token = from.admin_token;
+  to->max_replicas = from.max_replicas;
+  to->max_replicas_set = from.max_replicas_set;
+  to->replica_image = from.replica_image;
+  to->replica_env = from.replica_env;
+  to->replica_cmd = from.replica_cmd;
+  to->replica_nano_cpus = from.replica_nano_cpus;
+  to->replica_memory = from.replica_memory;
+  to->health_path = from.health_path;
+  to->hash_key = from.hash_key;
+  to->hash_key_name = from.hash_key_name;
+  to->retries = from.retries;
+  to->balance_factor = from.balance_factor;
+  to->slow_start_ms = from.slow_start_ms;
+  to->assignment_404 = from.assignment_404;
+  to->hb_interval_ms = from.hb_interval_ms;
+  to->hb_timeout_ms = from.hb_timeout_ms;
+  to->fall = from.fall;
+  to->rise = from.rise;
+  to->strikes = from.strikes;
+  to->heal = from.heal;
+  to->heal_name = from.heal_name;
+  to->heal_backoff_max_ms = from.heal_backoff_max_ms;
+  to->start_timeout_ms = from.start_timeout_ms;
+  to->connect_timeout_ms = from.connect_timeout_ms;
+  to->upstream_timeout_ms = from.upstream_timeout_ms;
+  to->header_timeout_ms = from.header_timeout_ms;
+  to->idle_timeout_ms = from.idle_timeout_ms;
+  to->drain_timeout_ms = from.drain_timeout_ms;
+  to->admin_body_limit = from.admin_body_limit;
+  to->body_timeout_ms = from.body_timeout_ms;
+  to->retry_on = from.retry_on;
+  to->pool_idle_max = from.pool_idle_max;
+  to->on_exit_keep = from.on_exit_keep;
+  to->log_level = from.log_level;
+  to->access_log = from.access_log;
+  to->access_log_file = from.access_log_file;
+}
+
+// An option's given text as a log line shows it: quoted, "(default)" when not given, and never
+// the admin token itself.
+std::string shown(const std::string& name, const ConfigGiven& given) {
+  auto it = given.find(name);
+  if (it == given.end()) return "(default)";
+  if (name == "admin-token") return it->second.empty() ? "(none)" : "(a token)";
+  return "'" + it->second + "'";
+}
+
+}  // namespace
+
+void config_print_help() {
+  printf("usage: ringlb [OPTION]...\n"
+         "A consistent-hashing HTTP load balancer that manages its replicas.\n"
+         "Every option can also be set as an environment variable RINGLB_<NAME>, or as a line\n"
+         "'name = value' of the --config file; a flag wins over the variable, which wins over the file.\n"
+         "  --version                          print the version and the libraries' versions\n"
+         "       ringlb --check URL   (GET http://IPV4:PORT/PATH; exit 0 on a 2xx: container healthchecks)\n\n");
+  for (const Option& o : options()) {
+    std::string left = std::string("--") + o.name + (o.arg ? std::string(" ") + o.arg : "");
+    printf("  %-34s %s%s\n  %-34s [%s]\n", left.c_str(), o.help,
+           o.live ? "" : strcmp(o.name, "config") == 0 ? "" : " (restart)", "",
+           env_name(o.name).c_str());
+  }
+}
+
+int config_load(const ConfigSources& src, Config* cfg, ConfigGiven* given, std::string* err) {
+  ConfigGiven local;
+  Loader l{cfg, given ? given : &local, err};
+  l.given->clear();
+  // The flags are checked first (an unknown one is a usage error whatever the file says), and
+  // --config among them names the file.
+  struct Flag {
+    const Option* opt;
+    std::string name, value;
+  };
+  std::vector<Flag> flags;
+  for (size_t i = 0; i < src.args.size(); i++) {
+    std::string a = src.args[i];
+    if (a == "--help" || a == "-h") return CONFIG_HELP;
+    if (a == "--version") return CONFIG_VERSION;
+    std::string value;
+    bool has_value = false;
+    if (size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_value = true;
+    }
+    const Option* opt = a.rfind("--", 0) == 0 ? find_option(a.substr(2)) : nullptr;
+    if (opt == nullptr) {
+      *err = "unknown option '" + a + "' (see --help)";
+      return CONFIG_INVALID;
+    }
+    if (!has_value) {
+      if (i + 1 >= src.args.size()) {
+        *err = a + " needs a value (" + opt->arg + ")";
+        return CONFIG_INVALID;
+      }
+      value = src.args[++i];
+    }
+    flags.push_back({opt, a, value});
+  }
+  std::string file;
+  for (const auto& [name, value] : src.env)
+    if (name == "RINGLB_CONFIG") file = value;
+  for (const Flag& f : flags)
+    if (strcmp(f.opt->name, "config") == 0) file = f.value;
+  if (!file.empty() && !load_file(&l, file)) return CONFIG_INVALID;
+  // The environment in table order (as before: RINGLB_BACKEND's list, then the flags').
+  for (const Option& o : options()) {
+    std::string name = env_name(o.name);
+    for (const auto& [n, v] : src.env)
+      if (n == name && !apply(&l, o, v, Source::env, name)) return CONFIG_INVALID;
+  }
+  for (const Flag& f : flags)
+    if (!apply(&l, *f.opt, f.value, Source::flag, f.name)) return CONFIG_INVALID;
+  cfg->config_file = file;
+  return cross_check(cfg, err) ? 0 : CONFIG_INVALID;
+}
+
+int config_parse(int argc, char** argv, Config* cfg, ConfigSources* src, ConfigGiven* given) {
+  ConfigSources local;
+  if (src == nullptr) src = &local;
+  src->args.assign(argv + 1, argv + argc);
+  src->env.clear();
+  for (const Option& o : options()) {
+    std::string name = env_name(o.name);
+    if (const char* v = getenv(name.c_str())) src->env.emplace_back(name, v);
+  }
+  std::string err;
+  int rc = config_load(*src, cfg, given, &err);
+  if (rc == CONFIG_HELP) config_print_help();
+  if (rc == CONFIG_INVALID) fprintf(stderr, "ringlb: %s\n", err.c_str());
+  return rc;
+}
+
+bool config_reload(Config* running, ConfigGiven* running_given, const Config& fresh,
+                   const ConfigGiven& fresh_given, std::vector<std::string>* changed,
+                   std::vector<std::string>* ignored, std::string* err) {
+  Config next = *running;
+  copy_live(&next, fresh);
+  // The live options must fit what stays: --max-replicas against the running ring.
+  std::string why;
+  if (!ring_fits(next.ring, next.max_replicas, next.max_replicas, &why)) {
+    *err = "the running ring cannot hold --max-replicas " + std::to_string(next.max_replicas) + ": " + why;
+    return false;
+  }
+  ConfigGiven next_given = *running_given;
+  for (const Option& o : options()) {
+    auto was = running_given->find(o.name);
+    auto now = fresh_given.find(o.name);
+    bool same = (was == running_given->end() && now == fresh_given.end()) ||
+                (was != running_given->end() && now != fresh_given.end() && was->second == now->second);
+    if (same) continue;
+    if (o.live) {
+      changed->push_back(std::string(o.name) + " " + shown(o.name, *running_given) + " -> " +
+                         shown(o.name, fresh_given));
+      if (now == fresh_given.end()) next_given.erase(o.name);
+      else next_given[o.name] = now->second;
+    } else {
+      ignored->push_back(std::string(o.name) + " needs a restart, left as " + shown(o.name, *running_given));
+    }
+  }
+  *running = std::move(next);
+  *running_given = std::move(next_given);
+  return true;
+}
+
+bool config_option_live(const std::string& name) {
+  const Option* o = find_option(name);
+  return o != nullptr && o->live;
+}
+
+std::vector<std::string> config_option_names() {
+  std::vector<std::string> names;
+  for (const Option& o : options()) names.push_back(o.name);
+  return names;
 }
 
 // Descriptors that are not client connections: 64 for the process itself (stdio, epoll, the loop's

@@ -1,9 +1,13 @@
-// config: every option of the daemon, as a long flag and as an environment variable RINGLB_<NAME>
-// (--hb-interval = RINGLB_HB_INTERVAL); a flag wins over the environment. Values are checked at start:
-// an invalid one stops the daemon with one clear line and exit code 2.
+// config: every option of the daemon, as a long flag, as an environment variable RINGLB_<NAME>
+// (--hb-interval = RINGLB_HB_INTERVAL) and as a line `hb-interval = 250` of the --config file. One
+// table of options (config.cc) checks every value whatever its source; a flag wins over the
+// environment, which wins over the file. Values are checked at start: an invalid one stops the
+// daemon with one clear line and exit code 2. On SIGHUP the same sources are read again
+// (config_load) and what may change live is applied (config_reload).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,7 +25,11 @@ enum RetryOn : uint8_t {
   RETRY_RESPONSE_TIMEOUT = 8,  // no response head within --upstream-timeout
 };
 
+// --access-log: one line per request, as text or JSON (lb/access_log.h).
+enum class AccessLogMode : uint8_t { off, text, json };
+
 struct Config {
+  std::string config_file;  // --config / RINGLB_CONFIG; empty: none
   // Listening and admin.
   std::string listen = "0.0.0.0:5000";
   std::string admin_listen;  // empty: admin routes on the main listener
@@ -88,14 +96,60 @@ struct Config {
   // holds the rest). 0 until main derives it from the fd limit (config_default_max_conns).
   uint32_t max_conns = 0;
   std::string log_level = "info";
+  AccessLogMode access_log = AccessLogMode::off;
+  std::string access_log_file;  // empty: stderr
   // Shutdown: remove (default) stops every replica the pool owns; keep leaves the counted Docker
   // replicas running for the next load balancer of the pool to adopt (same names and ring ids).
   bool on_exit_keep = false;
 };
 
-// Parses environment then argv into *cfg. Returns 0, 1 after printing --help, or 2 after printing one
-// line naming the invalid option.
-int config_parse(int argc, char** argv, Config* cfg);
+// Where the configuration comes from, kept for SIGHUP: the flags and the RINGLB_* variables as they
+// were at start (a reload reads the file again, never a changed environment), and the file they name.
+struct ConfigSources {
+  std::vector<std::string> args;                         // argv[1..]
+  std::vector<std::pair<std::string, std::string>> env;  // RINGLB_* at start, in environ order
+};
+
+// The text each option was last given, by option name (the flag without --), over every source;
+// an option left at its default is absent. A repeated option (backend) is joined with commas.
+using ConfigGiven = std::map<std::string, std::string>;
+
+// What config_parse and config_load return besides 0.
+enum : int { CONFIG_HELP = 1, CONFIG_INVALID = 2, CONFIG_VERSION = 3 };
+
+// Captures argv and the RINGLB_* environment into *src, then config_load. Returns 0, CONFIG_HELP
+// after printing --help, CONFIG_VERSION when --version was asked (the caller prints it), or
+// CONFIG_INVALID after printing one line naming the invalid option (and the file and line when it
+// came from the file). given may be null.
+int config_parse(int argc, char** argv, Config* cfg, ConfigSources* src = nullptr,
+                 ConfigGiven* given = nullptr);
+
+// Loads *cfg (which should hold the defaults) from src: the file named by --config (else
+// RINGLB_CONFIG), then the environment, then the flags, each one overriding the ones before; then
+// the cross-checks. Prints nothing: returns 0, CONFIG_HELP, CONFIG_VERSION, or CONFIG_INVALID
+// with *err one line without the "ringlb: " prefix ("/etc/ringlb.conf:12: hb-interval 'x' must
+// be ..."). A missing or unreadable file is CONFIG_INVALID naming it.
+int config_load(const ConfigSources& src, Config* cfg, ConfigGiven* given, std::string* err);
+
+// Prints --help's text on stdout.
+void config_print_help();
+
+// A reload (SIGHUP): running and running_given are what the daemon runs with, fresh and
+// fresh_given what config_load just read from the same sources. Copies into *running every option
+// that may change live (config_option_live), and leaves the others as they are. For each option
+// whose given text changed, appends one line to *changed ("hb-interval 500 -> 200") or, for one
+// that needs a restart, to *ignored ("listen needs a restart, left as 0.0.0.0:5000"). Returns
+// false with *err (nothing changed) when the result is not a usable configuration.
+bool config_reload(Config* running, ConfigGiven* running_given, const Config& fresh,
+                   const ConfigGiven& fresh_given, std::vector<std::string>* changed,
+                   std::vector<std::string>* ignored, std::string* err);
+
+// True when option name (without --) takes effect on SIGHUP; false for one that needs a restart
+// (and for an unknown name).
+bool config_option_live(const std::string& name);
+
+// Every option name, in --help order.
+std::vector<std::string> config_option_names();
 
 // The --max-conns default for a process whose soft RLIMIT_NOFILE is fd_limit: every client
 // connection may hold one upstream connection, so clients get half of what is left after a reserve

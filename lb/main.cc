@@ -7,8 +7,11 @@
 //
 // Signals: SIGTERM/SIGINT start that shutdown. A second one hurries it: replicas are stopped at once
 // (drains and in-flight requests are cut short) but still removed as --on-exit says. A third exits at
-// once (exit 1), leaving whatever was not removed yet. SIGHUP is logged and ignored until
-// configuration reload exists (it used to kill the daemon with its replicas).
+// once (exit 1), leaving whatever was not removed yet. SIGHUP reloads the configuration (reload
+// below): the --config file and the environment the daemon started with are read again, the
+// original flags still win, and what may change live is applied; the access log file is reopened.
+//
+// `ringlb --version` prints the version and the versions of the libraries it runs on.
 //
 // `ringlb --check URL` is the container healthcheck (the image has no shell or curl): GET URL
 // (http://IPV4:PORT/PATH, or http://localhost:PORT/PATH), exit 0 on a 2xx and 1 otherwise, within
@@ -35,9 +38,14 @@
 
 #include <sys/resource.h>
 
+#include <curl/curl.h>
+#include <jansson.h>
+#include <llhttp.h>
 #include <uv.h>
 
+#include "lb/access_log.h"
 #include "lb/config.h"
+#include "lb/control/health.h"
 #include "lb/http/container_of.h"
 #include "lb/log.h"
 #include "lb/sdnotify.h"
@@ -51,6 +59,8 @@ namespace {
 struct Daemon {
   uv_loop_t* loop;
   Config cfg;
+  ConfigSources sources;  // the flags and environment at start, for SIGHUP
+  ConfigGiven given;      // the text of every option in force
   Provisioner* prov = nullptr;
   Registry reg;
   Control control;
@@ -121,10 +131,64 @@ void on_workers_stopped(Daemon* d) {
   close_signals_when_done(d);
 }
 
+// SIGHUP: reads the configuration again from the sources it started with and applies what may
+// change live, one log line per changed option; an option that needs a restart is logged and
+// left. An invalid file (or an access log that cannot be opened) changes nothing and says why.
+// The workers get the new values by message (control_reconfigure), the heartbeat timers are
+// re-armed with the new interval. systemd hears RELOADING=1 before and READY=1 after.
+void reload(Daemon* d) {
+  char notify[64];
+  snprintf(notify, sizeof notify, "RELOADING=1\nMONOTONIC_USEC=%llu",
+           static_cast<unsigned long long>(uv_hrtime() / 1000));
+  sdnotify(notify);
+  LOG_INFO("reload (SIGHUP): reading %s%s", d->cfg.config_file.empty() ? "" : d->cfg.config_file.c_str(),
+           d->cfg.config_file.empty() ? "the environment and flags (no --config file)"
+                                      : ", then the environment and flags it started with");
+  Config fresh;
+  ConfigGiven fresh_given;
+  std::string err;
+  Config next = d->cfg;
+  ConfigGiven next_given = d->given;
+  std::vector<std::string> changed, ignored;
+  AccessLogSinkPtr sink;
+  int rc = config_load(d->sources, &fresh, &fresh_given, &err);
+  bool ok = rc == 0 && config_reload(&next, &next_given, fresh, fresh_given, &changed, &ignored, &err);
+  if (rc != 0 && err.empty()) err = "--help or --version among the flags";
+  if (ok && next.access_log != AccessLogMode::off) {
+    sink = access_log_open(next.access_log_file, &err);  // reopened on every reload (logrotate)
+    ok = sink != nullptr;
+  }
+  if (!ok) {
+    LOG_ERROR("reload failed: %s; the running configuration is kept", err.c_str());
+    sdnotify("READY=1");
+    return;
+  }
+  // Said under the level in force before the reload (a new one applies from the next line on).
+  for (const std::string& line : ignored) LOG_WARN("reload: %s", line.c_str());
+  for (const std::string& line : changed) LOG_INFO("reload: %s", line.c_str());
+  bool hb_changed = next.hb_interval_ms != d->cfg.hb_interval_ms;
+  d->prov->set_template(ReplicaTemplate{next.replica_image, next.replica_env, next.replica_cmd,
+                                next.replica_nano_cpus, next.replica_memory});
+  d->cfg = std::move(next);  // in place: the registry and the control plane point at it
+  d->given = std::move(next_given);
+  LogLevel level = LogLevel::info;
+  log_parse_level(d->cfg.log_level, &level);
+  log_set_level(level);
+  if (hb_changed)
+    for (Replica* r : d->reg.replicas) health_rearm(r);
+  control_reconfigure(&d->control, sink);
+  LOG_INFO("reload done: %zu changed, %zu left until a restart", changed.size(), ignored.size());
+  sdnotify("READY=1");
+}
+
 void on_signal(uv_signal_t* sig, int signum) {
   Daemon* d = static_cast<Daemon*>(sig->data);
   if (signum == SIGHUP) {
-    LOG_WARN("signal %d (SIGHUP): configuration reload is not supported yet; going on unchanged", signum);
+    if (d->stop_signals > 0) {
+      LOG_WARN("signal %d (SIGHUP) while stopping: not reloaded", signum);
+      return;
+    }
+    reload(d);
     return;
   }
   d->stop_signals++;
@@ -205,11 +269,15 @@ int check_ready(int argc, char** argv) {
   return check_url("http://" + target + "/readyz");
 }
 
-LogLevel parse_level(const std::string& s) {
-  if (s == "debug") return LogLevel::debug;
-  if (s == "warn") return LogLevel::warn;
-  if (s == "error") return LogLevel::error;
-  return LogLevel::info;
+// --version: the daemon's version (meson's project version) and the libraries' it runs on (the
+// linked ones as they report themselves; llhttp is compiled in, so its headers').
+void print_version() {
+  const curl_version_info_data* curl = curl_version_info(CURLVERSION_NOW);
+  printf("ringlb %s\n", RINGLB_VERSION);
+  printf("libuv %s\n", uv_version_string());
+  printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+  printf("libcurl %s\n", curl && curl->version ? curl->version : "unknown");
+  printf("jansson %s\n", jansson_version_str());
 }
 
 Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err);
@@ -268,10 +336,24 @@ int main(int argc, char** argv) {
     return check_url(argv[2]);
   }
   static Daemon d;
-  int rc = config_parse(argc, argv, &d.cfg);
-  if (rc == 1) return 0;
+  int rc = config_parse(argc, argv, &d.cfg, &d.sources, &d.given);
+  if (rc == CONFIG_HELP) return 0;
+  if (rc == CONFIG_VERSION) {
+    print_version();
+    return 0;
+  }
   if (rc != 0) return rc;
-  log_set_level(parse_level(d.cfg.log_level));
+  LogLevel level = LogLevel::info;
+  log_parse_level(d.cfg.log_level, &level);
+  log_set_level(level);
+  if (d.cfg.access_log != AccessLogMode::off) {
+    std::string why;
+    d.control.access_log = access_log_open(d.cfg.access_log_file, &why);
+    if (d.control.access_log == nullptr) {
+      fprintf(stderr, "ringlb: --access-log-file: %s\n", why.c_str());
+      return 2;
+    }
+  }
   signal(SIGPIPE, SIG_IGN);
   uint64_t fd_limit = raise_fd_limit();
   if (d.cfg.max_conns == 0) d.cfg.max_conns = config_default_max_conns(d.cfg, fd_limit);

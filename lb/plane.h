@@ -21,6 +21,9 @@
 #include "lb/mailbox.h"
 #include "ring/ring.h"
 
+struct Config;
+struct AccessLogSink;
+
 // --- the routing snapshot ---------------------------------------------------------------------
 
 // What a worker may do with a member of the ring.
@@ -92,6 +95,7 @@ struct ToWorker {
     sync,          // report now, with synced = seq
     stop,          // stop accepting, finish in-flight exchanges, close everything, then `stopped`
     adopt,         // serve `client`, accepted by another worker (from worker to worker)
+    config,        // a reload: read `config` (and log to `access_log`) from the next request on
   } kind = Kind::sync;
   SnapshotPtr snapshot;
   std::vector<uint32_t> load;
@@ -100,6 +104,8 @@ struct ToWorker {
   uint64_t call = 0;  // admin_answer
   AdminAnswer answer;
   std::shared_ptr<HandedClient> client;  // adopt
+  std::shared_ptr<const Config> config;             // config: immutable, shared by every worker
+  std::shared_ptr<const AccessLogSink> access_log;  // config: null when --access-log is off
 };
 
 // --- worker -> control plane ------------------------------------------------------------------

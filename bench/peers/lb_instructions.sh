@@ -29,6 +29,10 @@
 # figure also carries what the workers report to the control loop over the longer run. Empty
 # WORKERS (the default) passes no --workers flag: the binary's default.
 #
+# A further argument may also be a binary followed by flags, in one argument ("build/lb/ringlb
+# --access-log json --access-log-file /tmp/a.log"): the same binary with an option on, side by side
+# with it off (bench/peers/access_log.sh's instruction counts).
+#
 # Usage: bench/peers/lb_instructions.sh [BUILD_DIR] [OTHER_BUILD_DIR_OR_RINGLB...]
 #   e.g. bench/peers/lb_instructions.sh /tmp/main-before/build /tmp/main-after/build
 #        WORKERS="1 2" SYSCALLS=0 bench/peers/lb_instructions.sh build
@@ -57,7 +61,7 @@ for tool in valgrind python3; do
   command -v "$tool" >/dev/null || { echo "lb_instructions: $tool is not installed" >&2; exit 1; }
 done
 for bin in "${BINARIES[@]}" "$REPLICA" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "lb_instructions: no $bin (build first)" >&2; exit 1; }
+  [ -x "${bin%% *}" ] || { echo "lb_instructions: no ${bin%% *} (build first)" >&2; exit 1; }
 done
 
 tmp=$(mktemp -d /tmp/ringlb-lb-instructions.XXXXXX)

@@ -46,9 +46,18 @@ bool check_names(Control* ctl, AdminCallRef client, const std::vector<std::strin
   return true;
 }
 
+// "a, b, c" for the log.
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
 // /add, or with dry_run /add?dry_run=1: the same checks, then the keys that would move instead of
-// the change (ring_view.h); a dry run changes nothing.
-void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool dry_run) {
+// the change (ring_view.h); a dry run changes nothing (and is not logged). peer: the caller, logged
+// with what changed.
+void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool dry_run,
+                const std::string& peer) {
   Registry* reg = ctl->reg;
   AdminBody parsed;
   if (!parse_body(ctl, client, body, &parsed)) return;
@@ -104,7 +113,14 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool
   AdminCallRef ref = client;
   // Answered once every worker routes by the result: a client that sends its next request right
   // after the answer reaches the new replicas through any worker.
-  req->done = [ctl, ref](int status, const std::string& error) {
+  // Logged once it is known what changed: the replicas added, or nothing (and why).
+  req->done = [ctl, ref, peer, names](int status, const std::string& error) {
+    if (status == 200)
+      LOG_INFO("admin: /add from %s: added %zu replicas (%s)", peer.c_str(), names.size(),
+               joined(names).c_str());
+    else
+      LOG_WARN("admin: /add from %s of %zu replicas changed nothing (%d): %s", peer.c_str(),
+               names.size(), status, error.c_str());
     if (status != 200) {
       control_answer(ctl, ref, status, http_error_json(error));
       return;
@@ -114,7 +130,7 @@ void handle_add(Control* ctl, AdminCallRef client, const std::string& body, bool
   registry_add(reg, std::move(req));
 }
 
-void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
+void handle_rm(Control* ctl, AdminCallRef client, const std::string& body, const std::string& peer) {
   Registry* reg = ctl->reg;
   AdminBody parsed;
   if (!parse_body(ctl, client, body, &parsed)) return;
@@ -164,6 +180,7 @@ void handle_rm(Control* ctl, AdminCallRef client, const std::string& body) {
     names.push_back(others[i]);
     others.erase(others.begin() + static_cast<long>(i));
   }
+  LOG_INFO("admin: /rm from %s: removing %lld replicas (%s)", peer.c_str(), n, joined(names).c_str());
   registry_remove(reg, names);
   // Answered once no worker routes a new request to the removed replicas.
   std::string answer = admin_rep_json(reg, false);
@@ -259,6 +276,23 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
       json_array_append_new(details, d);
     }
     json_object_set_new(msg, "details", details);
+    // The settings a reload (SIGHUP) may change, as in force now.
+    const Config* c = reg->cfg;
+    static const char* kAccessLog[] = {"off", "text", "json"};
+    json_object_set_new(msg, "config",
+                        json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:s, s:s, s:i, s:i, s:i}",
+                                  "hb_interval_ms", static_cast<json_int_t>(c->hb_interval_ms),
+                                  "hb_timeout_ms", static_cast<json_int_t>(c->hb_timeout_ms),
+                                  "fall", static_cast<json_int_t>(c->fall),
+                                  "rise", static_cast<json_int_t>(c->rise),
+                                  "strikes", static_cast<json_int_t>(c->strikes),
+                                  "retries", static_cast<json_int_t>(c->retries),
+                                  "balance_factor", c->balance_factor,
+                                  "log_level", c->log_level.c_str(),
+                                  "access_log", kAccessLog[static_cast<int>(c->access_log)],
+                                  "max_replicas", static_cast<json_int_t>(c->max_replicas),
+                                  "connect_timeout_ms", static_cast<json_int_t>(c->connect_timeout_ms),
+                                  "upstream_timeout_ms", static_cast<json_int_t>(c->upstream_timeout_ms)));
   }
   json_t* root = json_object();
   json_object_set_new(root, "message", msg);
@@ -266,7 +300,8 @@ std::string admin_rep_json(const Registry* reg, bool verbose) {
   return dump(root);
 }
 
-void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const std::string& body) {
+void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const std::string& body,
+                  const std::string& peer) {
   std::string_view url = http_head_url(head);
   std::string_view path = http_url_path(url);
   llhttp_method_t m = head.method;
@@ -310,10 +345,10 @@ void admin_handle(Control* ctl, AdminCallRef client, const HttpHead& head, const
   } else if (path == "/add") {
     if (m != HTTP_POST) return wrong_method("POST");
     std::string_view v;
-    handle_add(ctl, client, body, http_url_query(url, "dry_run", &v) && v != "0");
+    handle_add(ctl, client, body, http_url_query(url, "dry_run", &v) && v != "0", peer);
   } else if (path == "/rm") {
     if (m != HTTP_DELETE) return wrong_method("DELETE");
-    handle_rm(ctl, client, body);
+    handle_rm(ctl, client, body, peer);
   } else if (path == "/metrics") {
     if (!get) return wrong_method("GET, HEAD");
     control_after_sync(ctl, [ctl, client](const Snapshot&) {

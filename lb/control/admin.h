@@ -18,8 +18,10 @@
 // Handles one complete admin request (head and body) that worker call.worker handed over. Answers
 // through control_answer, always later than this call: /add once its replicas are healthy and every
 // worker routes to them, /rm once no worker routes to the removed ones, /metrics and /rep once every
-// worker reported what it counted before the request.
-void admin_handle(Control* ctl, AdminCallRef call, const HttpHead& head, const std::string& body);
+// worker reported what it counted before the request. peer: the client's address, logged with
+// what /add and /rm change.
+void admin_handle(Control* ctl, AdminCallRef call, const HttpHead& head, const std::string& body,
+                  const std::string& peer);
 
 // The /rep answer: {"message": {"N": n, "replicas": [...]}, "status": "successful"}; verbose adds each
 // replica's state, address and ring id under "details".

@@ -226,7 +226,7 @@ void on_messages(Mailbox<FromWorker>* mb, std::vector<FromWorker>* batch) {
         reported = true;
         break;
       case FromWorker::Kind::admin_call:
-        admin_handle(ctl, AdminCallRef{m.worker, m.call}, m.head, m.body);
+        admin_handle(ctl, AdminCallRef{m.worker, m.call}, m.head, m.body, m.peer_ip);
         break;
       case FromWorker::Kind::stopped:
         on_worker_stopped(ctl, m);
@@ -308,10 +308,13 @@ int control_start(Control* ctl, uv_loop_t* loop, const Config* cfg, Registry* re
   };
   ctl->workers.resize(n);
   if (n > 1) ctl->group = std::make_unique<WorkerGroup>(n);
+  // The workers read a copy of their own: a reload changes *cfg on this loop while they run.
+  auto worker_cfg = std::make_shared<const Config>(*cfg);
   for (uint32_t i = 0; i < n; i++) {
     WorkerSetup setup;
     setup.index = i;
-    setup.cfg = cfg;
+    setup.cfg = worker_cfg;
+    setup.access_log = ctl->access_log;
     setup.listen_fd = fds[i];
     setup.admin_fd = i == 0 && !admin_fds.empty() ? admin_fds[0] : -1;
     setup.control = &ctl->inbox;
@@ -368,6 +371,15 @@ void control_answer(Control* ctl, AdminCallRef ref, int status, std::string body
   msg.answer.content_type = std::string(content_type);
   msg.answer.extra = std::string(extra);
   worker_post(ctl->workers[ref.worker].worker, std::move(msg));
+}
+
+void control_reconfigure(Control* ctl, AccessLogSinkPtr access_log) {
+  ctl->access_log = std::move(access_log);
+  ToWorker msg;
+  msg.kind = ToWorker::Kind::config;
+  msg.config = std::make_shared<const Config>(*ctl->cfg);
+  msg.access_log = ctl->access_log;
+  post_all(ctl, msg);
 }
 
 void control_after_sync(Control* ctl, std::function<void(const Snapshot&)> fn) {

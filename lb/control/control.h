@@ -19,6 +19,7 @@
 
 #include <uv.h>
 
+#include "lb/access_log.h"
 #include "lb/config.h"
 #include "lb/control/metrics.h"
 #include "lb/data/spread.h"
@@ -50,6 +51,8 @@ struct Control {
   std::vector<WorkerSlot> workers;
   std::unique_ptr<WorkerGroup> group;  // when there are several workers (lb/data/spread.h)
   std::string listen_bound, admin_bound;  // the addresses bound (a port 0 resolved)
+  // --access-log's file (null when off), set before control_start; the workers hold it too.
+  AccessLogSinkPtr access_log;
   Mailbox<FromWorker> inbox;
   uv_timer_t publish;  // zero-delay: publishes a dirty snapshot and sends pending syncs
   bool dirty = false;  // the registry's routing generation moved since the last publication
@@ -91,6 +94,10 @@ void control_stop(Control* ctl, std::function<void()> on_stopped);
 // gone drops it). extra: complete header lines, each ending in \r\n, or empty.
 void control_answer(Control* ctl, AdminCallRef ref, int status, std::string body,
                     std::string_view content_type = "application/json", std::string_view extra = {});
+
+// A reload changed *ctl->cfg (the caller's, on this loop): every running worker gets a copy of it
+// and access_log (null: the access log is off) and uses them from its next request on.
+void control_reconfigure(Control* ctl, AccessLogSinkPtr access_log);
 
 // Runs fn once every running worker routes by the routing generation of now (or a later one) and has
 // reported its counters since: how /add and /rm answer only once every worker has their result, and

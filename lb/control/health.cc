@@ -123,6 +123,12 @@ void health_start(Replica* r) {
   uv_timer_start(&r->hb_timer, on_tick, 0, r->reg->cfg->hb_interval_ms);
 }
 
+void health_rearm(Replica* r) {
+  if (!r->hb_timer_open) return;
+  uint64_t every = r->reg->cfg->hb_interval_ms;
+  uv_timer_start(&r->hb_timer, on_tick, every, every);
+}
+
 void health_stop(Replica* r) {
   if (!r->hb_timer_open) return;
   r->hb_timer_open = false;

@@ -7,5 +7,8 @@
 
 // Starts the periodic heartbeat of r (first probe at once). Idempotent.
 void health_start(Replica* r);
+// A reload changed --hb-interval: r's next heartbeat comes one new interval from now, and the
+// ones after it at the new interval. No-op when r's heartbeat is not running.
+void health_rearm(Replica* r);
 // Stops the periodic heartbeat of r; a probe in flight finishes and reports nothing.
 void health_stop(Replica* r);

@@ -152,8 +152,11 @@ void set_state(Replica* r, ReplicaState s, const std::string& cause) {
   if (r->state == s) return;
   Registry* reg = r->reg;
   uint64_t now = now_ms(reg);
-  LOG_INFO("replica %s: %s -> %s (%s) after %llu ms", r->name.c_str(), replica_state_name(r->state),
-           replica_state_name(s), cause.c_str(), static_cast<unsigned long long>(now - r->state_since));
+  // Dead is a warning (the operator may have to act: a static backend that never came up stays
+  // dead); the other transitions are news.
+  log_msg(s == ReplicaState::dead ? LogLevel::warn : LogLevel::info,
+          "replica %s: %s -> %s (%s) after %llu ms", r->name.c_str(), replica_state_name(r->state),
+          replica_state_name(s), cause.c_str(), static_cast<unsigned long long>(now - r->state_since));
   ReplicaState old = r->state;
   if (s == ReplicaState::dead && r->counts) schedule_heal(reg, r, old, now);
   r->state = s;
@@ -364,7 +367,8 @@ void on_tick(uv_timer_t* t) {
     switch (r->state) {
       case ReplicaState::starting:
         if (now - r->state_since >= reg->cfg->start_timeout_ms)
-          set_state(r, ReplicaState::dead, "no heartbeat within --start-timeout");
+          set_state(r, ReplicaState::dead, "no heartbeat from " + r->inst.host + ":" +
+                                               std::to_string(r->inst.port) + " within --start-timeout");
         break;
       case ReplicaState::dead:
         if (reg->cfg->heal && r->counts && reg->prov->can_scale() && now >= reg->heal_after[r->ring_id])

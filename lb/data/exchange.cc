@@ -3,6 +3,8 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
+#include <cstring>
+
 #include "lb/data/forward.h"
 #include "lb/data/routing.h"
 #include "lb/data/upstream.h"
@@ -26,6 +28,7 @@ UpstreamConn* up_of(HttpConn* hc) { return container_of(hc, &UpstreamConn::conn)
 
 void dispatch(ClientConn* c);
 void exchange_done(ClientConn* c);
+void exchange_log(ClientConn* c, bool complete);
 void respond_local(ClientConn* c, int status, const std::string& body,
                    std::string_view type = "application/json", std::string_view extra = {});
 
@@ -41,11 +44,11 @@ void count_response(Worker* w, int status) {
 // uv_hrtime (CLOCK_MONOTONIC through the vDSO, ns), read once at the head and once here: uv_now is
 // the loop time cached once per loop turn at ms resolution, too coarse for the 0.5 ms bucket, and a
 // fast replica's answer often arrives in the same turn as its request or the next. Admin and
-// refused requests are not observed (started_ns stays 0).
+// refused requests are not observed (observe_ns stays 0).
 void observe_done(ClientConn* c, Pool* p) {
-  if (c->started_ns == 0) return;
-  uint64_t us = (uv_hrtime() - c->started_ns) / 1000;
-  c->started_ns = 0;
+  if (c->observe_ns == 0) return;
+  uint64_t us = (uv_hrtime() - c->observe_ns) / 1000;
+  c->observe_ns = 0;
   duration_observe(&c->w->counters.duration, us);
   if (p != nullptr) duration_observe(&p->duration, us);
 }
@@ -316,8 +319,10 @@ void on_up_connected(UpstreamConn* u, int status) {
 // held back, in one write: a response that arrived in one read leaves in one writev, not two
 // writes. len may be 0 (the head alone). Returns 0 or a libuv code.
 int write_response(ClientConn* c, const char* data, size_t len) {
+  c->bytes_out += len;
   if (!c->head_pending) return http_conn_write(&c->conn, data, len);
   c->head_pending = false;
+  c->bytes_out += c->out.size();
   uv_buf_t bufs[2] = {uv_buf_init(c->out.data(), static_cast<unsigned>(c->out.size())),
                       uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len))};
   return http_conn_write(&c->conn, bufs, len > 0 ? 2 : 1);
@@ -334,6 +339,7 @@ int write_response(ClientConn* c, const char* data, size_t len) {
 void pass_interim(ClientConn* c, const HttpHead& h) {
   if (!forward_interim_wanted(c->conn.head) || response_started(c)) return;
   forward_interim(&c->out, h);
+  c->bytes_out += c->out.size();
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
     http_conn_close(&c->conn);
     return;
@@ -381,6 +387,9 @@ void up_on_head(HttpConn* hc) {
   }
   pool_success(u->pool);
   if (h.status < 600) u->pool->responses[h.status / 100]++;
+  c->status = h.status;
+  c->ring_id = u->pool->ring_id;
+  if (c->started_ns != 0) c->replica.assign(u->pool->name);
   if (h.status == 404 && c->w->cfg->assignment_404) {
     observe_done(c, u->pool);  // the replica answered; the 400 that replaces it goes at once
     // The replica's answer is replaced; respond_local closes its connection, whose rest (the 404's
@@ -568,6 +577,8 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
   http_append_response(&c->out, status, type, body, c->keep_alive, extra);
   if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
   count_response(c->w, status);
+  c->status = status;
+  c->bytes_out += c->out.size();
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
     http_conn_close(&c->conn);
     return;
@@ -575,6 +586,29 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
   // Always: the upstream was detached above, so no up_on_message_end will complete the exchange
   // (a 404 turned into 400 used to leave it open: the connection stalled and shutdown never ended).
   exchange_done(c);
+}
+
+// The access log's line for the exchange that ends (complete: its response went whole; otherwise
+// the client left or the response was cut, logged as status 0). Once per exchange.
+void exchange_log(ClientConn* c, bool complete) {
+  const HttpHead& h = c->conn.head;
+  AccessLogEntry e;
+  e.client = c->peer_ip;
+  e.method = llhttp_method_name(h.method);
+  e.target = http_head_url(h);
+  e.http_minor = h.minor;
+  e.status = complete ? c->status : 0;
+  e.bytes_in = c->bytes_in;
+  e.bytes_out = c->bytes_out;
+  e.replica = c->replica;
+  e.ring_id = c->ring_id;
+  e.duration_us = (uv_hrtime() - c->started_ns) / 1000;
+  e.retries = c->attempts;
+  if (c->rid[0] != 0) e.request_id = std::string_view(c->rid, 6);
+  else if (!c->routed_id.empty()) e.request_id = c->routed_id;
+  else http_head_get(h, "x-request-id", &e.request_id);
+  access_log_write(&c->w->access_log, e);
+  c->started_ns = 0;
 }
 
 // The response is complete. Once the request is complete too, the connection goes on with the next
@@ -587,6 +621,7 @@ void respond_local(ClientConn* c, int status, const std::string& body, std::stri
 // upstream callbacks, timers and messages.
 void exchange_done(ClientConn* c) {
   observe_done(c, nullptr);  // the LB's own answer to a proxied request (502, 503, 504, 408)
+  if (c->started_ns != 0) exchange_log(c, true);
   c->state = ExState::answered;
   if (c->req_done) exchange_unwait(c);
   else exchange_wait(c, Wait::request_body, c->w->cfg->body_timeout_ms);
@@ -648,11 +683,23 @@ void client_on_head(HttpConn* hc) {
   c->body_sent = c->skip_interim = c->same_retry_used = c->head_pending = false;
   c->attempts = 0;
   c->pending_mark = 0;
-  c->started_ns = 0;
+  c->observe_ns = 0;
   c->tried.clear();
   c->body_buf.clear();
   c->admin_body.clear();
   c->keep_alive = h.keep_alive && !w->stopping;
+  c->started_ns = 0;
+  if (w->access_log.mode != AccessLogMode::off) {
+    c->started_ns = uv_hrtime();
+    // The head as parsed: request line, header lines, the blank line.
+    c->bytes_in = strlen(llhttp_method_name(h.method)) + h.buf.size() + 14;
+    c->bytes_out = 0;
+    c->status = 0;
+    c->ring_id = 0;
+    c->replica.clear();
+    c->rid[0] = 0;
+    c->routed_id = {};
+  }
 
   HttpVerdict verdict = http_validate_request(h);
   if (verdict.status != 0) {
@@ -669,10 +716,14 @@ void client_on_head(HttpConn* hc) {
     return;
   }
   hc->body_mode = HttpBody::raw;
-  c->started_ns = uv_hrtime();
+  c->observe_ns = uv_hrtime();
   char rid[8];
   bool generated;
   std::string_view key = routing_key(w->cfg, h, c->peer_ip, &w->rng, rid, &generated);
+  if (c->started_ns != 0) {
+    if (generated) memcpy(c->rid, rid, sizeof c->rid);
+    else if (w->cfg->hash_key == HashKey::rid) c->routed_id = key;  // the X-Request-Id: no 2nd lookup
+  }
   c->pos = ring_position(w->snap->ring.get(), key);
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
                        generated ? std::string_view(rid, 6) : std::string_view());
@@ -682,6 +733,7 @@ void client_on_head(HttpConn* hc) {
 void client_on_body(HttpConn* hc, const char* data, size_t len) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
+  c->bytes_in += len;
   if (c->wait == Wait::request_body)  // the client is sending: idle timeout restarts
     c->deadline = uv_now(w->loop) + w->cfg->body_timeout_ms;
   if (c->state == ExState::admin_reading) {
@@ -785,6 +837,8 @@ void client_on_drain(HttpConn* hc) {
 void client_on_close(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
+  if (c->started_ns != 0 && c->state != ExState::idle && c->state != ExState::answered)
+    exchange_log(c, false);  // it ends without a complete response: status 0
   detach_upstream(c, false);
   active_remove(c);
   if (c->admin_call != 0) w->admin_waiting.erase(c->admin_call);  // its answer will be dropped

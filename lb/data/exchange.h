@@ -81,7 +81,7 @@ struct ClientConn {
   UpstreamConn* up = nullptr;
   uint64_t pos = 0;       // the key's ring position (valid across snapshots)
   uint64_t deadline = 0;  // loop time at which `wait` times out
-  uint64_t started_ns = 0;  // uv_hrtime when a proxied request's head arrived; 0 once observed
+  uint64_t observe_ns = 0;  // uv_hrtime when a proxied request's head arrived; 0 once observed
   uint64_t admin_call = 0;  // the call id while in admin_wait
   std::vector<uint32_t> tried;  // ring ids
   std::string req_head;         // the head sent upstream
@@ -90,6 +90,14 @@ struct ClientConn {
   std::string admin_body;
   ClientConn* act_prev = nullptr;
   ClientConn* act_next = nullptr;
+  // For the access log (filled while it is on): what exchange_log writes at the exchange's end.
+  uint64_t started_ns = 0;  // uv_hrtime when the head arrived; 0: nothing to log
+  uint64_t bytes_in = 0, bytes_out = 0;
+  int status = 0;            // the status sent
+  uint32_t ring_id = 0;      // the replica that answered (0: the LB's own answer)
+  std::string replica;
+  char rid[8] = {};          // the request id generated for it, or empty
+  std::string_view routed_id;  // --hash-key rid: the client's X-Request-Id (in conn.head), or empty
 };
 
 // The server's on_accept for worker w: a new client connection (admin_listener: on --admin-listen).

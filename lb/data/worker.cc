@@ -66,6 +66,23 @@ void on_sweep(uv_timer_t* t) {
   Worker* w = container_of(t, &Worker::sweep);
   exchange_sweep(w);
   pools_reap(&w->pools, uv_now(w->loop));
+  access_log_tick(&w->access_log);
+}
+
+// A reload: the new configuration is read from the next request on (exchanges in progress read
+// their timeouts from it too), new client connections get its header and idle timeouts, the pools
+// its idle cap, and the access log its mode and file. The old configuration is freed by the
+// last worker that lets go of it.
+void worker_configure(Worker* w, std::shared_ptr<const Config> cfg, AccessLogSinkPtr sink) {
+  if (cfg == nullptr) return;
+  w->cfg_hold = std::move(cfg);
+  w->cfg = w->cfg_hold.get();
+  for (HttpServer* s : {&w->server, &w->admin_server}) {
+    s->config.header_timeout_ms = w->cfg->header_timeout_ms;
+    s->config.idle_timeout_ms = w->cfg->idle_timeout_ms;
+  }
+  w->pools.idle_max = w->cfg->pool_idle_max;
+  access_log_configure(&w->access_log, w->cfg->access_log, std::move(sink));
 }
 
 // Installs snapshot s: routing uses it from the next pick on (retries of exchanges in progress
@@ -84,7 +101,7 @@ void worker_install(Worker* w, SnapshotPtr s) {
 // same loop turn) and every upstream connection was freed (their close callbacks use the pools).
 // The control plane reads it in a later loop turn, when those close callbacks are all done.
 void worker_stopped_on_caller_loop(Worker* w) {
-  if (!w->inbox_closed || w->pools.conns != 0) return;
+  if (!w->inbox_closed || w->pools.conns != 0 || access_log_busy(&w->access_log)) return;
   w->inbox_closed = false;  // said once
   FromWorker m;
   m.kind = FromWorker::Kind::stopped;
@@ -100,10 +117,18 @@ void on_inbox_closed(Mailbox<ToWorker>* mb) {
 
 void on_pools_empty(Pools* ps) { worker_stopped_on_caller_loop(container_of(ps, &Worker::pools)); }
 
+void on_access_log_drained(AccessLog* al) {
+  worker_stopped_on_caller_loop(container_of(al, &Worker::access_log));
+}
+
 // Every connection is closed and both servers are stopped: the last report, then the worker's own
 // handles close: uv_run returns in worker_main, or (on the caller's loop) `stopped` follows them.
 void worker_finish(Worker* w) {
   worker_report(w, true);
+  // The last lines are written; the loop runs until that write is done (on the caller's loop,
+  // `stopped` waits for it: on_access_log_drained).
+  if (w->on_caller_loop) w->access_log.on_drained = on_access_log_drained;
+  access_log_close(&w->access_log);
   w->finishing = true;
   for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&w->sweep),
                          reinterpret_cast<uv_handle_t*>(&w->report),
@@ -159,6 +184,9 @@ void on_messages(Mailbox<ToWorker>* m, std::vector<ToWorker>* batch) {
         break;
       case ToWorker::Kind::adopt:
         spread_adopt(w, msg);
+        break;
+      case ToWorker::Kind::config:
+        worker_configure(w, std::move(msg.config), std::move(msg.access_log));
         break;
     }
   }
@@ -276,7 +304,8 @@ void worker_report_soon(Worker* w) {
 int worker_start(const WorkerSetup& setup, Worker** out) {
   Worker* w = new Worker();
   w->index = setup.index;
-  w->cfg = setup.cfg;
+  w->cfg_hold = setup.cfg;
+  w->cfg = w->cfg_hold.get();
   w->workers = setup.cfg->workers > 0 ? setup.cfg->workers : 1;
   w->control = setup.control;
   w->group = setup.group;
@@ -295,6 +324,8 @@ int worker_start(const WorkerSetup& setup, Worker** out) {
               (static_cast<uint64_t>(setup.index) * 0x9e3779b97f4a7c15ull));
   w->pools.loop = w->loop;
   w->pools.idle_max = setup.cfg->pool_idle_max;
+  access_log_init(&w->access_log, w->loop, setup.index);
+  access_log_configure(&w->access_log, setup.cfg->access_log, setup.access_log);
   if (w->snap != nullptr) {
     pools_install(&w->pools, *w->snap);
     routing_install(&w->routing, *w->snap);

@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include <memory>
+
+#include "lb/access_log.h"
 #include "lb/config.h"
 #include "lb/plane.h"
 
@@ -15,7 +18,10 @@ struct WorkerGroup;
 
 struct WorkerSetup {
   uint32_t index = 0;
-  const Config* cfg = nullptr;  // read-only, outlives the worker
+  // What the worker reads of the configuration: immutable, the worker holds it until a reload
+  // (ToWorker::config) brings the next one.
+  std::shared_ptr<const Config> cfg;
+  AccessLogSinkPtr access_log;  // null when --access-log is off
   int listen_fd = -1;           // a bound, listening socket; the worker owns it from worker_start on
   int admin_fd = -1;            // --admin-listen's socket (worker 0 only), or -1
   Mailbox<FromWorker>* control = nullptr;  // where reports, admin calls and `stopped` go

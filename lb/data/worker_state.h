@@ -22,7 +22,9 @@ struct ClientConn;
 struct Worker {
   uint32_t index = 0;
   uint32_t workers = 1;  // how many there are (said in the --max-conns warning)
-  const Config* cfg = nullptr;
+  const Config* cfg = nullptr;            // cfg_hold's: the configuration in force
+  std::shared_ptr<const Config> cfg_hold;  // replaced by a reload (ToWorker::config)
+  AccessLog access_log;                    // --access-log: this worker's lines (lb/access_log.h)
   Mailbox<FromWorker>* control = nullptr;
   // The loop the worker runs on: own_loop on a thread of its own, or the control loop (the
   // caller's) when it is the only worker (WorkerSetup::loop): one thread for the whole daemon.

@@ -89,6 +89,13 @@ struct ProvDocker final : Provisioner {
   void list(ProvListCb cb) override;
   void close(std::function<void()> cb) override;
   bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
+  void set_template(const ReplicaTemplate& spec) override {
+    cfg.image = spec.image;
+    cfg.env = spec.env;
+    cfg.cmd = spec.cmd;
+    cfg.nano_cpus = spec.nano_cpus;
+    cfg.memory = spec.memory;
+  }
 };
 
 // ---- small helpers ----

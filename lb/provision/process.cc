@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +34,13 @@ struct Child {
   ProvStartCb start_cb;
   ReplicaInstance inst;
   uint64_t serial = 0;  // unique per start (a pid may be reused)
+  // The replica's stdout and stderr: one pipe read by the loop, each line logged as
+  // "replica NAME: ..." (log_replica_line) so that it stays apart from the LB's own lines.
+  uv_pipe_t out;
+  bool out_open = false;
+  int handles = 1;      // proc, plus kill_timer and out while open: freed when none is left
+  std::string partial;  // the start of a line whose end has not come yet
+  char rbuf[4096];
 };
 
 // Runs fn on a later loop iteration (no provisioner callback runs synchronously).
@@ -106,12 +115,70 @@ void child_release(Child* c) {
 
 void on_child_closed(uv_handle_t* h) {
   Child* c = static_cast<Child*>(h->data);
-  if (c->timer_open) {
+  if (h == reinterpret_cast<uv_handle_t*>(&c->proc) && c->timer_open) {
     c->timer_open = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&c->kill_timer), on_child_closed);
-    return;
   }
-  child_release(c);
+  if (--c->handles == 0) child_release(c);
+}
+
+// Longest replica output line kept whole; a longer one is logged in pieces of this size.
+constexpr size_t kOutLineMax = 1900;
+
+// Logs every complete line of the replica's output in data (and what partial held before).
+void output_feed(Child* c, const char* data, size_t len) {
+  while (len > 0) {
+    const char* nl = static_cast<const char*>(memchr(data, '\n', len));
+    size_t take = nl ? static_cast<size_t>(nl - data) : len;
+    c->partial.append(data, take);
+    if (nl || c->partial.size() >= kOutLineMax) {
+      size_t n = c->partial.size();
+      if (n > 0 && c->partial[n - 1] == '\r') n--;
+      log_replica_line(c->name, c->partial.data(), std::min(n, kOutLineMax));
+      c->partial.clear();
+    }
+    if (nl) take++;
+    data += take;
+    len -= take;
+  }
+}
+
+void on_output_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Child* c = static_cast<Child*>(h->data);
+  *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+void output_close(Child* c) {
+  if (!c->out_open) return;
+  c->out_open = false;
+  if (!c->partial.empty()) {  // a last line without its newline
+    log_replica_line(c->name, c->partial.data(), c->partial.size());
+    c->partial.clear();
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->out), on_child_closed);
+}
+
+void on_output(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  Child* c = static_cast<Child*>(s->data);
+  if (n > 0) output_feed(c, buf->base, static_cast<size_t>(n));
+  else if (n < 0) output_close(c);  // EOF: the replica and everything it started closed it
+}
+
+// The replica exited: everything it wrote is in the pipe now. It is read to the end here, without
+// waiting for an EOF that a process the replica left behind (holding the pipe) would delay.
+void output_drain(Child* c) {
+  if (!c->out_open) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->out));
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->out), &fd) == 0) {
+    for (int i = 0; i < 64; i++) {  // at most 256 KiB: a pipe holds 64 KiB by default
+      ssize_t n = read(fd, c->rbuf, sizeof c->rbuf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      output_feed(c, c->rbuf, static_cast<size_t>(n));
+    }
+  }
+  output_close(c);
 }
 
 void on_child_exit(uv_process_t* proc, int64_t status, int signal) {
@@ -136,6 +203,7 @@ void on_child_exit(uv_process_t* proc, int64_t status, int signal) {
     if (c->prov->on_exit) c->prov->on_exit(c->id, cause);
   }
   if (c->timer_open) uv_timer_stop(&c->kill_timer);
+  output_drain(c);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->proc), on_child_closed);
 }
 
@@ -175,12 +243,16 @@ void ProcessProv::start(const ReplicaSpec& spec, ProvStartCb cb) {
   char* args[] = {const_cast<char*>(bin.c_str()), const_cast<char*>("--id"), id_arg.data(),
                   const_cast<char*>("--die-with-parent"), nullptr};
   char* env[] = {env_id.data(), env_port.data(), listen_fds, nullptr};
+  // Its stdout and stderr: the write end of one pipe (both streams in the order it writes them);
+  // the read end is ours. Without a pipe its output goes to our stderr unprefixed.
+  uv_file pipe_fds[2] = {-1, -1};
+  bool piped = uv_pipe(pipe_fds, 0, 0) == 0;
   uv_stdio_container_t stdio[4];
   stdio[0].flags = UV_IGNORE;
   stdio[1].flags = UV_INHERIT_FD;
-  stdio[1].data.fd = 2;
+  stdio[1].data.fd = piped ? pipe_fds[1] : 2;
   stdio[2].flags = UV_INHERIT_FD;
-  stdio[2].data.fd = 2;
+  stdio[2].data.fd = piped ? pipe_fds[1] : 2;
   stdio[3].flags = UV_INHERIT_FD;
   stdio[3].data.fd = fd;
   uv_process_options_t opts {};
@@ -193,6 +265,21 @@ void ProcessProv::start(const ReplicaSpec& spec, ProvStartCb cb) {
   c->proc.data = c;
   int rc = uv_spawn(loop, &c->proc, &opts);
   ::close(fd);  // the child has its copy
+  if (piped) ::close(pipe_fds[1]);  // and of this one
+  if (piped && rc != 0) ::close(pipe_fds[0]);
+  if (piped && rc == 0) {
+    uv_pipe_init(loop, &c->out, 0);
+    c->out.data = c;
+    c->handles++;
+    int orc = uv_pipe_open(&c->out, pipe_fds[0]);
+    if (orc != 0) ::close(pipe_fds[0]);
+    if (orc == 0 &&
+        uv_read_start(reinterpret_cast<uv_stream_t*>(&c->out), on_output_alloc, on_output) == 0) {
+      c->out_open = true;
+    } else {
+      uv_close(reinterpret_cast<uv_handle_t*>(&c->out), on_child_closed);
+    }
+  }
   if (rc != 0) {
     std::string err = "cannot start " + bin + ": " + uv_strerror(rc);
     uv_close(reinterpret_cast<uv_handle_t*>(&c->proc), [](uv_handle_t* h) { delete static_cast<Child*>(h->data); });
@@ -230,6 +317,7 @@ void ProcessProv::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
     uv_timer_init(loop, &c->kill_timer);
     c->kill_timer.data = c;
     c->timer_open = true;
+    c->handles++;
     uv_timer_start(&c->kill_timer, [](uv_timer_t* t) {
       Child* c = static_cast<Child*>(t->data);
       if (!c->exited) uv_process_kill(&c->proc, SIGKILL);  // did not stop within 2 s

@@ -3,8 +3,9 @@
 // Each replica gets a listening socket the provisioner bound itself on 127.0.0.1 port 0 and hands down
 // as fd 3 (LISTEN_FDS=1), so it is reachable the moment it is spawned and no port can be taken in
 // between. Replicas run with --die-with-parent, so none outlives the load balancer, even a SIGKILLed
-// one; their output goes to the load balancer's stderr. An exit the provisioner did not ask for is
-// reported through on_exit at once.
+// one; their stdout and stderr come through a pipe the loop reads, each line logged on the load
+// balancer's stderr as "replica NAME: ..." (never mixed mid-line with its own lines). An exit the
+// provisioner did not ask for is reported through on_exit at once.
 #pragma once
 
 #include <string>

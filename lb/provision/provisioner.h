@@ -35,6 +35,16 @@ using ProvListCb = std::function<void(int status, const std::string& error,
 // A replica ended on its own (process exit, container die event). Optional signal for fast detection.
 using ProvExitCb = std::function<void(const std::string& id, const std::string& cause)>;
 
+
+// What the docker provisioner makes a replica from (lb/config.h has the options).
+struct ReplicaTemplate {
+  std::string image;
+  std::vector<std::string> env;  // K=V
+  std::vector<std::string> cmd;  // the entrypoint's arguments (empty: the image's)
+  uint64_t nano_cpus = 0;        // billionths of a CPU (0: no limit)
+  uint64_t memory = 0;           // bytes (0: no limit)
+};
+
 struct Provisioner {
   virtual ~Provisioner() = default;
   virtual const char* kind() const = 0;
@@ -56,6 +66,11 @@ struct Provisioner {
     (void)cb;
     return false;
   }
+  // A reload (SIGHUP) changed what new replicas are made from (docker: the image and the spec of
+  // --replica-env, --replica-cmd, --replica-cpus, --replica-memory): replicas already running are
+  // left as they are, the next start (an /add, a replacement) uses it. Default: the provisioner has
+  // no image or spec.
+  virtual void set_template(const ReplicaTemplate& t) { (void)t; }
   // Stops watching, releases handles; replicas are left as they are. cb once everything is closed.
   virtual void close(std::function<void()> cb) = 0;
 
