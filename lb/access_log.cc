@@ -18,8 +18,9 @@ namespace {
 
 constexpr uint64_t kFailLogEveryMs = 10000;
 // A pipe that stays full this long (its reader stopped) loses the rest of the batch: the
-// threadpool thread must come back, and the lines are counted as dropped.
-constexpr int kPipeWaitMs = 2000;
+// threadpool thread must come back, and the lines are counted as dropped. Short: the threadpool
+// is shared with the Docker API calls (heals, /add), which a stalled log reader must not delay.
+constexpr int kPipeWaitMs = 100;
 
 const char kHex[] = "0123456789abcdef";
 

@@ -71,6 +71,7 @@ struct Daemon {
   uv_timer_t ready_timer, watchdog;
   uint64_t started_at = 0;
   bool ready_asked = false;
+  bool ready_sent = false;  // READY=1 went: a reload may say it again (not before: see reload)
 };
 
 // Readiness, checked every 50 ms from the start until it holds: every replica counted at start is
@@ -95,6 +96,7 @@ void on_ready_check(uv_timer_t* t) {
     char state[128];
     snprintf(state, sizeof state, "READY=1\nSTATUS=serving, %zu of %zu replicas healthy", healthy, total);
     bool sent = sdnotify(state);
+    d->ready_sent = true;
     if (healthy < total)
       LOG_WARN("ready with %zu of %zu replicas healthy (--start-timeout passed)%s", healthy, total,
                sent ? "; told systemd" : "");
@@ -135,12 +137,13 @@ void on_workers_stopped(Daemon* d) {
 // change live, one log line per changed option; an option that needs a restart is logged and
 // left. An invalid file (or an access log that cannot be opened) changes nothing and says why.
 // The workers get the new values by message (control_reconfigure), the heartbeat timers are
-// re-armed with the new interval. systemd hears RELOADING=1 before and READY=1 after.
+// re-armed with the new interval. systemd hears RELOADING=1 before and READY=1 after, once the
+// daemon said it was ready (a reload during the start must not end systemd's wait for readiness).
 void reload(Daemon* d) {
   char notify[64];
   snprintf(notify, sizeof notify, "RELOADING=1\nMONOTONIC_USEC=%llu",
            static_cast<unsigned long long>(uv_hrtime() / 1000));
-  sdnotify(notify);
+  if (d->ready_sent) sdnotify(notify);
   LOG_INFO("reload (SIGHUP): reading %s%s", d->cfg.config_file.empty() ? "" : d->cfg.config_file.c_str(),
            d->cfg.config_file.empty() ? "the environment and flags (no --config file)"
                                       : ", then the environment and flags it started with");
@@ -160,7 +163,7 @@ void reload(Daemon* d) {
   }
   if (!ok) {
     LOG_ERROR("reload failed: %s; the running configuration is kept", err.c_str());
-    sdnotify("READY=1");
+    if (d->ready_sent) sdnotify("READY=1");  // a reload before readiness must not announce it
     return;
   }
   // Said under the level in force before the reload (a new one applies from the next line on).
@@ -178,7 +181,7 @@ void reload(Daemon* d) {
     for (Replica* r : d->reg.replicas) health_rearm(r);
   control_reconfigure(&d->control, sink);
   LOG_INFO("reload done: %zu changed, %zu left until a restart", changed.size(), ignored.size());
-  sdnotify("READY=1");
+  if (d->ready_sent) sdnotify("READY=1");  // a reload before readiness must not announce it
 }
 
 void on_signal(uv_signal_t* sig, int signum) {

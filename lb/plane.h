@@ -37,6 +37,7 @@ enum class MemberState : uint8_t {
 struct SnapMember {
   uint64_t uid = 0;  // the replica object; a replacement under the same ring id has a new uid
   uint32_t ring_id = 0;
+  uint32_t weight = 1;  // its weight in the ring: bounded load scales its bound by it
   MemberState state = MemberState::starting;
   struct sockaddr_storage addr {};  // meaningful only when state is usable (the address is known)
   std::string name;

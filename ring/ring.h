@@ -45,7 +45,7 @@ struct RingMember {
 };
 
 // The largest weight a member may have. The sum of the weights is bounded too: ketama holds K × the
-// sum points, at most 2^24 (with the default K = 8000, a total weight of 2097); ring_fits says so.
+// sum points, at most 2^20 (with the default K = 8000, a total weight of 131); ring_fits says so.
 constexpr uint32_t kRingMaxWeight = 100;
 
 struct Ring;

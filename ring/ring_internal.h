@@ -16,6 +16,11 @@
 // The largest slot count, ketama point count (K × members) and maglev table size ring_build
 // accepts: 2^24 entries keeps every array well under a gigabyte and every index in 32 bits.
 constexpr uint64_t kRingMaxEntries = uint64_t{1} << 24;
+// ketama's points (K × the total weight) are bounded lower: the ring is built on the control loop at
+// every /add and /rm (and for every /add?dry_run=1), and 2^20 points (about 10 MB, ~110 ms to build
+// here) is what a change may cost without stalling it. The default K shrinks to fit --max-replicas
+// (config.cc); /add refuses weights that would pass it.
+constexpr uint64_t kKetamaMaxPoints = uint64_t{1} << 20;
 
 // A point on the ring and the index of the member it belongs to. slots mode: point is a slot;
 // ketama: a 32-bit point. Kept in ascending order of point.

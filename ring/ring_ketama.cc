@@ -49,11 +49,11 @@ void build_bucket_index(Ring* r) {
 bool ring_ketama_fits(const RingConfig& config, uint64_t n, uint64_t total_weight,
                       std::string* err) {
   uint64_t k = config.vnodes == 0 ? kKetamaDefaultVnodes : config.vnodes;
-  if (k * total_weight > kRingMaxEntries) {
+  if (k * total_weight > kKetamaMaxPoints) {
     *err = "ketama mode cannot hold " + std::to_string(n) + " members" +
            (total_weight != n ? " of total weight " + std::to_string(total_weight) : "") + " x " +
            std::to_string(k) + " points = " + std::to_string(k * total_weight) +
-           " points; the limit is " + std::to_string(kRingMaxEntries) + ".";
+           " points; the limit is " + std::to_string(kKetamaMaxPoints) + ".";
     return false;
   }
   return true;

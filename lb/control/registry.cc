@@ -218,7 +218,7 @@ void start_instance(Replica* r) {
   Registry* reg = r->reg;
   replica_ref(r);
   r->start_pending = true;
-  reg->prov->start(ReplicaSpec{r->name, r->ring_id},
+  reg->prov->start(ReplicaSpec{r->name, r->ring_id, r->weight},
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
                      r->start_pending = false;
@@ -596,6 +596,7 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
       if (inst.ring_id >= id_taken.size()) id_taken.resize(inst.ring_id + 1, 0);
       id_taken[inst.ring_id] = 1;
       Replica* r = new_replica(reg, inst.ring_id, inst.name);
+      r->weight = inst.weight;  // an LB restart moves no key of a weighted replica
       r->counts = true;
       r->ramp = false;  // an initial replica: no slow start the first time it is healthy
       reg->replicas.push_back(r);

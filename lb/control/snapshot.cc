@@ -25,6 +25,7 @@ SnapshotPtr snapshot_build(const Registry* reg) {
     SnapMember& m = s->members[i];
     m.uid = r->uid;
     m.ring_id = r->ring_id;
+    m.weight = r->weight;
     m.state = snapshot_member_state(r);
     m.addr = r->addr;
     m.name = r->name;

@@ -120,24 +120,27 @@ Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config
     // Bounded load (HAProxy's hash-balance-factor, Mirrokni et al.): a member at its bound by every
     // worker's estimate or by this worker's own exact count is walked past (see routing.h). When
     // every member is, the ring decides without the bound.
-    uint64_t total = 1, own = 1, usable = 0;
+    // Each member's bound is its weight's share of it (HAProxy's chash_server_is_eligible): a
+    // replica of weight 2 may hold twice the in-flight requests of one of weight 1.
+    uint64_t total = 1, own = 1, weights = 0;
     for (size_t i = 0; i < n; i++) {
       if (s.skip[i]) continue;
       const Pool* p = ps.by_index[i];
-      usable++;
+      weights += p->weight;
       total += p->others + p->inflight;
       own += p->inflight;
     }
-    if (usable > 0) {
-      auto bound = [&](uint64_t count) {
-        return static_cast<uint64_t>(std::ceil(factor * static_cast<double>(count) / usable));
+    if (weights > 0) {
+      auto bound = [&](uint64_t count, uint32_t weight) {
+        return static_cast<uint64_t>(
+            std::ceil(factor * static_cast<double>(count) * weight / static_cast<double>(weights)));
       };
-      uint64_t limit = bound(total), own_limit = bound(own);
       uint8_t* capped = rt->scratch_capped.data();
       memcpy(capped, ramped, n);
       for (size_t i = 0; i < n; i++) {
         const Pool* p = ps.by_index[i];
-        if (p != nullptr && (p->others + p->inflight >= limit || p->inflight >= own_limit))
+        if (p != nullptr && (p->others + p->inflight >= bound(total, p->weight) ||
+                             p->inflight >= bound(own, p->weight)))
           capped[i] = 1;
       }
       int idx = ring_lookup(s.ring.get(), pos, capped);

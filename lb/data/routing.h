@@ -57,8 +57,9 @@ void routing_apply_load(Pools* ps, const Snapshot& s, uint64_t gen, const std::v
 // yet. With cfg->balance_factor c > 0 (HAProxy's hash-balance-factor) a member is walked past too
 // when it has reached its bound, by either count:
 // - every worker's: the other workers' in-flight as last reported plus this worker's now, against
-//   ceil(c x (total + 1) / usable members), as HAProxy;
-// - this worker's own: its exchanges on the member against ceil(c x (its total + 1) / usable).
+//   ceil(c x (total + 1) x its weight / the usable members' weights), as HAProxy;
+// - this worker's own: its exchanges on the member against ceil(c x (its total + 1) x its weight /
+//   the usable members' weights).
 //   That one is exact, and the workers' bounds add up to the global one (plus at most one per
 //   worker), so the bound holds however stale the other workers' counts are.
 // Fallbacks, in order: without the load bound, without the ramp. Returns nullptr when no member is

@@ -82,6 +82,7 @@ void pools_install(Pools* ps, const Snapshot& s) {
     }
     p->index = static_cast<int>(i);
     p->ring_id = m.ring_id;
+    p->weight = m.weight;
     if (p->name != m.name) p->name = m.name;
     p->state = pool_state_of(m.state);
     p->was_dead = p->state == PoolState::dead;

@@ -50,6 +50,7 @@ struct Pool {
   Pools* pools = nullptr;
   uint64_t uid = 0;
   uint32_t ring_id = 0;
+  uint32_t weight = 1;  // the member's ring weight (bounded load)
   std::string name;
   struct sockaddr_storage addr {};
   PoolState state = PoolState::starting;

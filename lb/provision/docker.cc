@@ -15,10 +15,14 @@
 
 #include "lb/provision/docker_api.h"
 #include "lb/log.h"
+#include "ring/ring.h"  // kRingMaxWeight
 
 static const char kLabelPool[] = "ringlb.pool";
 static const char kLabelRingId[] = "ringlb.ring-id";
 static const char kLabelPort[] = "ringlb.port";
+// The replica's ring weight (/add), so that the next LB adopts it with the same share of keys.
+// Absent on containers of older LBs: weight 1.
+static const char kLabelWeight[] = "ringlb.weight";
 static const uint16_t kBridgePort = 5000;
 static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
 static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
@@ -409,8 +413,9 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
   json_array_append_new(env, json_string(("PORT=" + port).c_str()));
   if (p->host_mode) json_array_append_new(env, json_string("ADDRESS=127.0.0.1"));
   for (const std::string& kv : p->cfg.env) json_array_append_new(env, json_string(kv.c_str()));
-  json_t* labels = json_pack("{s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelRingId,
-                             std::to_string(op->spec.ring_id).c_str(), kLabelPort, port.c_str());
+  json_t* labels = json_pack("{s:s, s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelRingId,
+                             std::to_string(op->spec.ring_id).c_str(), kLabelPort, port.c_str(),
+                             kLabelWeight, std::to_string(op->spec.weight).c_str());
   json_t* host_config = json_pack("{s:s, s:{s:s}}", "NetworkMode", p->cfg.network.c_str(),
                                   "RestartPolicy", "Name", "no");
   json_t* body =
@@ -676,13 +681,18 @@ static void on_listed(ListOp* op, const DockerReply& r) {
     inst.id = id;
     inst.name = name ? (name[0] == '/' ? name + 1 : name) : "";
     uint32_t ring_id = 0, port = 0;
+    std::string weight_label = json_str(labels, kLabelWeight);
+    uint32_t weight = 1;
     bool labels_ok = parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) &&
-                     parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0;
+                     parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0 &&
+                     (weight_label.empty() ||
+                      (parse_u32(weight_label.c_str(), kRingMaxWeight, &weight) && weight >= 1));
     bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
     if (state == "removing") continue;
     bool draining = draining_name(inst.name, id);
     if (state == "running" && labels_ok && net_ok && !inst.name.empty() && !draining) {
       inst.ring_id = ring_id;
+      inst.weight = weight;
       inst.port = static_cast<uint16_t>(port);
       inst.host = p->host_mode ? "127.0.0.1" : inst.name;
       if (p->host_mode) p->ports_used.insert(inst.port);

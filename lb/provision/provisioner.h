@@ -15,6 +15,7 @@
 struct ReplicaSpec {
   std::string name;  // container name / SERVER_ID: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}
   uint32_t ring_id;  // stable ring id; the docker provisioner records it as a label
+  uint32_t weight = 1;  // its weight in the ring (/add); the docker provisioner records it too
 };
 
 // A running replica as the provisioner knows it.
@@ -24,6 +25,7 @@ struct ReplicaInstance {
   std::string host;   // address the LB connects to: "127.0.0.1", or a container alias on a bridge
   uint16_t port = 0;
   std::string id;     // provisioner's handle: container id, or the process id as text
+  uint32_t weight = 1;  // as recorded when it was started (docker: a label), for adoption
 };
 
 // status is 0 on success, else negative (a libuv/errno code or -EIO); error is one sentence for the

@@ -367,7 +367,12 @@ class Failures(DockerLbTestCase):
 class Restart(DockerLbTestCase):
     def test_sigkilled_lb_restarts_and_adopts_its_containers(self):
         lb = self.start_lb()
+        # A weighted replica: its weight is a label, so the next LB gives it the same share.
+        resp = harness.request(lb.port, "POST", "/add",
+                               body={"n": 1, "hostnames": ["big"], "weight": 3})
+        self.assertEqual(resp.status, 200, resp)
         before = self.assert_containers_match(lb)
+        self.assertEqual(before["big"]["Labels"].get("ringlb.weight"), "3", before["big"])
         rng = random.Random(5)
         rids = [rng.randrange(100000, 1000000) for _ in range(200)]
         routes = self.route(lb, rids)
@@ -379,12 +384,13 @@ class Restart(DockerLbTestCase):
         self.assertEqual({n: c["Id"] for n, c in still.items()},
                          {n: c["Id"] for n, c in before.items()})
 
-        again = self.start_lb()
+        again = self.start_lb(wait_ready=False)
+        self.wait_ready(again, 4)  # the three it starts with, and big
         after = self.assert_containers_match(again)
         self.assertEqual({n: c["Id"] for n, c in after.items()},
                          {n: c["Id"] for n, c in before.items()}, "containers were replaced")
-        self.assertEqual({d["name"]: d["ring_id"] for d in self.details(again)},
-                         {"server1": 1, "server2": 2, "server3": 3})
+        self.assertEqual({d["name"]: (d["ring_id"], d["weight"]) for d in self.details(again)},
+                         {"server1": (1, 1), "server2": (2, 1), "server3": (3, 1), "big": (4, 3)})
         self.assertIn("adopted", again.log())
         self.assertEqual(self.route(again, rids), routes)
         self.assert_clean_stop(again)

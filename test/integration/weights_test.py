@@ -117,14 +117,14 @@ class Weights(LbTestCase):
         self.assertEqual(resp.status, 200, resp)
 
     def test_total_weight_the_ring_cannot_hold_is_refused(self):
-        # ketama with 100,000 points per unit of weight holds 167 units (2^24 points).
-        lb = self.start_lb("--vnodes", "100000", replicas=2)
+        # ketama with 100,000 points per unit of weight holds 10 units (2^20 points).
+        lb = self.start_lb("--vnodes", "100000", "--max-replicas", "4", replicas=2)
         before = self.rep(lb).body
         resp = self.add(lb, {"n": 2, "weight": 100})
         self.assertEqual(resp.status, 400, resp)
         self.assertEqual(resp.json()["message"].removeprefix("<Error> "),
                          "cannot add 2 replicas of weight 100: ketama mode cannot hold 4 members of "
-                         "total weight 202 x 100000 points = 20200000 points; the limit is 16777216.")
+                         "total weight 202 x 100000 points = 20200000 points; the limit is 1048576.")
         self.assertEqual(self.rep(lb).body, before)
 
     def test_heal_replacement_keeps_the_weight_and_the_keys(self):

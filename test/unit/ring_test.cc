@@ -286,7 +286,7 @@ TEST(RingBuild, RefusesInvalidConfigurationsWithOneSentence) {
        "maglev table size 4294967291 exceeds the limit of 16777216."},
       {"ketama too large", huge_ketama, members_with_ids({1, 2}),
        "ketama mode cannot hold 2 members x 16777216 points = 33554432 points; the limit is "
-       "16777216."},
+       "1048576."},
       {"id 0",
        RingConfig(),
        {{1, "a"}, {0, "zero"}},

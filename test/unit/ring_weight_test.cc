@@ -147,20 +147,20 @@ TEST(RingWeight, SlotsModeRefusesWeights) {
   EXPECT_TRUE(ring_fits(c, 2, 2, &err));
 }
 
-// ketama holds K × the total weight points, at most 2^24: with the default K = 8000 a total weight
-// of 2097 fits and 2098 does not; ring_fits and ring_build agree.
+// ketama holds K × the total weight points, at most 2^20: with the default K = 8000 a total weight
+// of 131 fits and 132 does not; ring_fits and ring_build agree.
 TEST(RingWeight, KetamaTotalWeightIsBounded) {
   RingConfig c = mode(RingMode::ketama);
   std::string err;
-  EXPECT_TRUE(ring_fits(c, 21, 2097, &err)) << err;
-  EXPECT_FALSE(ring_fits(c, 21, 2098, &err));
-  EXPECT_EQ(err, "ketama mode cannot hold 21 members of total weight 2098 x 8000 points = "
-                 "16784000 points; the limit is 16777216.");
+  EXPECT_TRUE(ring_fits(c, 21, 131, &err)) << err;
+  EXPECT_FALSE(ring_fits(c, 21, 132, &err));
+  EXPECT_EQ(err, "ketama mode cannot hold 21 members of total weight 132 x 8000 points = "
+                 "1056000 points; the limit is 1048576.");
   std::vector<std::pair<uint32_t, uint32_t>> heavy;
   for (uint32_t id = 1; id <= 21; id++) heavy.push_back({id, 100});  // 2100
   EXPECT_EQ(ring_build(c, weighted(heavy), &err), nullptr);
   EXPECT_EQ(err, "ketama mode cannot hold 21 members of total weight 2100 x 8000 points = "
-                 "16800000 points; the limit is 16777216.");
+                 "16800000 points; the limit is 1048576.");
 }
 
 }  // namespace
