@@ -108,13 +108,17 @@ void on_ready_check(uv_timer_t* t) {
 void on_watchdog(uv_timer_t*) { sdnotify("WATCHDOG=1"); }
 
 // The signal handles go last, once both the workers and the registry are closed: a signal during
-// shutdown (a third one while hurried workers still finish) never meets the default action.
+// shutdown (a third one while hurried workers still finish) never meets the default action. Closing
+// them restores the default action (libuv), so from then on these signals are ignored: everything
+// is stopped and the process is only leaving, with its exit status (a SIGTERM in that moment made
+// it die by the signal, exit -15, in CI).
 void close_signals_when_done(Daemon* d) {
   if (!d->workers_stopped || !d->registry_closed || d->signals_closed) return;
   d->signals_closed = true;
   LOG_INFO("stopped");
   for (uv_signal_t* s : {&d->sigterm, &d->sigint, &d->sighup})
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) signal(sig, SIG_IGN);
   uv_close(reinterpret_cast<uv_handle_t*>(&d->ready_timer), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&d->watchdog), nullptr);
 }
