@@ -847,7 +847,7 @@ void client_on_close(HttpConn* hc) {
       if (d == c) d = nullptr;
   }
   w->open_conns--;
-  if (!c->admin_listener) spread_closed(w);
+  if (!c->admin_listener && !c->handed_off) spread_closed(w);
   worker_report_soon(w);
   delete c;
 }
@@ -930,6 +930,8 @@ HttpConn* exchange_accept(Worker* w, bool admin_listener) {
   worker_report_soon(w);
   return &c->conn;
 }
+
+void exchange_handed_off(HttpConn* hc) { client_of(hc)->handed_off = true; }
 
 void exchange_sweep(Worker* w) {
   uint64_t now = uv_now(w->loop);

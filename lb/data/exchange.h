@@ -58,6 +58,7 @@ struct ClientConn {
   HttpConn conn;
   Worker* w = nullptr;
   bool admin_listener = false;  // accepted on --admin-listen: every request is an admin request
+  bool handed_off = false;      // given to another worker at accept (spread): not counted here
   std::string peer_ip;
   std::string xff_line;  // "X-Forwarded-For: PEER_IP\r\n", the line added when the client sent none
 
@@ -103,6 +104,8 @@ struct ClientConn {
 // The server's on_accept for worker w: a new client connection (admin_listener: on --admin-listen).
 // Returns nullptr when it cannot be set up (the server then drops the client).
 HttpConn* exchange_accept(Worker* w, bool admin_listener);
+// The client just accepted on hc went to another worker (lb/data/spread.h); hc closes next.
+void exchange_handed_off(HttpConn* hc);
 
 // The sweep (every 100 ms): exchanges past their deadline time out, and replayable exchanges still
 // waiting for the first response byte of a replica the snapshot now says is dead go to the next

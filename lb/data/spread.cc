@@ -1,5 +1,6 @@
 #include "lb/data/spread.h"
 
+#include "lb/data/exchange.h"
 #include "lb/data/worker_state.h"
 
 bool spread_should_hand_off(Worker* w) {
@@ -15,16 +16,26 @@ bool spread_should_hand_off(Worker* w) {
       least_conns = c;
     }
   }
-  if (mine < least_conns + 2) return false;  // this one counts itself in spread_opened
+  // mine counts this client already (exchange_accept ran): hand it on when, without it, this
+  // worker holds 2 or more more than the least loaded one.
+  if (mine < least_conns + 3) return false;
   // Counted at the target from now on, so the next clients see it on its way there.
   g->conns[least].fetch_add(1, std::memory_order_relaxed);
   w->hand_to = least;
   return true;
 }
 
-void spread_hand_off(Worker* w, int fd) {
+void spread_hand_off(Worker* w, HttpConn* c, int fd) {
   WorkerGroup* g = w->group;
   uint32_t to = w->hand_to;
+  if (fd >= 0) {
+    // Accepted here (exchange_accept counted it) and closed here at once: from now on it is the
+    // target's alone. Uncounted here now, not at its close callback: a burst of accepts must not
+    // see this worker busier than it is and hand on too many.
+    w->counters.connections--;
+    g->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
+    exchange_handed_off(c);
+  }
   ToWorker msg;
   msg.kind = ToWorker::Kind::adopt;
   msg.client = std::make_shared<HandedClient>(fd);

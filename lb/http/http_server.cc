@@ -148,13 +148,6 @@ HttpConn* server_new_conn(HttpServer* s) {
 }
 
 void server_take(HttpServer* s) {
-  if (s->should_hand_off != nullptr && s->should_hand_off(s)) {
-    int fd;
-    server_accept_apart(s, &fd);
-    if (fd < 0) server_release(s);  // no descriptor to hand: the client is gone, so is its place
-    s->on_handed_off(s, fd);
-    return;
-  }
   HttpConn* c = server_new_conn(s);
   if (c == nullptr) {
     server_release(s);  // the place reserved for it
@@ -165,6 +158,22 @@ void server_take(HttpServer* s) {
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     http_conn_close(c);
     return;
+  }
+  if (s->should_hand_off != nullptr && s->should_hand_off(s)) {
+    // Another server takes it: a duplicate of its descriptor goes there, and this handle closes
+    // (a plain close of one descriptor: the socket lives on in the other). Its place under
+    // max_conns stays taken (held again here: closing c releases one). Without a descriptor for the
+    // duplicate (out of them) the client is served here, not dropped.
+    uv_os_fd_t fd;
+    int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) == 0
+                  ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    s->on_handed_off(s, c, dup);
+    if (dup >= 0) {
+      if (s->config.max_conns != 0 && s->config.shared_count != nullptr)
+        s->config.shared_count->fetch_add(1, std::memory_order_relaxed);
+      http_conn_close(c);
+      return;
+    }
   }
   server_serve(s, c);
 }
