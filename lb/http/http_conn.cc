@@ -128,6 +128,7 @@ bool deliver_event(HttpConn* c) {
       c->expect_no_body = false;
     HttpNext next = c->h->on_message_end(c);
     if (c->closing) return false;
+    if (c->raw) return true;  // the owner switched protocols: what follows is raw
     if (next == HttpNext::pause) {
       c->paused = true;
       return false;

@@ -124,7 +124,8 @@ void http_conn_reset_parser(HttpConn* c);
 // message event comes again; every byte read, those already buffered first, goes to on_body as it is
 // (body_mode does not matter), and a peer close or read error reaches on_error. The connection stays
 // a message in progress (never idle to its server, no header or idle deadline). Irreversible; may be
-// called from the owner's callbacks. Reading starts with http_conn_start as usual.
+// called from the owner's callbacks (from on_head or on_message_end, the bytes after the message
+// follow raw at once). Reading starts with http_conn_start as usual.
 void http_conn_set_raw(HttpConn* c);
 // Half-close: shuts the write side once the bytes queued are written (uv_shutdown; the peer reads
 // EOF). Nothing may be written afterwards. Idempotent; returns 0 or a libuv code.
