@@ -2,8 +2,9 @@
 //
 //   GET /home       200 {"message": "Hello from Server: <ID>", "status": "successful"}
 //   GET /heartbeat  200, empty body
-//   GET /ws         a WebSocket echo (RFC 6455; replica/ws_echo.h): 101, then every text or binary
-//                   message comes back, pings get pongs, a close is answered and closes
+//   GET /ws         a WebSocket echo (RFC 6455; replica/ws_echo.h): 101 (with X-Server-Id: <ID>),
+//                   then every text or binary message comes back, pings get pongs, a close is
+//                   answered and closes
 //   anything else   404 with a JSON error
 //
 // With --debug-routes it also serves the routes ringlb's own tests need to exercise a proxy:
@@ -169,6 +170,8 @@ void ws_open(ReplicaConn* rc) {
     if (http_conn_write(c, rc->out.data(), rc->out.size()) != 0) http_conn_close(c);
     return;
   }
+  // Which replica answered, for tests that check where a key's tunnels go (as /home's body says).
+  extra.insert(extra.size() - 2, "X-Server-Id: " + rc->replica->config.id + "\r\n");
   if (http_conn_write(c, extra.data(), extra.size()) != 0) {
     http_conn_close(c);
     return;
