@@ -10,7 +10,8 @@ ringlb-replica processes on 127.0.0.1 and Debian's python3-websocket as the clie
   its plain requests go.
 - A client that stops reading while the replica sends 256 MiB: ringlb's resident memory stays
   within a bound (backpressure), and the tunnel still works when the client reads again.
-- The replica killed mid-tunnel: the client sees the connection close (nothing hangs).
+- The replica killed mid-tunnel: the client sees the connection close (nothing hangs); a replica
+  stopped (SIGSTOP, its sockets silent) closes its tunnels once the health checks mark it dead.
 - The idle timeout (--tunnel-timeout, short here) closes a silent tunnel; a busy one stays.
 - /rm of the replica with a tunnel open: the tunnel keeps working, then closes once
   --drain-timeout has passed; new tunnels of its key go to another replica.
@@ -181,6 +182,22 @@ class Failures(TunnelTestCase):
         os.kill(pid, signal.SIGKILL)
         self.assertTrue(closed_within(ws, 10.0), "the client's tunnel stayed open")
         harness.wait_until(lambda: metric(lb, "ringlb_tunnels_open") == 0, 10.0, "no open tunnel")
+
+    def test_a_replica_marked_dead_closes_its_tunnels(self):
+        # SIGSTOP: the replica's sockets stay open and silent, so only the health checks can tell;
+        # --heal off keeps the stopped process from being replaced (which would close them).
+        lb = self.start_tunnel_lb("--heal", "off")
+        ws = self.open_ws(lb)
+        ws.send("before")
+        self.assertEqual(ws.recv(), "before")
+        name = self.server_of(ws)
+        pid = self.pids(lb)[name]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            self.assertTrue(closed_within(ws, 15.0), "the tunnel to a dead replica stayed open")
+            harness.wait_until(lambda: metric(lb, "ringlb_tunnels_open") == 0, 10.0, "no tunnel")
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def test_idle_timeout_closes_a_silent_tunnel(self):
         lb = self.start_tunnel_lb("--tunnel-timeout", "1500", replicas=1)
