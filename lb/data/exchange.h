@@ -8,7 +8,9 @@
 // snapshot, sent over a pooled upstream connection, and its response streamed back; a request that
 // fails before its response started goes to the next replica clockwise when --retries, --retry-on
 // and its method allow. An admin request is read whole and handed to the control plane
-// (FromWorker::admin_call); its answer comes back as a message (exchange_admin_answer).
+// (FromWorker::admin_call); its answer comes back as a message (exchange_admin_answer). An upgrade
+// request (forward_upgrade_wanted) whose replica answers 101 turns the exchange into a tunnel
+// (ExState::tunnel): both connections raw, until both sides closed; it is the connection's last.
 //
 // Completions never run inside the callback that caused them: the next pipelined request of a
 // client whose response ended inside another connection's callback (an upstream's, a timer's) is
