@@ -416,7 +416,7 @@ void tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h) {
   w->counters.tunnels_opened++;
   exchange_unwait(c);
   c->state = ExState::tunnel;
-  c->client_eof = c->up_eof = false;
+  c->client_eof = c->up_eof = c->skip_interim = false;  // (a 100 before the 101 ended already)
   c->keep_alive = false;
   http_conn_set_raw(&u->conn);
   http_conn_set_raw(&c->conn);
