@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "lb/data/forward.h"
+#include "lb/http/tls.h"
 #include "lb/data/routing.h"
 #include "lb/data/upstream.h"
 #include "lb/data/worker_state.h"
@@ -726,7 +727,7 @@ void client_on_head(HttpConn* hc) {
   }
   c->pos = ring_position(w->snap->ring.get(), key);
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
-                       generated ? std::string_view(rid, 6) : std::string_view());
+                       generated ? std::string_view(rid, 6) : std::string_view(), tls_on(&c->conn));
   dispatch(c);
 }
 
