@@ -551,18 +551,6 @@ bool cross_check(Config* cfg, std::string* err) {
       for (uint32_t m = cfg->ring.slots; m > 1; m >>= 1) k++;
     if (k > 0 && cfg->max_replicas > cfg->ring.slots / k) cfg->max_replicas = cfg->ring.slots / k;
   }
-  if (cfg->tls_cert.empty() != cfg->tls_key.empty()) {
-    *err = "--tls-cert and --tls-key go together";
-    return false;
-  }
-  if (cfg->admin_tls_cert.empty() != cfg->admin_tls_key.empty()) {
-    *err = "--admin-tls-cert and --admin-tls-key go together";
-    return false;
-  }
-  if (!cfg->admin_tls_cert.empty() && cfg->admin_listen.empty()) {
-    *err = "--admin-tls-cert needs --admin-listen (without it admin routes follow --tls-cert)";
-    return false;
-  }
   if (cfg->on_exit_keep && cfg->provisioner == ProvKind::process) {
     // Process replicas end with their parent (--die-with-parent): nothing could adopt them.
     *err = "--on-exit keep needs --provisioner docker (process replicas end with the LB)";

@@ -139,8 +139,21 @@ void on_workers_stopped(Daemon* d) {
 }
 
 // Loads the TLS contexts cfg's certificate and key files name (none for a listener without TLS)
-// into cfg->tls and cfg->admin_tls. False with *err naming the file at fault; cfg is then unchanged.
+// into cfg->tls and cfg->admin_tls, after checking the options go together (here rather than in
+// config.cc's cross-checks: a file is read here anyway, and the pair is one check). False with *err naming the file at fault; cfg is then unchanged.
 bool load_tls(Config* cfg, std::string* err) {
+  if (cfg->tls_cert.empty() != cfg->tls_key.empty()) {
+    *err = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  if (cfg->admin_tls_cert.empty() != cfg->admin_tls_key.empty()) {
+    *err = "--admin-tls-cert and --admin-tls-key go together";
+    return false;
+  }
+  if (!cfg->admin_tls_cert.empty() && cfg->admin_listen.empty()) {
+    *err = "--admin-tls-cert needs --admin-listen (without it admin routes follow --tls-cert)";
+    return false;
+  }
   std::shared_ptr<TlsContext> main_ctx, admin_ctx;
   if (!cfg->tls_cert.empty()) {
     main_ctx = tls_context_load(cfg->tls_cert, cfg->tls_key, "--tls-cert", "--tls-key", err);
