@@ -182,6 +182,9 @@ ssize_t on_read(HttpConn* c, char* dst, size_t cap) {
     if (len == 8 && memcmp(proto, "http/1.1", 8) == 0) t->alpn = TlsAlpn::http11;
     else if (len == 2 && memcmp(proto, "h2", 2) == 0) t->alpn = TlsAlpn::h2;
   }
+  // Nothing to decrypt: SSL_read is not called, since it would allocate its record buffer to wait
+  // in (SSL_MODE_RELEASE_BUFFERS frees it only once it holds nothing), 16 KiB per idle connection.
+  if (t->cur_len == 0 && t->spill_end == t->spill_start && !SSL_has_pending(t->ssl)) return t->sock_err;
   size_t n = 0;
   int r = SSL_read_ex(t->ssl, dst, cap, &n);
   if (r == 1) {
