@@ -15,10 +15,11 @@
 // line "X-Forwarded-For: PEER_IP\r\n" added when the client sent none; generated_rid, when not
 // empty, is sent as X-Request-Id (the LB drew the routing key). upgrade (forward_upgrade_wanted):
 // the request's Upgrade headers go on, with "Connection: Upgrade"; otherwise, as every hop-by-hop
-// header, they are dropped.
+// header, they are dropped. https: the client came over TLS: X-Forwarded-Proto: https is sent, in
+// place of any the client sent.
 void forward_request_head(std::string* out, const HttpHead& h, const std::string& peer_ip,
-                          const std::string& xff_line, std::string_view generated_rid,
-                          bool upgrade = false);
+                          const std::string& xff_line, std::string_view generated_rid, bool upgrade,
+                          bool https);
 
 // True when request h asks to switch protocols (an Upgrade header, and a Connection header listing
 // "upgrade") and the LB carries the switch out: a tunnel after the replica's 101. The decisions
