@@ -7,6 +7,7 @@
 #include <new>
 
 #include "lb/data/forward.h"
+#include "lb/data/h2_client.h"
 #include "lb/http/tls.h"
 #include "lb/data/routing.h"
 #include "lb/data/upstream.h"
@@ -37,6 +38,24 @@ constexpr size_t kPipelineQueueMax = 0;
 
 ClientConn* client_of(HttpConn* hc) { return container_of(hc, &ClientConn::conn); }
 UpstreamConn* up_of(HttpConn* hc) { return container_of(hc, &UpstreamConn::conn); }
+
+// The client side's I/O: the exchange's own HTTP/1 connection, or its side (an HTTP/2 stream,
+// ClientConn::side) for an exchange that has none. A side has no "close": it is reset.
+void client_close(ClientConn* c, bool reset = false) {
+  if (c->side != nullptr) c->side->reset(c);
+  else http_conn_close(&c->conn, reset);
+}
+void client_stop(ClientConn* c) {
+  if (c->side != nullptr) c->side->stop_reading(c);
+  else http_conn_stop(&c->conn);
+}
+void client_start(ClientConn* c) {
+  if (c->side != nullptr) c->side->start_reading(c);
+  else http_conn_start(&c->conn);
+}
+size_t client_queued(const ClientConn* c) {
+  return c->side != nullptr ? c->side->queued(c) : c->conn.write_queued;
+}
 
 void dispatch(ClientConn* c);
 void exchange_done(ClientConn* c);
@@ -152,6 +171,10 @@ void on_check(uv_check_t* h) {
       if (!c->conn.closing && !c->client_eof) http_conn_start(&c->conn);
       continue;
     }
+    if (c->state == ExState::h2) {  // the bytes after the HTTP/2 preface, then the session's
+      if (!c->conn.closing) http_conn_start(&c->conn);
+      continue;
+    }
     if (!c->conn.closing && c->state == ExState::answered && c->req_done && c->keep_alive &&
         c->conn.paused && c->conn.write_queued <= kPipelineQueueMax)
       http_conn_resume(&c->conn);
@@ -228,7 +251,7 @@ void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
         if (kind == Fail::timeout) w->counters.upstream_timeouts++;
       }
       detach_upstream(c, false);
-      http_conn_close(&c->conn, true);
+      client_close(c, true);
       return;
     case ExState::connecting:
     case ExState::sending:
@@ -237,7 +260,7 @@ void exchange_fail(ClientConn* c, const char* cause, Fail kind) {
     default:
       if (kind == Fail::cut) {
         detach_upstream(c, false);
-        http_conn_close(&c->conn, true);
+        client_close(c, true);
       }
       return;
   }
@@ -315,7 +338,7 @@ void send_request(ClientConn* c) {
   http_conn_start(&u->conn);
   if (c->stopped_for_upstream && u->conn.write_queued < kHighWater) {
     c->stopped_for_upstream = false;
-    http_conn_start(&c->conn);
+    client_start(c);
   }
 }
 
@@ -337,6 +360,7 @@ void on_up_connected(UpstreamConn* u, int status) {
 // writes. len may be 0 (the head alone). Returns 0 or a libuv code.
 int write_response(ClientConn* c, const char* data, size_t len) {
   c->bytes_out += len;
+  if (c->side != nullptr) return len > 0 ? c->side->response_body(c, data, len) : 0;
   if (!c->head_pending) return http_conn_write(&c->conn, data, len);
   c->head_pending = false;
   c->bytes_out += c->out.size();
@@ -354,7 +378,8 @@ int write_response(ClientConn* c, const char* data, size_t len) {
 // what is queued for the client is over the high-water mark (client_on_drain starts it again), as
 // for a body: a flood of 1xx grew the LB by 200 MB a second.
 void pass_interim(ClientConn* c, const HttpHead& h) {
-  if (!forward_interim_wanted(c->conn.head) || response_started(c)) return;
+  // (Not to an HTTP/2 stream: nghttp2 would take a 1xx, but no h2 client waits for a 100.)
+  if (c->side != nullptr || !forward_interim_wanted(c->conn.head) || response_started(c)) return;
   forward_interim(&c->out, h);
   c->bytes_out += c->out.size();
   if (http_conn_write(&c->conn, c->out.data(), c->out.size()) != 0) {
@@ -369,6 +394,7 @@ void pass_interim(ClientConn* c, const HttpHead& h) {
 // even while the kernel is too full to take more of our queue (it says writable again only once a
 // third of its buffer is free, which a slow reader takes seconds to make).
 uint64_t client_pending(ClientConn* c) {
+  if (c->side != nullptr) return c->side->queued(c);
   uint64_t n = c->conn.write_queued;
   uv_os_fd_t fd;
   int outq = 0;
@@ -533,6 +559,12 @@ void up_on_head(HttpConn* hc) {
   }
   c->state = ExState::streaming;
   exchange_unwait(c);
+  if (c->side != nullptr) {  // HTTP/2: the side makes its own head; the body comes decoded
+    hc->body_mode = HttpBody::decoded;
+    count_response(c->w, h.status);
+    c->side->response_head(c, h);
+    return;
+  }
   ForwardFraming f = forward_response_head(&c->out, c->conn.head, h, c->keep_alive && !c->w->stopping);
   c->keep_alive = f.keep_alive;
   hc->body_mode = f.dechunk ? HttpBody::decoded : HttpBody::raw;
@@ -550,10 +582,10 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
     return;
   }
   if (write_response(c, data, len) != 0) {
-    http_conn_close(&c->conn);
+    client_close(c);
     return;
   }
-  if (c->conn.write_queued > kHighWater) {  // resumed by client_on_drain
+  if (client_queued(c) > kHighWater) {  // resumed by client_on_drain (exchange_stream_drained)
     http_conn_stop(hc);
     c->pending_mark = client_pending(c);
   }
@@ -572,6 +604,7 @@ HttpNext up_on_message_end(HttpConn* hc) {
   }
   u->pool->requests++;
   if (c->head_pending && write_response(c, nullptr, 0) != 0) http_conn_close(&c->conn);  // no body
+  if (c->side != nullptr) c->side->response_end(c);
   observe_done(c, u->pool);
   bool keep = hc->head.keep_alive && c->req_done;
   detach_upstream(c, keep);
@@ -617,7 +650,7 @@ void up_on_drain(HttpConn* hc) {
   }
   if (c->stopped_for_upstream) {
     c->stopped_for_upstream = false;
-    http_conn_start(&c->conn);
+    client_start(c);
   }
 }
 
@@ -713,13 +746,21 @@ bool is_admin_path(std::string_view path) {
 void respond_local(ClientConn* c, int status, const std::string& body, std::string_view type,
                    std::string_view extra) {
   if (response_started(c)) {
-    http_conn_close(&c->conn, true);
+    client_close(c, true);
     return;
   }
   detach_upstream(c, false);
   exchange_unwait(c);
   c->state = ExState::answered;
   if (c->w->stopping) c->keep_alive = false;
+  if (c->side != nullptr) {
+    count_response(c->w, status);
+    c->status = status;
+    c->bytes_out += body.size();
+    c->side->local_response(c, status, type, body, extra);
+    exchange_done(c);
+    return;
+  }
   c->out.clear();
   http_append_response(&c->out, status, type, body, c->keep_alive, extra);
   if (c->conn.head.method == HTTP_HEAD) c->out.resize(c->out.size() - body.size());
@@ -772,6 +813,7 @@ void exchange_done(ClientConn* c) {
   c->state = ExState::answered;
   if (c->req_done) exchange_unwait(c);
   else exchange_wait(c, Wait::request_body, c->w->cfg->body_timeout_ms);
+  if (c->side != nullptr) return;  // the stream ends with its response (exchange_stream_close)
   if (!c->keep_alive) {
     if (c->conn.write_queued == 0) http_conn_close(&c->conn);
     return;
@@ -824,7 +866,7 @@ void client_on_head(HttpConn* hc) {
   const HttpHead& h = hc->head;
   w->counters.requests++;
   worker_report_soon(w);
-  if (c->peer_ip.empty()) fill_peer(c);
+  if (c->peer_ip.empty() && c->side == nullptr) fill_peer(c);
   c->state = ExState::idle;
   c->req_done = false;
   c->body_sent = c->skip_interim = c->same_retry_used = c->head_pending = false;
@@ -879,13 +921,17 @@ void client_on_head(HttpConn* hc) {
   if (c->upgrade) c->keep_alive = false;
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
                        generated ? std::string_view(rid, 6) : std::string_view(), c->upgrade,
-                       tls_on(&c->conn));
+                       c->side != nullptr ? c->side_tls : tls_on(&c->conn));
   dispatch(c);
 }
 
 void client_on_body(HttpConn* hc, const char* data, size_t len) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
+  if (c->state == ExState::h2) {
+    h2_conn_input(c->h2, data, len);
+    return;
+  }
   c->bytes_in += len;
   if (c->state == ExState::tunnel) {
     if (c->up != nullptr) tunnel_relay(c, hc, &c->up->conn, data, len);
@@ -915,14 +961,14 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
     }
     if (c->up && c->up->conn.write_queued > kHighWater) {
       c->stopped_for_upstream = true;
-      http_conn_stop(hc);
+      client_stop(c);
     }
     return;
   }
   c->body_buf.append(data, len);  // not connected yet
   if (c->body_buf.size() > kHighWater) {
     c->stopped_for_upstream = true;
-    http_conn_stop(hc);
+    client_stop(c);
   }
 }
 
@@ -948,6 +994,28 @@ void client_on_error(HttpConn* hc, int err) {
   if (c->state == ExState::tunnel) {
     if (c->up == nullptr) http_conn_close(hc);
     else tunnel_on_error(c, hc, &c->up->conn, &c->client_eof, err);
+    return;
+  }
+  if (c->state == ExState::h2) {  // the client closed or reset its HTTP/2 connection
+    http_conn_close(hc);
+    return;
+  }
+  // The HTTP/2 connection preface as the connection's first bytes (h2c with prior knowledge, or
+  // h2 that ALPN chose over TLS): the connection becomes an HTTP/2 session. The bytes after the
+  // preface are still buffered; they go to the session from the check handle (we are inside the
+  // connection's parse).
+  if (err == HTTP_E_PARSE && llhttp_get_errno(&hc->parser) == HPE_PAUSED_H2_UPGRADE &&
+      c->state == ExState::idle && c->peer_ip.empty() && !c->admin_listener) {
+    fill_peer(c);
+    c->h2 = h2_conn_new(c->w, hc, c->peer_ip, tls_on(hc));
+    if (c->h2 == nullptr) {
+      http_conn_close(hc);
+      return;
+    }
+    c->state = ExState::h2;
+    c->keep_alive = false;
+    http_conn_set_raw(hc);
+    exchange_defer_resume(c);
     return;
   }
   bool in_exchange = c->state != ExState::idle && c->state != ExState::answered;
@@ -986,6 +1054,10 @@ void client_on_error(HttpConn* hc, int err) {
 // the high-water mark is read now (its own callback: nothing else is on the stack).
 void client_on_drain(HttpConn* hc) {
   ClientConn* c = client_of(hc);
+  if (c->state == ExState::h2) {
+    h2_conn_on_drain(c->h2);
+    return;
+  }
   if (c->state == ExState::tunnel) {  // the client read the replica's bytes: read more of them
     if (c->up != nullptr && !c->up_eof && !c->up->conn.reading) http_conn_start(&c->up->conn);
     tunnel_check_done(c);
@@ -1037,6 +1109,10 @@ void client_on_close(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
   if (c->state == ExState::tunnel) tunnel_account_end(c);  // closed in the tunnel (worker stopping)
+  if (c->h2 != nullptr) {  // its streams' exchanges end with it
+    h2_conn_free(c->h2);
+    c->h2 = nullptr;
+  }
   if (c->started_ns != 0 && c->state != ExState::idle && c->state != ExState::answered &&
       c->state != ExState::tunnel)
     exchange_log(c, false);  // it ends without a complete response: status 0
@@ -1070,7 +1146,7 @@ void exchange_timeout(ClientConn* c) {
     case Wait::request_body:
       if (response_started(c)) {  // answered already; the rest of the body never came
         c->keep_alive = false;
-        http_conn_close(&c->conn, true);
+        client_close(c, true);
         return;
       }
       if (c->up != nullptr && c->up->conn.write_queued > 0) {
@@ -1095,7 +1171,7 @@ void exchange_timeout(ClientConn* c) {
       tunnel_end(c, "replica removed or load balancer stopping (--drain-timeout)");
       return;
     case Wait::response_body:
-      if (c->conn.write_queued > 0 && c->pending_mark > 0) {
+      if (client_queued(c) > 0 && c->pending_mark > 0) {
         // The client's queue is full: a client that read something since the last look is slow,
         // not gone (one reading a large response at 50 KiB/s was cut after --body-timeout).
         uint64_t pending = client_pending(c);
@@ -1105,7 +1181,7 @@ void exchange_timeout(ClientConn* c) {
           return;
         }
       }
-      if (c->up != nullptr && c->conn.write_queued == 0 && c->req_done) {
+      if (c->up != nullptr && client_queued(c) == 0 && c->req_done) {
         // The client reads and sent its whole request; the replica stopped sending mid-body: cut
         // and blamed. (A replica that answered early may be waiting for the rest of the upload.)
         Pool* p = c->up->pool;
@@ -1180,4 +1256,63 @@ void exchange_admin_answer(Worker* w, uint64_t call, const AdminAnswer& answer) 
   c->admin_call = 0;
   if (c->conn.closing || c->state != ExState::admin_wait) return;
   respond_local(c, answer.status, answer.body, answer.content_type, answer.extra);
+}
+
+// --- exchanges of HTTP/2 streams -----------------------------------------------------------------
+
+ClientConn* exchange_stream_open(Worker* w, const ClientSide* side, void* data,
+                                 const std::string& peer_ip, bool tls) {
+  ClientConn* c = new (std::nothrow) ClientConn();
+  if (c == nullptr) return nullptr;
+  c->w = w;
+  c->side = side;
+  c->side_data = data;
+  c->side_tls = tls;
+  c->peer_ip = peer_ip;
+  c->xff_line.reserve(peer_ip.size() + 19);
+  c->xff_line.append("X-Forwarded-For: ").append(peer_ip).append("\r\n");
+  http_head_reset(&c->conn.head);
+  return c;
+}
+
+void exchange_stream_head(ClientConn* c) { client_on_head(&c->conn); }
+
+void exchange_stream_reject(ClientConn* c, int status, const char* reason) {
+  Worker* w = c->w;
+  w->counters.requests++;
+  c->keep_alive = false;
+  if (w->access_log.mode != AccessLogMode::off) {
+    c->started_ns = uv_hrtime();
+    c->bytes_in = c->conn.head.buf.size();
+  }
+  reject_request(c, HttpVerdict{status, reason});
+}
+
+void exchange_stream_body(ClientConn* c, const char* data, size_t len) {
+  client_on_body(&c->conn, data, len);
+}
+
+void exchange_stream_end(ClientConn* c) {
+  if (c->req_done) return;
+  client_on_message_end(&c->conn);
+}
+
+void exchange_stream_drained(ClientConn* c) {
+  if (c->wait == Wait::response_body)
+    c->deadline = uv_now(c->w->loop) + c->w->cfg->body_timeout_ms;
+  if (c->up && !c->up->conn.reading && c->state == ExState::streaming) http_conn_start(&c->up->conn);
+}
+
+void exchange_stream_close(ClientConn* c) {
+  Worker* w = c->w;
+  if (c->started_ns != 0 && c->state != ExState::idle && c->state != ExState::answered)
+    exchange_log(c, false);  // it ends without a complete response: status 0
+  detach_upstream(c, false);
+  active_remove(c);
+  if (c->admin_call != 0) w->admin_waiting.erase(c->admin_call);
+  if (c->deferred) {
+    for (ClientConn*& d : w->deferred)
+      if (d == c) d = nullptr;
+  }
+  delete c;
 }

@@ -26,6 +26,32 @@
 
 struct Worker;
 struct UpstreamConn;
+struct H2Conn;
+struct ClientConn;
+
+// The client side of an exchange that is not an HTTP/1 connection of its own: an HTTP/2 stream
+// (lb/data/h2_client.h). An exchange with a side (ClientConn::side) never touches its `conn` for
+// I/O (it is never initialised); it calls these instead. The calls only queue: they never call
+// back into the exchange (the side reports progress later, from its own callbacks, through the
+// exchange_stream_* functions below).
+struct ClientSide {
+  // The replica's final response head (hop-by-hop headers and framing are the side's to drop).
+  void (*response_head)(ClientConn* c, const HttpHead& resp);
+  // Response body bytes (decoded: never chunk framing). 0, or a libuv code (the side is gone).
+  int (*response_body)(ClientConn* c, const char* data, size_t len);
+  // The response is complete.
+  void (*response_end)(ClientConn* c);
+  // A complete response of the LB's own (errors, admin answers). extra: "Name: value\r\n" lines.
+  void (*local_response)(ClientConn* c, int status, std::string_view type, const std::string& body,
+                         std::string_view extra);
+  // The response cannot be completed: the stream is reset.
+  void (*reset)(ClientConn* c);
+  // Backpressure on the request body: stop / resume taking it from the client.
+  void (*stop_reading)(ClientConn* c);
+  void (*start_reading)(ClientConn* c);
+  // Response bytes queued for the client and not yet taken by it.
+  size_t (*queued)(const ClientConn* c);
+};
 
 // Where an exchange is. Request-side progress (req_done) and backpressure are flags beside it.
 enum class ExState : uint8_t {
@@ -44,6 +70,8 @@ enum class ExState : uint8_t {
                       // read only while the other's queue is under the high-water mark, a
                       // half-close passed on, until both sides closed or one broke; never
                       // replayed, the upstream connection never pooled; logged at its end
+  h2,                 // the connection sent the HTTP/2 preface: it is raw, its bytes go to c->h2
+                      // (lb/data/h2_client.h); its exchanges are its streams' own ClientConns
 };
 
 // What the exchange's deadline waits for, and so whose fault it is when it passes (see
@@ -103,6 +131,12 @@ struct ClientConn {
   std::string body_buf;         // body bytes waiting for the upstream connection
   std::string out;              // the response head (held back while head_pending), local responses
   std::string admin_body;
+  // HTTP/2 (lb/data/h2_client.h): the connection's session (state h2), or, for a stream's
+  // exchange, its side (then conn is never initialised) and the side's own data.
+  H2Conn* h2 = nullptr;
+  const ClientSide* side = nullptr;
+  void* side_data = nullptr;
+  bool side_tls = false;  // the stream's connection is TLS (X-Forwarded-Proto)
   ClientConn* act_prev = nullptr;
   ClientConn* act_next = nullptr;
   // For the access log (filled while it is on): what exchange_log writes at the exchange's end.
@@ -132,3 +166,24 @@ void exchange_sweep(Worker* w);
 // The control plane's answer to admin call `call`: answered to its client, unless the client went
 // away meanwhile (then dropped).
 void exchange_admin_answer(Worker* w, uint64_t call, const AdminAnswer& answer);
+
+// --- exchanges of HTTP/2 streams (lb/data/h2_client.cc) ---------------------------------------
+// A new exchange whose client side is side (data: side_data) for a client at peer_ip. Its request
+// head is filled into c->conn.head (method, url, headers, framing as http_head_finish would) and
+// then given with exchange_stream_head. Freed by exchange_stream_close only.
+ClientConn* exchange_stream_open(Worker* w, const ClientSide* side, void* data,
+                                 const std::string& peer_ip, bool tls);
+// The head is complete: the request is validated, routed and sent on (or answered locally).
+void exchange_stream_head(ClientConn* c);
+// The head was over the limits (--max-header... as for HTTP/1): answered 431.
+void exchange_stream_reject(ClientConn* c, int status, const char* reason);
+// Request body bytes (as they go upstream: chunk framing included when the head says chunked).
+void exchange_stream_body(ClientConn* c, const char* data, size_t len);
+// The request is complete.
+void exchange_stream_end(ClientConn* c);
+// The side's queue for the client emptied: the replica's response may flow again.
+void exchange_stream_drained(ClientConn* c);
+// The stream is gone (complete, reset by either side, or its connection closed): the exchange
+// ends (logged with status 0 if its response was not complete), its upstream is closed unless
+// it was released, and c is freed.
+void exchange_stream_close(ClientConn* c);

@@ -186,7 +186,12 @@ void conn_parse(HttpConn* c) {
       c->parse_error = llhttp_get_error_reason(&c->parser);
       int err = c->head.over_limit ? HTTP_E_TOO_LARGE : HTTP_E_PARSE;
       c->reading = false;
-      c->in_start = c->in_end = 0;
+      // The HTTP/2 connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", all of it parsed): the
+      // bytes after it stay buffered for an owner that speaks h2 (http_conn_set_raw, then start).
+      if (e == HPE_PAUSED_H2_UPGRADE)
+        c->in_start += static_cast<uint32_t>(llhttp_get_error_pos(&c->parser) - p);
+      else
+        c->in_start = c->in_end = 0;
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
       c->h->on_error(c, err);
       return;

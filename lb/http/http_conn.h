@@ -47,6 +47,9 @@ enum : int {
   HTTP_E_PARSE = -100000,  // malformed message (llhttp error; conn->parse_error says which)
   HTTP_E_TOO_LARGE = -100001,  // head over its limits
 };
+// HTTP_E_PARSE with llhttp_get_errno(&c->parser) == HPE_PAUSED_H2_UPGRADE is the HTTP/2 connection
+// preface, parsed whole: the bytes after it stay in the buffer (see http_conn_set_raw).
+
 
 // --- Transport (TLS) --------------------------------------------------------------------------
 // Operations of a transport between the socket and the parser, called through a table so that the

@@ -295,11 +295,12 @@ void on_free(HttpConn* c) {
 
 const HttpTransport kTlsTransport = {on_alloc, on_input, on_read, on_keep, on_write, on_shutdown, on_free};
 
-// ALPN: the one place the application protocol is chosen. http/1.1 until an HTTP/2 owner exists;
-// then h2 goes first in kServerProtos. A client that offers neither goes on without ALPN (HTTP/1.1).
+// ALPN: the one place the application protocol is chosen: h2 when the client offers it (the
+// server's preference, whatever the client's order; lb/data/h2_client.h takes the connection at its
+// preface), else http/1.1. A client that offers neither goes on without ALPN (HTTP/1.1).
 int on_alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                    unsigned inlen, void*) {
-  static const unsigned char kServerProtos[] = "\x08http/1.1";
+  static const unsigned char kServerProtos[] = "\x02h2\x08http/1.1";
   unsigned char* sel = nullptr;
   if (SSL_select_next_proto(&sel, outlen, kServerProtos, sizeof kServerProtos - 1, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED)

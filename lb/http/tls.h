@@ -23,8 +23,8 @@
 struct HttpConn;
 struct TlsContext;
 
-// Application protocols ALPN may select. tls_alpn_select (tls.cc) is the one place that chooses:
-// http/1.1 until an HTTP/2 owner exists, even when the client offers h2 first.
+// Application protocols ALPN may select. on_alpn_select (tls.cc) is the one place that chooses:
+// h2 whenever the client offers it, else http/1.1.
 enum class TlsAlpn : unsigned char { none, http11, h2 };
 
 // Loads cert (a PEM chain, leaf first) and key (a PEM private key, unencrypted) into a new context.
