@@ -1,0 +1,381 @@
+"""HTTP/2 to clients (issue 15) through real ringlb processes on 127.0.0.1, in front of three real
+ringlb-replica processes (with their debug routes) or the recording backend
+(test/hostile/recorder.py). Clients: curl (--http2 over TLS with a certificate made at test time,
+--http2-prior-knowledge on a plain connection) and Python's h2 module (Debian python3-h2) over a
+plain socket for the frames curl would not send.
+
+- curl --http2-prior-knowledge and curl --http2 over TLS (ALPN h2; --http1.1 still gets http/1.1).
+- 100 concurrent streams on one connection, each with its own X-Request-Id: each key reaches the
+  replica it reaches over HTTP/1.1, and the keys spread over the replicas.
+- An 8 MiB upload and a 16 MiB download on two streams of one connection while other streams go on.
+- The HTTP/1.1 head a replica receives for an h2 request (the recorder): request line, Host from
+  :authority, the client's cookies joined, TE dropped, X-Forwarded-For; a body without
+  content-length goes chunked.
+- Hostile: a connection-specific header (RST_STREAM PROTOCOL_ERROR), a header list over the head
+  limits (431), SETTINGS_MAX_CONCURRENT_STREAMS 100, a rapid reset flood (GOAWAY
+  ENHANCE_YOUR_CALM, every replica still healthy and serving).
+
+No timing is asserted; every wait and request loop is bounded.
+"""
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+
+import harness
+from harness import HOST
+
+sys.path.insert(0, harness.source_path("test", "hostile"))
+from recorder import Recorder  # noqa: E402
+
+RINGLB = harness.build_path("lb", "ringlb")
+REPLICA = harness.build_path("replica", "ringlb-replica")
+
+
+def make_cert(folder):
+    cert, key = os.path.join(folder, "h2.crt"), os.path.join(folder, "h2.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=ringlb-h2-test",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+class H2Client:
+    """A small HTTP/2 client over a plain socket (prior knowledge), driven by hand: every read is
+    bounded by the deadline given to run()."""
+
+    def __init__(self, port, validate=True):
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                        validate_outbound_headers=validate,
+                                        normalize_outbound_headers=validate)
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        self.conn.increment_flow_control_window(16 << 20)
+        self.flush()
+        self.streams = {}   # id -> {"status", "headers", "body", "done", "reset"}
+        self.uploads = {}   # id -> bytes still to send
+        self.goaway = None
+        self.closed = False
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method, path, headers=(), body=None, end=True):
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "http"),
+                (":authority", "lb.test")] + list(headers)
+        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "done": False,
+                             "reset": None}
+        self.conn.send_headers(sid, hdrs, end_stream=end and not body)
+        if body:
+            self.uploads[sid] = memoryview(body)
+        self.flush()
+        return sid
+
+    def pump_uploads(self):
+        for sid, rest in list(self.uploads.items()):
+            while len(rest) > 0:
+                room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                self.conn.send_data(sid, rest[:room].tobytes())
+                rest = rest[room:]
+            if len(rest) == 0:
+                self.conn.end_stream(sid)
+                del self.uploads[sid]
+            else:
+                self.uploads[sid] = rest
+        self.flush()
+
+    def step(self, timeout):
+        self.pump_uploads()
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        if not r:
+            return
+        try:
+            data = self.sock.recv(1 << 20)
+        except (ConnectionResetError, OSError):
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        for ev in self.conn.receive_data(data):
+            s = self.streams.get(getattr(ev, "stream_id", None))
+            if isinstance(ev, h2.events.ResponseReceived) and s is not None:
+                s["headers"] = ev.headers
+                s["status"] = int(dict(ev.headers)[":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                if s is not None:
+                    s["body"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and s is not None:
+                s["done"] = True
+            elif isinstance(ev, h2.events.StreamReset) and s is not None:
+                s["reset"] = ev.error_code
+                s["done"] = True
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev.error_code
+        self.flush()
+
+    def run(self, until, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not until() and not self.closed and time.monotonic() < deadline:
+            self.step(0.05)
+        return until()
+
+    def all_done(self, sids):
+        return lambda: all(self.streams[s]["done"] for s in sids)
+
+    def close(self):
+        self.sock.close()
+
+
+def server_of(body):
+    m = re.search(rb"Hello from Server: (\S+?)\"", bytes(body))
+    return m.group(1).decode() if m else None
+
+
+class H2TestCase(unittest.TestCase):
+    def start_replicas(self, n=3):
+        self.replicas = [harness.start(self, [REPLICA, "--address", HOST, "--port", "{port}",
+                                              "--id", str(i + 1), "--debug-routes"])
+                         for i in range(n)]
+        return [f"{HOST}:{r.port}" for r in self.replicas]
+
+    def start_lb(self, backends, *args, ready=None):
+        argv = [RINGLB, "--listen", f"{HOST}:{{port}}", "--log-level", "debug",
+                "--provisioner", "static"]
+        for b in backends:
+            argv += ["--backend", b]
+        lb = harness.start(self, argv + list(args), ready_timeout=10.0)
+        self.lb = lb
+        if ready is None:
+            harness.wait_lb_ready(lb, len(backends))
+        else:
+            harness.wait_until(ready, 15.0, "ringlb to serve", 0.05)
+        return lb
+
+    def tearDown(self):
+        lb = getattr(self, "lb", None)
+        if lb is not None and lb.running():
+            code, _ = lb.stop(signal.SIGTERM, timeout=10)
+            self.assertEqual(code, 0, f"ringlb did not stop cleanly; log:\n{lb.log()}")
+
+    def curl(self, *args):
+        return subprocess.run(["curl", "-sS", "-v", "--max-time", "10", *args],
+                              capture_output=True, timeout=30)
+
+
+class Curl(H2TestCase):
+    def test_curl_prior_knowledge(self):
+        lb = self.start_lb(self.start_replicas())
+        out = self.curl("--http2-prior-knowledge", f"http://{HOST}:{lb.port}/home")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"< HTTP/2 200", out.stderr)
+        self.assertIsNotNone(server_of(out.stdout), out.stdout)
+        # The same connection still speaks HTTP/1.1 to a client that does not send the preface.
+        self.assertEqual(harness.request(lb.port, "GET", "/home").status, 200)
+        # An admin route over h2 (the same exchange code answers it).
+        out = self.curl("--http2-prior-knowledge", f"http://{HOST}:{lb.port}/rep")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"< HTTP/2 200", out.stderr)
+        self.assertIn(b"replicas", out.stdout)
+
+    def test_curl_http2_over_tls_alpn(self):
+        d = tempfile.TemporaryDirectory(prefix="ringlb-h2-")
+        self.addCleanup(d.cleanup)
+        cert, key = make_cert(d.name)
+        backends = self.start_replicas()
+
+        def serves():
+            out = self.curl("--cacert", cert, f"https://127.0.0.1:{self.lb.port}/home")
+            return out.returncode == 0 and b"Hello" in out.stdout
+        lb = self.start_lb(backends, "--tls-cert", cert, "--tls-key", key, ready=serves)
+        out = self.curl("--cacert", cert, "--http2", f"https://127.0.0.1:{lb.port}/home")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"ALPN: server accepted h2", out.stderr)
+        self.assertIn(b"< HTTP/2 200", out.stderr)
+        self.assertIsNotNone(server_of(out.stdout))
+        out = self.curl("--cacert", cert, "--http1.1", f"https://127.0.0.1:{lb.port}/home")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"ALPN: server accepted http/1.1", out.stderr)
+        self.assertIn(b"< HTTP/1.1 200", out.stderr)
+
+
+class Streams(H2TestCase):
+    def test_100_concurrent_streams_spread_by_key(self):
+        lb = self.start_lb(self.start_replicas())
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        self.assertTrue(c.run(lambda: c.conn.remote_settings.max_concurrent_streams == 100, 10))
+        keys = [f"key-{i}" for i in range(100)]
+        sids = {c.request("GET", "/home", [("x-request-id", k)]): k for k in keys}
+        self.assertTrue(c.run(c.all_done(sids), 30), lb.log())
+        got = {}
+        for sid, k in sids.items():
+            s = c.streams[sid]
+            self.assertEqual(s["status"], 200, (k, s))
+            got[k] = server_of(s["body"])
+        for k in keys[:30]:  # the same key over HTTP/1.1 reaches the same replica
+            resp = harness.request(lb.port, "GET", "/home", headers={"X-Request-Id": k})
+            self.assertEqual(server_of(resp.body), got[k], k)
+        self.assertEqual(len(set(got.values())), 3, got)  # 100 keys reach all three
+        # Again on the same connection: each key to its replica.
+        sids = {c.request("GET", "/home", [("x-request-id", k)]): k for k in keys}
+        self.assertTrue(c.run(c.all_done(sids), 30))
+        for sid, k in sids.items():
+            self.assertEqual(server_of(c.streams[sid]["body"]), got[k], k)
+
+    def test_large_upload_and_download_while_other_streams_go_on(self):
+        lb = self.start_lb(self.start_replicas())
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        up = os.urandom(8 << 20)
+        s_up = c.request("POST", "/sink", [("content-length", str(len(up)))], body=up)
+        s_down = c.request("GET", f"/bytes?n={16 << 20}")
+        small = []
+        for round_ in range(20):  # other streams start and end while the two big ones run
+            small += [c.request("GET", "/home", [("x-request-id", f"r{round_}-{i}")]) for i in range(5)]
+            c.run(c.all_done(small), 10)
+        self.assertTrue(c.run(c.all_done(small + [s_up, s_down]), 60), lb.log())
+        for sid in small:
+            self.assertEqual(c.streams[sid]["status"], 200)
+        self.assertEqual(c.streams[s_up]["status"], 200, c.streams[s_up])
+        self.assertIn(b'"bytes": %d' % len(up), bytes(c.streams[s_up]["body"]))
+        self.assertEqual(c.streams[s_down]["status"], 200)
+        self.assertEqual(len(c.streams[s_down]["body"]), 16 << 20)
+
+    def test_drain_on_sigterm_finishes_streams(self):
+        lb = self.start_lb(self.start_replicas())
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", f"/bytes?n={4 << 20}")
+        self.assertTrue(c.run(lambda: len(c.streams[sid]["body"]) > 0, 10))
+        lb.send_signal(signal.SIGTERM)
+        self.assertTrue(c.run(c.all_done([sid]), 30))
+        self.assertEqual(len(c.streams[sid]["body"]), 4 << 20)
+        self.assertTrue(c.run(lambda: c.closed, 15), "the connection closes after the drain")
+        self.assertEqual(c.goaway, h2.errors.ErrorCodes.NO_ERROR)
+        code, _ = lb.stop(signal.SIGTERM, timeout=10)
+        self.assertEqual(code, 0)
+
+
+class Forwarded(H2TestCase):
+    def test_head_a_replica_receives(self):
+        rec = Recorder(self)
+        lb = self.start_lb([rec.address])
+        with rec._lock:
+            rec.requests.clear()
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("POST", "/path/x?q=1", [("content-length", "5"), ("cookie", "a=1"),
+                                                  ("cookie", "b=2"), ("te", "trailers"),
+                                                  ("x-custom", "v")], body=b"hello")
+        self.assertTrue(c.run(c.all_done([sid]), 15))
+        self.assertEqual(c.streams[sid]["status"], 200)
+        self.assertRegex(bytes(c.streams[sid]["body"]), rb"^rec \d+$")
+        sid = c.request("PUT", "/chunky", body=b"x" * 70000)  # no content-length: chunked upstream
+        self.assertTrue(c.run(c.all_done([sid]), 15))
+        self.assertEqual(c.streams[sid]["status"], 200)
+        with rec._lock:
+            reqs = list(rec.requests)
+        self.assertEqual(len(reqs), 2, reqs)
+        r = reqs[0]
+        self.assertEqual((r.method, r.target, r.version), ("POST", "/path/x?q=1", "HTTP/1.1"))
+        self.assertEqual(r.header("host"), "lb.test")
+        self.assertEqual(r.all("cookie"), ["a=1; b=2"])
+        self.assertIsNone(r.header("te"))
+        self.assertEqual(r.header("x-custom"), "v")
+        self.assertEqual(r.header("x-forwarded-for"), "127.0.0.1")
+        self.assertEqual(r.header("content-length"), "5")
+        self.assertEqual(r.body, b"hello")
+        r = reqs[1]
+        self.assertEqual(r.header("transfer-encoding"), "chunked")
+        self.assertEqual(r.body, b"x" * 70000)
+
+
+class Hostile(H2TestCase):
+    def test_connection_specific_header_refused(self):
+        rec = Recorder(self)
+        lb = self.start_lb([rec.address])
+        with rec._lock:
+            rec.requests.clear()
+        c = H2Client(lb.port, validate=False)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/a", [("connection", "keep-alive")])
+        sid2 = c.request("GET", "/b", [("transfer-encoding", "chunked")])
+        self.assertTrue(c.run(c.all_done([sid, sid2]), 10))
+        self.assertEqual(c.streams[sid]["reset"], h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertEqual(c.streams[sid2]["reset"], h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        ok = c.request("GET", "/c")  # the connection goes on
+        self.assertTrue(c.run(c.all_done([ok]), 10))
+        self.assertEqual(c.streams[ok]["status"], 200)
+        with rec._lock:
+            self.assertEqual([r.target for r in rec.requests], ["/c"])
+
+    def test_header_list_over_the_limits_is_431(self):
+        rec = Recorder(self)
+        lb = self.start_lb([rec.address])
+        with rec._lock:
+            rec.requests.clear()
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/big", [(f"x-h{i}", "v" * 100) for i in range(150)])
+        self.assertTrue(c.run(c.all_done([sid]), 10))
+        self.assertEqual(c.streams[sid]["status"], 431, c.streams[sid])
+        with rec._lock:
+            self.assertEqual(rec.requests, [])
+
+    def test_rapid_reset_flood_gets_goaway(self):
+        lb = self.start_lb(self.start_replicas())
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        for i in range(1000):  # HEADERS then RST_STREAM at once, as fast as the socket takes them
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "GET"), (":path", "/home"), (":scheme", "http"),
+                                      (":authority", "lb.test")], end_stream=True)
+            c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            if i % 50 == 49:
+                try:
+                    c.flush()
+                except OSError:
+                    break
+        try:
+            c.flush()
+        except OSError:
+            pass
+        c.run(lambda: c.goaway is not None, 15)
+        self.assertEqual(c.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, lb.log())
+        self.assertTrue(c.run(lambda: c.closed, 15))
+        # No replica harmed: all three healthy, and each serves.
+        rep = harness.request(lb.port, "GET", "/rep?verbose=1").json()["message"]
+        self.assertEqual(len(rep["replicas"]), 3, rep)
+        servers = set()
+        for i in range(60):
+            resp = harness.request(lb.port, "GET", "/home", headers={"X-Request-Id": f"after-{i}"})
+            self.assertEqual(resp.status, 200)
+            servers.add(server_of(resp.body))
+        self.assertEqual(len(servers), 3)
+        self.assertNotIn("strike", lb.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
