@@ -147,10 +147,14 @@ class Clients(TlsTestCase):
     def test_tls13_session_resumption(self):
         self.resumption(ssl.TLSVersion.TLSv1_3)
 
-    def test_alpn_offered_h2_and_http11_selects_http11(self):
+    def test_alpn_selects_h2_when_offered_else_http11(self):
         lb = self.start_lb()
         ctx = client_context(self.cert)
-        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        ctx.set_alpn_protocols(["http/1.1", "h2"])  # the server's preference decides (h2_test.py)
+        with TlsConnection(lb.port, ctx) as conn:
+            self.assertEqual(conn.sock.selected_alpn_protocol(), "h2")
+        ctx = client_context(self.cert)
+        ctx.set_alpn_protocols(["http/1.1"])
         with TlsConnection(lb.port, ctx) as conn:
             self.assertEqual(conn.sock.selected_alpn_protocol(), "http/1.1")
             self.assertEqual(conn.request("GET", "/home").status, 200)
