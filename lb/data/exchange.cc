@@ -866,7 +866,8 @@ void client_on_head(HttpConn* hc) {
   c->upgrade = forward_upgrade_wanted(h);
   if (c->upgrade) c->keep_alive = false;
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
-                       generated ? std::string_view(rid, 6) : std::string_view(), c->upgrade);
+                       generated ? std::string_view(rid, 6) : std::string_view());
+  if (c->upgrade) forward_request_upgrade(&c->req_head, h);
   dispatch(c);
 }
 

@@ -91,6 +91,7 @@ struct HttpConn {
   bool shut = false;      // our side's write half is shut (http_conn_shutdown)
   uint8_t event = 0;      // pending parser event (internal)
   bool after_pause = false;  // llhttp was resumed and may complete a message without input
+  uv_shutdown_t shutdown_req;  // http_conn_shutdown's
 
   // Timeouts in ms (0 = none). While a head is being read the deadline is header_timeout after its
   // first byte (slowloris); while idle between messages, idle_timeout; while the owner handles a message,
@@ -100,7 +101,6 @@ struct HttpConn {
   HttpServer* server = nullptr;  // set by http_server for the connections it accepted
   HttpConn* prev = nullptr;
   HttpConn* next = nullptr;
-  uv_shutdown_t shutdown_req;
 };
 
 // Initialises c on loop as a request (server side) or response (client side) parser with a read buffer
