@@ -920,8 +920,9 @@ void client_on_head(HttpConn* hc) {
   c->upgrade = forward_upgrade_wanted(h);
   if (c->upgrade) c->keep_alive = false;
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
-                       generated ? std::string_view(rid, 6) : std::string_view(), c->upgrade,
+                       generated ? std::string_view(rid, 6) : std::string_view(),
                        c->side != nullptr ? c->side_tls : tls_on(&c->conn));
+  if (c->upgrade) forward_request_upgrade(&c->req_head, h);
   dispatch(c);
 }
 

@@ -2,47 +2,9 @@
 
 #include "lb/http/http_response.h"
 
-namespace {
-
-// Appends "Connection: Upgrade" and every Upgrade header line of h, as received.
-void append_upgrade(std::string* out, const HttpHead& h) {
-  out->append("Connection: Upgrade\r\n");
-  for (const HttpHeader& hd : h.headers)
-    if (http_iequals(http_head_name(h, hd), "upgrade")) out->append(http_head_line(h, hd));
-}
-
-}  // namespace
-
-bool forward_has_upgrade(const HttpHead& h) {
-  std::string_view v;
-  return http_head_get(h, "upgrade", &v) && !v.empty();
-}
-
-bool forward_upgrade_wanted(const HttpHead& h) {
-  if (h.major != 1 || h.minor != 1 || h.method == HTTP_CONNECT) return false;
-  std::string_view te;
-  if (h.chunked || h.content_length > 0 || http_head_get(h, "transfer-encoding", &te)) return false;
-  if (!forward_has_upgrade(h)) return false;
-  for (const HttpHeader& hd : h.headers)
-    if (http_iequals(http_head_name(h, hd), "connection") &&
-        http_list_has(http_head_value(h, hd), "upgrade"))
-      return true;
-  return false;
-}
-
-void forward_switching_head(std::string* out, const HttpHead& h) {
-  out->clear();
-  http_append_status_line(out, h.status);
-  http_append_forwarded(out, h, [](std::string_view name, const HttpHeader&) {
-    return http_is_framing(name);
-  });
-  append_upgrade(out, h);
-  out->append("\r\n");
-}
-
 void forward_request_head(std::string* out, const HttpHead& h, const std::string& peer_ip,
                           const std::string& xff_line, std::string_view generated_rid,
-                          bool upgrade, bool https) {
+                          bool https) {
   out->clear();
   std::string_view url = http_head_url(h);
   out->append(llhttp_method_name(h.method));
@@ -95,7 +57,6 @@ void forward_request_head(std::string* out, const HttpHead& h, const std::string
     out->append(generated_rid);
     out->append("\r\n");
   }
-  if (upgrade) append_upgrade(out, h);
   out->append("\r\n");
 }
 
@@ -134,5 +95,49 @@ void forward_interim(std::string* out, const HttpHead& h) {
   http_append_forwarded(out, h, [](std::string_view name, const HttpHeader&) {
     return http_is_framing(name);
   });
+  out->append("\r\n");
+}
+
+namespace {
+
+// Appends "Connection: Upgrade" and every Upgrade header line of h, as received.
+void append_upgrade(std::string* out, const HttpHead& h) {
+  out->append("Connection: Upgrade\r\n");
+  for (const HttpHeader& hd : h.headers)
+    if (http_iequals(http_head_name(h, hd), "upgrade")) out->append(http_head_line(h, hd));
+}
+
+}  // namespace
+
+bool forward_has_upgrade(const HttpHead& h) {
+  std::string_view v;
+  return http_head_get(h, "upgrade", &v) && !v.empty();
+}
+
+bool forward_upgrade_wanted(const HttpHead& h) {
+  if (h.major != 1 || h.minor != 1 || h.method == HTTP_CONNECT) return false;
+  std::string_view te;
+  if (h.chunked || h.content_length > 0 || http_head_get(h, "transfer-encoding", &te)) return false;
+  if (!forward_has_upgrade(h)) return false;
+  for (const HttpHeader& hd : h.headers)
+    if (http_iequals(http_head_name(h, hd), "connection") &&
+        http_list_has(http_head_value(h, hd), "upgrade"))
+      return true;
+  return false;
+}
+
+void forward_request_upgrade(std::string* out, const HttpHead& h) {
+  out->resize(out->size() - 2);  // the blank line comes again after the Upgrade lines
+  append_upgrade(out, h);
+  out->append("\r\n");
+}
+
+void forward_switching_head(std::string* out, const HttpHead& h) {
+  out->clear();
+  http_append_status_line(out, h.status);
+  http_append_forwarded(out, h, [](std::string_view name, const HttpHeader&) {
+    return http_is_framing(name);
+  });
+  append_upgrade(out, h);
   out->append("\r\n");
 }

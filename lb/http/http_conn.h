@@ -50,7 +50,6 @@ enum : int {
 // HTTP_E_PARSE with llhttp_get_errno(&c->parser) == HPE_PAUSED_H2_UPGRADE is the HTTP/2 connection
 // preface, parsed whole: the bytes after it stay in the buffer (see http_conn_set_raw).
 
-
 // --- Transport (TLS) --------------------------------------------------------------------------
 // Operations of a transport between the socket and the parser, called through a table so that the
 // HTTP layer's users without TLS (the replica, the load generator) never link OpenSSL. Set by
@@ -122,6 +121,7 @@ struct HttpConn {
   bool shut = false;      // our side's write half is shut (http_conn_shutdown)
   uint8_t event = 0;      // pending parser event (internal)
   bool after_pause = false;  // llhttp was resumed and may complete a message without input
+  uv_shutdown_t shutdown_req;  // http_conn_shutdown's
 
   // Timeouts in ms (0 = none). While a head is being read the deadline is header_timeout after its
   // first byte (slowloris); while idle between messages, idle_timeout; while the owner handles a message,
@@ -131,7 +131,6 @@ struct HttpConn {
   HttpServer* server = nullptr;  // set by http_server for the connections it accepted
   HttpConn* prev = nullptr;
   HttpConn* next = nullptr;
-  uv_shutdown_t shutdown_req;
 
   // --- Transport (TLS): null for plain TCP ---
   const HttpTransport* transport = nullptr;
