@@ -383,7 +383,13 @@ const char* tls_version(const HttpConn* c) {
   return tls_on(c) ? SSL_get_version(tls_of(c)->ssl) : "";
 }
 
-const char* tls_library_version() { return OpenSSL_version(OPENSSL_VERSION); }
+const char* tls_library_version() {
+#ifdef OPENSSL_VERSION_STRING
+  return OpenSSL_version(OPENSSL_VERSION_STRING);  // "3.0.19"
+#else
+  return OpenSSL_version(OPENSSL_VERSION);
+#endif
+}
 
 #else  // built without OpenSSL: TLS cannot be turned on
 
