@@ -320,6 +320,7 @@ void print_version() {
   printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
   printf("libcurl %s\n", curl && curl->version ? curl->version : "unknown");
   printf("jansson %s\n", jansson_version_str());
+  printf("openssl %s\n", tls_library_version());
 }
 
 Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err);

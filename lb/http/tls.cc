@@ -47,6 +47,10 @@ struct ThreadBufs {
   char* out = nullptr;
   size_t out_len = 0, out_cap = 0;
   char record[kRecordMax];
+  ~ThreadBufs() {  // the thread (a worker) ends
+    free(in);
+    free(out);
+  }
 };
 thread_local ThreadBufs t_bufs;
 
@@ -384,7 +388,13 @@ const char* tls_version(const HttpConn* c) {
   return tls_on(c) ? SSL_get_version(tls_of(c)->ssl) : "";
 }
 
-const char* tls_library_version() { return OpenSSL_version(OPENSSL_VERSION); }
+const char* tls_library_version() {
+#ifdef OPENSSL_VERSION_STRING
+  return OpenSSL_version(OPENSSL_VERSION_STRING);  // "3.0.19"
+#else
+  return OpenSSL_version(OPENSSL_VERSION);
+#endif
+}
 
 #else  // built without OpenSSL: TLS cannot be turned on
 

@@ -51,5 +51,5 @@ const char* tls_version(const HttpConn* c);
 // True when c is a TLS connection.
 bool tls_on(const HttpConn* c);
 
-// "OpenSSL 3.0.x ..." for --version; "none" without TLS support.
+// OpenSSL's version ("3.0.19") for --version; "none" without TLS support.
 const char* tls_library_version();
