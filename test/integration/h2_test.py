@@ -364,6 +364,8 @@ class Hostile(H2TestCase):
             pass
         c.run(lambda: c.goaway is not None, 15)
         self.assertEqual(c.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, lb.log())
+        harness.wait_until(lambda: "streams in a second: GOAWAY ENHANCE_YOUR_CALM" in lb.log(), 5.0,
+                           "the LB's own rapid reset cap (not nghttp2's) to say it acted")
         self.assertTrue(c.run(lambda: c.closed, 15))
         # No replica harmed: all three healthy, and each serves.
         rep = harness.request(lb.port, "GET", "/rep?verbose=1").json()["message"]
