@@ -44,6 +44,7 @@ struct H2Stream {
   bool has_host = false;
   bool req_ended = false;
   size_t unconsumed = 0;     // request DATA bytes not yet acknowledged to the client
+  uint64_t began = 0;        // loop time its HEADERS began (the header timeout while in head)
   std::string authority, cookie;
   H2Stream* prev = nullptr;
   H2Stream* next = nullptr;
@@ -301,6 +302,7 @@ int on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   }
   st->h = h;
   st->id = f->hd.stream_id;
+  st->began = uv_now(h->w->loop);
   st->next = h->streams;
   if (st->next) st->next->prev = st;
   h->streams = st;
@@ -454,12 +456,35 @@ int on_stream_close_ud(nghttp2_session* s, int32_t id, uint32_t, void* user) {
   return 0;
 }
 
+// The response went whole (END_STREAM sent) while the client has not ended its request: the rest
+// is not wanted (RFC 9113 §8.1: RST_STREAM NO_ERROR), so the stream closes rather than linger
+// half-open, holding a stream slot, until the client ends it.
+int on_frame_send(nghttp2_session* s, const nghttp2_frame* f, void*) {
+  if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
+      (f->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+    return 0;
+  auto* st = static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, f->hd.stream_id));
+  if (st != nullptr && !st->req_ended)
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
 void on_tick(uv_timer_t* t) {
   H2Conn* h = container_of(t, &H2Conn::tick);
   if (h->freed || h->hc->closing) return;
   uint64_t now = uv_now(h->w->loop);
   bool idle = h->nstreams == 0 && h->w->cfg->idle_timeout_ms > 0 &&
               now - h->idle_since >= h->w->cfg->idle_timeout_ms;
+  // A header block still incomplete after --header-timeout (slowloris over CONTINUATION): nothing
+  // else may come on the connection meanwhile, so the connection ends.
+  uint32_t header_ms = h->w->cfg->header_timeout_ms;
+  for (H2Stream* st = h->streams; st != nullptr && header_ms > 0; st = st->next) {
+    if (st->st == H2St::head && now - st->began >= header_ms) {
+      LOG_DEBUG("h2: %s: a request head took more than --header-timeout", h->peer_ip.c_str());
+      http_conn_close(h->hc);
+      return;
+    }
+  }
   if (!h->goaway && (h->w->stopping || idle)) {  // drain: streams in progress finish
     h->goaway = true;
     nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
@@ -494,6 +519,7 @@ H2Conn* h2_conn_new(Worker* w, HttpConn* hc, const std::string& peer_ip, bool tl
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close_ud);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_option* opt;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);  // acknowledged as the exchange takes it

@@ -331,6 +331,22 @@ class Hostile(H2TestCase):
         with rec._lock:
             self.assertEqual([r.target for r in rec.requests], ["/c"])
 
+    def test_complete_response_to_an_unfinished_request_closes_the_stream(self):
+        # The client never ends its request (its body goes upstream chunked, so the replica waits
+        # for it): the LB answers 408 at --body-timeout. The stream must not stay half-open after
+        # that (holding one of the 100 slots): RST_STREAM NO_ERROR follows the response.
+        lb = self.start_lb(self.start_replicas(), "--body-timeout", "500")
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/home", end=False)
+        c.streams[sid]["ended"] = False
+        self.assertTrue(c.run(lambda: c.streams[sid]["reset"] is not None, 15), c.streams[sid])
+        self.assertEqual(c.streams[sid]["status"], 408)
+        self.assertEqual(c.streams[sid]["reset"], h2.errors.ErrorCodes.NO_ERROR)
+        ok = c.request("GET", "/home")  # the connection goes on
+        self.assertTrue(c.run(c.all_done([ok]), 10))
+        self.assertEqual(c.streams[ok]["status"], 200)
+
     def test_header_list_over_the_limits_is_431(self):
         rec = Recorder(self)
         lb = self.start_lb([rec.address])
