@@ -112,15 +112,14 @@ def load(r, t):
     d = json.load(open(os.path.join(folder, f"{r}-{t}.json")))
     text = open(os.path.join(folder, f"{r}-{t}.txt")).read()
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
-    codes = re.search(r"status codes: (\d+) 2xx", text)
-    ok = int(m.group(4)) if m else 0
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
     rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", text)
     req_s = float(rate.group(1)) if rate else 0.0
     done = int(m.group(3)) if m else 0
     return {"req_s": req_s, "cpu_us": 1e6 * d["groups_cpu_s"]["lb"] / max(done, 1),
             "client_cpu": 100 * d["command_cpu_s"] / d["wall_s"], "others": d["others_cpu_pct"],
             "failed": (int(m.group(5)) + int(m.group(6))) if m else -1,
-            "non2xx": ok - int(codes.group(1)) if (m and codes) else -1}
+            "non2xx": sum(int(codes.group(i)) for i in (2, 3, 4)) if codes else -1}  # -1: no line
 print(f"h2load -t1 -c{conns} -m{streams}, {keys} URIs, {duration} s measured windows, "
       f"{rounds} rounds in rotating order; h2c (prior knowledge) to each LB, HTTP/1.1 keep-alive "
       f"to the same three replicas.\n")
