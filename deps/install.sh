@@ -11,6 +11,7 @@ build+=(libnghttp2-dev)  # HTTP/2 to clients (lb/data/h2_client.cc)
 test=(wrk apache2-utils curl gnuplot-nox prometheus chromium python3-websocket systemd)
 test+=(python3-h2)  # HTTP/2 hostile frames (test/integration/h2_test.py)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
+bench+=(nghttp2-client)  # h2load (bench/peers/h2.sh)
 docker=(docker.io docker-compose)
 # libFuzzer targets (test/fuzz): clang and its runtime libraries (libFuzzer, ASan, UBSan).
 fuzz=(clang-14 libclang-rt-14-dev)

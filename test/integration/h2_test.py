@@ -58,15 +58,17 @@ class H2Client:
     """A small HTTP/2 client over a plain socket (prior knowledge), driven by hand: every read is
     bounded by the deadline given to run()."""
 
-    def __init__(self, port, validate=True):
+    def __init__(self, port, validate=True, reads=True):
         self.sock = socket.create_connection((HOST, port), timeout=10)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
                                         validate_outbound_headers=validate,
                                         normalize_outbound_headers=validate)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
-        self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
-        self.conn.increment_flow_control_window(16 << 20)
+        self.reads = reads  # False: never acknowledges DATA (windows stay closed once used)
+        if reads:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+            self.conn.increment_flow_control_window(16 << 20)
         self.flush()
         self.streams = {}   # id -> {"status", "headers", "body", "done", "reset"}
         self.uploads = {}   # id -> bytes still to send
@@ -125,7 +127,8 @@ class H2Client:
             elif isinstance(ev, h2.events.DataReceived):
                 if s is not None:
                     s["body"] += ev.data
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                if self.reads:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded) and s is not None:
                 s["done"] = True
             elif isinstance(ev, h2.events.StreamReset) and s is not None:
@@ -276,6 +279,25 @@ class Streams(H2TestCase):
         self.assertEqual(c.goaway, h2.errors.ErrorCodes.NO_ERROR)
         code, _ = lb.stop(signal.SIGTERM, timeout=10)
         self.assertEqual(code, 0)
+
+
+class FlowControl(H2TestCase):
+    def test_client_that_does_not_read_keeps_lb_memory_bounded(self):
+        # 20 streams each ask for 64 MiB and the client never opens its windows again: the LB must
+        # stop reading the replicas (1.3 GB would otherwise pile up in it), and stay usable.
+        lb = self.start_lb(self.start_replicas())
+        before = harness.rss_kib(lb.pid)
+        c = H2Client(lb.port, reads=False)
+        self.addCleanup(c.close)
+        sids = [c.request("GET", f"/bytes?n={64 << 20}", [("x-request-id", f"big{i}")]) for i in range(20)]
+        c.run(lambda: False, 3.0)  # bounded: 3 s of the client reading nothing past its windows
+        grown = harness.rss_kib(lb.pid) - before
+        print(f"ringlb RSS grew {grown} KiB with 20 unread 64 MiB streams", file=sys.stderr)
+        self.assertLess(grown, 48 * 1024, "LB memory must stay bounded")
+        got = sum(len(c.streams[s]["body"]) for s in sids)
+        self.assertLessEqual(got, 20 * 65535 + 65535)  # no more than the client's windows allowed
+        resp = harness.request(lb.port, "GET", "/home")  # another client is served meanwhile
+        self.assertEqual(resp.status, 200)
 
 
 class Forwarded(H2TestCase):
