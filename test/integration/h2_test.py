@@ -17,6 +17,7 @@ plain socket for the frames curl would not send.
 
 No timing is asserted; every wait and request loop is bounded.
 """
+import json
 import os
 import re
 import select
@@ -279,6 +280,39 @@ class Streams(H2TestCase):
         self.assertEqual(c.goaway, h2.errors.ErrorCodes.NO_ERROR)
         code, _ = lb.stop(signal.SIGTERM, timeout=10)
         self.assertEqual(code, 0)
+
+
+class Accounting(H2TestCase):
+    def test_access_log_and_metrics_count_each_stream(self):
+        d = tempfile.TemporaryDirectory(prefix="ringlb-h2-")
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.name, "access.log")
+        lb = self.start_lb(self.start_replicas(), "--access-log", "json", "--access-log-file", path)
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sids = [c.request("GET", f"/home?s={i}", [("x-request-id", f"log-{i}")]) for i in range(10)]
+        self.assertTrue(c.run(c.all_done(sids), 15))
+
+        def lines():
+            with open(path) as f:
+                return [json.loads(x) for x in f if x.strip() and "log-" in x]
+        harness.wait_until(lambda: len(lines()) >= 10, 10.0, "10 access log lines")
+        got = sorted(lines(), key=lambda e: e["request_id"])
+        self.assertEqual(len(got), 10, got)
+        for e in got:
+            self.assertEqual(e["status"], 200, e)
+            self.assertEqual(e["method"], "GET")
+            self.assertTrue(e["replica"], e)
+        # ringlb_requests_total counts each stream as one request (the /metrics and /readyz
+        # requests of the harness come over HTTP/1.1 and are counted too: compare a delta).
+
+        def requests_total():
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            return int(float(re.search(r"^ringlb_requests_total(?:\{[^}]*\})? (\S+)$", text, re.M).group(1)))
+        n0 = requests_total()
+        sids = [c.request("GET", "/home", [("x-request-id", f"m-{i}")]) for i in range(25)]
+        self.assertTrue(c.run(c.all_done(sids), 15))
+        harness.wait_until(lambda: requests_total() - n0 >= 26, 10.0, "25 streams counted")
 
 
 class FlowControl(H2TestCase):
