@@ -21,7 +21,8 @@
 // client that does not read stops every stream. Memory per connection: its windows, its streams'
 // queues (each under the high-water mark plus one read) and nghttp2's own bounded state.
 //
-// Hostile input: SETTINGS_MAX_CONCURRENT_STREAMS 100 (more: REFUSED_STREAM), the request head's
+// Hostile input: SETTINGS_MAX_CONCURRENT_STREAMS 100 (a stream past it: GOAWAY PROTOCOL_ERROR from
+// nghttp2 once the client acknowledged the setting, REFUSED_STREAM before), the request head's
 // limits as for HTTP/1 (431), connection-specific headers and bad pseudo-headers refused by
 // nghttp2 (RST_STREAM PROTOCOL_ERROR, RFC 9113 §8.2.2, §8.3), and rapid reset: more than
 // kResetsPerSecond streams reset by the client within one second ends the connection with GOAWAY

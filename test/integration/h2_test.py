@@ -13,7 +13,11 @@ plain socket for the frames curl would not send.
   content-length goes chunked.
 - Hostile: a connection-specific header (RST_STREAM PROTOCOL_ERROR), a header list over the head
   limits (431), SETTINGS_MAX_CONCURRENT_STREAMS 100, a rapid reset flood (GOAWAY
-  ENHANCE_YOUR_CALM, every replica still healthy and serving).
+  ENHANCE_YOUR_CALM, every replica still healthy and serving), a 101st open stream (GOAWAY
+  PROTOCOL_ERROR), a complete response to a request still open (RST_STREAM NO_ERROR).
+- Flow control: a client that never opens its windows keeps the LB's memory bounded.
+- Each stream has its access log line and counts in ringlb_requests_total; SIGTERM drains (GOAWAY
+  NO_ERROR, the stream in progress finishes).
 
 No timing is asserted; every wait and request loop is bounded.
 """
@@ -402,6 +406,37 @@ class Hostile(H2TestCase):
         ok = c.request("GET", "/home")  # the connection goes on
         self.assertTrue(c.run(c.all_done([ok]), 10))
         self.assertEqual(c.streams[ok]["status"], 200)
+
+    def test_streams_over_the_concurrent_limit_end_the_connection(self):
+        lb = self.start_lb(self.start_replicas())
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        self.assertTrue(c.run(lambda: c.conn.remote_settings.max_concurrent_streams == 100, 10))
+        # Past the client library's own check: it believes the LB allows 1000.
+        c.conn.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+        c.conn.remote_settings.acknowledge()
+        # 101 requests that stay open (their bodies never end; the replicas wait for them): the
+        # 101st breaks the limit the client acknowledged, a connection error for nghttp2 (RFC 9113
+        # §5.1.2 allows a stream or a connection error): GOAWAY PROTOCOL_ERROR.
+        sids = [c.request("POST", "/sink", [("x-request-id", f"open-{i}")], end=False)
+                for i in range(101)]
+        self.assertTrue(c.run(lambda: c.goaway is not None, 15))
+        self.assertEqual(c.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertTrue(c.run(lambda: c.closed, 15))
+        for i in range(30):  # the LB and every replica still serve
+            self.assertEqual(harness.request(lb.port, "GET", "/home",
+                                             headers={"X-Request-Id": f"after-{i}"}).status, 200)
+        self.assertNotIn("strike", lb.log())
+        c2 = H2Client(lb.port)  # and 100 open streams are fine
+        self.addCleanup(c2.close)
+        sids = [c2.request("POST", "/sink", [("x-request-id", f"ok-{i}")], end=False) for i in range(100)]
+        c2.run(lambda: False, 0.5)
+        self.assertIsNone(c2.goaway)
+        for s_ in sids:
+            c2.conn.end_stream(s_)
+        c2.flush()
+        self.assertTrue(c2.run(c2.all_done(sids), 30))
+        self.assertEqual({c2.streams[s_]["status"] for s_ in sids}, {200})
 
     def test_header_list_over_the_limits_is_431(self):
         rec = Recorder(self)
