@@ -16,6 +16,8 @@ plain socket for the frames curl would not send.
   ENHANCE_YOUR_CALM, every replica still healthy and serving), a 101st open stream (GOAWAY
   PROTOCOL_ERROR), a complete response to a request still open (RST_STREAM NO_ERROR).
 - Flow control: a client that never opens its windows keeps the LB's memory bounded.
+- Timeouts: an h2 connection without a stream for --idle-timeout gets GOAWAY NO_ERROR and closes; a
+  header block never finished (no CONTINUATION) closes the connection at --header-timeout.
 - Each stream has its access log line and counts in ringlb_requests_total; SIGTERM drains (GOAWAY
   NO_ERROR, the stream in progress finishes).
 
@@ -437,6 +439,42 @@ class Hostile(H2TestCase):
         c2.flush()
         self.assertTrue(c2.run(c2.all_done(sids), 30))
         self.assertEqual({c2.streams[s_]["status"] for s_ in sids}, {200})
+
+    def test_idle_connection_gets_goaway_at_idle_timeout(self):
+        lb = self.start_lb(self.start_replicas(), "--idle-timeout", "500")
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/home")
+        self.assertTrue(c.run(c.all_done([sid]), 10))
+        self.assertTrue(c.run(lambda: c.closed, 15), "closed after --idle-timeout without a stream")
+        self.assertEqual(c.goaway, h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_header_block_never_finished_closes_at_header_timeout(self):
+        import hpack
+        import hyperframe.frame
+        lb = self.start_lb(self.start_replicas(), "--header-timeout", "500")
+        sock = socket.create_connection((HOST, lb.port), timeout=10)
+        self.addCleanup(sock.close)
+        f = hyperframe.frame.HeadersFrame(1)
+        f.data = hpack.Encoder().encode([(":method", "GET"), (":path", "/home"), (":scheme", "http"),
+                                         (":authority", "x")])
+        f.flags.add("END_STREAM")  # no END_HEADERS: a CONTINUATION is owed, and never comes
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hyperframe.frame.SettingsFrame(0).serialize()
+                     + f.serialize())
+        deadline = time.monotonic() + 15
+        closed = False
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([sock], [], [], 0.1)
+            if r:
+                try:
+                    if sock.recv(65536) == b"":
+                        closed = True
+                        break
+                except OSError:
+                    closed = True
+                    break
+        self.assertTrue(closed, "the LB closes a connection whose header block never ends")
+        self.assertEqual(harness.request(lb.port, "GET", "/home").status, 200)
 
     def test_header_list_over_the_limits_is_431(self):
         rec = Recorder(self)
