@@ -75,6 +75,10 @@ struct Provisioner {
   virtual const char* kind() const = 0;
   // false for the static pool: /add and /rm are refused with a clear 4xx.
   virtual bool can_scale() const { return true; }
+  // true when the engine restarts a dead replica itself, under the same instance id (swarm: a
+  // service's restart policy): the registry then never replaces it, but routes around it while it
+  // is dead and takes it back, same ring id, once it answers heartbeats again.
+  virtual bool heals_itself() const { return false; }
   // Starts replica spec. The instance is reachable (listening) or failed when cb runs. Readiness by
   // heartbeat is the registry's business.
   // Shared pools (docker, swarm) claim spec.ring_id through the engine before the replica runs, so
