@@ -35,7 +35,7 @@ void tick_within(Registry* reg, uint64_t delay_ms) {
 // 250 ms × 2^(k-2)): 250, 500, 1000 ms... A replica that had been healthy for kStableMs is
 // replaced at once and clears the count.
 void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
-  if (!reg->cfg->heal || !reg->prov->can_scale()) return;
+  if (!reg->cfg->heal || !reg->prov->can_scale() || reg->prov->heals_itself()) return;
   uint32_t& failures = reg->heal_failures[r->ring_id];
   bool stable = old == ReplicaState::healthy && now - r->state_since >= kStableMs;
   if (stable) {
@@ -371,7 +371,9 @@ void on_tick(uv_timer_t* t) {
                                                std::to_string(r->inst.port) + " within --start-timeout");
         break;
       case ReplicaState::dead:
-        if (reg->cfg->heal && r->counts && reg->prov->can_scale() && now >= reg->heal_after[r->ring_id])
+        // A provisioner that heals itself (swarm) brings it back under the same id: no replacement.
+        if (reg->cfg->heal && r->counts && reg->prov->can_scale() && !reg->prov->heals_itself() &&
+            now >= reg->heal_after[r->ring_id])
           replace(reg, r);
         break;
       case ReplicaState::draining:
@@ -483,8 +485,10 @@ void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
     r->hb_fail = 0;
     if (r->state == ReplicaState::starting || r->state == ReplicaState::dead) {
       // A dead replica that healing replaces ignores its heartbeats; one that no provisioner
-      // replaces (a static backend) comes back after --rise good ones.
-      if (r->state == ReplicaState::dead && cfg->heal && r->counts && r->reg->prov->can_scale())
+      // replaces (a static backend, a swarm task the engine restarted) comes back after --rise
+      // good ones.
+      if (r->state == ReplicaState::dead && cfg->heal && r->counts && r->reg->prov->can_scale() &&
+          !r->reg->prov->heals_itself())
         return;
       if (++r->hb_ok >= cfg->rise) set_state(r, ReplicaState::healthy, "heartbeat ok");
     }
