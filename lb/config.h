@@ -14,7 +14,7 @@
 #include "ring/ring.h"
 
 enum class HashKey : uint8_t { rid, path, ip, header, cookie };
-enum class ProvKind : uint8_t { process, docker, static_list };
+enum class ProvKind : uint8_t { process, docker, static_list, swarm };
 enum class HealName : uint8_t { random, same };
 
 // --retry-on: the upstream failure classes that may be retried on the next replica.
@@ -57,6 +57,11 @@ struct Config {
   std::vector<std::string> replica_cmd;
   uint64_t replica_nano_cpus = 0;
   uint64_t replica_memory = 0;
+  // Swarm (--provisioner swarm): the replica services' placement constraints ("node.role==worker")
+  // and the node labels their tasks spread over ("node.labels.zone"); empty: the engine's default
+  // (it spreads tasks over the nodes by their task count).
+  std::vector<std::string> swarm_constraints;
+  std::vector<std::string> swarm_spread;
   // Health checks (every provisioner): the path of the heartbeat GET.
   std::string health_path = "/heartbeat";
   // Ring and routing.

@@ -20,3 +20,24 @@ Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::st
   dc.memory = cfg.replica_memory;
   return prov_docker_create(loop, dc, err);
 }
+
+#include "lb/provision/swarm.h"
+
+// Creates the swarm provisioner (--provisioner swarm): the docker provisioner's options, plus the
+// placement of the replica services.
+Provisioner* make_swarm_provisioner(uv_loop_t* loop, const Config& cfg, std::string* err) {
+  ProvSwarmConfig sc;
+  sc.socket = cfg.docker_socket;
+  sc.image = cfg.replica_image;
+  sc.pool = cfg.pool;
+  sc.network = cfg.docker_network;
+  sc.port_min = cfg.port_min;
+  sc.port_max = cfg.port_max;
+  sc.env = cfg.replica_env;
+  sc.cmd = cfg.replica_cmd;
+  sc.nano_cpus = cfg.replica_nano_cpus;
+  sc.memory = cfg.replica_memory;
+  sc.constraints = cfg.swarm_constraints;
+  sc.spread = cfg.swarm_spread;
+  return prov_swarm_create(loop, sc, err);
+}
