@@ -24,6 +24,7 @@ Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -365,6 +366,27 @@ class TwoLbs(SwarmTestCase):
         for lb in (one, two):
             code, _ = lb.stop(signal.SIGTERM, timeout=20)
             self.assertEqual(code, 0, lb.log())
+
+
+class StackFile(unittest.TestCase):
+    def test_the_stack_file_parses_and_runs_the_lbs_on_managers_and_replicas_on_workers(self):
+        stack = harness.source_path("deploy", "ringlb-stack.yml")
+        try:
+            out = subprocess.run(["docker", "stack", "config", "-c", stack], capture_output=True,
+                                 text=True, timeout=30, env=dict(os.environ, ADMIN_TOKEN="t"))
+        except FileNotFoundError:
+            self.skipTest("no docker CLI")
+        if out.returncode != 0 and "config" in out.stderr and "unknown" in out.stderr.lower():
+            self.skipTest("this docker CLI has no `docker stack config`")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        text = out.stdout
+        for want in ("mode: global", "node.role == manager", "RINGLB_PROVISIONER: swarm",
+                     "RINGLB_SWARM_CONSTRAINT: node.role==worker", "driver: overlay",
+                     "target: /var/run/docker.sock", "RINGLB_DOCKER_NETWORK: ringlb-net"):
+            self.assertIn(want, text)
+        # Every RINGLB_ variable the stack sets is an option this ringlb knows.
+        for name in re.findall(r"RINGLB_([A-Z_]+):", text):
+            self.assertTrue(f"[RINGLB_{name}]" in _HELP, f"RINGLB_{name} is not an option of this ringlb")
 
 
 if __name__ == "__main__":
