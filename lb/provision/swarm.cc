@@ -530,8 +530,10 @@ static json_t* create_body(const ProvSwarm* p, const StartOp* op) {
   json_t* prefs = json_array();
   for (const std::string& label : p->cfg.spread)
     json_array_append_new(prefs, json_pack("{s:{s:s}}", "Spread", "SpreadDescriptor", label.c_str()));
+  // No alias: on an overlay network the service name resolves to the service's virtual IP, which
+  // stays while the service exists, so an address the LB resolved once still reaches the task the
+  // engine restarts (an alias would resolve to the task's own IP, which a restart changes).
   json_t* network = json_pack("{s:s}", "Target", p->cfg.network.c_str());
-  if (!p->host_mode) json_object_set_new(network, "Aliases", string_array({op->service}));
   json_t* task = json_pack(
       "{s:o, s:{s:o}, s:{s:s, s:I, s:i}, s:{s:o, s:o}, s:[o]}", "ContainerSpec", container,
       "Resources", "Limits", limits, "RestartPolicy", "Condition", "any", "Delay",

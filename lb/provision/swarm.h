@@ -18,7 +18,9 @@
 // port_max]; the task is constrained to the LB's own node (node.id==<it>), since 127.0.0.1 is only
 // reachable there. This is the one-node mode of the tests. Any other NAME is an overlay network
 // (attachable, created by the stack file or `docker network create -d overlay`): the task joins it
-// with its service name as alias and listens on 5000; the LB reaches it by the service name.
+// and listens on 5000; the LB reaches it by the service name, which resolves to the service's
+// virtual IP (EndpointSpec vip, the engine's default), stable while the service exists whichever
+// task runs behind it (the kernel's IPVS forwards it to the running task).
 //
 // start() answers once the service's task runs (Status.State running) and, on the host network,
 // accepts connections; a task the engine rejects (no such image) fails the start at once. A failed
