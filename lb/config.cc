@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -240,6 +241,18 @@ const std::vector<Option>& options() {
          if (v.empty() || v.size() > 63 || v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)
            return std::string("must be 1 to 63 of [A-Za-z0-9_.-]");
          c->pool = v;
+         return std::string();
+       }},
+      {"name-prefix", "PREFIX",
+       "engine names of replicas are PREFIX+name, so pools side by side do not collide; /rep shows "
+       "the plain name (default empty)",
+       [](Config* c, const std::string& v) {
+         // Names are [A-Za-z0-9][A-Za-z0-9_.-]{0,62}: prefix + any name stays a valid Docker name
+         // ([a-zA-Z0-9][a-zA-Z0-9_.-]+) when the prefix is empty or one itself.
+         if (!v.empty() && (v.size() > 63 || !isalnum(static_cast<unsigned char>(v[0])) ||
+                            v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos))
+           return std::string("must be empty or 1 to 63 of [A-Za-z0-9_.-] starting with a letter or digit");
+         c->name_prefix = v;
          return std::string();
        }},
       {"docker-socket", "PATH", "Docker engine socket (default: DOCKER_HOST=unix://... or /var/run/docker.sock)", STR(docker_socket)},

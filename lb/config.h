@@ -45,6 +45,10 @@ struct Config {
   std::vector<std::string> backends;  // static: HOST:PORT
   std::string replica_bin;            // process: default next to ringlb
   std::string pool = "ringlb";
+  // The engine's name of a replica is name_prefix + its name (docker, swarm), so pools side by side
+  // on one engine do not collide; /rep, logs and the admin API show the plain name. Empty: the
+  // engine name is the replica's name (`docker stop server2`).
+  std::string name_prefix;
   // Docker.
   std::string docker_socket;  // empty: $DOCKER_HOST (unix://) or /var/run/docker.sock
   std::string docker_network = "host";

@@ -11,6 +11,7 @@ Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::st
   dc.socket = cfg.docker_socket;
   dc.image = cfg.replica_image;
   dc.pool = cfg.pool;
+  dc.name_prefix = cfg.name_prefix;
   dc.network = cfg.docker_network;
   dc.port_min = cfg.port_min;
   dc.port_max = cfg.port_max;

@@ -19,15 +19,16 @@ the test passed or not (also when meson's timeout sends SIGTERM). Every loop is 
 time.
 
 Container names are global to the engine and these tests use the assignment's names (server1..3,
-S4, S5, S10, S11), so two runs on one machine (two worktrees) take turns: each holds an flock on
-/tmp/ringlb-lb-docker-test.lock while it runs (waiting at most 240 s for it).
+S4, S5, S10, S11): each test runs its LBs with --name-prefix "<its pool>." (issue 13), so the
+engine's names are unique to the test while /rep shows the plain names, and two runs on one machine
+(two worktrees) run at once without a lock. Each run takes its replica ports from a 100-port slice
+of 26000-26999 chosen by its pid (the LB also skips ports something listens on).
 
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. The replica
 image: RINGLB_TEST_IMAGE when set, else ringlb-replica:test built from this build's replica by
 lb/image.sh (as test_prov_docker does; Docker's cache makes the second build a no-op), so the order
 in which the two docker tests run does not matter.
 """
-import fcntl
 import json
 import os
 import random
@@ -49,7 +50,9 @@ RINGLB = harness.build_path("lb", "ringlb")
 IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
 RUN = f"ringlb-lbt-{os.getpid()}-{int(time.time())}"
 FOREIGN_LABEL = "ringlb-test.foreign"
-PORT_RANGE = "26000-26999"  # replica ports on 127.0.0.1; test_prov_docker uses 24000-24999
+# Replica ports on 127.0.0.1 (test_prov_docker uses 24000-24999): a slice of 26000-26999 per run.
+PORT_BASE = 26000 + (os.getpid() % 10) * 100
+PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 
 
 def containers(label):
@@ -112,9 +115,24 @@ class DockerLbTestCase(LbTestCase):
         self.addCleanup(remove_labelled, f"ringlb.pool={self.pool}")
         super().setUp()
 
-    def start_lb(self, *args, replicas=3, image=IMAGE, wait_ready=True):
+    @property
+    def prefix(self):
+        """The test's --name-prefix: the engine's name of replica NAME is prefix + NAME."""
+        return f"{self.pool}."
+
+    def ename(self, name):
+        return self.prefix + name
+
+    def plain(self, engine_name):
+        """The replica name of a container (its engine name without the test's prefix)."""
+        engine_name = engine_name.lstrip("/")
+        self.assertTrue(engine_name.startswith(self.prefix), engine_name)
+        return engine_name[len(self.prefix):]
+
+    def start_lb(self, *args, replicas=3, image=IMAGE, wait_ready=True, port_range=PORT_RANGE):
         argv = [RINGLB, "--provisioner", "docker", "--docker-network", "host",
-                "--pool", self.pool, "--replica-image", image, "--replica-port-range", PORT_RANGE,
+                "--pool", self.pool, "--name-prefix", self.prefix,
+                "--replica-image", image, "--replica-port-range", port_range,
                 "--listen", f"{HOST}:{{port}}", "--replicas", str(replicas), "--log-level", "info",
                 *args]
         lb = harness.start(self, argv, ready_timeout=10.0)
@@ -150,7 +168,7 @@ class DockerLbTestCase(LbTestCase):
         out = {}
         for c in self.pool_containers():
             self.assertEqual(c["State"], "running", c)
-            out[c["Names"][0].lstrip("/")] = c
+            out[self.plain(c["Names"][0])] = c
         return out
 
     def assert_containers_match(self, lb):
@@ -176,7 +194,7 @@ class DockerLbTestCase(LbTestCase):
         want = sorted(names)
 
         def match():
-            got = {c["Names"][0].lstrip("/"): c for c in self.pool_containers()}
+            got = {self.plain(c["Names"][0]): c for c in self.pool_containers()}
             return got if sorted(got) == want else None
         return harness.wait_until(match, timeout, f"the pool's containers to be {want}", 0.1)
 
@@ -191,7 +209,8 @@ class DockerLbTestCase(LbTestCase):
         if isinstance(body, dict):  # exactly one event parses as one JSON document
             body = json.dumps(body)
         lines = (body or "").splitlines() if isinstance(body, str) else []
-        return [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in map(json.loads, lines)]
+        return [(e["Action"], self.plain(e["Actor"]["Attributes"]["name"]))
+                for e in map(json.loads, lines)]
 
     def wait_rolled_back(self, since, creates, timeout=10.0):
         """Until the engine has created and destroyed `creates` containers of the pool since
@@ -295,7 +314,7 @@ class Containers(DockerLbTestCase):
         # A name held by a foreign container fails its /add at once (409) while the other four
         # replicas of that /add are still being created and started; SIGTERM comes right after.
         taken = f"{self.pool}-held"
-        status, created = engine("POST", f"/containers/create?name={taken}",
+        status, created = engine("POST", f"/containers/create?name={self.ename(taken)}",
                                  {"Image": IMAGE, "Labels": {FOREIGN_LABEL: self.pool},
                                   "HostConfig": {"NetworkMode": "host"}})
         self.assertEqual(status, 201, created)
@@ -303,7 +322,7 @@ class Containers(DockerLbTestCase):
         resp = harness.request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
         self.assertEqual(resp.status, 409, resp)
         self.assert_clean_stop(lb)
-        self.assertEqual(inspect(taken)["Id"], created["Id"])
+        self.assertEqual(inspect(self.ename(taken))["Id"], created["Id"])
 
 
 class Failures(DockerLbTestCase):
@@ -327,7 +346,7 @@ class Failures(DockerLbTestCase):
 
     def test_name_taken_by_a_foreign_container_is_4xx_and_left_alone(self):
         taken = f"{self.pool}-taken"
-        status, created = engine("POST", f"/containers/create?name={taken}",
+        status, created = engine("POST", f"/containers/create?name={self.ename(taken)}",
                                  {"Image": IMAGE, "Labels": {FOREIGN_LABEL: self.pool},
                                   "HostConfig": {"NetworkMode": "host"}})
         self.assertEqual(status, 201, created)
@@ -354,14 +373,14 @@ class Failures(DockerLbTestCase):
                 events = self.wait_rolled_back(since, creates)
                 self.assertNotIn(taken, [n for _, n in events])
                 self.assertEqual(sorted(self.running_by_name()), sorted(before))
-                c = inspect(taken)
+                c = inspect(self.ename(taken))
                 self.assertIsNotNone(c, "the foreign container was removed")
                 self.assertEqual(c["Id"], foreign_id)
                 self.assertEqual(c["State"]["Status"], "created")
                 self.assertEqual(c["Config"]["Labels"], {FOREIGN_LABEL: self.pool})
         self.assertEqual(self.assert_containers_match(lb).keys(), before.keys())
         self.assert_clean_stop(lb)
-        self.assertEqual(inspect(taken)["Id"], foreign_id, "ringlb's stop removed the foreign one")
+        self.assertEqual(inspect(self.ename(taken))["Id"], foreign_id, "ringlb's stop removed the foreign one")
 
 
 class Restart(DockerLbTestCase):
@@ -469,21 +488,6 @@ def engine_answers():
         return False, f"{docker_socket()}: {e}"
 
 
-def take_turn(timeout=240.0):
-    """Waits, bounded, until no other run of this file on this machine is running; returns the
-    open lock file, which holds the lock until the process exits."""
-    lock = open("/tmp/ringlb-lb-docker-test.lock", "a")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                sys.exit(f"lb_docker_test: another run still holds {lock.name} after {timeout} s")
-            time.sleep(0.2)
-
-
 def build_image():
     """ringlb-replica:test from this build's replica (no-op when RINGLB_TEST_IMAGE is set)."""
     if os.environ.get("RINGLB_TEST_IMAGE"):
@@ -504,7 +508,6 @@ if __name__ == "__main__":
                   file=sys.stderr)
             sys.exit(1)
         sys.exit(77)
-    _lock = take_turn()
     build_image()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
