@@ -31,6 +31,7 @@ Provisioner* make_swarm_provisioner(uv_loop_t* loop, const Config& cfg, std::str
   sc.socket = cfg.docker_socket;
   sc.image = cfg.replica_image;
   sc.pool = cfg.pool;
+  sc.name_prefix = cfg.name_prefix;
   sc.network = cfg.docker_network;
   sc.port_min = cfg.port_min;
   sc.port_max = cfg.port_max;

@@ -31,6 +31,9 @@ static const uint16_t kOverlayPort = 5000;
 static const int kTaskPollMs = 100;     // between task lists while a start waits for its task
 static const int kProbeIntervalMs = 20;  // between connects while a host-network task comes up
 static const int kResyncDelayMs = 50;   // service events within this are one re-list
+// A re-list this long after the last, whatever the events said: the engine drops events for a slow
+// reader, and a stream that reconnects may have missed some.
+static const int kResyncPeriodMs = 10000;
 static const size_t kQuietMax = 512;
 static const int kEventsRetryMaxMs = 30000;
 
@@ -71,9 +74,15 @@ struct ProvSwarm final : Provisioner {
   uv_timer_t resync;  // a re-list of the pool's services after service events; data = this
   bool resync_running = false;
   bool resync_again = false;
+  // list() has answered: re-lists compare with what the registry adopted. Before it, a re-list
+  // would report the pool's services as other LBs' (on_appear) instead of letting list adopt them.
+  bool listed = false;
   std::set<uint16_t> ports_used;
   uint16_t next_port = 0;
   std::map<std::string, StartOp*> starting;  // by service id
+  // Replica names of starts not yet answered, also before the create's answer gave their service
+  // id: a re-list in that moment must not report our own new service as another LB's.
+  std::map<std::string, int> starting_names;
   // The pool's services this LB's registry knows (started, adopted, or reported by on_appear),
   // by service id: what a re-list is compared with.
   std::map<std::string, ReplicaInstance> members;
@@ -327,6 +336,8 @@ static void on_op_timer_closed(uv_handle_t* h) {
 
 static void op_deliver(StartOp* op) {
   if (!op->inst.id.empty()) op->p->starting.erase(op->inst.id);
+  auto it = op->p->starting_names.find(op->spec.name);
+  if (it != op->p->starting_names.end() && --it->second == 0) op->p->starting_names.erase(it);
   uv_close(reinterpret_cast<uv_handle_t*>(&op->timer), on_op_timer_closed);
 }
 
@@ -619,6 +630,7 @@ void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
   op->inst.port = host_mode ? 0 : kOverlayPort;
   uv_timer_init(loop, &op->timer);
   op->timer.data = op;
+  starting_names[spec.name]++;
   op->deadline = uv_now(loop) + cfg.ready_timeout_ms;
   if (closing) return op_end(op, -ECANCELED, "the swarm provisioner is closing");
   if (!valid_name(op->service))
@@ -765,6 +777,7 @@ static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
     }
     cb(0, "", running);
   }
+  p->listed = true;
   p->ops--;
   maybe_close_api(p);
 }
@@ -779,6 +792,7 @@ void ProvSwarm::list(ProvListCb cb) {
 // ---- re-list after service events: replicas other LBs of the pool added or removed ----
 
 static void resync_run(ProvSwarm* p);
+static void on_resync_timer(uv_timer_t* t);
 
 static void on_resynced(ProvSwarm* p, const DockerReply& r) {
   p->resync_running = false;
@@ -789,7 +803,9 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
     for (const ReplicaInstance& inst : pool_winners(p, arr, nullptr, nullptr, nullptr))
       listed[inst.id] = inst;
     for (auto& kv : listed) {
-      if (p->members.count(kv.first) || p->starting.count(kv.first) || p->quiet.count(kv.first)) continue;
+      if (p->members.count(kv.first) || p->starting.count(kv.first) || p->quiet.count(kv.first) ||
+          p->starting_names.count(kv.second.name))
+        continue;
       if (p->host_mode) p->ports_used.insert(kv.second.port);
       p->members[kv.first] = kv.second;
       LOG_INFO("swarm: replica %s (service %s, ring id %u) appeared in pool %s",
@@ -815,11 +831,17 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
   if (p->resync_again && !p->closing) {
     p->resync_again = false;
     resync_run(p);
+  } else if (!p->closing && !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->resync))) {
+    uv_timer_start(&p->resync, on_resync_timer, kResyncPeriodMs, 0);
   }
   maybe_close_api(p);
 }
 
 static void resync_run(ProvSwarm* p) {
+  if (!p->listed) {  // list() is in flight: it is the fresh view; look again after it
+    uv_timer_start(&p->resync, on_resync_timer, kResyncDelayMs, 0);
+    return;
+  }
   if (p->resync_running) {
     p->resync_again = true;
     return;
@@ -867,7 +889,8 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
 // the pool, debounced.
 static void on_service_event(ProvSwarm* p, const std::string&) {
   p->events_retry_ms = 1000;
-  if (!p->closing && !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->resync)))
+  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&p->resync);
+  if (!p->closing && (!uv_is_active(h) || uv_timer_get_due_in(&p->resync) > kResyncDelayMs))
     uv_timer_start(&p->resync, on_resync_timer, kResyncDelayMs, 0);
 }
 
