@@ -363,7 +363,45 @@ class TwoLbs(SwarmTestCase):
         harness.wait_until(lambda: "a1" not in self.names(one), 5.0, "the other LB to drop a1", 0.02)
         self.wait_services(["server1", "server2", "server3", "a2"])
         self.assertEqual(self.route(one, rids), self.route(two, rids))
-        for lb in (one, two):
+
+        # Both LBs /add at once: the ring ids are claimed through the engine, so no two services
+        # share one, and both LBs end up with the same members and routes.
+        answers = {}
+
+        def add(lb, names):
+            answers[lb.port] = harness.request(lb.port, "POST", "/add", body={"n": 2, "hostnames": names})
+        adders = [threading.Thread(target=add, args=(one, ["b1", "b2"])),
+                  threading.Thread(target=add, args=(two, ["c1", "c2"]))]
+        for t in adders:
+            t.start()
+        for t in adders:
+            t.join(60)
+        for port, resp in answers.items():
+            self.assertEqual(resp.status, 200, resp)
+        everyone = ["server1", "server2", "server3", "a2", "b1", "b2", "c1", "c2"]
+        by_name = self.wait_services(everyone)
+        ring_ids = [s["Spec"]["Labels"]["ringlb.ring-id"] for s in by_name.values()]
+        self.assertEqual(len(set(ring_ids)), len(ring_ids), ring_ids)
+        self.wait_ready(one, 8, timeout=10)
+        self.wait_ready(two, 8, timeout=10)
+        self.assertEqual({d["name"]: d["ring_id"] for d in self.details(one)},
+                         {d["name"]: d["ring_id"] for d in self.details(two)})
+        routes = self.route(one, rids)
+        self.assertEqual(self.route(two, rids), routes)
+
+        # One LB SIGKILLed: the other goes on serving, and its /add and /rm work.
+        one.kill()
+        self.assertEqual(self.route(two, rids), routes)
+        resp = harness.request(two.port, "POST", "/add", body={"n": 1, "hostnames": ["d1"]})
+        self.assertEqual(resp.status, 200, resp)
+        resp = harness.request(two.port, "DELETE", "/rm", body={"n": 1, "hostnames": ["d1"]})
+        self.assertEqual(resp.status, 200, resp)
+        self.wait_services(everyone)
+        # Its restart adopts the pool: no key moved.
+        again = self.start_lb("--on-exit", "keep", wait_ready=False)
+        self.wait_ready(again, 8)
+        self.assertEqual(self.route(again, rids), routes, "keys moved")
+        for lb in (two, again):
             code, _ = lb.stop(signal.SIGTERM, timeout=20)
             self.assertEqual(code, 0, lb.log())
 
