@@ -95,6 +95,13 @@ def running_task_container(service_id):
     return None, None
 
 
+def admin(port, method, path, body=None, timeout=300):
+    """One admin request with room for a large /add (benchlib's waits 5 s): (status, JSON)."""
+    with harness.Connection(port, timeout=timeout) as conn:
+        resp = conn.request(method, path, body=body)
+    return resp.status, resp.json()
+
+
 def details(port):
     return {d["name"]: d for d in benchlib.rep_details(port)}
 
@@ -147,14 +154,14 @@ def measure_adds(lbs, rounds, sizes):
         for n in sizes:
             for kind, (lb, pool) in lbs.items():
                 t0 = time.monotonic()
-                status, body = benchlib.admin(lb.port, "POST", "/add", {"n": n})
+                status, body = admin(lb.port, "POST", "/add", {"n": n})
                 add_s = time.monotonic() - t0
                 if status != 200:
                     raise RuntimeError(f"{kind} /add {n}: {status} {body}")
                 names = [d for d in details(lb.port)]
                 out[kind][n].append(add_s)
                 print(f"round {r + 1} {kind:6} /add {n:2}: {add_s * 1000:7.0f} ms", flush=True)
-                status, body = benchlib.admin(lb.port, "DELETE", "/rm", {"n": n, "hostnames": names})
+                status, body = admin(lb.port, "DELETE", "/rm", {"n": n, "hostnames": names})
                 if status != 200:
                     raise RuntimeError(f"{kind} /rm: {status} {body}")
                 harness.wait_until(lambda: not pool_objects(kind, pool), 120, f"{kind}: the pool emptied", 0.2)

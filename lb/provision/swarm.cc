@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <set>
@@ -78,7 +79,6 @@ struct ProvSwarm final : Provisioner {
   // would report the pool's services as other LBs' (on_appear) instead of letting list adopt them.
   bool listed = false;
   std::set<uint16_t> ports_used;
-  uint16_t next_port = 0;
   std::map<std::string, StartOp*> starting;  // by service id
   // Replica names of starts not yet answered, also before the create's answer gave their service
   // id: a re-list in that moment must not report our own new service as another LB's.
@@ -172,17 +172,26 @@ static bool port_bindable(uint16_t port) {
   return ok;
 }
 
-// The next free port of the range (not labelled on a service of the pool, bindable now), round
-// robin; 0 when none is.
-static uint16_t port_reserve(ProvSwarm* p) {
+// A free port of the range (not labelled on a service of the pool, bindable now) for ring id
+// ring_id; 0 when none is. Ports follow ring ids, which the engine keeps unique in the pool (the
+// claim), so two LBs of one pool that start replicas at the same moment do not pick one port: the
+// range is cut in 8 generations of span/8 ports, and ring id k takes its port of the first
+// generation that is free (a replica of id k that still drains after /rm holds the first, so its
+// successor takes the second). Only when all 8 are taken does it scan the range.
+static uint16_t port_reserve(ProvSwarm* p, uint32_t ring_id) {
   uint32_t span = static_cast<uint32_t>(p->cfg.port_max) - p->cfg.port_min + 1;
-  for (uint32_t i = 0; i < span; i++) {
-    uint16_t port = p->next_port;
-    p->next_port = port >= p->cfg.port_max ? p->cfg.port_min : port + 1;
-    if (p->ports_used.count(port) || !port_bindable(port)) continue;
+  uint32_t gen = span >= 8 ? span / 8 : span;
+  uint32_t k = ring_id > 0 ? (ring_id - 1) % gen : 0;
+  auto take = [p](uint32_t offset) -> uint16_t {
+    uint16_t port = static_cast<uint16_t>(p->cfg.port_min + offset);
+    if (p->ports_used.count(port) || !port_bindable(port)) return 0;
     p->ports_used.insert(port);
     return port;
-  }
+  };
+  for (uint32_t g = 0; g < 8 && k + g * gen < span; g++)
+    if (uint16_t port = take(k + g * gen)) return port;
+  for (uint32_t i = 0; i < span; i++)
+    if (uint16_t port = take((k + i) % span)) return port;
   return 0;
 }
 
@@ -234,6 +243,27 @@ static std::string created_key(json_t* svc) {
   return whole + "." + frac + " " + json_str(svc, "ID");
 }
 
+// Spec.Mode.Replicated.Replicas: 0 while the service's ring id claim is being checked (start
+// creates it without a task, so a service that loses its claim never runs one), 1 afterwards.
+static json_int_t task_count(json_t* svc) {
+  return json_integer_value(json_object_get(
+      json_object_get(json_object_get(json_object_get(svc, "Spec"), "Mode"), "Replicated"), "Replicas"));
+}
+
+// A service still without a task this long after its creation: its LB stopped between the create
+// and the claim's outcome. It holds no claim, and list() removes it.
+static const int kClaimStaleS = 60;
+
+static bool stale_claim(json_t* svc) {
+  if (task_count(svc) != 0) return false;
+  time_t t = time(nullptr) - kClaimStaleS;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[40];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000000000", &tm);
+  return created_key(svc) < std::string(buf);
+}
+
 static bool draining(json_t* svc) {
   return json_object_get(json_object_get(json_object_get(svc, "Spec"), "Labels"), kLabelDraining) != nullptr;
 }
@@ -266,6 +296,40 @@ static bool service_instance(const ProvSwarm* p, json_t* svc, ReplicaInstance* i
   return true;
 }
 
+// Updates service id: reads its Spec and version, lets mutate change the Spec, and posts it at that
+// version (the engine wants the whole Spec). A race with another update ("update out of sequence",
+// HTTP 500) is read and tried again, tries times in all. done("") on success, else why not.
+using SpecMutate = std::function<void(json_t* spec)>;
+using SpecDone = std::function<void(const std::string& err)>;
+
+static void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done);
+
+static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done,
+                         const DockerReply& r) {
+  json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  json_t* spec = json_object_get(j, "Spec");
+  json_int_t version = json_integer_value(json_object_get(json_object_get(j, "Version"), "Index"));
+  if (!json_is_object(spec) || p->closing) {
+    if (j) json_decref(j);
+    return done(p->closing ? "the provisioner is closing" : docker_error_message(r));
+  }
+  mutate(spec);
+  docker_api_call(p->api, "POST",
+                  "/services/" + docker_url_escape(id) + "/update?version=" + std::to_string(version), spec,
+                  p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& rr) {
+                    if (rr.status == 0 && rr.http_status == 200) return done("");
+                    if (tries > 1 && rr.status == 0 && rr.http_status == 500)
+                      return spec_update(p, id, mutate, tries - 1, done);
+                    done(docker_error_message(rr));
+                  });
+  json_decref(j);
+}
+
+static void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done) {
+  docker_api_call(p->api, "GET", "/services/" + docker_url_escape(id), nullptr, p->cfg.call_timeout_ms,
+                  [p, id, mutate, tries, done](const DockerReply& r) { on_spec_read(p, id, mutate, tries, done, r); });
+}
+
 static std::string services_path(const ProvSwarm* p) {
   return "/services?filters=" + filter_query(json_pack("{s:[s]}", "label", pool_label(p).c_str()));
 }
@@ -273,7 +337,9 @@ static std::string services_path(const ProvSwarm* p) {
 // The services of arr that are replicas of the pool (not draining), one per ring id: the one the
 // manager created first holds it (the claim every LB of the pool reads alike). *losers gets the
 // ids of services that lost their claim, *bad those whose labels do not make a replica.
-static std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr,
+// with_unscaled: services still without a task (a claim being checked) take part, as they do in
+// a claim check; elsewhere only services with their task are replicas.
+static std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool with_unscaled,
                                                  std::vector<std::string>* losers,
                                                  std::vector<std::string>* bad,
                                                  std::vector<std::string>* drained) {
@@ -289,6 +355,13 @@ static std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr
     if (draining(svc)) {
       if (drained) drained->push_back(inst.id);
       continue;
+    }
+    if (task_count(svc) == 0) {
+      if (stale_claim(svc)) {
+        if (bad) bad->push_back(inst.id);
+        continue;
+      }
+      if (!with_unscaled) continue;
     }
     std::string key = created_key(svc);
     auto it = by_id.find(inst.ring_id);
@@ -481,7 +554,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
     int st = reply_failure(r, "cannot check the ring id claim of replica " + op->spec.name, &err);
     return op_end(op, st == 0 || st == -ENOENT ? -EIO : st, err);
   }
-  std::vector<ReplicaInstance> winners = pool_winners(p, arr, nullptr, nullptr, nullptr);
+  std::vector<ReplicaInstance> winners = pool_winners(p, arr, true, nullptr, nullptr, nullptr);
   json_decref(arr);
   for (const ReplicaInstance& w : winners) {
     if (w.ring_id == op->spec.ring_id && w.id != op->inst.id)
@@ -489,7 +562,17 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
                     "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
                         " is held by replica " + w.name + " (service " + short_id(w.id) + ")");
   }
-  poll_tasks(op);
+  // The claim holds: now the service gets its task.
+  spec_update(p, op->inst.id,
+              [](json_t* spec) {
+                json_object_set_new(spec, "Mode", json_pack("{s:{s:i}}", "Replicated", "Replicas", 1));
+              },
+              3, [op](const std::string& err) {
+                if (op->p->closing) return op_end(op, -ECANCELED, "");
+                if (!err.empty())
+                  return op_end(op, -EIO, "cannot give service " + op->service + " its task: Docker says \"" + err + "\"");
+                poll_tasks(op);
+              });
 }
 
 static void claim_check(StartOp* op) {
@@ -551,7 +634,7 @@ static json_t* create_body(const ProvSwarm* p, const StartOp* op) {
       static_cast<json_int_t>(p->cfg.restart_delay_ms) * 1000000, "MaxAttempts", 0, "Placement",
       "Constraints", string_array(constraints), "Preferences", prefs, "Networks", network);
   return json_pack("{s:s, s:o, s:o, s:{s:{s:i}}}", "Name", op->service.c_str(), "Labels",
-                   pool_labels(p, op), "TaskTemplate", task, "Mode", "Replicated", "Replicas", 1);
+                   pool_labels(p, op), "TaskTemplate", task, "Mode", "Replicated", "Replicas", 0);
 }
 
 // A 409: says who holds the name (a service of this pool, or another one).
@@ -637,7 +720,7 @@ void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
     return op_end(op, -EINVAL,
                   "invalid service name \"" + op->service +
                       "\": use 2 to 63 of A-Z a-z 0-9 _ . -, starting with a letter or digit");
-  if (host_mode && (op->inst.port = port_reserve(this)) == 0)
+  if (host_mode && (op->inst.port = port_reserve(this, spec.ring_id)) == 0)
     return op_end(op, -EADDRINUSE,
                   "no free port for replica " + spec.name + " in " + std::to_string(cfg.port_min) +
                       "-" + std::to_string(cfg.port_max));
@@ -683,41 +766,7 @@ void ProvSwarm::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 // now (on_gone) rather than when the service is removed. A service cannot be renamed: it keeps its
 // name until stop() removes it, and an /add of the same name waits for that (the registry's name
 // hold), so cb always reports that the name is not free yet. The label is a service update
-// (Spec.Labels: the task is not redeployed) at the version just read; a race with another update
-// is tried again once.
-static void draining_mark(ProvSwarm* p, const std::string& id, int tries, std::function<void(const std::string&)> done);
-
-static void on_draining_read(ProvSwarm* p, const std::string& id, int tries,
-                             std::function<void(const std::string&)> done, const DockerReply& r) {
-  json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  json_t* spec = json_object_get(j, "Spec");
-  json_int_t version = json_integer_value(json_object_get(json_object_get(j, "Version"), "Index"));
-  if (!json_is_object(spec) || p->closing) {
-    if (j) json_decref(j);
-    return done(p->closing ? "the provisioner is closing" : docker_error_message(r));
-  }
-  json_t* labels = json_object_get(spec, "Labels");
-  if (!json_is_object(labels)) {
-    labels = json_object();
-    json_object_set_new(spec, "Labels", labels);
-  }
-  json_object_set_new(labels, kLabelDraining, json_string("1"));
-  docker_api_call(p->api, "POST",
-                  "/services/" + docker_url_escape(id) + "/update?version=" + std::to_string(version), spec,
-                  p->cfg.call_timeout_ms, [p, id, tries, done](const DockerReply& rr) {
-                    if (rr.status == 0 && rr.http_status == 200) return done("");
-                    if (tries > 1 && rr.status == 0 && rr.http_status == 500)  // out of sequence
-                      return draining_mark(p, id, tries - 1, done);
-                    done(docker_error_message(rr));
-                  });
-  json_decref(j);
-}
-
-static void draining_mark(ProvSwarm* p, const std::string& id, int tries, std::function<void(const std::string&)> done) {
-  docker_api_call(p->api, "GET", "/services/" + docker_url_escape(id), nullptr, p->cfg.call_timeout_ms,
-                  [p, id, tries, done](const DockerReply& r) { on_draining_read(p, id, tries, done, r); });
-}
-
+// (Spec.Labels: the task is not redeployed).
 bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string service = cfg.name_prefix + inst.name;
   if (closing || inst.id.empty()) {
@@ -727,7 +776,14 @@ bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   ops++;
   members.erase(inst.id);
   quiet_add(this, inst.id);  // its end is ours from now on
-  draining_mark(this, inst.id, 2, [this, cb, service](const std::string& err) {
+  spec_update(this, inst.id, [](json_t* spec) {
+    json_t* labels = json_object_get(spec, "Labels");
+    if (!json_is_object(labels)) {
+      labels = json_object();
+      json_object_set_new(spec, "Labels", labels);
+    }
+    json_object_set_new(labels, kLabelDraining, json_string("1"));
+  }, 2, [this, cb, service](const std::string& err) {
     if (!err.empty())
       LOG_WARN("swarm: cannot label service %s as draining (%s): other LBs of the pool take it out "
                "only once it is removed", service.c_str(), err.c_str());
@@ -752,7 +808,7 @@ static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
   } else {
     // Losers of a ring id claim are left alone: the LB that made one removes it itself.
     std::vector<std::string> bad, drained;
-    std::vector<ReplicaInstance> running = pool_winners(p, arr, nullptr, &bad, &drained);
+    std::vector<ReplicaInstance> running = pool_winners(p, arr, false, nullptr, &bad, &drained);
     json_decref(arr);
     for (const std::string& id : bad) {
       LOG_INFO("swarm: removing service %s of pool %s: its labels do not make a replica",
@@ -800,7 +856,7 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
   json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (json_is_array(arr) && !p->closing) {
     std::map<std::string, ReplicaInstance> listed;
-    for (const ReplicaInstance& inst : pool_winners(p, arr, nullptr, nullptr, nullptr))
+    for (const ReplicaInstance& inst : pool_winners(p, arr, false, nullptr, nullptr, nullptr))
       listed[inst.id] = inst;
     for (auto& kv : listed) {
       if (p->members.count(kv.first) || p->starting.count(kv.first) || p->quiet.count(kv.first) ||
@@ -1038,7 +1094,6 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
   p->api = api;
   p->host_mode = host_mode;
   p->node_id = node_id;
-  p->next_port = cfg.port_min;
   uv_timer_init(loop, &p->events_retry);
   p->events_retry.data = p;
   uv_timer_init(loop, &p->resync);
