@@ -139,7 +139,8 @@ def start_event(service_id, since):
 def start_lb(procs, kind, pool, replicas):
     argv = [benchlib.binary("lb", "ringlb"), "--provisioner", kind, "--docker-network", "host",
             "--pool", pool, "--replica-image", IMAGE, "--replica-port-range", PORTS[kind],
-            "--listen", f"{HOST}:{{port}}", "--replicas", str(replicas), "--log-level", "info"]
+            "--listen", f"{HOST}:{{port}}", "--replicas", str(replicas), "--log-level", "info",
+            "--start-timeout", "120000"]  # 20 services at once take longer than the default 10 s
     lb = procs.start(argv, ready_timeout=15.0)
     procs.callback(remove_pool, kind, pool)
     procs.callback(lambda: lb.running() and lb.stop(signal.SIGTERM, timeout=30))

@@ -41,5 +41,8 @@ Provisioner* make_swarm_provisioner(uv_loop_t* loop, const Config& cfg, std::str
   sc.memory = cfg.replica_memory;
   sc.constraints = cfg.swarm_constraints;
   sc.spread = cfg.swarm_spread;
+  // The registry gives up on a replica without a heartbeat after --start-timeout; the provisioner
+  // waits for its task no longer than that.
+  sc.ready_timeout_ms = static_cast<int>(cfg.start_timeout_ms);
   return prov_swarm_create(loop, sc, err);
 }

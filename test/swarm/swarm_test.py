@@ -280,9 +280,10 @@ class Healing(SwarmTestCase):
             done += 1
             if i > 200 and i % 50 == 0 and not dead_seen:
                 dead_seen = any(d["name"] == victim and d["state"] == "dead" for d in self.details(lb))
-            if dead_seen and i % 50 == 0 and running_task(service["ID"]) is not None and \
-                    running_task(service["ID"])["ID"] != old_task["ID"]:
-                break
+            if dead_seen and i % 50 == 0:
+                task = running_task(service["ID"])
+                if task is not None and task["ID"] != old_task["ID"]:
+                    break
         conn.close()
         killer.join(30)
         self.assertEqual(killed["reply"][0], 204, killed)
