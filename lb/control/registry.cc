@@ -256,6 +256,7 @@ void start_instance(Replica* r) {
                        r->start_status = status;
                        set_state(r, ReplicaState::dead, error);
                      } else {
+                       reg->appeared.erase(r->ring_id);  // this start won the id: none can be
                        replica_attach(r, inst);
                      }
                      replica_unref(r);
@@ -498,7 +499,8 @@ void on_appear(Registry* reg, const ReplicaInstance& inst) {
 void on_gone_elsewhere(Registry* reg, const std::string& id, const std::string& cause) {
   if (reg->closing) return;
   for (Replica* r : reg->replicas) {
-    if (r->inst.id != id || r->removed || r->state == ReplicaState::draining) continue;
+    // A replica of an /add still in progress here is left to that /add (its stop fails it).
+    if (r->inst.id != id || r->removed || !r->counts || r->state == ReplicaState::draining) continue;
     r->counts = false;
     r->stop_requested = true;
     set_state(r, ReplicaState::draining, cause);

@@ -43,6 +43,7 @@ struct StartOp {
   ProvStartCb cb;
   ReplicaInstance inst;
   bool conflict_retried = false;
+  int name_busy_tries = 0;  // 409 on create, then 404 on the name: another create holds it
   uint64_t t0 = 0, t_created = 0, t_started = 0;
   // readiness probe (host mode)
   uv_tcp_t tcp;
@@ -313,12 +314,20 @@ static void on_start_answered(StartOp* op, const DockerReply& r) {
   start_finish(op);  // bridge: readiness is the registry's heartbeat
 }
 
+static const int kNameBusyTries = 50;  // create + inspect round trips, a few ms each
+
 static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (p->closing) return start_cancelled(op);
-  if (r.status == 0 && r.http_status == 404 && !op->conflict_retried) {
-    op->conflict_retried = true;  // it went away meanwhile
-    return start_create(op);
+  if (r.status == 0 && r.http_status == 404) {
+    // The engine reserves a name when a create begins and shows the container only once it is
+    // made: a 404 after the 409 is another create in flight (another LB of the pool) or a
+    // container that went away meanwhile. Ask again, a bounded number of times.
+    if (++op->name_busy_tries <= kNameBusyTries) return start_create(op);
+    return start_fail(op, -EEXIST,
+                      "cannot create replica " + op->spec.name +
+                          ": the name is held by a container being created (by another load "
+                          "balancer of pool " + p->cfg.pool + "?)");
   }
   json_t* j = r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (!j) {

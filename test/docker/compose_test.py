@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
 from harness import HOST  # noqa: E402
-from lb_docker_test import containers, engine, engine_answers, remove_labelled  # noqa: E402
+from lb_docker_test import (containers, engine, engine_answers, port_slice,  # noqa: E402
+                            remove_labelled)
 
 try:
     import yaml
@@ -46,7 +47,7 @@ COMPOSE = shutil.which("docker-compose")
 LB_IMAGE = "ringlb:test"
 REPLICA_IMAGE = "ringlb-replica:test"
 RUN = f"ringlb-cmp-{os.getpid()}-{int(time.time())}"
-PORT_BASE = 28000 + (os.getpid() % 10) * 100  # a slice of 28000-28999 per run
+PORT_BASE = port_slice(28000)  # a slice of 28000-28999 of this run's own
 PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 PREFIX = f"{RUN}."
 

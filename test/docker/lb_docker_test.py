@@ -22,7 +22,9 @@ Container names are global to the engine and these tests use the assignment's na
 S4, S5, S10, S11): each test runs its LBs with --name-prefix "<its pool>." (issue 13), so the
 engine's names are unique to the test while /rep shows the plain names, and two runs on one machine
 (two worktrees) run at once without a lock. Each run takes its replica ports from a 100-port slice
-of 26000-26999 chosen by its pid (the LB also skips ports something listens on).
+of 26000-26999 of its own (port_slice: the first slice whose abstract unix socket name it can bind,
+held until the process exits), since a port another run's replica is about to bind looks free to
+the LB (it skips only ports something listens on already).
 
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. The replica
 image: RINGLB_TEST_IMAGE when set, else ringlb-replica:test built from this build's replica by
@@ -33,6 +35,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,8 +53,28 @@ RINGLB = harness.build_path("lb", "ringlb")
 IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
 RUN = f"ringlb-lbt-{os.getpid()}-{int(time.time())}"
 FOREIGN_LABEL = "ringlb-test.foreign"
+
+
+def port_slice(base, slices=10, width=100):
+    """The first of `slices` port ranges [base + i*width, +width) that no other process running
+    now has taken: each is claimed by binding the abstract unix socket name
+    "ringlb-test-ports-<base>-<i>" (no file, no TCP port), released by the kernel when the process
+    exits. Runs side by side get disjoint replica ports; nothing waits."""
+    for i in range(slices):
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0ringlb-test-ports-{base}-{i}")
+        except OSError:
+            claim.close()
+            continue
+        _port_claims.append(claim)
+        return base + i * width
+    sys.exit(f"no free port slice of {base}-{base + slices * width - 1}: {slices} runs at once?")
+
+
+_port_claims = []
 # Replica ports on 127.0.0.1 (test_prov_docker uses 24000-24999): a slice of 26000-26999 per run.
-PORT_BASE = 26000 + (os.getpid() % 10) * 100
+PORT_BASE = port_slice(26000)
 PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 
 
@@ -71,6 +94,14 @@ def remove_labelled(label):
 def inspect(ident):
     status, body = engine("GET", f"/containers/{ident}/json")
     return body if status == 200 else None
+
+
+def admin_request(port, method, path, body=None):
+    """An /add or /rm: it answers once its containers are created and started (or stopped), which
+    takes seconds on a loaded machine (two runs of the suite at once), so the client waits up to
+    60 s instead of harness.request's 5 s."""
+    with Connection(port, timeout=60) as conn:
+        return conn.request(method, path, None, body)
 
 
 def served_by(resp):
@@ -265,7 +296,7 @@ class Containers(DockerLbTestCase):
         lb = self.start_lb()
         before = self.assert_containers_match(lb)
 
-        resp = harness.request(lb.port, "POST", "/add",
+        resp = admin_request(lb.port, "POST", "/add",
                                body={"n": 4, "hostnames": ["S5", "S4", "S10", "S11"]})
         self.assertEqual(resp.status, 200, resp)
         after_add = ["server1", "server2", "server3", "S5", "S4", "S10", "S11"]
@@ -281,7 +312,7 @@ class Containers(DockerLbTestCase):
             resp = harness.request(int(by_name[name]["Labels"]["ringlb.port"]), "GET", "/home")
             self.assertEqual(served_by(resp), name)
 
-        resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 3, "hostnames": ["S5", "S4"]})
+        resp = admin_request(lb.port, "DELETE", "/rm", body={"n": 3, "hostnames": ["S5", "S4"]})
         self.assertEqual(resp.status, 200, resp)
         left = resp.json()["message"]["replicas"]
         self.assertEqual(resp.json()["message"]["N"], 4)
@@ -299,12 +330,12 @@ class Containers(DockerLbTestCase):
             self.assertIsNone(inspect(by_name[name]["Id"]), f"container {name} still exists")
 
         # A generated name: the container carries it, and /rm of it removes that container.
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 1})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 1})
         self.assertEqual(resp.status, 200, resp)
         new = [n for n in resp.json()["message"]["replicas"] if n not in left]
         self.assertEqual(len(new), 1, resp)
         self.assertIn(new[0], self.assert_containers_match(lb))
-        resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 1, "hostnames": new})
+        resp = admin_request(lb.port, "DELETE", "/rm", body={"n": 1, "hostnames": new})
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.body, rep_body(left))
         self.wait_containers(left)
@@ -319,7 +350,7 @@ class Containers(DockerLbTestCase):
                                   "HostConfig": {"NetworkMode": "host"}})
         self.assertEqual(status, 201, created)
         lb = self.start_lb(replicas=1)
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
         self.assertEqual(resp.status, 409, resp)
         self.assert_clean_stop(lb)
         self.assertEqual(inspect(self.ename(taken))["Id"], created["Id"])
@@ -330,7 +361,7 @@ class Failures(DockerLbTestCase):
         image = f"ringlb-test-no-such-image:{os.getpid()}"
         lb = self.start_lb(image=image, replicas=0, wait_ready=False)
         self.wait_ready(lb, 0)
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["m1"]})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["m1"]})
         self.assertGreaterEqual(resp.status, 500, resp)
         self.assertLess(resp.status, 600, resp)
         doc = resp.json()
@@ -361,7 +392,7 @@ class Failures(DockerLbTestCase):
                               ({"n": 3, "hostnames": ["ok1", taken]}, 2)):
             with self.subTest(body=body):
                 since = time.time()
-                resp = harness.request(lb.port, "POST", "/add", body=body)
+                resp = admin_request(lb.port, "POST", "/add", body=body)
                 self.assertGreaterEqual(resp.status, 400, resp)
                 self.assertLess(resp.status, 500, resp)
                 doc = resp.json()
@@ -387,7 +418,7 @@ class Restart(DockerLbTestCase):
     def test_sigkilled_lb_restarts_and_adopts_its_containers(self):
         lb = self.start_lb()
         # A weighted replica: its weight is a label, so the next LB gives it the same share.
-        resp = harness.request(lb.port, "POST", "/add",
+        resp = admin_request(lb.port, "POST", "/add",
                                body={"n": 1, "hostnames": ["big"], "weight": 3})
         self.assertEqual(resp.status, 200, resp)
         before = self.assert_containers_match(lb)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
 import lb_docker_test  # noqa: E402
-from lb_docker_test import DockerLbTestCase, PORT_BASE, engine, inspect  # noqa: E402
+from lb_docker_test import DockerLbTestCase, PORT_BASE, admin_request, engine, inspect  # noqa: E402
 
 RANGE_A = f"{PORT_BASE}-{PORT_BASE + 49}"
 RANGE_B = f"{PORT_BASE + 50}-{PORT_BASE + 99}"
@@ -102,7 +102,7 @@ class SeveralLbs(DockerLbTestCase):
         self.assertEqual(sorted(ids.values()), [1, 2, 3])
         self.assert_route_alike([a, b])
 
-        resp = harness.request(a.port, "POST", "/add", body={"n": 2})
+        resp = admin_request(a.port, "POST", "/add", body={"n": 2})
         self.assertEqual(resp.status, 200, resp)
         ids, took = self.wait_same([a, b], 5)
         print(f"\nthe other LB listed the 2 new replicas healthy {took * 1000:.0f} ms after /add "
@@ -114,7 +114,7 @@ class SeveralLbs(DockerLbTestCase):
         self.assert_unique_ring_ids()
 
         # /rm on the other LB of a replica the first one started.
-        resp = harness.request(b.port, "DELETE", "/rm", body={"n": 1, "hostnames": [new[0]]})
+        resp = admin_request(b.port, "DELETE", "/rm", body={"n": 1, "hostnames": [new[0]]})
         self.assertEqual(resp.status, 200, resp)
         ids, _ = self.wait_same([a, b], 4)
         self.assertNotIn(new[0], ids)
@@ -124,7 +124,7 @@ class SeveralLbs(DockerLbTestCase):
 
     def test_sigkilled_lb_other_serves_adds_removes_and_restart_adopts(self):
         a, b = self.two_lbs()
-        resp = harness.request(a.port, "POST", "/add", body={"n": 1})  # B learns it from the engine
+        resp = admin_request(a.port, "POST", "/add", body={"n": 1})  # B learns it from the engine
         self.assertEqual(resp.status, 200, resp)
         self.wait_same([a, b], 4)
         before = self.assert_route_alike([a, b])
@@ -132,9 +132,9 @@ class SeveralLbs(DockerLbTestCase):
         a.proc.kill()
         a.proc.wait(timeout=10)
         self.assertEqual(self.route(b, KEYS), before, "the survivor moved keys")
-        resp = harness.request(b.port, "POST", "/add", body={"n": 1})
+        resp = admin_request(b.port, "POST", "/add", body={"n": 1})
         self.assertEqual(resp.status, 200, resp)
-        resp = harness.request(b.port, "DELETE", "/rm", body={"n": 1, "hostnames": ["server2"]})
+        resp = admin_request(b.port, "DELETE", "/rm", body={"n": 1, "hostnames": ["server2"]})
         self.assertEqual(resp.status, 200, resp)
         self.wait_ready(b, 4)
         survivor = self.ring_ids(b)
