@@ -209,6 +209,8 @@ TEST_F(ConfigTest, EveryInvalidFlagValueExitsTwoWithOneLine) {
       {"--backend", {"nohostport", ":80", "", "a:1,,b:2"}},
       {"--pool", {"", "has space", "slash/name", std::string(64, 'p')}},
       {"--name-prefix", {"-lead", ".x", "has space", "slash/", std::string(64, 'p')}},
+      {"--swarm-constraint", {"", "node.role", "a==b,,c==d", "node.role==\x01", std::string(300, 'c') + "==x"}},
+      {"--swarm-spread", {"", "a,,b", "zone\x7f"}},
       {"--replica-port-range", {"10-5", "0-10", "1-70000", "100", "1-2-3", "a-b"}},
       {"--ring", {"chord", ""}},
       {"--slots", {"0", "x"}},
@@ -437,7 +439,8 @@ TEST_F(ConfigTest, EveryLiveOptionIsCopiedAndNoOtherOne) {
   const std::map<std::string, std::string> sample = {
       {"listen", "127.0.0.1:7001"}, {"admin-listen", "127.0.0.1:7002"}, {"admin-token", "t"},
       {"provisioner", "docker"}, {"replicas", "5"}, {"max-replicas", "9"},
-      {"backend", "127.0.0.1:9"}, {"replica-bin", "/bin/true"}, {"pool", "p2"}, {"name-prefix", "t1."},
+      {"backend", "127.0.0.1:9"}, {"replica-bin", "/bin/true"}, {"pool", "p2"}, {"name-prefix", "t1."}, {"swarm-constraint", "node.role==worker"},
+      {"swarm-spread", "node.labels.zone"},
       {"docker-socket", "/tmp/d.sock"}, {"docker-network", "net2"}, {"replica-image", "img:2"},
       {"replica-port-range", "30000-30001"}, {"ring", "maglev"}, {"slots", "1024"}, {"vnodes", "50"},
       {"probe", "quadratic"}, {"hash", "murmur"}, {"table-size", "257"}, {"hash-key", "path"},
