@@ -187,8 +187,8 @@ class SwarmTestCase(LbTestCase):
 
         def match():
             got = self.pool_services()
-            return got if sorted(got) == want else None
-        return harness.wait_until(match, timeout, f"the pool's services to be {want}", 0.1)
+            return (got,) if sorted(got) == want else None
+        return harness.wait_until(match, timeout, f"the pool's services to be {want}", 0.1)[0]
 
     def route(self, lb, rids):
         out = {}
@@ -232,6 +232,19 @@ class Services(SwarmTestCase):
         self.assertEqual(status, 404, "the removed replica's service still exists")
         self.assert_services_match(lb)
         self.assertNotIn("S5", set(self.route(lb, range(100000, 100200)).values()))
+        self.assert_clean_stop(lb)
+
+
+class Failures(SwarmTestCase):
+    def test_missing_image_is_5xx_quoting_docker_and_leaves_no_service(self):
+        image = f"ringlb-test-no-such-image:{os.getpid()}"
+        lb = self.start_lb("--replica-image", image, replicas=0)
+        resp = harness.request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["m1"]})
+        self.assertGreaterEqual(resp.status, 500, resp)
+        self.assertLess(resp.status, 600, resp)
+        self.assertIn(f"No such image: {image}", resp.json()["message"])
+        self.assertEqual(self.rep(lb).body, rep_body([]))
+        self.wait_services([])
         self.assert_clean_stop(lb)
 
 
@@ -411,12 +424,14 @@ class StackFile(unittest.TestCase):
     def test_the_stack_file_parses_and_runs_the_lbs_on_managers_and_replicas_on_workers(self):
         stack = harness.source_path("deploy", "ringlb-stack.yml")
         try:
-            out = subprocess.run(["docker", "stack", "config", "-c", stack], capture_output=True,
-                                 text=True, timeout=30, env=dict(os.environ, ADMIN_TOKEN="t"))
+            has = subprocess.run(["docker", "stack", "config", "--help"], capture_output=True,
+                                 text=True, timeout=30)
         except FileNotFoundError:
             self.skipTest("no docker CLI")
-        if out.returncode != 0 and "config" in out.stderr and "unknown" in out.stderr.lower():
+        if has.returncode != 0 or "--compose-file" not in has.stdout:
             self.skipTest("this docker CLI has no `docker stack config`")
+        out = subprocess.run(["docker", "stack", "config", "-c", stack], capture_output=True,
+                             text=True, timeout=30, env=dict(os.environ, ADMIN_TOKEN="t"))
         self.assertEqual(out.returncode, 0, out.stderr)
         text = out.stdout
         for want in ("mode: global", "node.role == manager", "RINGLB_PROVISIONER: swarm",
