@@ -56,27 +56,35 @@ void ProvSwarm::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string service = cfg.name_prefix + inst.name;
   if (closing || inst.id.empty()) {
-    docker_api_defer(api, [cb, service] { cb(-EBUSY, "service " + service + " keeps its name until removed"); });
+    docker_api_defer(
+        api, [cb, service] { cb(-EBUSY, "service " + service + " keeps its name until removed"); });
     return true;
   }
   ops++;
   members.erase(inst.id);
   quiet_add(this, inst.id);  // its end is ours from now on
-  spec_update(this, inst.id, [](json_t* spec) {
-    json_t* labels = json_object_get(spec, "Labels");
-    if (!json_is_object(labels)) {
-      labels = json_object();
-      json_object_set_new(spec, "Labels", labels);
-    }
-    json_object_set_new(labels, kLabelDraining, json_string("1"));
-  }, 2, [this, cb, service](const std::string& err) {
-    if (!err.empty())
-      LOG_WARN("swarm: cannot label service %s as draining (%s): other LBs of the pool take it out "
-               "only once it is removed", service.c_str(), err.c_str());
-    cb(-EBUSY, "service " + service + " keeps its name while it drains (services cannot be renamed)");
-    ops--;
-    maybe_close_api(this);
-  });
+  spec_update(
+      this, inst.id,
+      [](json_t* spec) {
+        json_t* labels = json_object_get(spec, "Labels");
+        if (!json_is_object(labels)) {
+          labels = json_object();
+          json_object_set_new(spec, "Labels", labels);
+        }
+        json_object_set_new(labels, kLabelDraining, json_string("1"));
+      },
+      2,
+      [this, cb, service](const std::string& err) {
+        if (!err.empty())
+          LOG_WARN(
+              "swarm: cannot label service %s as draining (%s): other LBs of the pool take it out "
+              "only once it is removed",
+              service.c_str(), err.c_str());
+        cb(-EBUSY,
+           "service " + service + " keeps its name while it drains (services cannot be renamed)");
+        ops--;
+        maybe_close_api(this);
+      });
   return true;
 }
 
@@ -124,7 +132,6 @@ static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
   maybe_close_api(p);
 }
 
-
 void ProvSwarm::list(ProvListCb cb) {
   ops++;
   docker_api_call(api, "GET", services_path(this), nullptr, cfg.call_timeout_ms,
@@ -151,7 +158,8 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
       if (p->host_mode) p->ports_used.insert(kv.second.port);
       p->members[kv.first] = kv.second;
       LOG_INFO("swarm: replica %s (service %s, ring id %u) appeared in pool %s",
-               kv.second.name.c_str(), short_id(kv.first).c_str(), kv.second.ring_id, p->cfg.pool.c_str());
+               kv.second.name.c_str(), short_id(kv.first).c_str(), kv.second.ring_id,
+               p->cfg.pool.c_str());
       if (p->on_appear) p->on_appear(kv.second);
     }
     std::vector<ReplicaInstance> gone;
@@ -217,7 +225,8 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
   std::string code = json_str(attrs, "exitCode");
   json_decref(e);
   if (action != "die" || service_id.empty() || p->quiet.count(service_id)) return;
-  std::string cause = "task container " + container + " exited with code " + (code.empty() ? "?" : code);
+  std::string cause =
+      "task container " + container + " exited with code " + (code.empty() ? "?" : code);
   auto it = p->starting.find(service_id);
   if (it != p->starting.end()) {
     it->second->task_error = cause;  // the engine restarts it; the start waits on
@@ -244,11 +253,15 @@ static void on_events_retry(uv_timer_t* t) {
 static void on_events_end(ProvSwarm* p, DockerStream** which, const DockerReply& r) {
   *which = nullptr;
   if (p->closing) return;
-  std::string why = r.status != 0 ? r.error : r.http_status != 200 ? docker_error_message(r) : "the engine ended it";
-  LOG_WARN("swarm: an events stream ended (%s); reconnecting in %d ms", why.c_str(), p->events_retry_ms);
+  std::string why = r.status != 0          ? r.error
+                    : r.http_status != 200 ? docker_error_message(r)
+                                           : "the engine ended it";
+  LOG_WARN("swarm: an events stream ended (%s); reconnecting in %d ms", why.c_str(),
+           p->events_retry_ms);
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&p->events_retry))) {
     uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
-    p->events_retry_ms = p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
+    p->events_retry_ms =
+        p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
   }
 }
 
@@ -261,7 +274,8 @@ static void events_open(ProvSwarm* p) {
                                               "die", "label", pool_label(p).c_str()));
     int rc = docker_stream_open(
         p->api, path, [p](const std::string& l) { on_container_event(p, l); },
-        [p](const DockerReply& r) { on_events_end(p, &p->container_events, r); }, &p->container_events);
+        [p](const DockerReply& r) { on_events_end(p, &p->container_events, r); },
+        &p->container_events);
     if (rc != 0) LOG_WARN("swarm: cannot watch container events: %s", uv_strerror(rc));
   }
   if (!p->service_events) {
@@ -269,8 +283,10 @@ static void events_open(ProvSwarm* p) {
     int rc = docker_stream_open(
         p->api, path, [p](const std::string& l) { on_service_event(p, l); },
         [p](const DockerReply& r) { on_events_end(p, &p->service_events, r); }, &p->service_events);
-    if (rc != 0) LOG_WARN("swarm: cannot watch service events: %s", uv_strerror(rc));
-    else on_service_event(p, "");
+    if (rc != 0)
+      LOG_WARN("swarm: cannot watch service events: %s", uv_strerror(rc));
+    else
+      on_service_event(p, "");
   }
   if ((!p->container_events || !p->service_events) &&
       !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->events_retry)))
@@ -294,7 +310,9 @@ void maybe_close_api(ProvSwarm* p) {
   });
 }
 
-static void on_timer_closed(uv_handle_t* h) { close_step_done(static_cast<ProvSwarm*>(h->data)); }
+static void on_timer_closed(uv_handle_t* h) {
+  close_step_done(static_cast<ProvSwarm*>(h->data));
+}
 
 void ProvSwarm::close(std::function<void()> cb) {
   if (closing) return;
@@ -336,7 +354,8 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
     return nullptr;
   }
   bool pool_ok = !cfg.pool.empty() && cfg.pool.size() <= 63;
-  for (char c : cfg.pool) pool_ok = pool_ok && (isalnum(static_cast<unsigned char>(c)) || strchr("_.-", c));
+  for (char c : cfg.pool)
+    pool_ok = pool_ok && (isalnum(static_cast<unsigned char>(c)) || strchr("_.-", c));
   if (!pool_ok) {
     *err = "invalid pool name \"" + cfg.pool + "\": use 1 to 63 of A-Z a-z 0-9 _ . -";
     return nullptr;
@@ -347,7 +366,8 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
     return nullptr;
   }
   if (host_mode && (cfg.port_min == 0 || cfg.port_min > cfg.port_max)) {
-    *err = "invalid replica port range " + std::to_string(cfg.port_min) + "-" + std::to_string(cfg.port_max);
+    *err = "invalid replica port range " + std::to_string(cfg.port_min) + "-" +
+           std::to_string(cfg.port_max);
     return nullptr;
   }
   if (cfg.stop_grace_s < 0 || cfg.ready_timeout_ms <= 0 || cfg.restart_delay_ms < 0) {
@@ -367,13 +387,15 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
   std::string node_id = json_str(swarm, "NodeID");
   if (j) json_decref(j);
   if (!j || state != "active" || !manager || node_id.empty()) {
-    *err = !j ? "cannot read /info from the Docker engine at unix://" + std::string(docker_api_socket(api)) +
-                    ": " + docker_error_message(info)
-              : "the Docker engine at unix://" + std::string(docker_api_socket(api)) +
-                    (state != "active" ? " is not part of a swarm (Swarm.LocalNodeState " + (state.empty() ? "?" : state) +
-                                             "): run `docker swarm init`, or use --provisioner docker"
-                                       : " is a swarm worker: run ringlb on a manager node (placement "
-                                         "constraint node.role==manager)");
+    *err =
+        !j ? "cannot read /info from the Docker engine at unix://" +
+                 std::string(docker_api_socket(api)) + ": " + docker_error_message(info)
+           : "the Docker engine at unix://" + std::string(docker_api_socket(api)) +
+                 (state != "active" ? " is not part of a swarm (Swarm.LocalNodeState " +
+                                          (state.empty() ? "?" : state) +
+                                          "): run `docker swarm init`, or use --provisioner docker"
+                                    : " is a swarm worker: run ringlb on a manager node (placement "
+                                      "constraint node.role==manager)");
     docker_api_close(api, nullptr);
     // The client's close completes on the loop; the caller exits without running it.
     return nullptr;
@@ -389,10 +411,11 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
   uv_timer_init(loop, &p->resync);
   p->resync.data = p;
   if (cfg.watch_events) events_open(p);
-  LOG_INFO("swarm: provisioner for pool %s on node %s, image %s, network %s%s%s%s", cfg.pool.c_str(),
-           short_id(node_id).c_str(), cfg.image.c_str(), cfg.network.c_str(),
-           host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" + std::to_string(cfg.port_max) +
-                        " on this node)").c_str()
+  LOG_INFO("swarm: provisioner for pool %s on node %s, image %s, network %s%s%s%s",
+           cfg.pool.c_str(), short_id(node_id).c_str(), cfg.image.c_str(), cfg.network.c_str(),
+           host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" +
+                        std::to_string(cfg.port_max) + " on this node)")
+                           .c_str()
                      : " (replicas by service name on port 5000)",
            cfg.constraints.empty() ? "" : (", constraints " + join(cfg.constraints)).c_str(),
            cfg.spread.empty() ? "" : (", spread over " + join(cfg.spread)).c_str());

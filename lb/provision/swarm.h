@@ -66,7 +66,7 @@ struct ProvSwarmConfig {
   std::vector<std::string> constraints;  // Placement.Constraints ("node.role==worker")
   std::vector<std::string> spread;       // Placement.Preferences: spread over these node labels
   int restart_delay_ms = 100;            // RestartPolicy.Delay between the engine's restarts
-  int ready_timeout_ms = 30000;  // start waits this long for the task to run (and listen)
+  int ready_timeout_ms = 30000;          // start waits this long for the task to run (and listen)
   long call_timeout_ms = 15000;
   bool watch_events = true;
 };

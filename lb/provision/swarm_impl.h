@@ -1,7 +1,8 @@
 // swarm_impl: the swarm provisioner's internals, shared by its three files (not an interface):
-//   swarm_pool.cc   labels, the pool as the engine lists it (ring id claims), service updates, helpers
-//   swarm_start.cc  start(): create without a task, claim the ring id, give it its task, wait for it
-//   swarm.cc        stop, release_name, list, re-lists and events (other LBs), close, creation
+//   swarm_pool.cc   labels, the pool as the engine lists it (ring id claims), service updates,
+//   helpers swarm_start.cc  start(): create without a task, claim the ring id, give it its task,
+//   wait for it swarm.cc        stop, release_name, list, re-lists and events (other LBs), close,
+//   creation
 // Everything runs on the loop thread (lb/provision/swarm.h has the contracts).
 #pragma once
 
@@ -32,9 +33,9 @@ constexpr char kLabelDraining[] = "ringlb.draining";
 // Task containers carry the service's id as this label (set by the engine).
 constexpr char kLabelServiceId[] = "com.docker.swarm.service.id";
 constexpr uint16_t kOverlayPort = 5000;
-constexpr int kTaskPollMs = 100;     // between task lists while a start waits for its task
+constexpr int kTaskPollMs = 100;      // between task lists while a start waits for its task
 constexpr int kProbeIntervalMs = 20;  // between connects while a host-network task comes up
-constexpr int kResyncDelayMs = 50;   // service events within this are one re-list
+constexpr int kResyncDelayMs = 50;    // service events within this are one re-list
 // A re-list this long after the last, whatever the events said: the engine drops events for a slow
 // reader, and a stream that reconnects may have missed some.
 constexpr int kResyncPeriodMs = 10000;
@@ -140,7 +141,8 @@ using SpecDone = std::function<void(const std::string& err)>;
 void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done);
 std::string services_path(const ProvSwarm* p);
 std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool with_unscaled,
-                                          std::vector<std::string>* bad, std::vector<std::string>* drained);
+                                          std::vector<std::string>* bad,
+                                          std::vector<std::string>* drained);
 
 // ---- swarm_start.cc ----
 

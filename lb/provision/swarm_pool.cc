@@ -41,12 +41,17 @@ bool valid_name(const std::string& n) {
 
 // A replica name as the registry accepts it: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}.
 bool replica_name_ok(const std::string& n) {
-  return !n.empty() && (n.size() == 1 ? isalnum(static_cast<unsigned char>(n[0])) != 0 : valid_name(n));
+  return !n.empty() &&
+         (n.size() == 1 ? isalnum(static_cast<unsigned char>(n[0])) != 0 : valid_name(n));
 }
 
-std::string short_id(const std::string& id) { return id.substr(0, 12); }
+std::string short_id(const std::string& id) {
+  return id.substr(0, 12);
+}
 
-double ms_since(uint64_t t) { return (uv_hrtime() - t) / 1e6; }
+double ms_since(uint64_t t) {
+  return (uv_hrtime() - t) / 1e6;
+}
 
 const char* json_str(json_t* obj, const char* key) {
   const char* s = json_string_value(json_object_get(obj, key));
@@ -109,7 +114,9 @@ std::string filter_query(json_t* f) {
   return out;
 }
 
-std::string pool_label(const ProvSwarm* p) { return std::string(kLabelPool) + "=" + p->cfg.pool; }
+std::string pool_label(const ProvSwarm* p) {
+  return std::string(kLabelPool) + "=" + p->cfg.pool;
+}
 
 int reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
   if (r.status != 0) {
@@ -153,7 +160,8 @@ std::string created_key(json_t* svc) {
 // creates it without a task, so a service that loses its claim never runs one), 1 afterwards.
 json_int_t task_count(json_t* svc) {
   return json_integer_value(json_object_get(
-      json_object_get(json_object_get(json_object_get(svc, "Spec"), "Mode"), "Replicated"), "Replicas"));
+      json_object_get(json_object_get(json_object_get(svc, "Spec"), "Mode"), "Replicated"),
+      "Replicas"));
 }
 
 // A service still without a task this long after its creation: its LB stopped between the create
@@ -171,7 +179,8 @@ bool stale_claim(json_t* svc) {
 }
 
 bool draining(json_t* svc) {
-  return json_object_get(json_object_get(json_object_get(svc, "Spec"), "Labels"), kLabelDraining) != nullptr;
+  return json_object_get(json_object_get(json_object_get(svc, "Spec"), "Labels"), kLabelDraining) !=
+         nullptr;
 }
 
 // A service of the pool as a replica instance, from its labels (list and re-list). False when its
@@ -206,8 +215,8 @@ bool service_instance(const ProvSwarm* p, json_t* svc, ReplicaInstance* inst) {
 // version (the engine wants the whole Spec). A race with another update ("update out of sequence",
 // HTTP 500) is read and tried again, tries times in all. done("") on success, else why not.
 
-static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done,
-                         const DockerReply& r) {
+static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries,
+                         SpecDone done, const DockerReply& r) {
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   json_t* spec = json_object_get(j, "Spec");
   json_int_t version = json_integer_value(json_object_get(json_object_get(j, "Version"), "Index"));
@@ -216,20 +225,23 @@ static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate,
     return done(p->closing ? "the provisioner is closing" : docker_error_message(r));
   }
   mutate(spec);
-  docker_api_call(p->api, "POST",
-                  "/services/" + docker_url_escape(id) + "/update?version=" + std::to_string(version), spec,
-                  p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& rr) {
-                    if (rr.status == 0 && rr.http_status == 200) return done("");
-                    if (tries > 1 && rr.status == 0 && rr.http_status == 500)
-                      return spec_update(p, id, mutate, tries - 1, done);
-                    done(docker_error_message(rr));
-                  });
+  docker_api_call(
+      p->api, "POST",
+      "/services/" + docker_url_escape(id) + "/update?version=" + std::to_string(version), spec,
+      p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& rr) {
+        if (rr.status == 0 && rr.http_status == 200) return done("");
+        if (tries > 1 && rr.status == 0 && rr.http_status == 500)
+          return spec_update(p, id, mutate, tries - 1, done);
+        done(docker_error_message(rr));
+      });
   json_decref(j);
 }
 
 void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done) {
-  docker_api_call(p->api, "GET", "/services/" + docker_url_escape(id), nullptr, p->cfg.call_timeout_ms,
-                  [p, id, mutate, tries, done](const DockerReply& r) { on_spec_read(p, id, mutate, tries, done, r); });
+  docker_api_call(p->api, "GET", "/services/" + docker_url_escape(id), nullptr,
+                  p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& r) {
+                    on_spec_read(p, id, mutate, tries, done, r);
+                  });
 }
 
 std::string services_path(const ProvSwarm* p) {
@@ -242,8 +254,8 @@ std::string services_path(const ProvSwarm* p) {
 // with_unscaled: services still without a task (a claim being checked) take part, as they do in
 // a claim check; elsewhere only services with their task are replicas.
 std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool with_unscaled,
-                                                 std::vector<std::string>* bad,
-                                                 std::vector<std::string>* drained) {
+                                          std::vector<std::string>* bad,
+                                          std::vector<std::string>* drained) {
   std::map<uint32_t, std::pair<std::string, ReplicaInstance>> by_id;
   size_t i;
   json_t* svc;

@@ -1,4 +1,5 @@
-// The swarm provisioner's start(): one service per replica, its ring id claimed before its task runs.
+// The swarm provisioner's start(): one service per replica, its ring id claimed before its task
+// runs.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -30,11 +31,12 @@ static void on_op_timer_closed(uv_handle_t* h) {
     LOG_WARN("swarm: start of replica %s failed: %s", op->spec.name.c_str(), op->error.c_str());
   } else {
     p->members[op->inst.id] = op->inst;
-    LOG_INFO("swarm: replica %s up as service %s (%s) at %s:%u in %.0f ms (create %.0f, task "
-             "running %.0f, listen %.0f)",
-             op->spec.name.c_str(), op->service.c_str(), short_id(op->inst.id).c_str(),
-             op->inst.host.c_str(), op->inst.port, ms_since(op->t0), (op->t_created - op->t0) / 1e6,
-             (op->t_running - op->t_created) / 1e6, (uv_hrtime() - op->t_running) / 1e6);
+    LOG_INFO(
+        "swarm: replica %s up as service %s (%s) at %s:%u in %.0f ms (create %.0f, task "
+        "running %.0f, listen %.0f)",
+        op->spec.name.c_str(), op->service.c_str(), short_id(op->inst.id).c_str(),
+        op->inst.host.c_str(), op->inst.port, ms_since(op->t0), (op->t_created - op->t0) / 1e6,
+        (op->t_running - op->t_created) / 1e6, (uv_hrtime() - op->t_running) / 1e6);
   }
   ReplicaInstance none;
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
@@ -77,8 +79,10 @@ void op_end(StartOp* op, int status, const std::string& error) {
 static void on_op_timer(uv_timer_t* t) {
   StartOp* op = static_cast<StartOp*>(t->data);
   op->waiting = false;
-  if (op->t_running == 0) poll_tasks(op);
-  else probe_attempt(op);
+  if (op->t_running == 0)
+    poll_tasks(op);
+  else
+    probe_attempt(op);
 }
 
 static void op_wait(StartOp* op, int ms) {
@@ -102,8 +106,10 @@ static void on_probe_closed(uv_handle_t* h) {
   if (p->closing) return op_end(op, -ECANCELED, "");
   if (op->connected) return op_end(op, 0, "");
   if (uv_now(p->loop) >= op->deadline)
-    return op_end(op, -ETIMEDOUT,
-                  timeout_error(op, ("did not listen on 127.0.0.1:" + std::to_string(op->inst.port)).c_str()));
+    return op_end(
+        op, -ETIMEDOUT,
+        timeout_error(op,
+                      ("did not listen on 127.0.0.1:" + std::to_string(op->inst.port)).c_str()));
   op_wait(op, kProbeIntervalMs);
 }
 
@@ -143,7 +149,8 @@ static void on_tasks(StartOp* op, const DockerReply& r) {
       json_t* st = json_object_get(t, "Status");
       std::string state = json_str(st, "State");
       std::string err = json_str(st, "Err");
-      if (state == "running" && std::string(json_str(t, "DesiredState")) == "running") running = true;
+      if (state == "running" && std::string(json_str(t, "DesiredState")) == "running")
+        running = true;
       if (!err.empty()) {
         op->task_error = state + ": " + err;
         if (err.rfind("No such image", 0) == 0) image_missing = err;
@@ -165,7 +172,8 @@ static void on_tasks(StartOp* op, const DockerReply& r) {
                   "cannot start replica " + op->spec.name + ": Docker says \"" + image_missing +
                       "\" (the image must exist on every node that may run the task; build it with "
                       "`make images`, or pass another image)");
-  if (uv_now(p->loop) >= op->deadline) return op_end(op, -ETIMEDOUT, timeout_error(op, "did not run"));
+  if (uv_now(p->loop) >= op->deadline)
+    return op_end(op, -ETIMEDOUT, timeout_error(op, "did not run"));
   op_wait(op, kTaskPollMs);
 }
 
@@ -199,24 +207,29 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
                         " is held by replica " + w.name + " (service " + short_id(w.id) + ")");
   }
   // The claim holds: now the service gets its task.
-  spec_update(p, op->inst.id,
-              [](json_t* spec) {
-                json_object_set_new(spec, "Mode", json_pack("{s:{s:i}}", "Replicated", "Replicas", 1));
-              },
-              3, [op](const std::string& err) {
-                if (op->p->closing) return op_end(op, -ECANCELED, "");
-                if (!err.empty())
-                  return op_end(op, -EIO, "cannot give service " + op->service + " its task: Docker says \"" + err + "\"");
-                poll_tasks(op);
-              });
+  spec_update(
+      p, op->inst.id,
+      [](json_t* spec) {
+        json_object_set_new(spec, "Mode", json_pack("{s:{s:i}}", "Replicated", "Replicas", 1));
+      },
+      3,
+      [op](const std::string& err) {
+        if (op->p->closing) return op_end(op, -ECANCELED, "");
+        if (!err.empty())
+          return op_end(
+              op, -EIO,
+              "cannot give service " + op->service + " its task: Docker says \"" + err + "\"");
+        poll_tasks(op);
+      });
 }
 
 static void claim_check(StartOp* op) {
   ProvSwarm* p = op->p;
-  json_t* f = json_pack("{s:[s,s]}", "label", pool_label(p).c_str(),
-                        (std::string(kLabelRingId) + "=" + std::to_string(op->spec.ring_id)).c_str());
-  docker_api_call(p->api, "GET", "/services?filters=" + filter_query(f), nullptr, p->cfg.call_timeout_ms,
-                  [op](const DockerReply& r) { on_claim_listed(op, r); });
+  json_t* f =
+      json_pack("{s:[s,s]}", "label", pool_label(p).c_str(),
+                (std::string(kLabelRingId) + "=" + std::to_string(op->spec.ring_id)).c_str());
+  docker_api_call(p->api, "GET", "/services?filters=" + filter_query(f), nullptr,
+                  p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_claim_listed(op, r); });
 }
 
 // ---- create ----
@@ -228,10 +241,10 @@ static json_t* string_array(const std::vector<std::string>& v) {
 }
 
 static json_t* pool_labels(const ProvSwarm* p, const StartOp* op) {
-  json_t* labels = json_pack("{s:s, s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelName,
-                             op->spec.name.c_str(), kLabelRingId,
-                             std::to_string(op->spec.ring_id).c_str(), kLabelWeight,
-                             std::to_string(op->spec.weight).c_str());
+  json_t* labels =
+      json_pack("{s:s, s:s, s:s, s:s}", kLabelPool, p->cfg.pool.c_str(), kLabelName,
+                op->spec.name.c_str(), kLabelRingId, std::to_string(op->spec.ring_id).c_str(),
+                kLabelWeight, std::to_string(op->spec.weight).c_str());
   if (p->host_mode)
     json_object_set_new(labels, kLabelPort, json_string(std::to_string(op->inst.port).c_str()));
   return labels;
@@ -241,8 +254,7 @@ static json_t* pool_labels(const ProvSwarm* p, const StartOp* op) {
 // restarted by the engine whatever its exit, placed by the constraints.
 static json_t* create_body(const ProvSwarm* p, const StartOp* op) {
   const std::string& name = op->spec.name;
-  std::vector<std::string> env = {"SERVER_ID=" + name,
-                                  "PORT=" + std::to_string(op->inst.port)};
+  std::vector<std::string> env = {"SERVER_ID=" + name, "PORT=" + std::to_string(op->inst.port)};
   if (p->host_mode) env.push_back("ADDRESS=127.0.0.1");
   env.insert(env.end(), p->cfg.env.begin(), p->cfg.env.end());
   json_t* container = json_pack("{s:s, s:o, s:o, s:I}", "Image", p->cfg.image.c_str(), "Env",
@@ -252,14 +264,17 @@ static json_t* create_body(const ProvSwarm* p, const StartOp* op) {
   if (!p->host_mode) json_object_set_new(container, "Hostname", json_string(name.c_str()));
   json_t* limits = json_object();
   if (p->cfg.nano_cpus > 0)
-    json_object_set_new(limits, "NanoCPUs", json_integer(static_cast<json_int_t>(p->cfg.nano_cpus)));
+    json_object_set_new(limits, "NanoCPUs",
+                        json_integer(static_cast<json_int_t>(p->cfg.nano_cpus)));
   if (p->cfg.memory > 0)
-    json_object_set_new(limits, "MemoryBytes", json_integer(static_cast<json_int_t>(p->cfg.memory)));
+    json_object_set_new(limits, "MemoryBytes",
+                        json_integer(static_cast<json_int_t>(p->cfg.memory)));
   std::vector<std::string> constraints = p->cfg.constraints;
   if (p->host_mode) constraints.push_back("node.id==" + p->node_id);
   json_t* prefs = json_array();
   for (const std::string& label : p->cfg.spread)
-    json_array_append_new(prefs, json_pack("{s:{s:s}}", "Spread", "SpreadDescriptor", label.c_str()));
+    json_array_append_new(prefs,
+                          json_pack("{s:{s:s}}", "Spread", "SpreadDescriptor", label.c_str()));
   // No alias: on an overlay network the service name resolves to the service's virtual IP, which
   // stays while the service exists, so an address the LB resolved once still reaches the task the
   // engine restarts (an alias would resolve to the task's own IP, which a restart changes).
@@ -283,17 +298,20 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     owner = json_str(json_object_get(json_object_get(j, "Spec"), "Labels"), kLabelPool);
     json_decref(j);
   }
-  std::string why = owner == p->cfg.pool
-                        ? "pool " + p->cfg.pool + " already has a service of that name (" + short_id(id) + ")"
-                        : "the name is taken by service " + (id.empty() ? op->service : short_id(id)) +
-                              (owner.empty() ? "" : " of pool " + owner) + ", which pool " +
-                              p->cfg.pool + " does not own";
-  op_end(op, -EEXIST, "cannot create replica " + op->spec.name + " as service " + op->service + ": " + why);
+  std::string why =
+      owner == p->cfg.pool
+          ? "pool " + p->cfg.pool + " already has a service of that name (" + short_id(id) + ")"
+          : "the name is taken by service " + (id.empty() ? op->service : short_id(id)) +
+                (owner.empty() ? "" : " of pool " + owner) + ", which pool " + p->cfg.pool +
+                " does not own";
+  op_end(op, -EEXIST,
+         "cannot create replica " + op->spec.name + " as service " + op->service + ": " + why);
 }
 
 // A create without an answer: the service of that name is removed when it is this start's (pool
 // and ring id), then the start fails with the create's error.
-static void on_create_lost_inspected(StartOp* op, const DockerReply& r, int status, const std::string& error) {
+static void on_create_lost_inspected(StartOp* op, const DockerReply& r, int status,
+                                     const std::string& error) {
   ProvSwarm* p = op->p;
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (j) {
@@ -313,22 +331,26 @@ static void on_created(StartOp* op, const DockerReply& r) {
     op->inst.id = j ? json_str(j, "ID") : "";
     if (j) json_decref(j);
     op->t_created = uv_hrtime();
-    if (op->inst.id.empty()) return op_end(op, -EIO, "Docker created service " + op->service + " without an ID");
+    if (op->inst.id.empty())
+      return op_end(op, -EIO, "Docker created service " + op->service + " without an ID");
     p->starting[op->inst.id] = op;
     if (p->closing) return op_end(op, -ECANCELED, "");
     return claim_check(op);
   }
   std::string err;
-  int st = reply_failure(r, "cannot create replica " + op->spec.name + " as service " + op->service, &err);
+  int st = reply_failure(r, "cannot create replica " + op->spec.name + " as service " + op->service,
+                         &err);
   if (r.status != 0 && r.status != -ECANCELED) {
     docker_api_call(p->api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
-                    p->cfg.call_timeout_ms,
-                    [op, st, err](const DockerReply& rr) { on_create_lost_inspected(op, rr, st, err); });
+                    p->cfg.call_timeout_ms, [op, st, err](const DockerReply& rr) {
+                      on_create_lost_inspected(op, rr, st, err);
+                    });
     return;
   }
   if (r.status == 0 && r.http_status == 409) {
     docker_api_call(p->api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
-                    p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
+                    p->cfg.call_timeout_ms,
+                    [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
   }
   op_end(op, st, err);
