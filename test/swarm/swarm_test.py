@@ -422,6 +422,59 @@ class TwoLbs(SwarmTestCase):
             self.assertEqual(code, 0, lb.log())
 
 
+class NotAManager(unittest.TestCase):
+    """ringlb --provisioner swarm against an engine that is in no swarm, or is a worker: one clear
+    line and exit 2 (a stand-in engine on a unix socket answers /_ping and /info as 20.10 does)."""
+
+    def serve(self, swarm):
+        import http.server
+        import socketserver
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(prefix="ringlb-swarm-"), "docker.sock")
+        info = json.dumps({"Swarm": swarm}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"OK" if self.path.endswith("/_ping") else info
+                self.send_response(200)
+                self.send_header("Api-Version", "1.41")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def get_request(self):
+                conn, _ = self.socket.accept()
+                return conn, ("local", 0)
+
+        server = Server(path, Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return path
+
+    def run_lb(self, sock):
+        return subprocess.run([RINGLB, "--provisioner", "swarm", "--docker-socket", sock,
+                               "--listen", f"{HOST}:0", "--replicas", "0"],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_an_engine_in_no_swarm_is_one_line_and_exit_2(self):
+        out = self.run_lb(self.serve({"LocalNodeState": "inactive", "ControlAvailable": False, "NodeID": ""}))
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("is not part of a swarm", out.stderr)
+        self.assertIn("docker swarm init", out.stderr)
+
+    def test_a_worker_is_one_line_and_exit_2(self):
+        out = self.run_lb(self.serve({"LocalNodeState": "active", "ControlAvailable": False, "NodeID": "w1"}))
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("is a swarm worker", out.stderr)
+
+
 class StackFile(unittest.TestCase):
     def test_the_stack_file_parses_and_runs_the_lbs_on_managers_and_replicas_on_workers(self):
         stack = harness.source_path("deploy", "ringlb-stack.yml")
