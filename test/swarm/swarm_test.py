@@ -207,9 +207,18 @@ class SwarmTestCase(LbTestCase):
 
 class Services(SwarmTestCase):
     def test_replicas_and_add_are_labelled_one_task_services(self):
-        lb = self.start_lb(replicas=2)
+        lb = self.start_lb("--swarm-constraint", "node.role==manager", "--swarm-spread", "node.labels.zone",
+                           replicas=2)
         self.assertEqual(self.rep(lb).body, rep_body(["server1", "server2"]))
         before = self.assert_services_match(lb)
+        status, info = engine("GET", "/info")
+        for s in before.values():
+            placement = s["Spec"]["TaskTemplate"]["Placement"]
+            # Host networking: the tasks stay on the LB's node, where 127.0.0.1 reaches them.
+            self.assertEqual(placement["Constraints"],
+                             ["node.role==manager", f"node.id=={info['Swarm']['NodeID']}"])
+            self.assertEqual(placement["Preferences"], [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}])
+            self.assertEqual(s["Spec"]["TaskTemplate"]["RestartPolicy"]["Delay"], 100000000)
         resp = harness.request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["S5", "S4"]})
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.body, rep_body(["server1", "server2", "S5", "S4"]))
