@@ -367,9 +367,33 @@ void check_adds(Registry* reg) {
   }
 }
 
+void on_appear(Registry* reg, const ReplicaInstance& inst);
+
+// Instances of other LBs set aside while a start of this LB held their ring id: once no start of
+// that id is in flight any more (it failed otherwise than by losing the claim, or the replica was
+// removed), they are offered again.
+void offer_appeared(Registry* reg) {
+  std::vector<ReplicaInstance> ready;
+  for (auto it = reg->appeared.begin(); it != reg->appeared.end();) {
+    bool held = false;
+    for (const Replica* r : reg->replicas)
+      held = held || (r->ring_id == it->first && r->state != ReplicaState::draining &&
+                      (r->start_pending || r->inst.id.empty() ||
+                       (r->state == ReplicaState::dead && !r->counts)));
+    if (held) {
+      ++it;
+      continue;
+    }
+    ready.push_back(it->second);
+    it = reg->appeared.erase(it);
+  }
+  for (const ReplicaInstance& inst : ready) on_appear(reg, inst);
+}
+
 void on_tick(uv_timer_t* t) {
   Registry* reg = static_cast<Registry*>(t->data);
   uint64_t now = now_ms(reg);
+  if (!reg->appeared.empty()) offer_appeared(reg);
   // retire/replace change the vector, and retire frees a replica nothing else holds (one whose
   // start failed, one that waited for its name): the copy holds a reference on each until the
   // loop is done, so `r->removed` below never reads a freed replica.
@@ -466,7 +490,10 @@ void on_appear(Registry* reg, const ReplicaInstance& inst) {
     if (same->await_claim) return adopt_into(same, inst);
     // This LB's start of the id is in flight (or waits for the dead one's stop): its claim will
     // lose to inst, and takes inst then.
-    if (same->start_pending || (same->state == ReplicaState::starting && same->inst.id.empty())) {
+    // An /add of this LB that failed (and is being rolled back) holds the id a moment longer: the
+    // tick offers inst again once it is gone.
+    if (same->start_pending || (same->state == ReplicaState::starting && same->inst.id.empty()) ||
+        (same->state == ReplicaState::dead && !same->counts)) {
       reg->appeared[inst.ring_id] = inst;
       return;
     }

@@ -58,7 +58,9 @@ struct StartOp {
   std::string died_cause;
   // ring id claim: the engine's creation time (ns) of this start's container and of its rivals
   std::map<std::string, int64_t> created_ns;
+  std::map<std::string, std::string> rival_state;  // the list's State of each rival
   int claim_pending = 0;
+  int claim_rounds = 0;
   bool claim_failed = false;
   // outcome, kept while handles close
   int status = 0;
@@ -90,6 +92,7 @@ struct ProvDocker final : Provisioner {
   // on_appear. No on_appear for them; on_gone only for them. Erased on destroy.
   std::set<std::string> known;
   std::set<std::string> gone_reported;  // known ids on_gone reported (one report per id)
+  std::set<std::string> released;  // ids release_name renamed already (stop renames the others)
   int64_t last_event_ns = 0;  // timeNano of the last event seen: the reconnect's ?since=
   uv_timer_t resync;          // lists the pool every cfg.resync_ms; data = this
   bool resync_running = false;
@@ -448,7 +451,15 @@ static void start_run(StartOp* op) {
                   p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
 }
 
-// Every creation time is known: the earliest container (ties: the smaller Id) holds the ring id.
+static void claim_begin(StartOp* op);
+// A later rival that is still "created" may or may not have seen this container (the engine stamps
+// Created when a create begins, but lists the container only once it is made): the claim lists
+// again until that rival started (it won) or is gone (it lost), at most this many times.
+static const int kClaimRoundsMax = 200;
+
+// Every creation time is known. This start loses to a rival that started (it won its own claim)
+// and to one created earlier (ties: the smaller Id), which wins whether or not it saw this one;
+// it waits on a later rival that has not started yet; it wins when no rival is left.
 static void claim_decide(StartOp* op) {
   ProvDocker* p = op->p;
   if (p->closing) return start_cancelled(op);
@@ -458,17 +469,34 @@ static void claim_decide(StartOp* op) {
                       "cannot claim ring id " + std::to_string(op->spec.ring_id) + " for replica " +
                           op->spec.name + ": the engine did not tell the creation times");
   }
+  bool undecided = false;
   for (const auto& kv : op->created_ns) {
     if (kv.first == op->inst.id) continue;
-    if (kv.second < mine->second || (kv.second == mine->second && kv.first < op->inst.id)) {
-      LOG_INFO("docker: replica %s lost ring id %u to container %s (created %.3f ms earlier)",
-               op->spec.name.c_str(), op->spec.ring_id, short_id(kv.first).c_str(),
-               (mine->second - kv.second) / 1e6);
+    bool started = op->rival_state[kv.first] != "created";
+    bool earlier = kv.second < mine->second || (kv.second == mine->second && kv.first < op->inst.id);
+    if (!started && !earlier) {
+      undecided = true;
+      continue;
+    }
+    {
+      LOG_INFO("docker: replica %s lost ring id %u to container %s (%s)", op->spec.name.c_str(),
+               op->spec.ring_id, short_id(kv.first).c_str(),
+               started ? "started already" : "created earlier");
       return start_fail(op, -EBUSY,
                         "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
                             " is claimed by container " + short_id(kv.first) +
                             " of another load balancer");
     }
+  }
+  if (undecided) {
+    if (++op->claim_rounds > kClaimRoundsMax)
+      return start_fail(op, -EBUSY,
+                        "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
+                            " is contended by a create of another load balancer that neither "
+                            "started nor went away");
+    op->created_ns.clear();
+    op->rival_state.clear();
+    return claim_begin(op);
   }
   start_run(op);
 }
@@ -513,6 +541,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
     if (draining_name(en, id)) continue;
     if (state == "created" && now_s - created_s > kAbandonedCreateS) continue;
     rivals.push_back(id);
+    op->rival_state[id] = state;
   }
   json_decref(arr);
   if (rivals.empty()) return start_run(op);
@@ -746,33 +775,45 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
   }
   ops++;
   quiet_add(this, id);
+  // Renamed to the draining name first (unless release_name did): the other LBs of the pool see
+  // the rename (on_gone) and take the replica out of their rings instead of seeing it die and
+  // healing it. Whatever the rename answers, the stop follows (after it: the rename is seen first).
+  bool rename = !inst.id.empty() && !released.count(inst.id);
+  released.erase(inst.id);
   std::string path =
       "/containers/" + docker_url_escape(id) + "/stop?t=" + std::to_string(cfg.stop_grace_s);
   long timeout = (cfg.stop_grace_s + 15) * 1000L;  // the engine waits up to t s before it answers
   uint16_t port = host_mode ? inst.port : 0;
   std::string name = inst.name;
-  docker_api_call(
-      api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
-        double stop_ms = ms_since(t0);
-        if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
-          LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
-                   docker_error_message(r).c_str());
-        remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
-          if (!removed_ok(rr)) {
-            std::string err;
-            int st = reply_failure(rr, "cannot remove replica " + name, &err);
-            LOG_WARN("docker: %s", err.c_str());
-            cb(st == -ENOENT ? -EIO : st, err);
-          } else {
-            if (port) ports_used.erase(port);
-            LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
-                     name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
-            cb(0, "");
-          }
-          ops--;
-          maybe_close_api(this);
+  auto stop_now = [this, path, timeout, id, name, port, t0, cb]() {
+    docker_api_call(
+        api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
+          double stop_ms = ms_since(t0);
+          if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
+            LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
+                     docker_error_message(r).c_str());
+          remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
+            if (!removed_ok(rr)) {
+              std::string err;
+              int st = reply_failure(rr, "cannot remove replica " + name, &err);
+              LOG_WARN("docker: %s", err.c_str());
+              cb(st == -ENOENT ? -EIO : st, err);
+            } else {
+              if (port) ports_used.erase(port);
+              LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
+                       name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
+              cb(0, "");
+            }
+            ops--;
+            maybe_close_api(this);
+          });
         });
-      });
+  };
+  if (!rename) return stop_now();
+  std::string to = engine_name(this, inst.name) + kDrainingMark + short_id(inst.id);
+  docker_api_call(api, "POST",
+                  "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
+                  nullptr, cfg.call_timeout_ms, [stop_now](const DockerReply&) { stop_now(); });
 }
 
 // ---- release_name: rename a draining container ----
@@ -789,9 +830,10 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string name = inst.name;
   docker_api_call(api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
-                  nullptr, cfg.call_timeout_ms, [this, name, to, cb](const DockerReply& r) {
+                  nullptr, cfg.call_timeout_ms, [this, id = inst.id, name, to, cb](const DockerReply& r) {
                     // 404: the container is gone already, so the name is free as well.
                     if (r.status == 0 && (r.http_status == 204 || r.http_status == 404)) {
+                      if (r.http_status == 204) released.insert(id);
                       LOG_INFO("docker: replica %s renamed %s while it drains", name.c_str(), to.c_str());
                       cb(0, "");
                     } else {

@@ -8,11 +8,13 @@
 // name of a draining replica) and of deaths (on_exit); a resync every resync_ms lists the pool to
 // catch what the stream missed, and the stream reconnects with ?since= the last event it saw.
 // Ring id claim: after the create and before the start, start() lists the pool's containers
-// labelled with its ring id; when another one that is not dead, not draining, not spec.replaces
-// and not an abandoned create (state "created" for over a minute) was created earlier (the
-// engine's Created, in ns; ties by Id), this start lost: its container is removed and it fails
-// with -EBUSY. Every racer sees the same creation times, and a container created after a racer's
-// list is later than that racer's own, so exactly one of them starts. Healing uses the same claim
+// labelled with its ring id, leaving out dead and draining ones, spec.replaces and abandoned
+// creates (state "created" for over a minute). It loses to a rival that has started (that one won
+// its own claim) and to one created earlier (the engine's Created in ns, ties by Id): its
+// container is removed and it fails with -EBUSY. A later rival still "created" may not have seen
+// this one (the engine stamps Created when a create begins but lists the container only once it
+// is made), so the claim lists again until that rival has started (lost) or is gone (won). Two
+// racers never both start: the later-listed one sees the other. Healing uses the same claim
 // (the engine is the lock): every LB that saw the death tries, one replacement starts, the others
 // get -EBUSY and follow it through on_appear.
 //

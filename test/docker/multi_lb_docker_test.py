@@ -37,16 +37,17 @@ from lb_docker_test import DockerLbTestCase, PORT_BASE, admin_request, engine, i
 RANGE_A = f"{PORT_BASE}-{PORT_BASE + 49}"
 RANGE_B = f"{PORT_BASE + 50}-{PORT_BASE + 99}"
 KEYS = range(500000, 502000)  # 2,000 X-Request-Id values
+# --start-timeout 60 s: with two runs at once on two cores a container took 5 s to start, and a
+# replica that loses its ring id claim creates another one (no assertion is on time).
+LB_ARGS = ("--hb-interval", "100", "--on-exit", "keep", "--start-timeout", "60000")
 
 
 class SeveralLbs(DockerLbTestCase):
     # --on-exit keep: an LB stopped at the end of a test leaves the pool to the other one (which
     # would heal what a removing LB takes down); the cleanup removes the pool.
     def two_lbs(self, replicas=3):
-        a = self.start_lb("--hb-interval", "100", "--on-exit", "keep", port_range=RANGE_A,
-                          replicas=replicas)
-        b = self.start_lb("--hb-interval", "100", "--on-exit", "keep", port_range=RANGE_B,
-                          replicas=replicas)
+        a = self.start_lb(*LB_ARGS, port_range=RANGE_A, replicas=replicas)
+        b = self.start_lb(*LB_ARGS, port_range=RANGE_B, replicas=replicas)
         return a, b
 
     def assert_clean_stop(self, lb, within=10.0):
@@ -63,7 +64,12 @@ class SeveralLbs(DockerLbTestCase):
         {name: ring id} and the seconds it took."""
         t0 = time.monotonic()
         for lb in lbs:
-            self.wait_ready(lb, n, timeout)
+            try:
+                self.wait_ready(lb, n, timeout)
+            except AssertionError as e:
+                views = "\n".join(f"{x.port}: {self.details(x)}" for x in lbs)
+                logs = "\n".join(x.log()[-6000:] for x in lbs)
+                raise AssertionError(f"{e}\n{views}\n{logs}") from None
 
         def same():
             views = [self.ring_ids(lb) for lb in lbs]
@@ -142,8 +148,7 @@ class SeveralLbs(DockerLbTestCase):
         self.wait_containers(list(survivor), timeout=30)
         routes = self.route(b, KEYS)
 
-        again = self.start_lb("--hb-interval", "100", "--on-exit", "keep", port_range=RANGE_A,
-                              replicas=4)
+        again = self.start_lb(*LB_ARGS, port_range=RANGE_A, replicas=4)
         ids, _ = self.wait_same([again, b], 4)
         self.assertEqual(ids, survivor, "the restarted LB's replicas differ from the survivor's")
         self.assertEqual(self.route(again, KEYS), routes, "the restarted LB moved keys")
