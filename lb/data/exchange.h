@@ -104,6 +104,8 @@ struct ClientConn {
 // The server's on_accept for worker w: a new client connection (admin_listener: on --admin-listen).
 // Returns nullptr when it cannot be set up (the server then drops the client).
 HttpConn* exchange_accept(Worker* w, bool admin_listener);
+// Frees the closed clients' memory w keeps for its next accepts (when the worker is torn down).
+void exchange_free_spares(Worker* w);
 // The client just accepted on hc went to another worker (lb/data/spread.h); hc closes next.
 void exchange_handed_off(HttpConn* hc);
 

@@ -228,6 +228,7 @@ void worker_main(void* arg) {
   pthread_setname_np(pthread_self(), name);
   uv_run(w->loop, UV_RUN_DEFAULT);
   pools_free(&w->pools);
+  exchange_free_spares(w);
   w->snap.reset();
   FromWorker m;
   m.kind = FromWorker::Kind::stopped;
@@ -261,6 +262,7 @@ void worker_abort(Worker* w, int listen_fd, int admin_fd) {
   uv_run(w->loop, UV_RUN_DEFAULT);
   uv_loop_close(w->loop);
   pools_free(&w->pools);
+  exchange_free_spares(w);
   delete w;
 }
 
@@ -364,6 +366,7 @@ bool worker_post(Worker* w, ToWorker&& msg) { return mailbox_post(&w->inbox, std
 void worker_join(Worker* w) {
   if (w->on_caller_loop) {
     pools_free(&w->pools);
+    exchange_free_spares(w);
   } else {
     uv_thread_join(&w->thread);
   }

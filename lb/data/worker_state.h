@@ -62,6 +62,9 @@ struct Worker {
   std::mt19937_64 rng;
 
   ClientConn* active = nullptr;  // exchanges with a deadline, for the sweep
+  // Closed clients' memory for the next accepts (exchange.cc, client_recycle): bounded; freed with
+  // the worker (exchange_free_spares).
+  std::vector<ClientConn*> spare_clients;
   std::unordered_map<uint64_t, ClientConn*> admin_waiting;  // admin calls with the control plane
   uint64_t next_call = 0;
 

@@ -234,8 +234,6 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
 void on_close(uv_handle_t* handle) {
   HttpConn* c = http_conn_of(handle);
   if (c->server) http_server_forget(c->server, c);
-  free(c->in);
-  c->in = nullptr;
   c->h->on_close(c);
 }
 
@@ -284,17 +282,16 @@ int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpC
   c->event = 0;
   c->deadline = 0;
   c->h = h;
-  c->in = static_cast<char*>(malloc(in_cap));
-  if (c->in == nullptr) return UV_ENOMEM;
-  c->in_cap = static_cast<uint32_t>(in_cap);
+  if (c->in == nullptr || c->in_cap != in_cap) {
+    free(c->in);
+    c->in_cap = 0;
+    c->in = static_cast<char*>(malloc(in_cap));
+    if (c->in == nullptr) return UV_ENOMEM;
+    c->in_cap = static_cast<uint32_t>(in_cap);
+  }
   llhttp_init(&c->parser, type, parser_settings());
   c->parser.data = c;
-  int rc = uv_tcp_init(loop, &c->tcp);
-  if (rc != 0) {
-    free(c->in);
-    c->in = nullptr;
-  }
-  return rc;
+  return uv_tcp_init(loop, &c->tcp);
 }
 
 int http_conn_start(HttpConn* c) {

@@ -16,11 +16,13 @@
 //
 // Teardown: http_conn_close may be called from any callback, including inside the owner's event
 // callbacks; the connection stops delivering events at once and on_close runs later from the loop, when
-// the handle is closed. Only then may the owner free the memory that embeds the connection.
+// the handle is closed. Only then may the owner free the memory that embeds the connection (or
+// initialise it again: the read buffer is kept for that, and freed with the HttpConn's memory).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include <llhttp.h>
 #include <uv.h>
@@ -98,12 +100,18 @@ struct HttpConn {
   HttpServer* server = nullptr;  // set by http_server for the connections it accepted
   HttpConn* prev = nullptr;
   HttpConn* next = nullptr;
+
+  HttpConn() = default;
+  HttpConn(const HttpConn&) = delete;
+  HttpConn& operator=(const HttpConn&) = delete;
+  ~HttpConn() { free(in); }
 };
 
 // Initialises c on loop as a request (server side) or response (client side) parser with a read buffer
 // of in_cap bytes. The handle is open after this returns 0; close it with http_conn_close. A connection
-// whose on_close has run may be initialised again (a client reconnecting): its state starts afresh,
-// while owner, limits, timeouts and the head's buffer capacity are kept.
+// whose on_close has run may be initialised again (a client reconnecting, a server reusing a closed
+// client's memory): its state starts afresh, while owner, limits, timeouts, the read buffer (when
+// in_cap is the same) and the head's buffer capacity are kept.
 int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpConnHandlers* h,
                    size_t in_cap);
 

@@ -110,23 +110,16 @@ void on_sweep(uv_timer_t* t) {
   if (s->stopping) close_idle(s);
 }
 
-// Takes the socket libuv accepted and holds (the listener's accepted_fd) into a new connection, or,
-// when the owner refuses it, accepts and closes it.
-// Accepts the socket libuv holds into a handle of its own and closes that handle, after giving a
-// duplicate of its descriptor to *dup when dup is not null (-1 when that failed). libuv has no
-// way to take an accepted descriptor without a handle. The handle lives on the heap until its close
-// callback: uv_close completes on a later turn.
-void server_accept_apart(HttpServer* s, int* dup) {
-  if (dup != nullptr) *dup = -1;
+// Accepts the socket libuv holds (the listener's accepted_fd) into a handle of its own and closes it:
+// a client the owner refused. libuv has no way to take an accepted descriptor without a handle. The
+// handle lives on the heap until its close callback: uv_close completes on a later turn.
+void server_accept_apart(HttpServer* s) {
   auto* tmp = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
   if (tmp == nullptr || uv_tcp_init(s->loop, tmp) != 0) {
     free(tmp);
     return;
   }
-  uv_os_fd_t fd;
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(tmp)) == 0 &&
-      dup != nullptr && uv_fileno(reinterpret_cast<uv_handle_t*>(tmp), &fd) == 0)
-    *dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(tmp));
   uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { free(h); });
 }
 
@@ -152,7 +145,7 @@ void server_take(HttpServer* s) {
   if (c == nullptr) {
     server_release(s);  // the place reserved for it
     // Refused: accept and drop, so the backlog does not fill with a client we will never serve.
-    server_accept_apart(s, nullptr);
+    server_accept_apart(s);
     return;
   }
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&s->listener), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {

@@ -362,11 +362,9 @@ class Descriptors(ResourcesCase):
     def test_out_of_descriptors_blames_no_replica(self):
         # --max-conns above what the limit allows: the LB does run out of descriptors. Heartbeats
         # that cannot get a socket have no result, and a request gets 503 naming the local cause.
-        # One worker: under ASan with two, this test's first client was twice closed unanswered
-        # (CI runs f3 and f4 of 2026-12-02), not yet understood: see the closing note of that day.
         lb = self.start_lb("--hb-interval", "100", "--fall", "2", "--strikes", "1",
                            "--pool-idle-max", "0", replicas=3, fd_limit=256,
-                           env={"RINGLB_MAX_CONNS": "100000", "RINGLB_WORKERS": "1"})
+                           env={"RINGLB_MAX_CONNS": "100000"})
         before = self.wait_healthy(lb, 3)
         first = Connection(lb.port, timeout=10)
         self.addCleanup(first.close)
