@@ -240,8 +240,13 @@ class DockerLbTestCase(LbTestCase):
         if isinstance(body, dict):  # exactly one event parses as one JSON document
             body = json.dumps(body)
         lines = (body or "").splitlines() if isinstance(body, str) else []
-        return [(e["Action"], self.plain(e["Actor"]["Attributes"]["name"]))
-                for e in map(json.loads, lines)]
+        def replica(e):
+            # A container the LB stopped on purpose is renamed NAME.draining-<its short id> first
+            # (so other LBs of the pool drain it rather than heal it): its destroy names that.
+            name = self.plain(e["Actor"]["Attributes"]["name"])
+            mark = ".draining-" + e["Actor"]["ID"][:12]
+            return name[:-len(mark)] if name.endswith(mark) else name
+        return [(e["Action"], replica(e)) for e in map(json.loads, lines)]
 
     def wait_rolled_back(self, since, creates, timeout=10.0):
         """Until the engine has created and destroyed `creates` containers of the pool since
