@@ -4,7 +4,7 @@
 # Usage: deps/install.sh [build|test|bench|docker|fuzz]...   (default: build test)
 set -euo pipefail
 
-build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev
+build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev libssl-dev
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
 test=(wrk apache2-utils curl gnuplot-nox prometheus chromium python3-websocket systemd)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)

@@ -377,6 +377,9 @@ const std::vector<Option>& options() {
       {"body-timeout", "MS",
        "idle time allowed between request or response body bytes; then 408 or a cut (default 10000)",
        U32(body_timeout_ms, 10, 3600000), true},
+      {"tunnel-timeout", "MS",
+       "idle time allowed in an Upgrade (WebSocket) tunnel, no byte either way (default 3600000)",
+       U32(tunnel_timeout_ms, 10, 86400000), true},
       {"retry-on", "LIST",
        "failures retried on the next replica: comma-separated connect-failure, empty-response, "
        "junk-response, response-timeout, or none (default connect-failure,empty-response)",
@@ -655,6 +658,7 @@ void copy_live(Config* to, const Config& from) {
   to->drain_timeout_ms = from.drain_timeout_ms;
   to->admin_body_limit = from.admin_body_limit;
   to->body_timeout_ms = from.body_timeout_ms;
+  to->tunnel_timeout_ms = from.tunnel_timeout_ms;
   to->retry_on = from.retry_on;
   to->pool_idle_max = from.pool_idle_max;
   to->on_exit_keep = from.on_exit_keep;

@@ -98,6 +98,9 @@ struct Config {
   // Idle time allowed between body bytes, both ways: a client that stalls mid-upload gets 408, a
   // replica that stalls mid-response is cut (and so is a client that stops reading its response).
   uint32_t body_timeout_ms = 10000;
+  // Idle time allowed in an Upgrade tunnel (WebSocket) after the 101, no byte either way; then both
+  // sides are closed.
+  uint32_t tunnel_timeout_ms = 3600000;
   // Which upstream failures before a response may go to the next replica (RetryOn bits). Default as
   // HAProxy's: connect failures and empty responses; a response timeout is answered 504 at once.
   uint8_t retry_on = 0x3;

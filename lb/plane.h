@@ -144,6 +144,8 @@ struct PlaneCounters {
   uint64_t no_replica = 0;      // 503 answers
   uint64_t connections = 0;     // client connections accepted
   DurationHist duration;        // proxied requests answered, head received -> last byte written
+  uint64_t tunnels_opened = 0;  // Upgrade tunnels opened (101 forwarded) and ended: open = the
+  uint64_t tunnels_closed = 0;  // difference of the sums
 };
 
 // One replica as one worker saw it since its last report.

@@ -2,12 +2,16 @@
 //
 //   GET /home       200 {"message": "Hello from Server: <ID>", "status": "successful"}
 //   GET /heartbeat  200, empty body
+//   GET /ws         a WebSocket echo (RFC 6455; replica/ws_echo.h): 101 (with X-Server-Id: <ID>),
+//                   then every text or binary message comes back, pings get pongs, a close is
+//                   answered and closes
 //   anything else   404 with a JSON error
 //
 // With --debug-routes it also serves the routes ringlb's own tests need to exercise a proxy:
 //   GET /bytes?n=N   N bytes of body, streamed with backpressure
 //   POST /sink       reads the whole body, answers {"bytes": N}
 //   GET /sleep?ms=N  answers /home's body after N ms
+//   GET /ws?send=N   the WebSocket echo, which first sends N bytes of binary messages (64 KiB each)
 //
 // SIGTERM and SIGINT stop accepting, let in-flight exchanges finish and exit 0 (it runs as PID 1 in a
 // container, where an unhandled SIGTERM would be ignored). With --die-with-parent it exits when the
@@ -25,6 +29,7 @@
 #include "lb/http/container_of.h"
 #include "lb/http/http_response.h"
 #include "lb/http/http_server.h"
+#include "replica/ws_echo.h"
 
 namespace {
 
@@ -58,7 +63,15 @@ struct ReplicaConn {
   bool streaming = false;   // a /bytes body is being written (the connection is paused)
   bool draining = false;    // an answer is queued; the exchange ends when it is written
   std::string out;
+  // /ws: after the 101 the connection is raw (http_conn_set_raw) and carries WebSocket frames.
+  WsEcho* ws = nullptr;
+  bool ws_closing = false;  // our close frame (or a refusal) is queued: close once it is written
+  uint64_t ws_send_left = 0;  // /ws?send=N bytes still to send
 };
+
+// Bytes queued for a WebSocket client past which its frames are not read (backpressure: a client
+// that sends without reading meets TCP's, not the replica's memory).
+constexpr size_t kWsQueueMax = 1 << 20;
 
 Replica g_replica;
 
@@ -128,6 +141,68 @@ bool bytes_pump(ReplicaConn* rc) {
   return false;
 }
 
+// Sends the rest of /ws?send=N as 64 KiB binary messages while the socket takes them whole; the
+// rest waits for on_drain.
+void ws_send_pump(ReplicaConn* rc) {
+  static const std::string chunk(64 * 1024, 'w');
+  std::string frame;
+  while (!rc->conn.closing && !rc->ws_closing && rc->ws_send_left > 0 && rc->conn.write_queued == 0) {
+    size_t n = rc->ws_send_left < chunk.size() ? rc->ws_send_left : chunk.size();
+    rc->ws_send_left -= n;
+    frame.clear();
+    ws_frame(&frame, 2, chunk.data(), n);
+    if (http_conn_write(&rc->conn, frame.data(), frame.size()) != 0) http_conn_close(&rc->conn);
+  }
+}
+
+// GET /ws: the handshake is answered 101 and the connection turns raw (what the client sent after
+// the request goes to ws_on_bytes at once), or refused with 400 or 426 and closed.
+void ws_open(ReplicaConn* rc) {
+  HttpConn* c = &rc->conn;
+  std::string extra;
+  int status = ws_handshake(c->head, &extra);
+  if (status != 101) {
+    rc->keep_alive = false;
+    rc->out.clear();
+    http_append_response(&rc->out, status, "application/json",
+                         "{\"message\": \"<Error> not a WebSocket handshake\", \"status\": \"failure\"}",
+                         false, extra);
+    if (http_conn_write(c, rc->out.data(), rc->out.size()) != 0) http_conn_close(c);
+    return;
+  }
+  // Which replica answered, for tests that check where a key's tunnels go (as /home's body says).
+  extra.insert(extra.size() - 2, "X-Server-Id: " + rc->replica->config.id + "\r\n");
+  if (http_conn_write(c, extra.data(), extra.size()) != 0) {
+    http_conn_close(c);
+    return;
+  }
+  rc->ws = new WsEcho();
+  http_conn_set_raw(c);
+  std::string_view n;
+  if (rc->replica->config.debug_routes && http_url_query(http_head_url(c->head), "send", &n))
+    rc->ws_send_left = strtoull(std::string(n).c_str(), nullptr, 10);
+  ws_send_pump(rc);
+}
+
+// Frames from a /ws client: the answers are written, reading stops while too much is queued, and
+// the connection closes once a close (ours or an answer to the client's) is written.
+void ws_on_bytes(ReplicaConn* rc, const char* data, size_t len) {
+  if (rc->ws_closing) return;
+  std::string out;
+  bool open = ws_feed(rc->ws, data, len, &out);
+  if (!out.empty() && http_conn_write(&rc->conn, out.data(), out.size()) != 0) {
+    http_conn_close(&rc->conn);
+    return;
+  }
+  if (!open) {
+    rc->ws_closing = true;
+    http_conn_stop(&rc->conn);
+    if (rc->conn.write_queued == 0) http_conn_close(&rc->conn);
+    return;
+  }
+  if (rc->conn.write_queued > kWsQueueMax) http_conn_stop(&rc->conn);
+}
+
 void on_sleep_done(uv_timer_t* t) {
   ReplicaConn* rc = static_cast<ReplicaConn*>(t->data);
   respond(rc, 200, rc->replica->home_body, "application/json");
@@ -147,7 +222,14 @@ void on_head(HttpConn* c) {
   }
 }
 
-void on_body(HttpConn* c, const char*, size_t len) { rconn(c)->sink_bytes += len; }
+void on_body(HttpConn* c, const char* data, size_t len) {
+  ReplicaConn* rc = rconn(c);
+  if (rc->ws != nullptr) {
+    ws_on_bytes(rc, data, len);
+    return;
+  }
+  rc->sink_bytes += len;
+}
 
 HttpNext on_message_end(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
@@ -162,6 +244,9 @@ HttpNext on_message_end(HttpConn* c) {
     respond(rc, 200, rc->replica->home_body, "application/json");
   } else if (get && path == "/heartbeat") {
     respond(rc, 200, "", "");
+  } else if (h.method == HTTP_GET && path == "/ws") {
+    ws_open(rc);
+    if (rc->ws != nullptr) return HttpNext::parse;  // raw from now on (http_conn_set_raw)
   } else if (rc->replica->config.debug_routes && h.method == HTTP_POST && path == "/sink") {
     respond(rc, 200, "{\"bytes\": " + std::to_string(sunk) + "}", "application/json");
   } else if (rc->replica->config.debug_routes && get && path == "/bytes") {
@@ -196,6 +281,15 @@ HttpNext on_message_end(HttpConn* c) {
 
 void on_drain(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
+  if (rc->ws != nullptr) {
+    if (rc->ws_closing) {
+      http_conn_close(c);
+      return;
+    }
+    ws_send_pump(rc);
+    if (c->write_queued == 0 && !c->reading) http_conn_start(c);
+    return;
+  }
   if (rc->streaming) {
     if (bytes_pump(rc)) finish_later(rc);
   } else if (rc->draining) {
@@ -205,6 +299,10 @@ void on_drain(HttpConn* c) {
 
 void on_error(HttpConn* c, int err) {
   ReplicaConn* rc = rconn(c);
+  if (rc->ws != nullptr) {  // the WebSocket client went away (or a write failed)
+    http_conn_close(c);
+    return;
+  }
   if (err == HTTP_E_TOO_LARGE || err == HTTP_E_PARSE) {
     int status = err == HTTP_E_TOO_LARGE ? 431 : 400;
     std::string body = "{\"message\": \"<Error> ";
@@ -225,6 +323,8 @@ void free_conn(uv_handle_t* h) { delete static_cast<ReplicaConn*>(h->data); }
 
 void on_close(HttpConn* c) {
   ReplicaConn* rc = rconn(c);
+  delete rc->ws;
+  rc->ws = nullptr;
   if (rc->timer_open) {
     rc->sleep_timer.data = rc;
     uv_close(reinterpret_cast<uv_handle_t*>(&rc->sleep_timer), free_conn);
@@ -279,7 +379,7 @@ void usage(FILE* out) {
           "  --port PORT      TCP port (env PORT; default 5000)\n"
           "  --address ADDR   address to bind (env ADDRESS; default 0.0.0.0)\n"
           "  --listen-fd FD   serve an already listening socket (or env LISTEN_FDS=1: fd 3)\n"
-          "  --debug-routes   also serve /bytes, /sink and /sleep (tests)\n"
+          "  --debug-routes   also serve /bytes, /sink, /sleep and /ws?send=N (tests)\n"
           "  --die-with-parent  exit when the parent process dies\n");
 }
 

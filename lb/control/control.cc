@@ -184,6 +184,8 @@ void apply_report(Control* ctl, FromWorker& m) {
   t.upstream_timeouts += d.upstream_timeouts;
   t.no_replica += d.no_replica;
   t.connections += d.connections;
+  t.tunnels_opened += d.tunnels_opened;
+  t.tunnels_closed += d.tunnels_closed;
   duration_add(&t.duration, d.duration);
   w.gen = std::max(w.gen, m.gen);
   w.synced = std::max(w.synced, m.synced);

@@ -264,6 +264,10 @@ std::string metrics_render(const Control& ctl) {
           m.no_replica);
   counter("ringlb_heals_total", "Dead replicas replaced.", reg.heals);
   gauge("ringlb_client_connections", "Client connections open now.", num(control_open_conns(&ctl)));
+  counter("ringlb_tunnels_total", "Upgrade (WebSocket) tunnels opened: 101 forwarded.",
+          m.tunnels_opened);
+  gauge("ringlb_tunnels_open", "Upgrade (WebSocket) tunnels open now.",
+        num(m.tunnels_opened - m.tunnels_closed));
   family(&out, "ringlb_worker_client_connections", "gauge",
          "Client connections open now, by worker (kept even over the workers: lb/data/spread.h).");
   for (size_t i = 0; i < ctl.workers.size(); i++)

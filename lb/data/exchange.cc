@@ -66,7 +66,8 @@ void observe_done(ClientConn* c, Pool* p) {
 
 // A response byte went to the client (the replica's head, or the LB's own answer).
 bool response_started(const ClientConn* c) {
-  return c->state == ExState::streaming || c->state == ExState::answered;
+  return c->state == ExState::streaming || c->state == ExState::answered ||
+         c->state == ExState::tunnel;
 }
 
 // Why an upstream attempt failed: decides the retry (--retry-on), the blame (a passive strike) and
@@ -146,6 +147,10 @@ void on_check(uv_check_t* h) {
   for (ClientConn* c : batch) {
     if (c == nullptr) continue;  // closed meanwhile (client_on_close)
     c->deferred = false;
+    if (c->state == ExState::tunnel) {  // the bytes after the upgrade request, then the tunnel
+      if (!c->conn.closing && !c->client_eof) http_conn_start(&c->conn);
+      continue;
+    }
     if (!c->conn.closing && c->state == ExState::answered && c->req_done && c->keep_alive &&
         c->conn.paused && c->conn.write_queued <= kPipelineQueueMax)
       http_conn_resume(&c->conn);
@@ -372,6 +377,117 @@ uint64_t client_pending(ClientConn* c) {
   return n;
 }
 
+// --- tunnels (Upgrade, after a 101) ------------------------------------------------------------
+
+// The tunnel ended (or its client connection closes in it): counted, and its access log line
+// written (status 101, the bytes both ways, the duration from the request head to the end).
+void tunnel_account_end(ClientConn* c) {
+  c->w->counters.tunnels_closed++;
+  worker_report_soon(c->w);
+  if (c->started_ns != 0) exchange_log(c, true);
+}
+
+// Ends the tunnel: both connections close (the upstream one is never pooled: it speaks another
+// protocol now). Bytes still queued either way are dropped: it runs once both sides closed and
+// everything was written (tunnel_check_done), or when one side broke, timed out or its replica
+// is gone. Once: the state leaves tunnel.
+void tunnel_end(ClientConn* c, const char* why) {
+  if (c->state != ExState::tunnel) return;
+  LOG_DEBUG("tunnel to %s ends: %s", c->up ? c->up->pool->name.c_str() : "?", why);
+  tunnel_account_end(c);
+  exchange_unwait(c);
+  c->state = ExState::answered;
+  c->keep_alive = false;
+  detach_upstream(c, false);
+  http_conn_close(&c->conn);
+}
+
+// Both sides half-closed and every byte is written both ways: the tunnel is over.
+void tunnel_check_done(ClientConn* c) {
+  if (c->state == ExState::tunnel && c->client_eof && c->up_eof && c->conn.write_queued == 0 &&
+      (c->up == nullptr || c->up->conn.write_queued == 0))
+    tunnel_end(c, "both sides closed");
+}
+
+// The replica switched protocols (response h to upgrade request of c, on u): the 101 goes to the
+// client, both connections turn raw, and the client's bytes already read after its request head
+// go upstream first (from the check handle: we are on u's callback stack). Counted as a response
+// of the replica and a completed request duration (to the 101). No retry after this point.
+void tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h) {
+  Worker* w = c->w;
+  Pool* p = u->pool;
+  pool_success(p);
+  p->responses[1]++;
+  p->requests++;
+  observe_done(c, p);
+  c->status = 101;
+  c->ring_id = p->ring_id;
+  if (c->started_ns != 0) c->replica.assign(p->name);
+  count_response(w, 101);
+  w->counters.tunnels_opened++;
+  exchange_unwait(c);
+  c->state = ExState::tunnel;
+  c->client_eof = c->up_eof = c->skip_interim = false;  // (a 100 before the 101 ended already)
+  c->keep_alive = false;
+  http_conn_set_raw(&u->conn);
+  http_conn_set_raw(&c->conn);
+  forward_switching_head(&c->out, h);
+  c->bytes_out += c->out.size();
+  if (int rc = http_conn_write(&c->conn, c->out.data(), c->out.size()); rc != 0) {
+    tunnel_end(c, http_err_name(rc));
+    return;
+  }
+  exchange_wait(c, Wait::tunnel, w->cfg->tunnel_timeout_ms);
+  exchange_defer_resume(c);
+}
+
+// Bytes read from one side of the tunnel go to the other. Memory bound: the side read stops while
+// the other's queue is over the high-water mark (the other's on_drain starts it again), so a peer
+// that does not read holds at most that plus one read buffer in the LB.
+void tunnel_relay(ClientConn* c, HttpConn* from, HttpConn* to, const char* data, size_t len) {
+  if (c->wait == Wait::tunnel) c->deadline = uv_now(c->w->loop) + c->w->cfg->tunnel_timeout_ms;
+  if (int rc = http_conn_write(to, data, len); rc != 0) {
+    tunnel_end(c, http_err_name(rc));
+    return;
+  }
+  if (to->write_queued > kHighWater) http_conn_stop(from);
+}
+
+// One side of the tunnel reported err (from: its connection; the other: to). EOF is a half-close,
+// passed on to the other side once what is queued for it is written (uv_shutdown); any other error
+// (a reset, a failed write) ends the tunnel.
+void tunnel_on_error(ClientConn* c, HttpConn* from, HttpConn* to, bool* eof, int err) {
+  if (err != UV_EOF) {
+    tunnel_end(c, http_err_name(err));
+    return;
+  }
+  http_conn_stop(from);
+  if (*eof) return;
+  *eof = true;
+  if (int rc = http_conn_shutdown(to); rc != 0) {
+    tunnel_end(c, http_err_name(rc));
+    return;
+  }
+  tunnel_check_done(c);
+}
+
+// The sweep's look at a tunnel: a replica the snapshot says is dead closes it; a removed replica
+// (its pool retired) or a stopping worker gives it --drain-timeout from now (or its idle
+// deadline, if sooner), which traffic no longer pushes back.
+void tunnel_sweep(ClientConn* c) {
+  Worker* w = c->w;
+  if (c->up == nullptr) return;
+  if (pool_marked_dead(c->up->pool)) {
+    tunnel_end(c, "replica marked dead");
+    return;
+  }
+  if (c->wait == Wait::tunnel && (w->stopping || c->up->pool->state == PoolState::retired)) {
+    uint64_t until = uv_now(w->loop) + w->cfg->drain_timeout_ms;
+    c->wait = Wait::tunnel_drain;
+    if (until < c->deadline) c->deadline = until;
+  }
+}
+
 void up_on_head(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = u->client;
@@ -384,11 +500,16 @@ void up_on_head(HttpConn* hc) {
     exchange_fail(c, "malformed response", Fail::junk);
     return;
   }
-  // The LB forwards no Upgrade (it is hop-by-hop and tunnels are not supported yet), and a server
-  // must not switch to a protocol the request did not offer (RFC 9110 §15.2.2): a 101 is malformed.
-  // Passed on, it left the client waiting on a connection that had switched to nothing.
+  // A server must not switch to a protocol the request did not offer, and must name the one it
+  // switches to (RFC 9110 §15.2.2): a 101 to a request whose Upgrade the LB dropped (or to one
+  // still sending), or without an Upgrade header, is malformed. Passed on, it left the client
+  // waiting on a connection that had switched to nothing.
   if (h.status == 101) {
-    exchange_fail(c, "101 Switching Protocols to a request without Upgrade", Fail::junk);
+    if (!c->upgrade || !c->req_done || !forward_has_upgrade(h)) {
+      exchange_fail(c, "101 Switching Protocols to a request without Upgrade", Fail::junk);
+      return;
+    }
+    tunnel_start(c, u, h);
     return;
   }
   if (h.status >= 100 && h.status < 200) {
@@ -422,6 +543,11 @@ void up_on_body(HttpConn* hc, const char* data, size_t len) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = u->client;
   if (c == nullptr || c->skip_interim) return;
+  if (c->state == ExState::tunnel) {
+    c->bytes_out += len;
+    tunnel_relay(c, hc, &c->conn, data, len);
+    return;
+  }
   if (write_response(c, data, len) != 0) {
     http_conn_close(&c->conn);
     return;
@@ -459,6 +585,10 @@ void up_on_error(HttpConn* hc, int err) {
     upstream_close(u);
     return;
   }
+  if (c->state == ExState::tunnel) {
+    tunnel_on_error(c, hc, &c->conn, &c->up_eof, err);
+    return;
+  }
   if (c->state == ExState::streaming) {  // cut short: the client cannot get a complete answer
     exchange_fail(c, http_err_name(err), Fail::cut);
     return;
@@ -475,6 +605,11 @@ void up_on_drain(HttpConn* hc) {
   UpstreamConn* u = up_of(hc);
   ClientConn* c = u->client;
   if (c == nullptr) return;
+  if (c->state == ExState::tunnel) {  // the replica took the client's bytes: read more of them
+    if (!c->client_eof && !c->conn.reading) http_conn_start(&c->conn);
+    tunnel_check_done(c);
+    return;
+  }
   if (c->wait == Wait::request_body) {
     c->deadline = uv_now(c->w->loop) + c->w->cfg->body_timeout_ms;
     request_sent_check(c);
@@ -692,6 +827,7 @@ void client_on_head(HttpConn* hc) {
   c->state = ExState::idle;
   c->req_done = false;
   c->body_sent = c->skip_interim = c->same_retry_used = c->head_pending = false;
+  c->upgrade = c->client_eof = c->up_eof = false;
   c->attempts = 0;
   c->pending_mark = 0;
   c->observe_ns = 0;
@@ -736,8 +872,13 @@ void client_on_head(HttpConn* hc) {
     else if (w->cfg->hash_key == HashKey::rid) c->routed_id = key;  // the X-Request-Id: no 2nd lookup
   }
   c->pos = ring_position(w->snap->ring.get(), key);
+  // An upgrade request's connection closes after any answer but a 101: the bytes the client sent
+  // after its head (read and held meanwhile) belong to the protocol it asked for, not to HTTP.
+  c->upgrade = forward_upgrade_wanted(h);
+  if (c->upgrade) c->keep_alive = false;
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
                        generated ? std::string_view(rid, 6) : std::string_view());
+  if (c->upgrade) forward_request_upgrade(&c->req_head, h);
   dispatch(c);
 }
 
@@ -745,6 +886,10 @@ void client_on_body(HttpConn* hc, const char* data, size_t len) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
   c->bytes_in += len;
+  if (c->state == ExState::tunnel) {
+    if (c->up != nullptr) tunnel_relay(c, hc, &c->up->conn, data, len);
+    return;
+  }
   if (c->wait == Wait::request_body)  // the client is sending: idle timeout restarts
     c->deadline = uv_now(w->loop) + w->cfg->body_timeout_ms;
   if (c->state == ExState::admin_reading) {
@@ -799,6 +944,11 @@ HttpNext client_on_message_end(HttpConn* hc) {
 
 void client_on_error(HttpConn* hc, int err) {
   ClientConn* c = client_of(hc);
+  if (c->state == ExState::tunnel) {
+    if (c->up == nullptr) http_conn_close(hc);
+    else tunnel_on_error(c, hc, &c->up->conn, &c->client_eof, err);
+    return;
+  }
   bool in_exchange = c->state != ExState::idle && c->state != ExState::answered;
   if (err == HTTP_E_PARSE || err == HTTP_E_TOO_LARGE) {
     // A request that broke before its head completed, after a finished exchange (pipelined behind
@@ -835,6 +985,11 @@ void client_on_error(HttpConn* hc, int err) {
 // the high-water mark is read now (its own callback: nothing else is on the stack).
 void client_on_drain(HttpConn* hc) {
   ClientConn* c = client_of(hc);
+  if (c->state == ExState::tunnel) {  // the client read the replica's bytes: read more of them
+    if (c->up != nullptr && !c->up_eof && !c->up->conn.reading) http_conn_start(&c->up->conn);
+    tunnel_check_done(c);
+    return;
+  }
   if (c->wait == Wait::response_body)
     c->deadline = uv_now(c->w->loop) + c->w->cfg->body_timeout_ms;
   if (c->up && hc->write_queued == 0 && !c->up->conn.reading) http_conn_start(&c->up->conn);
@@ -880,7 +1035,9 @@ void client_recycle(Worker* w, ClientConn* c) {
 void client_on_close(HttpConn* hc) {
   ClientConn* c = client_of(hc);
   Worker* w = c->w;
-  if (c->started_ns != 0 && c->state != ExState::idle && c->state != ExState::answered)
+  if (c->state == ExState::tunnel) tunnel_account_end(c);  // closed in the tunnel (worker stopping)
+  if (c->started_ns != 0 && c->state != ExState::idle && c->state != ExState::answered &&
+      c->state != ExState::tunnel)
     exchange_log(c, false);  // it ends without a complete response: status 0
   detach_upstream(c, false);
   active_remove(c);
@@ -929,6 +1086,12 @@ void exchange_timeout(ClientConn* c) {
       return;
     case Wait::response:
       exchange_fail(c, "timeout", Fail::timeout);
+      return;
+    case Wait::tunnel:
+      tunnel_end(c, "idle timeout (--tunnel-timeout)");
+      return;
+    case Wait::tunnel_drain:
+      tunnel_end(c, "replica removed or load balancer stopping (--drain-timeout)");
       return;
     case Wait::response_body:
       if (c->conn.write_queued > 0 && c->pending_mark > 0) {
@@ -996,6 +1159,8 @@ void exchange_sweep(Worker* w) {
       exchange_unwait(c);
     } else if (now >= c->deadline) {
       exchange_timeout(c);
+    } else if (c->state == ExState::tunnel) {
+      tunnel_sweep(c);
     } else if (c->up != nullptr && pool_marked_dead(c->up->pool) &&
                (c->state == ExState::connecting || c->state == ExState::sending ||
                 c->state == ExState::awaiting_response) &&

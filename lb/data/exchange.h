@@ -8,7 +8,9 @@
 // snapshot, sent over a pooled upstream connection, and its response streamed back; a request that
 // fails before its response started goes to the next replica clockwise when --retries, --retry-on
 // and its method allow. An admin request is read whole and handed to the control plane
-// (FromWorker::admin_call); its answer comes back as a message (exchange_admin_answer).
+// (FromWorker::admin_call); its answer comes back as a message (exchange_admin_answer). An upgrade
+// request (forward_upgrade_wanted) whose replica answers 101 turns the exchange into a tunnel
+// (ExState::tunnel): both connections raw, until both sides closed; it is the connection's last.
 //
 // Completions never run inside the callback that caused them: the next pipelined request of a
 // client whose response ended inside another connection's callback (an upstream's, a timer's) is
@@ -37,6 +39,11 @@ enum class ExState : uint8_t {
   streaming,          // the response head came; its body flows to the client: no more failover
   answered,           // the response is complete (the replica's or the LB's own); the rest of
                       // the request body, if any, is read and discarded
+  tunnel,             // the replica answered an upgrade request 101 and the 101 went on: both
+                      // connections pass bytes through unparsed (http_conn_set_raw), each side
+                      // read only while the other's queue is under the high-water mark, a
+                      // half-close passed on, until both sides closed or one broke; never
+                      // replayed, the upstream connection never pooled; logged at its end
 };
 
 // What the exchange's deadline waits for, and so whose fault it is when it passes (see
@@ -52,6 +59,10 @@ enum class Wait : uint8_t {
                   // the replica's fault (504); only in state awaiting_response
   response_body,  // the next response body bytes, or the client reading those queued
                   // (--body-timeout, idle): the replica's fault unless the client stopped reading
+  tunnel,         // a byte either way in the tunnel (--tunnel-timeout, idle): both sides close
+  tunnel_drain,   // the tunnel's replica was removed (/rm) or the worker stops (SIGTERM): both
+                  // sides close at --drain-timeout from then (or the idle timeout, if sooner);
+                  // traffic does not push it back
 };
 
 struct ClientConn {
@@ -74,6 +85,9 @@ struct ClientConn {
   bool same_retry_used = false;       // the one retry on the same replica (a stale pooled conn)
   bool deferred = false;              // on the worker's deferred-resume queue
   bool on_active = false;             // on the worker's list of exchanges with a deadline
+  bool upgrade = false;               // the request offers an Upgrade the LB carries out
+  bool client_eof = false;            // tunnel: the client half-closed (passed on upstream)
+  bool up_eof = false;                // tunnel: the replica half-closed (passed on to the client)
   uint8_t attempts = 0;               // retries on other replicas so far
   // The response bytes still on their way to the client (client_pending) when its reading was
   // last looked at: while it keeps shrinking, the client is reading, however slowly (0: never
@@ -111,7 +125,8 @@ void exchange_handed_off(HttpConn* hc);
 
 // The sweep (every 100 ms): exchanges past their deadline time out, and replayable exchanges still
 // waiting for the first response byte of a replica the snapshot now says is dead go to the next
-// replica at once.
+// replica at once. Tunnels to a dead replica close; tunnels to a removed replica, or all of them
+// once the worker stops, start their --drain-timeout.
 void exchange_sweep(Worker* w);
 
 // The control plane's answer to admin call `call`: answered to its client, unless the client went

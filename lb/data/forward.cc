@@ -94,3 +94,47 @@ void forward_interim(std::string* out, const HttpHead& h) {
   });
   out->append("\r\n");
 }
+
+namespace {
+
+// Appends "Connection: Upgrade" and every Upgrade header line of h, as received.
+void append_upgrade(std::string* out, const HttpHead& h) {
+  out->append("Connection: Upgrade\r\n");
+  for (const HttpHeader& hd : h.headers)
+    if (http_iequals(http_head_name(h, hd), "upgrade")) out->append(http_head_line(h, hd));
+}
+
+}  // namespace
+
+bool forward_has_upgrade(const HttpHead& h) {
+  std::string_view v;
+  return http_head_get(h, "upgrade", &v) && !v.empty();
+}
+
+bool forward_upgrade_wanted(const HttpHead& h) {
+  if (h.major != 1 || h.minor != 1 || h.method == HTTP_CONNECT) return false;
+  std::string_view te;
+  if (h.chunked || h.content_length > 0 || http_head_get(h, "transfer-encoding", &te)) return false;
+  if (!forward_has_upgrade(h)) return false;
+  for (const HttpHeader& hd : h.headers)
+    if (http_iequals(http_head_name(h, hd), "connection") &&
+        http_list_has(http_head_value(h, hd), "upgrade"))
+      return true;
+  return false;
+}
+
+void forward_request_upgrade(std::string* out, const HttpHead& h) {
+  out->resize(out->size() - 2);  // the blank line comes again after the Upgrade lines
+  append_upgrade(out, h);
+  out->append("\r\n");
+}
+
+void forward_switching_head(std::string* out, const HttpHead& h) {
+  out->clear();
+  http_append_status_line(out, h.status);
+  http_append_forwarded(out, h, [](std::string_view name, const HttpHeader&) {
+    return http_is_framing(name);
+  });
+  append_upgrade(out, h);
+  out->append("\r\n");
+}

@@ -38,3 +38,31 @@ bool forward_interim_wanted(const HttpHead& req);
 // headers, without Content-Length or Transfer-Encoding (an interim response has no body; a client
 // or proxy in front that believed them would read the next response as that body).
 void forward_interim(std::string* out, const HttpHead& resp);
+
+// Upgrade (WebSocket and other tunnels):
+
+// True when request h asks to switch protocols (an Upgrade header, and a Connection header listing
+// "upgrade") and the LB carries the switch out: a tunnel after the replica's 101. The decisions
+// (RFC 9110 §7.8 lets a server ignore Upgrade; then it is dropped as any hop-by-hop header and the
+// request is an ordinary one):
+//  - HTTP/1.0: ignored, as §7.8 requires of a server.
+//  - a body (Content-Length over 0, or Transfer-Encoding): ignored. The body would have to be
+//    forwarded, then the switch made at its end; WebSocket sends none (RFC 6455 §4.1), and a
+//    request smuggled in the body of a request that switches is not worth the risk.
+//  - CONNECT never gets here (refused: http_validate.h).
+// Bytes a client sends after an upgrade request (pipelined requests included) are never read as
+// HTTP by the LB: after a 101 they go into the tunnel, after any other answer the connection closes.
+bool forward_upgrade_wanted(const HttpHead& h);
+
+// Adds to *out, a request head built by forward_request_head (it ends with the blank line), the
+// Upgrade headers of request h with "Connection: Upgrade": for a request forward_upgrade_wanted
+// says yes to (otherwise, as every hop-by-hop header, they are dropped).
+void forward_request_upgrade(std::string* out, const HttpHead& h);
+
+// True when response h names the protocol it switches to (an Upgrade header): a 101 without one is
+// malformed (RFC 9110 §15.2.2).
+bool forward_has_upgrade(const HttpHead& h);
+
+// Builds into *out the 101 Switching Protocols head the client gets for response resp: its end-to-
+// end headers (no framing: a 101 has no body), "Connection: Upgrade" and its Upgrade headers.
+void forward_switching_head(std::string* out, const HttpHead& resp);

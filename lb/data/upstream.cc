@@ -209,8 +209,9 @@ void upstream_release(UpstreamConn* u) {
   u->client = nullptr;
   u->served++;
   if (u->conn.closing) return;
-  if (p->state != PoolState::usable || p->pools->closing || p->idle_count >= p->pools->idle_max ||
-      u->conn.in_start != u->conn.in_end) {
+  // A connection that switched protocols (a tunnel after a 101) never speaks HTTP again.
+  if (u->conn.raw || p->state != PoolState::usable || p->pools->closing ||
+      p->idle_count >= p->pools->idle_max || u->conn.in_start != u->conn.in_end) {
     http_conn_close(&u->conn);
     return;
   }

@@ -136,7 +136,7 @@ UpstreamConn* upstream_acquire(Pool* p, const HttpConnHandlers* handlers, size_t
 
 // Gives back a connection whose exchange completed cleanly with a kept-alive response: pooled
 // when its pool is usable (not retired), the worker is not stopping and the pool has room; else
-// closed.
+// closed. A connection that carried a tunnel (raw, after a 101) is always closed.
 void upstream_release(UpstreamConn* u);
 
 // Closes a connection (in use or idle); it leaves the pool at once.

@@ -115,6 +115,7 @@ bool deliver_event(HttpConn* c) {
     c->deadline = 0;
     c->h->on_head(c);
     if (c->closing) return false;
+    if (c->raw) return true;  // switched protocols: the message's end is not an HTTP event
   }
   if (ev & EV_END) {
     c->in_body = false;
@@ -127,6 +128,7 @@ bool deliver_event(HttpConn* c) {
       c->expect_no_body = false;
     HttpNext next = c->h->on_message_end(c);
     if (c->closing) return false;
+    if (c->raw) return true;  // the owner switched protocols: what follows is raw
     if (next == HttpNext::pause) {
       c->paused = true;
       return false;
@@ -139,7 +141,7 @@ bool deliver_event(HttpConn* c) {
 void deliver_peer_error(HttpConn* c) {
   int err = c->peer_error;
   c->peer_error = 0;
-  if (err == UV_EOF && c->in_message) {
+  if (err == UV_EOF && c->in_message && !c->raw) {
     llhttp_errno_t e = llhttp_finish(&c->parser);
     if (e == HPE_PAUSED) {  // the close completed a close-delimited body
       llhttp_resume(&c->parser);
@@ -161,6 +163,11 @@ void conn_parse(HttpConn* c) {
     c->after_pause = false;
     const char* p = c->in + c->in_start;
     size_t n = c->in_end - c->in_start;
+    if (c->raw) {  // a tunnel: the bytes go on as they are
+      c->in_start = c->in_end = 0;
+      if (n > 0) c->h->on_body(c, p, n);
+      continue;
+    }
     bool raw_body = c->in_body && c->body_mode == HttpBody::raw;
     llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
     size_t used = n;
@@ -279,6 +286,7 @@ int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpC
   c->body_mode = HttpBody::decoded;
   c->expect_no_body = c->reading = c->paused = c->in_body = c->in_message = false;
   c->closing = c->after_pause = false;
+  c->raw = c->shut = false;
   c->event = 0;
   c->deadline = 0;
   c->h = h;
@@ -318,6 +326,25 @@ void http_conn_reset_parser(HttpConn* c) {
   c->in_body = c->in_message = c->paused = false;
   c->expect_no_body = false;
   c->event = 0;
+}
+
+void http_conn_set_raw(HttpConn* c) {
+  c->raw = true;
+  c->in_message = true;
+  c->in_body = c->paused = c->after_pause = false;
+  c->event = 0;
+  c->deadline = 0;
+}
+
+namespace {
+void on_shutdown(uv_shutdown_t*, int) {}  // a failure shows as a write or read error, or not at all
+}  // namespace
+
+int http_conn_shutdown(HttpConn* c) {
+  if (c->closing) return UV_EPIPE;
+  if (c->shut) return 0;
+  c->shut = true;
+  return uv_shutdown(&c->shutdown_req, reinterpret_cast<uv_stream_t*>(&c->tcp), on_shutdown);
 }
 
 int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n) {

@@ -89,8 +89,11 @@ struct HttpConn {
   bool in_message = false;  // a message has begun (its first byte was parsed)
   bool closing = false;
   bool write_failed = false;  // a queued write failed (reported through on_error once)
+  bool raw = false;       // a tunnel: bytes pass through unparsed (http_conn_set_raw)
+  bool shut = false;      // our side's write half is shut (http_conn_shutdown)
   uint8_t event = 0;      // pending parser event (internal)
   bool after_pause = false;  // llhttp was resumed and may complete a message without input
+  uv_shutdown_t shutdown_req;  // http_conn_shutdown's
 
   // Timeouts in ms (0 = none). While a head is being read the deadline is header_timeout after its
   // first byte (slowloris); while idle between messages, idle_timeout; while the owner handles a message,
@@ -124,6 +127,17 @@ void http_conn_resume(HttpConn* c);
 
 // Resets the parser for a new exchange on a kept-alive client connection (response side).
 void http_conn_reset_parser(HttpConn* c);
+
+// Raw pass-through, for a tunnel after 101 Switching Protocols: from now on nothing is parsed and no
+// message event comes again; every byte read, those already buffered first, goes to on_body as it is
+// (body_mode does not matter), and a peer close or read error reaches on_error. The connection stays
+// a message in progress (never idle to its server, no header or idle deadline). Irreversible; may be
+// called from the owner's callbacks (from on_head or on_message_end, the bytes after the message
+// follow raw at once). Reading starts with http_conn_start as usual.
+void http_conn_set_raw(HttpConn* c);
+// Half-close: shuts the write side once the bytes queued are written (uv_shutdown; the peer reads
+// EOF). Nothing may be written afterwards. Idempotent; returns 0 or a libuv code.
+int http_conn_shutdown(HttpConn* c);
 
 // Writes n buffers in order; returns 0 or a negative libuv code (the connection is then broken).
 int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n);

@@ -239,6 +239,7 @@ TEST_F(ConfigTest, EveryInvalidFlagValueExitsTwoWithOneLine) {
       {"--drain-timeout", {"3600001"}},
       {"--admin-body-limit", {"63"}},
       {"--body-timeout", {"9", "x"}},
+      {"--tunnel-timeout", {"9", "86400001", "x"}},
       {"--retry-on", {"bogus", "connect-failure,bogus", ""}},
       {"--max-conns", {"0", "-1"}},
       {"--pool-idle-max", {"100001"}},
@@ -449,7 +450,7 @@ TEST_F(ConfigTest, EveryLiveOptionIsCopiedAndNoOtherOne) {
       {"heal-name", "same"}, {"heal-backoff-max", "1234"}, {"start-timeout", "4321"},
       {"connect-timeout", "111"}, {"upstream-timeout", "222"}, {"header-timeout", "333"},
       {"idle-timeout", "444"}, {"drain-timeout", "555"}, {"admin-body-limit", "666"},
-      {"body-timeout", "777"}, {"retry-on", "none"}, {"workers", "3"}, {"max-conns", "99"},
+      {"body-timeout", "777"}, {"tunnel-timeout", "888"}, {"retry-on", "none"}, {"workers", "3"}, {"max-conns", "99"},
       {"pool-idle-max", "8"}, {"on-exit", "keep"}, {"log-level", "error"}, {"access-log", "text"},
       {"access-log-file", "/tmp/a.log"}, {"replica-env", "K=V"}, {"replica-cmd", "a b"},
       {"replica-cpus", "0.5"}, {"replica-memory", "64m"}, {"health-path", "/home"}};
@@ -498,6 +499,7 @@ TEST_F(ConfigTest, EveryLiveOptionIsCopiedAndNoOtherOne) {
       EXPECT_EQ(run.cfg.access_log_file, w.cfg.access_log_file);
       EXPECT_EQ(run.cfg.upstream_timeout_ms, w.cfg.upstream_timeout_ms);
       EXPECT_EQ(run.cfg.body_timeout_ms, w.cfg.body_timeout_ms);
+      EXPECT_EQ(run.cfg.tunnel_timeout_ms, w.cfg.tunnel_timeout_ms);
       EXPECT_EQ(run.cfg.retry_on, w.cfg.retry_on);
       EXPECT_EQ(run.cfg.max_replicas, w.cfg.max_replicas);
       EXPECT_EQ(run.cfg.replica_image, w.cfg.replica_image);
@@ -526,7 +528,7 @@ TEST_F(ConfigTest, TheRestartOnlyOptionsAreTheOnesThatNeedARestart) {
   for (const char* name : {"hb-interval", "hb-timeout", "fall", "rise", "retries", "retry-on", "strikes",
                            "balance-factor", "log-level", "access-log", "access-log-file", "admin-token",
                            "max-replicas", "replica-image", "connect-timeout", "upstream-timeout",
-                           "body-timeout", "header-timeout", "idle-timeout"})
+                           "body-timeout", "header-timeout", "idle-timeout", "tunnel-timeout"})
     EXPECT_TRUE(config_option_live(name)) << name;
 }
 
