@@ -6,6 +6,7 @@ set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev libssl-dev
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
+build+=(libssl-dev)  # TLS termination (lb/http/tls.cc)
 test=(wrk apache2-utils curl gnuplot-nox prometheus chromium python3-websocket systemd)
 bench=(haproxy nginx-light gnuplot-nox linux-perf valgrind)
 docker=(docker.io docker-compose)

@@ -205,6 +205,12 @@ const std::vector<Option>& options() {
       {"admin-listen", "ADDR:PORT", "serve /rep /add /rm /metrics on their own listener (default: the main one)",
        ADDR(admin_listen, true)},
       {"admin-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on admin routes", STR(admin_token), true},
+      {"tls-cert", "FILE", "serve TLS on the main listener with this PEM certificate chain (with "
+       "--tls-key; the files are read again on SIGHUP)", STR(tls_cert)},
+      {"tls-key", "FILE", "the PEM private key of --tls-cert", STR(tls_key)},
+      {"admin-tls-cert", "FILE", "serve TLS on --admin-listen with this PEM certificate chain (with "
+       "--admin-tls-key; read again on SIGHUP)", STR(admin_tls_cert)},
+      {"admin-tls-key", "FILE", "the PEM private key of --admin-tls-cert", STR(admin_tls_key)},
       {"provisioner", "KIND", "process (local replica processes, default), docker, swarm (one service per replica), or static",
        [](Config* c, const std::string& v) {
          if (v == "process") c->provisioner = ProvKind::process;

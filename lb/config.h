@@ -8,10 +8,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ring/ring.h"
+
+struct TlsContext;
 
 enum class HashKey : uint8_t { rid, path, ip, header, cookie };
 enum class ProvKind : uint8_t { process, docker, static_list, swarm };
@@ -34,6 +37,13 @@ struct Config {
   std::string listen = "0.0.0.0:5000";
   std::string admin_listen;  // empty: admin routes on the main listener
   std::string admin_token;   // empty: no token required
+  // TLS (lb/http/tls.h): PEM certificate chain and key of the main listener, and of --admin-listen
+  // (empty: plain TCP). The paths need a restart; the files are read again on every SIGHUP.
+  std::string tls_cert, tls_key, admin_tls_cert, admin_tls_key;
+  // The contexts loaded from them, by main at start and on SIGHUP (config_load leaves them null):
+  // runtime state that travels with the configuration to the workers (ToWorker::config), which
+  // serve new connections with it. Shared read-only.
+  std::shared_ptr<TlsContext> tls, admin_tls;
   // Data-plane workers: threads with their own loop and SO_REUSEPORT listener. 0 until main
   // resolves auto to the CPUs the process may run on (config_default_workers).
   uint32_t workers = 0;

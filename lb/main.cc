@@ -47,6 +47,7 @@
 #include "lb/config.h"
 #include "lb/control/health.h"
 #include "lb/http/container_of.h"
+#include "lb/http/tls.h"
 #include "lb/log.h"
 #include "lb/sdnotify.h"
 #include "lb/provision/process.h"
@@ -137,6 +138,37 @@ void on_workers_stopped(Daemon* d) {
   close_signals_when_done(d);
 }
 
+// Loads the TLS contexts cfg's certificate and key files name (none for a listener without TLS)
+// into cfg->tls and cfg->admin_tls, after checking the options go together (here rather than in
+// config.cc's cross-checks: a file is read here anyway, and the pair is one check). False with *err naming the file at fault; cfg is then unchanged.
+bool load_tls(Config* cfg, std::string* err) {
+  if (cfg->tls_cert.empty() != cfg->tls_key.empty()) {
+    *err = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  if (cfg->admin_tls_cert.empty() != cfg->admin_tls_key.empty()) {
+    *err = "--admin-tls-cert and --admin-tls-key go together";
+    return false;
+  }
+  if (!cfg->admin_tls_cert.empty() && cfg->admin_listen.empty()) {
+    *err = "--admin-tls-cert needs --admin-listen (without it admin routes follow --tls-cert)";
+    return false;
+  }
+  std::shared_ptr<TlsContext> main_ctx, admin_ctx;
+  if (!cfg->tls_cert.empty()) {
+    main_ctx = tls_context_load(cfg->tls_cert, cfg->tls_key, "--tls-cert", "--tls-key", err);
+    if (main_ctx == nullptr) return false;
+  }
+  if (!cfg->admin_tls_cert.empty()) {
+    admin_ctx = tls_context_load(cfg->admin_tls_cert, cfg->admin_tls_key, "--admin-tls-cert",
+                                 "--admin-tls-key", err);
+    if (admin_ctx == nullptr) return false;
+  }
+  cfg->tls = std::move(main_ctx);
+  cfg->admin_tls = std::move(admin_ctx);
+  return true;
+}
+
 // SIGHUP: reads the configuration again from the sources it started with and applies what may
 // change live, one log line per changed option; an option that needs a restart is logged and
 // left. An invalid file (or an access log that cannot be opened) changes nothing and says why.
@@ -161,6 +193,9 @@ void reload(Daemon* d) {
   int rc = config_load(d->sources, &fresh, &fresh_given, &err);
   bool ok = rc == 0 && config_reload(&next, &next_given, fresh, fresh_given, &changed, &ignored, &err);
   if (rc != 0 && err.empty()) err = "--help or --version among the flags";
+  // The certificates are read again (renewed files in place): new connections get them, open ones
+  // keep theirs. A pair that does not load fails the reload like any invalid value.
+  if (ok) ok = load_tls(&next, &err);
   if (ok && next.access_log != AccessLogMode::off) {
     sink = access_log_open(next.access_log_file, &err);  // reopened on every reload (logrotate)
     ok = sink != nullptr;
@@ -285,6 +320,7 @@ void print_version() {
   printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
   printf("libcurl %s\n", curl && curl->version ? curl->version : "unknown");
   printf("jansson %s\n", jansson_version_str());
+  printf("openssl %s\n", tls_library_version());
 }
 
 Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err);
@@ -361,6 +397,13 @@ int main(int argc, char** argv) {
     d.control.access_log = access_log_open(d.cfg.access_log_file, &why);
     if (d.control.access_log == nullptr) {
       fprintf(stderr, "ringlb: --access-log-file: %s\n", why.c_str());
+      return 2;
+    }
+  }
+  {
+    std::string why;
+    if (!load_tls(&d.cfg, &why)) {
+      fprintf(stderr, "ringlb: %s\n", why.c_str());
       return 2;
     }
   }

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "lb/data/forward.h"
+#include "lb/http/tls.h"
 #include "lb/data/routing.h"
 #include "lb/data/upstream.h"
 #include "lb/data/worker_state.h"
@@ -877,7 +878,7 @@ void client_on_head(HttpConn* hc) {
   c->upgrade = forward_upgrade_wanted(h);
   if (c->upgrade) c->keep_alive = false;
   forward_request_head(&c->req_head, h, c->peer_ip, c->xff_line,
-                       generated ? std::string_view(rid, 6) : std::string_view());
+                       generated ? std::string_view(rid, 6) : std::string_view(), tls_on(&c->conn));
   if (c->upgrade) forward_request_upgrade(&c->req_head, h);
   dispatch(c);
 }

@@ -3,7 +3,8 @@
 #include "lb/http/http_response.h"
 
 void forward_request_head(std::string* out, const HttpHead& h, const std::string& peer_ip,
-                          const std::string& xff_line, std::string_view generated_rid) {
+                          const std::string& xff_line, std::string_view generated_rid,
+                          bool https) {
   out->clear();
   std::string_view url = http_head_url(h);
   out->append(llhttp_method_name(h.method));
@@ -19,6 +20,7 @@ void forward_request_head(std::string* out, const HttpHead& h, const std::string
       has_xff = true;
       return true;
     }
+    if (https && http_iequals(name, "x-forwarded-proto")) return true;  // replaced below
     if (http_iequals(name, "host")) {
       has_host = true;
       return absolute;
@@ -49,6 +51,7 @@ void forward_request_head(std::string* out, const HttpHead& h, const std::string
   } else {
     out->append(xff_line);
   }
+  if (https) out->append("X-Forwarded-Proto: https\r\n");
   if (!generated_rid.empty()) {
     out->append("X-Request-Id: ");
     out->append(generated_rid);

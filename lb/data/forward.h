@@ -13,9 +13,11 @@
 
 // Builds into *out the head sent upstream for request h from the client at peer_ip. xff_line is the
 // line "X-Forwarded-For: PEER_IP\r\n" added when the client sent none; generated_rid, when not
-// empty, is sent as X-Request-Id (the LB drew the routing key).
+// empty, is sent as X-Request-Id (the LB drew the routing key). https: the client came over TLS:
+// X-Forwarded-Proto: https is sent, in place of any the client sent.
 void forward_request_head(std::string* out, const HttpHead& h, const std::string& peer_ip,
-                          const std::string& xff_line, std::string_view generated_rid);
+                          const std::string& xff_line, std::string_view generated_rid,
+                          bool https = false);
 
 // How a final response travels to the client (forward_response_head decides).
 struct ForwardFraming {

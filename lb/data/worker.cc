@@ -10,6 +10,7 @@
 #include "lb/data/exchange.h"
 #include "lb/data/worker_state.h"
 #include "lb/http/container_of.h"
+#include "lb/http/tls.h"
 #include "lb/log.h"
 
 namespace {
@@ -81,6 +82,9 @@ void worker_configure(Worker* w, std::shared_ptr<const Config> cfg, AccessLogSin
     s->config.header_timeout_ms = w->cfg->header_timeout_ms;
     s->config.idle_timeout_ms = w->cfg->idle_timeout_ms;
   }
+  // New TLS connections get the certificate read at this reload (cfg_hold keeps it alive).
+  w->server.config.tls = w->cfg->tls.get();
+  w->admin_server.config.tls = w->cfg->admin_tls.get();
   w->pools.idle_max = w->cfg->pool_idle_max;
   access_log_configure(&w->access_log, w->cfg->access_log, std::move(sink));
 }
@@ -275,6 +279,8 @@ int server_open(Worker* w, HttpServer* s, int fd, bool admin) {
   // --max-conns is the total over the workers (g_open_clients).
   sc.max_conns = cfg->max_conns;
   sc.shared_count = admin ? nullptr : &g_open_clients;
+  sc.tls = admin ? cfg->admin_tls.get() : cfg->tls.get();
+  sc.tls_attach = tls_attach;
   s->config = sc;
   s->on_accept = admin ? on_accept_admin : on_accept;
   s->on_stopped = admin ? on_admin_server_stopped : on_server_stopped;

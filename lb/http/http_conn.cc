@@ -100,7 +100,8 @@ const llhttp_settings_t* parser_settings() {
 }
 
 void on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf);
-void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*);
+void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+void conn_feed(HttpConn* c);
 
 void conn_set_idle(HttpConn* c) {
   c->deadline = c->idle_timeout_ms ? uv_now(c->tcp.loop) + c->idle_timeout_ms : 0;
@@ -218,6 +219,10 @@ int conn_update_reading(HttpConn* c) {
 
 void on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   HttpConn* c = http_conn_of(handle);
+  if (c->transport != nullptr) {  // TLS: ciphertext goes to the transport's buffer
+    c->transport->alloc(c, buf);
+    return;
+  }
   if (c->in_start > 0) {
     memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
     c->in_end -= c->in_start;
@@ -226,9 +231,16 @@ void on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   *buf = uv_buf_init(c->in + c->in_end, c->in_cap - c->in_end);
 }
 
-void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   HttpConn* c = http_conn_of(reinterpret_cast<uv_handle_t*>(stream));
   if (nread == 0) return;
+  if (c->transport != nullptr) {
+    c->transport->input(c, buf->base, nread);
+    conn_feed(c);
+    if (c->transport != nullptr) c->transport->keep(c);
+    conn_update_reading(c);
+    return;
+  }
   if (nread > 0) {
     c->in_end += static_cast<uint32_t>(nread);
   } else {
@@ -238,8 +250,48 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   conn_update_reading(c);
 }
 
+// --- Transport (TLS) --------------------------------------------------------------------------
+// Parses what the transport has decrypted: moves plaintext into the read buffer while it has room,
+// parses it, and goes on while parsing makes room and the transport has more. Once the transport
+// says the stream ended, that is the connection's peer_error (reported after the bytes before it,
+// as for a plain socket). A plain connection only parses.
+void conn_feed(HttpConn* c) {
+  if (c->transport == nullptr) {
+    conn_parse(c);
+    return;
+  }
+  for (;;) {
+    bool got = false;
+    if (c->peer_error == 0 && !c->closing) {
+      if (c->in_start > 0 && c->in_end == c->in_cap) {
+        memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+        c->in_end -= c->in_start;
+        c->in_start = 0;
+      }
+      while (c->in_end < c->in_cap) {
+        ssize_t n = c->transport->read(c, c->in + c->in_end, c->in_cap - c->in_end);
+        if (n > 0) {
+          c->in_end += static_cast<uint32_t>(n);
+          got = true;
+          continue;
+        }
+        if (n < 0) c->peer_error = static_cast<int>(n);
+        break;
+      }
+    }
+    conn_parse(c);
+    if (!got || c->closing || c->paused || !c->reading || c->in_end == c->in_cap) return;
+  }
+}
+// --- end Transport ------------------------------------------------------------------------------
+
 void on_close(uv_handle_t* handle) {
   HttpConn* c = http_conn_of(handle);
+  if (c->transport != nullptr) {
+    c->transport->free(c);
+    c->transport = nullptr;
+    c->transport_state = nullptr;
+  }
   if (c->server) http_server_forget(c->server, c);
   c->h->on_close(c);
 }
@@ -255,7 +307,8 @@ struct WriteReq {
 void on_write(uv_write_t* req, int status) {
   WriteReq* w = container_of(req, &WriteReq::req);
   HttpConn* c = static_cast<HttpConn*>(req->data);
-  c->write_queued -= w->len;
+  size_t len = w->len;
+  c->write_queued -= len;
   free(w);
   if (c->closing) return;
   if (status < 0) {
@@ -266,7 +319,8 @@ void on_write(uv_write_t* req, int status) {
     }
     return;
   }
-  if (c->write_queued == 0 && c->h->on_drain) c->h->on_drain(c);
+  // A transport's own bytes (a TLS handshake) carry none of the owner's: no drain to report.
+  if (len > 0 && c->write_queued == 0 && c->h->on_drain) c->h->on_drain(c);
 }
 
 }  // namespace
@@ -290,6 +344,8 @@ int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpC
   c->event = 0;
   c->deadline = 0;
   c->h = h;
+  c->transport = nullptr;  // freed by on_close, if the connection had one
+  c->transport_state = nullptr;
   if (c->in == nullptr || c->in_cap != in_cap) {
     free(c->in);
     c->in_cap = 0;
@@ -305,7 +361,7 @@ int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpC
 int http_conn_start(HttpConn* c) {
   if (c->closing) return UV_EPIPE;
   c->reading = true;
-  conn_parse(c);
+  conn_feed(c);
   return conn_update_reading(c);
 }
 
@@ -349,6 +405,7 @@ int http_conn_shutdown(HttpConn* c) {
 
 int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n) {
   if (c->closing) return UV_EPIPE;
+  if (c->transport != nullptr) return c->transport->write(c, bufs, n);
   uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&c->tcp);
   size_t total = 0;
   for (unsigned i = 0; i < n; i++) total += bufs[i].len;
@@ -387,8 +444,35 @@ int http_conn_write(HttpConn* c, const uv_buf_t* bufs, unsigned n) {
   return 0;
 }
 
+int http_conn_write_wire(HttpConn* c, const char* data, size_t len, size_t given) {
+  if (c->closing) return UV_EPIPE;
+  if (len == 0) return 0;
+  uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&c->tcp);
+  uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  // libuv's uv_try_write refuses (UV_EAGAIN) while earlier writes are queued: order is kept.
+  int rc = uv_try_write(s, &b, 1);
+  if (rc < 0 && rc != UV_EAGAIN) return rc;
+  size_t done = rc > 0 ? static_cast<size_t>(rc) : 0;
+  if (done == len) return 0;
+  size_t rest = len - done;
+  WriteReq* w = static_cast<WriteReq*>(malloc(sizeof(WriteReq) + rest));
+  if (w == nullptr) return UV_ENOMEM;
+  w->len = given;
+  memcpy(w->data, data + done, rest);
+  w->req.data = c;
+  b = uv_buf_init(w->data, static_cast<unsigned>(rest));
+  rc = uv_write(&w->req, s, &b, 1, on_write);
+  if (rc != 0) {
+    free(w);
+    return rc;
+  }
+  c->write_queued += given;
+  return 0;
+}
+
 void http_conn_close(HttpConn* c, bool reset) {
   if (c->closing) return;
+  if (c->transport != nullptr && !reset) c->transport->shutdown(c);
   c->closing = true;
   c->reading = false;
   uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(&c->tcp);

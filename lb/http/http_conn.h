@@ -14,6 +14,10 @@
 // pass stack or borrowed buffers. write_queued tells how much waits; on_drain fires when it reaches zero
 // after having been non-zero (backpressure).
 //
+// A connection may carry a transport between its socket and the parser (TLS, lb/http/tls.h; see
+// "Transport" below): the parser then sees plaintext and writes are encrypted, with the same
+// contracts (write_queued counts plaintext bytes the owner gave that are not yet on the wire).
+//
 // Teardown: http_conn_close may be called from any callback, including inside the owner's event
 // callbacks; the connection stops delivering events at once and on_close runs later from the loop, when
 // the handle is closed. Only then may the owner free the memory that embeds the connection (or
@@ -42,6 +46,28 @@ enum class HttpNext : uint8_t { parse, pause };
 enum : int {
   HTTP_E_PARSE = -100000,  // malformed message (llhttp error; conn->parse_error says which)
   HTTP_E_TOO_LARGE = -100001,  // head over its limits
+};
+
+// --- Transport (TLS) --------------------------------------------------------------------------
+// Operations of a transport between the socket and the parser, called through a table so that the
+// HTTP layer's users without TLS (the replica, the load generator) never link OpenSSL. Set by
+// tls_attach (lb/http/tls.h) before the connection reads; plain connections have none.
+struct HttpTransport {
+  // A buffer for the next socket read; the transport's own, valid until keep returns.
+  void (*alloc)(HttpConn* c, uv_buf_t* buf);
+  // nread bytes of that buffer came off the socket, or the socket ended or failed (nread < 0).
+  void (*input)(HttpConn* c, const char* data, ssize_t nread);
+  // Moves plaintext into dst, at most cap bytes: > 0 bytes moved, 0 nothing yet, < 0 the stream
+  // ended: UV_EOF, the socket's error, or UV_EPROTO (a TLS error; the alert is sent).
+  ssize_t (*read)(HttpConn* c, char* dst, size_t cap);
+  // Keeps what input gave and read has not used yet (the alloc buffer is reused after this).
+  void (*keep)(HttpConn* c);
+  // Encrypts n buffers and writes them (http_conn_write_wire). 0 or a negative libuv code.
+  int (*write)(HttpConn* c, const uv_buf_t* bufs, unsigned n);
+  // A graceful close begins: a last write if the socket takes it at once (close_notify).
+  void (*shutdown)(HttpConn* c);
+  // Frees the transport's state (the connection's handle is closed).
+  void (*free)(HttpConn* c);
 };
 
 struct HttpConnHandlers {
@@ -104,6 +130,10 @@ struct HttpConn {
   HttpConn* prev = nullptr;
   HttpConn* next = nullptr;
 
+  // --- Transport (TLS): null for plain TCP ---
+  const HttpTransport* transport = nullptr;
+  void* transport_state = nullptr;  // the transport's own
+
   HttpConn() = default;
   HttpConn(const HttpConn&) = delete;
   HttpConn& operator=(const HttpConn&) = delete;
@@ -145,6 +175,11 @@ inline int http_conn_write(HttpConn* c, const char* data, size_t len) {
   uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
   return http_conn_write(c, &b, 1);
 }
+
+// Transport (TLS) only: writes len bytes of wire data (ciphertext) after what is queued, trying the
+// socket first and copying the rest; given is the number of the owner's bytes they carry, counted
+// in write_queued until the copy is on the wire. 0 or a negative libuv code.
+int http_conn_write_wire(HttpConn* c, const char* data, size_t len, size_t given);
 
 // Closes the connection: no more events; on_close runs later. Idempotent. With reset, sends RST.
 void http_conn_close(HttpConn* c, bool reset = false);

@@ -123,9 +123,14 @@ void server_accept_apart(HttpServer* s) {
   uv_close(reinterpret_cast<uv_handle_t*>(tmp), [](uv_handle_t* h) { free(h); });
 }
 
-// A new connection c, linked and configured, reads from here on.
+// A new connection c, linked and configured, reads from here on (through TLS when the server has
+// a context: a client handed to another server gets its TLS state there).
 void server_serve(HttpServer* s, HttpConn* c) {
   uv_tcp_nodelay(&c->tcp, 1);
+  if (s->config.tls != nullptr && s->config.tls_attach(c, s->config.tls) != 0) {
+    http_conn_close(c);
+    return;
+  }
   c->deadline = c->header_timeout_ms ? uv_now(s->loop) + c->header_timeout_ms : 0;
   if (http_conn_start(c) != 0) http_conn_close(c);
 }

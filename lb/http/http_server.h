@@ -19,6 +19,8 @@
 
 #include "lb/http/http_conn.h"
 
+struct TlsContext;
+
 struct HttpServerConfig {
   uint32_t header_timeout_ms = 10000;
   uint32_t idle_timeout_ms = 60000;
@@ -35,6 +37,12 @@ struct HttpServerConfig {
   // place frees anywhere. Null: max_conns caps this server alone.
   std::atomic<uint32_t>* shared_count = nullptr;
   HttpHeadLimits limits;
+  // TLS (lb/http/tls.h): when tls is set, tls_attach(c, tls) makes every connection the server
+  // serves a TLS one before it reads (the owner sets tls_attach = ::tls_attach; a pointer, so that
+  // the HTTP layer's users without TLS do not link OpenSSL). The handshake runs under
+  // header_timeout_ms, armed at accept. Changing tls affects new connections only.
+  const TlsContext* tls = nullptr;
+  int (*tls_attach)(HttpConn* c, const TlsContext* tls) = nullptr;
 };
 
 struct HttpServer {

@@ -453,7 +453,9 @@ TEST_F(ConfigTest, EveryLiveOptionIsCopiedAndNoOtherOne) {
       {"body-timeout", "777"}, {"tunnel-timeout", "888"}, {"retry-on", "none"}, {"workers", "3"}, {"max-conns", "99"},
       {"pool-idle-max", "8"}, {"on-exit", "keep"}, {"log-level", "error"}, {"access-log", "text"},
       {"access-log-file", "/tmp/a.log"}, {"replica-env", "K=V"}, {"replica-cmd", "a b"},
-      {"replica-cpus", "0.5"}, {"replica-memory", "64m"}, {"health-path", "/home"}};
+      {"replica-cpus", "0.5"}, {"replica-memory", "64m"}, {"health-path", "/home"},
+      {"tls-cert", "/tmp/c.pem"}, {"tls-key", "/tmp/k.pem"}, {"admin-tls-cert", "/tmp/ac.pem"},
+      {"admin-tls-key", "/tmp/ak.pem"}};
   for (const std::string& name : config_option_names()) {
     if (name == "config" || name == "provisioner") continue;  // provisioner: the base below
     SCOPED_TRACE(name);
