@@ -47,6 +47,10 @@ struct ThreadBufs {
   char* out = nullptr;
   size_t out_len = 0, out_cap = 0;
   char record[kRecordMax];
+  ~ThreadBufs() {  // the thread (a worker) ends
+    free(in);
+    free(out);
+  }
 };
 thread_local ThreadBufs t_bufs;
 
