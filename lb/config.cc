@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -141,6 +142,31 @@ std::string parse_replica_cmd(const std::string& v, std::vector<std::string>* ou
   return "";
 }
 
+// --swarm-constraint, --swarm-spread: comma-separated items of printable ASCII, each at most 256
+// bytes and (constraints) with an operator; the engine checks the rest when a service is created.
+std::string parse_swarm_list(const std::string& v, const char* op, std::vector<std::string>* out) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= v.size()) {
+    size_t comma = v.find(',', start);
+    std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    while (!one.empty() && one.front() == ' ') one.erase(0, 1);
+    while (!one.empty() && one.back() == ' ') one.pop_back();
+    if (one.empty() || one.size() > 256) return "must be comma-separated items of 1 to 256 characters";
+    for (char ch : one)
+      if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) >= 0x7f)
+        return "must be printable ASCII";
+    if (op && one.find(op) == std::string::npos && one.find("!=") == std::string::npos)
+      return "each constraint must be ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE (node.role==worker)";
+    items.push_back(one);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (items.size() > 32) return "must have at most 32 items";
+  *out = std::move(items);
+  return "";
+}
+
 // --replica-memory: bytes, or a number with k, m or g (KiB, MiB, GiB); at least 6 MiB (the
 // engine's own minimum) and at most 1 TiB.
 std::string parse_memory(const std::string& v, uint64_t* out) {
@@ -185,12 +211,13 @@ const std::vector<Option>& options() {
       {"admin-tls-cert", "FILE", "serve TLS on --admin-listen with this PEM certificate chain (with "
        "--admin-tls-key; read again on SIGHUP)", STR(admin_tls_cert)},
       {"admin-tls-key", "FILE", "the PEM private key of --admin-tls-cert", STR(admin_tls_key)},
-      {"provisioner", "KIND", "process (local replica processes, default), docker, or static",
+      {"provisioner", "KIND", "process (local replica processes, default), docker, swarm (one service per replica), or static",
        [](Config* c, const std::string& v) {
          if (v == "process") c->provisioner = ProvKind::process;
          else if (v == "docker") c->provisioner = ProvKind::docker;
          else if (v == "static") c->provisioner = ProvKind::static_list;
-         else return std::string("must be process, docker or static");
+         else if (v == "swarm") c->provisioner = ProvKind::swarm;
+         else return std::string("must be process, docker, swarm or static");
          return std::string();
        }},
       {"replicas", "N", "replicas started at launch (default 3)", U32(replicas, 0, 1024)},
@@ -222,8 +249,20 @@ const std::vector<Option>& options() {
          c->pool = v;
          return std::string();
        }},
+      {"name-prefix", "PREFIX",
+       "engine names of replicas are PREFIX+name, so pools side by side do not collide; /rep shows "
+       "the plain name (default empty)",
+       [](Config* c, const std::string& v) {
+         // Names are [A-Za-z0-9][A-Za-z0-9_.-]{0,62}: prefix + any name stays a valid Docker name
+         // ([a-zA-Z0-9][a-zA-Z0-9_.-]+) when the prefix is empty or one itself.
+         if (!v.empty() && (v.size() > 63 || !isalnum(static_cast<unsigned char>(v[0])) ||
+                            v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos))
+           return std::string("must be empty or 1 to 63 of [A-Za-z0-9_.-] starting with a letter or digit");
+         c->name_prefix = v;
+         return std::string();
+       }},
       {"docker-socket", "PATH", "Docker engine socket (default: DOCKER_HOST=unix://... or /var/run/docker.sock)", STR(docker_socket)},
-      {"docker-network", "NAME", "host (replicas on 127.0.0.1 ports) or a user-defined bridge network",
+      {"docker-network", "NAME", "host (replicas on 127.0.0.1 ports) or a user-defined bridge network (swarm: an overlay network)",
        STR(docker_network)},
       {"replica-image", "IMAGE", "replica image (default ringlb-replica:latest)", STR(replica_image), true},
       {"replica-port-range", "LO-HI", "host-network replica ports (default 20000-20999)",
@@ -253,6 +292,12 @@ const std::vector<Option>& options() {
        }, true},
       {"replica-memory", "SIZE", "docker: memory limit of each replica, e.g. 256m (default: none)",
        [](Config* c, const std::string& v) { return parse_memory(v, &c->replica_memory); }, true},
+      {"swarm-constraint", "LIST", "swarm: placement constraints of each replica service, comma-separated "
+       "(e.g. node.role==worker)",
+       [](Config* c, const std::string& v) { return parse_swarm_list(v, "==", &c->swarm_constraints); }},
+      {"swarm-spread", "LIST", "swarm: node labels the replica tasks spread over, comma-separated "
+       "(e.g. node.labels.zone)",
+       [](Config* c, const std::string& v) { return parse_swarm_list(v, nullptr, &c->swarm_spread); }},
       {"health-path", "PATH", "path of the heartbeat GET sent to every replica (default /heartbeat)",
        [](Config* c, const std::string& v) {
          if (v.empty() || v[0] != '/' || v.size() > 1024)
@@ -556,7 +601,7 @@ bool cross_check(Config* cfg, std::string* err) {
   }
   if (cfg->on_exit_keep && cfg->provisioner == ProvKind::process) {
     // Process replicas end with their parent (--die-with-parent): nothing could adopt them.
-    *err = "--on-exit keep needs --provisioner docker (process replicas end with the LB)";
+    *err = "--on-exit keep needs --provisioner docker or swarm (process replicas end with the LB)";
     return false;
   }
   if (cfg->provisioner == ProvKind::static_list && cfg->backends.size() > cfg->max_replicas)

@@ -17,7 +17,7 @@
 struct TlsContext;
 
 enum class HashKey : uint8_t { rid, path, ip, header, cookie };
-enum class ProvKind : uint8_t { process, docker, static_list };
+enum class ProvKind : uint8_t { process, docker, static_list, swarm };
 enum class HealName : uint8_t { random, same };
 
 // --retry-on: the upstream failure classes that may be retried on the next replica.
@@ -55,6 +55,10 @@ struct Config {
   std::vector<std::string> backends;  // static: HOST:PORT
   std::string replica_bin;            // process: default next to ringlb
   std::string pool = "ringlb";
+  // The engine's name of a replica is name_prefix + its name (docker, swarm), so pools side by side
+  // on one engine do not collide; /rep, logs and the admin API show the plain name. Empty: the
+  // engine name is the replica's name (`docker stop server2`).
+  std::string name_prefix;
   // Docker.
   std::string docker_socket;  // empty: $DOCKER_HOST (unix://) or /var/run/docker.sock
   std::string docker_network = "host";
@@ -67,6 +71,11 @@ struct Config {
   std::vector<std::string> replica_cmd;
   uint64_t replica_nano_cpus = 0;
   uint64_t replica_memory = 0;
+  // Swarm (--provisioner swarm): the replica services' placement constraints ("node.role==worker")
+  // and the node labels their tasks spread over ("node.labels.zone"); empty: the engine's default
+  // (it spreads tasks over the nodes by their task count).
+  std::vector<std::string> swarm_constraints;
+  std::vector<std::string> swarm_spread;
   // Health checks (every provisioner): the path of the heartbeat GET.
   std::string health_path = "/heartbeat";
   // Ring and routing.

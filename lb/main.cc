@@ -345,6 +345,7 @@ uint64_t raise_fd_limit() {
 
 // The Docker provisioner lives in its own library; main links it through this hook.
 Provisioner* make_docker_provisioner(uv_loop_t* loop, const Config& cfg, std::string* err);
+Provisioner* make_swarm_provisioner(uv_loop_t* loop, const Config& cfg, std::string* err);
 
 namespace {
 
@@ -362,6 +363,8 @@ Provisioner* make_provisioner(Daemon* d, const char* argv0, std::string* err) {
       return prov_static_create(d->loop, d->cfg.backends);
     case ProvKind::docker:
       return make_docker_provisioner(d->loop, d->cfg, err);
+    case ProvKind::swarm:
+      return make_swarm_provisioner(d->loop, d->cfg, err);
   }
   return nullptr;
 }

@@ -17,6 +17,10 @@ constexpr uint64_t kTickMs = 100;
 // been healthy longer is replaced at once and clears the count.
 constexpr uint64_t kStableMs = 5000;
 constexpr uint64_t kHealBackoffBaseMs = 250;
+// Several LBs on one pool: a ring id another LB won is not tried again for this long (its replica
+// appears well within it), and an /add replica gives up after losing this many ring ids in a row.
+constexpr uint64_t kClaimHoldMs = 30000;
+constexpr uint32_t kClaimTriesMax = 16;
 
 uint64_t now_ms(const Registry* reg) { return uv_now(reg->loop); }
 
@@ -35,7 +39,7 @@ void tick_within(Registry* reg, uint64_t delay_ms) {
 // 250 ms × 2^(k-2)): 250, 500, 1000 ms... A replica that had been healthy for kStableMs is
 // replaced at once and clears the count.
 void schedule_heal(Registry* reg, Replica* r, ReplicaState old, uint64_t now) {
-  if (!reg->cfg->heal || !reg->prov->can_scale()) return;
+  if (!reg->cfg->heal || !reg->prov->can_scale() || reg->prov->heals_itself()) return;
   uint32_t& failures = reg->heal_failures[r->ring_id];
   bool stable = old == ReplicaState::healthy && now - r->state_since >= kStableMs;
   if (stable) {
@@ -103,17 +107,22 @@ Replica* new_replica(Registry* reg, uint32_t ring_id, const std::string& name) {
 
 void check_adds(Registry* reg);
 
-// The lowest ring id no replica that is not draining holds (draining ones are out of the ring).
+// The lowest ring id no replica that is not draining holds (draining ones are out of the ring) and
+// that no other LB won lately (claimed_elsewhere).
 uint32_t lowest_free_id(const Registry* reg) {
-  std::vector<uint8_t> used(reg->replicas.size() + 2, 0);
+  std::vector<uint8_t> used(reg->replicas.size() + reg->claimed_elsewhere.size() + 2, 0);
   for (const Replica* r : reg->replicas)
     if (r->state != ReplicaState::draining && r->ring_id < used.size()) used[r->ring_id] = 1;
+  uint64_t now = now_ms(reg);
+  for (const auto& kv : reg->claimed_elsewhere)
+    if (kv.second > now && kv.first < used.size()) used[kv.first] = 1;
   uint32_t id = 1;
   while (used[id]) id++;
   return id;
 }
 
 void start_instance(Replica* r);
+void claim_lost(Replica* r, const std::string& error);
 
 void name_hold(Registry* reg, Replica* r) {
   if (r->name_held) return;
@@ -218,7 +227,7 @@ void start_instance(Replica* r) {
   Registry* reg = r->reg;
   replica_ref(r);
   r->start_pending = true;
-  reg->prov->start(ReplicaSpec{r->name, r->ring_id, r->weight},
+  reg->prov->start(ReplicaSpec{r->name, r->ring_id, r->weight, r->replaces_inst},
                    [r](int status, const std::string& error, const ReplicaInstance& inst) {
                      Registry* reg = r->reg;
                      r->start_pending = false;
@@ -241,10 +250,13 @@ void start_instance(Replica* r) {
                        // Removed by /rm while it was starting: it never served; stop it now.
                        r->inst = inst;
                        retire(r, "removed by /rm");
+                     } else if (status == -EBUSY) {
+                       claim_lost(r, error);
                      } else if (status != 0) {
                        r->start_status = status;
                        set_state(r, ReplicaState::dead, error);
                      } else {
+                       reg->appeared.erase(r->ring_id);  // this start won the id: none can be
                        replica_attach(r, inst);
                      }
                      replica_unref(r);
@@ -286,6 +298,7 @@ void replace(Registry* reg, Replica* dead) {
   Replica* r = new_replica(reg, dead->ring_id, name);
   r->counts = true;
   r->replaces_uid = dead->uid;
+  r->replaces_inst = dead->inst.id;
   r->weight = dead->weight;  // same ring id and weight: the ring itself does not change
   auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
   *it = r;  // the same place in /rep
@@ -354,9 +367,33 @@ void check_adds(Registry* reg) {
   }
 }
 
+void on_appear(Registry* reg, const ReplicaInstance& inst);
+
+// Instances of other LBs set aside while a start of this LB held their ring id: once no start of
+// that id is in flight any more (it failed otherwise than by losing the claim, or the replica was
+// removed), they are offered again.
+void offer_appeared(Registry* reg) {
+  std::vector<ReplicaInstance> ready;
+  for (auto it = reg->appeared.begin(); it != reg->appeared.end();) {
+    bool held = false;
+    for (const Replica* r : reg->replicas)
+      held = held || (r->ring_id == it->first && r->state != ReplicaState::draining &&
+                      (r->start_pending || r->inst.id.empty() ||
+                       (r->state == ReplicaState::dead && !r->counts)));
+    if (held) {
+      ++it;
+      continue;
+    }
+    ready.push_back(it->second);
+    it = reg->appeared.erase(it);
+  }
+  for (const ReplicaInstance& inst : ready) on_appear(reg, inst);
+}
+
 void on_tick(uv_timer_t* t) {
   Registry* reg = static_cast<Registry*>(t->data);
   uint64_t now = now_ms(reg);
+  if (!reg->appeared.empty()) offer_appeared(reg);
   // retire/replace change the vector, and retire frees a replica nothing else holds (one whose
   // start failed, one that waited for its name): the copy holds a reference on each until the
   // loop is done, so `r->removed` below never reads a freed replica.
@@ -371,7 +408,9 @@ void on_tick(uv_timer_t* t) {
                                                std::to_string(r->inst.port) + " within --start-timeout");
         break;
       case ReplicaState::dead:
-        if (reg->cfg->heal && r->counts && reg->prov->can_scale() && now >= reg->heal_after[r->ring_id])
+        // A provisioner that heals itself (swarm) brings it back under the same id: no replacement.
+        if (reg->cfg->heal && r->counts && reg->prov->can_scale() && !reg->prov->heals_itself() &&
+            now >= reg->heal_after[r->ring_id])
           replace(reg, r);
         break;
       case ReplicaState::draining:
@@ -401,6 +440,140 @@ void on_exit(Registry* reg, const std::string& id, const std::string& cause) {
       return;
     }
   }
+}
+
+// r (starting, without an instance) routes to inst, another LB's instance of its ring id.
+void adopt_into(Replica* r, const ReplicaInstance& inst) {
+  Registry* reg = r->reg;
+  r->await_claim = false;
+  r->foreign = true;
+  r->name = inst.name;
+  r->state_since = now_ms(reg);  // --start-timeout counts from here
+  bool reweigh = r->weight != inst.weight;
+  r->weight = inst.weight;
+  if (reweigh) rebuild_ring(reg);
+  else routing_changed(reg);  // the name in the snapshot
+  LOG_INFO("replica %s: started by another load balancer (ring id %u), routed here once healthy",
+           inst.name.c_str(), inst.ring_id);
+  replica_attach(r, inst);
+}
+
+// Dead replica `dead` is replaced by inst, another LB's replacement under its ring id: as replace()
+// does, but the instance runs already.
+void replace_with(Registry* reg, Replica* dead, const ReplicaInstance& inst) {
+  Replica* r = new_replica(reg, dead->ring_id, inst.name);
+  r->counts = true;
+  r->replaces_uid = dead->uid;
+  r->weight = dead->weight;
+  auto it = std::find(reg->replicas.begin(), reg->replicas.end(), dead);
+  *it = r;
+  for (Replica*& m : reg->ring_members)
+    if (m == dead) m = r;
+  reg->heals++;
+  LOG_INFO("replica %s: replaced by %s of another load balancer (ring id %u)", dead->name.c_str(),
+           inst.name.c_str(), r->ring_id);
+  retire(dead, "replaced by another load balancer");  // its container: removed if still there
+  adopt_into(r, inst);
+}
+
+// The provisioner's on_appear: another LB's replica runs (its /add, or its replacement of a dead
+// one). Added as an /add would add it, or routed to by the replica of its ring id that waits.
+void on_appear(Registry* reg, const ReplicaInstance& inst) {
+  if (reg->closing) return;
+  for (Replica* r : reg->replicas)
+    if (r->inst.id == inst.id) return;
+  reg->claimed_elsewhere.erase(inst.ring_id);
+  Replica* same = nullptr;
+  for (Replica* r : reg->replicas)
+    if (!r->removed && r->state != ReplicaState::draining && r->ring_id == inst.ring_id) same = r;
+  if (same != nullptr) {
+    if (same->await_claim) return adopt_into(same, inst);
+    // This LB's start of the id is in flight (or waits for the dead one's stop): its claim will
+    // lose to inst, and takes inst then.
+    // An /add of this LB that failed (and is being rolled back) holds the id a moment longer: the
+    // tick offers inst again once it is gone.
+    if (same->start_pending || (same->state == ReplicaState::starting && same->inst.id.empty()) ||
+        (same->state == ReplicaState::dead && !same->counts)) {
+      reg->appeared[inst.ring_id] = inst;
+      return;
+    }
+    if (same->state == ReplicaState::dead) return replace_with(reg, same, inst);
+    LOG_WARN("replica %s of another load balancer has ring id %u, which %s holds here: not routed",
+             inst.name.c_str(), inst.ring_id, same->name.c_str());
+    return;
+  }
+  if (registry_find_live(reg, inst.name) != nullptr ||
+      registry_members(reg) >= reg->cfg->max_replicas) {
+    LOG_WARN("replica %s (ring id %u) of another load balancer: not routed here (%s)",
+             inst.name.c_str(), inst.ring_id,
+             registry_find_live(reg, inst.name) ? "a replica of that name runs here"
+                                                : "over --max-replicas");
+    return;
+  }
+  Replica* r = new_replica(reg, inst.ring_id, inst.name);
+  r->weight = inst.weight;
+  r->counts = true;
+  r->foreign = true;
+  reg->replicas.push_back(r);
+  LOG_INFO("replica %s: added by another load balancer (ring id %u), routed here once healthy",
+           inst.name.c_str(), inst.ring_id);
+  rebuild_ring(reg);
+  replica_attach(r, inst);
+}
+
+// The provisioner's on_gone: another LB removed the replica by /rm. Out of the ring at once and
+// drained here; that LB stops it (this one never does: stop_requested).
+void on_gone_elsewhere(Registry* reg, const std::string& id, const std::string& cause) {
+  if (reg->closing) return;
+  for (Replica* r : reg->replicas) {
+    // A replica of an /add still in progress here is left to that /add (its stop fails it).
+    if (r->inst.id != id || r->removed || !r->counts || r->state == ReplicaState::draining) continue;
+    r->counts = false;
+    r->stop_requested = true;
+    set_state(r, ReplicaState::draining, cause);
+    health_stop(r);
+    rebuild_ring(reg);
+    return;
+  }
+}
+
+// Another LB won r's ring id (the provisioner's start said -EBUSY). A replacement follows that
+// LB's replacement; an /add (or initial) replica tries the next free ring id.
+void claim_lost(Replica* r, const std::string& error) {
+  Registry* reg = r->reg;
+  auto it = reg->appeared.find(r->ring_id);
+  bool have = it != reg->appeared.end();
+  ReplicaInstance inst;
+  if (have) {
+    inst = it->second;
+    reg->appeared.erase(it);
+  }
+  if (r->replaces_uid != 0) {
+    LOG_INFO("replica %s: %s; routes to that replacement once it appears", r->name.c_str(),
+             error.c_str());
+    if (have) return adopt_into(r, inst);
+    r->await_claim = true;
+    r->state_since = now_ms(reg);
+    return;
+  }
+  if (++r->claim_tries > kClaimTriesMax) {
+    r->start_status = -EBUSY;
+    set_state(r, ReplicaState::dead, error);
+    return;
+  }
+  uint32_t lost = r->ring_id;
+  reg->claimed_elsewhere[lost] = now_ms(reg) + kClaimHoldMs;
+  r->ring_id = 0;  // not counted by lowest_free_id
+  uint32_t id = lowest_free_id(reg);
+  r->ring_id = id;
+  if (id >= reg->heal_failures.size()) {
+    reg->heal_failures.resize(id + 1, 0);
+    reg->heal_after.resize(id + 1, 0);
+  }
+  LOG_INFO("replica %s: %s; tries ring id %u", r->name.c_str(), error.c_str(), id);
+  rebuild_ring(reg);
+  if (have) on_appear(reg, inst);
+  start_instance(r);
 }
 
 }  // namespace
@@ -483,8 +656,10 @@ void registry_heartbeat_result(Replica* r, bool ok, const std::string& cause) {
     r->hb_fail = 0;
     if (r->state == ReplicaState::starting || r->state == ReplicaState::dead) {
       // A dead replica that healing replaces ignores its heartbeats; one that no provisioner
-      // replaces (a static backend) comes back after --rise good ones.
-      if (r->state == ReplicaState::dead && cfg->heal && r->counts && r->reg->prov->can_scale())
+      // replaces (a static backend, a swarm task the engine restarted) comes back after --rise
+      // good ones.
+      if (r->state == ReplicaState::dead && cfg->heal && r->counts && r->reg->prov->can_scale() &&
+          !r->reg->prov->heals_itself())
         return;
       if (++r->hb_ok >= cfg->rise) set_state(r, ReplicaState::healthy, "heartbeat ok");
     }
@@ -575,12 +750,19 @@ int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner
   reg->tick.data = reg;
   uv_timer_start(&reg->tick, on_tick, kTickMs, kTickMs);
   prov->on_exit = [reg](const std::string& id, const std::string& cause) { on_exit(reg, id, cause); };
+  prov->on_appear = [reg](const ReplicaInstance& inst) { on_appear(reg, inst); };
+  prov->on_gone = [reg](const std::string& id, const std::string& cause) {
+    on_gone_elsewhere(reg, id, cause);
+  };
   (void)err;
   prov->list([reg](int status, const std::string& error, const std::vector<ReplicaInstance>& running) {
     if (reg->closing) return;
     if (status != 0) LOG_WARN("could not list existing replicas: %s", error.c_str());
     std::vector<uint8_t> id_taken;
     for (const ReplicaInstance& inst : running) {
+      bool appeared_already = false;  // on_appear was quicker than the list (another LB's start)
+      for (const Replica* r : reg->replicas) appeared_already = appeared_already || r->inst.id == inst.id;
+      if (appeared_already) continue;
       bool duplicate = inst.ring_id < id_taken.size() && id_taken[inst.ring_id];
       if (registry_find(reg, inst.name) != nullptr || inst.ring_id == 0 || duplicate ||
           reg->replicas.size() >= reg->cfg->max_replicas) {
@@ -643,7 +825,9 @@ void registry_close(Registry* reg, bool keep_counted, std::function<void()> on_c
   reg->replicas.clear();
   rebuild_ring(reg);  // empty: the workers route nothing more (a hurried stop cuts in-flight work)
   for (Replica* r : list) {
-    bool keep = keep_counted && r->counts;
+    // Another LB's replica (foreign) is that LB's to stop: an LB that stops never takes down the
+    // replicas it merely routes to.
+    bool keep = (keep_counted && r->counts) || (r->foreign && r->state != ReplicaState::draining);
     r->removed = true;
     r->counts = false;
     health_stop(r);

@@ -76,6 +76,14 @@ struct Replica {
   bool wait_name = false;      // not started yet: a removed replica still holds the name
   bool name_held = false;      // removed, but the provisioner's instance still holds the name
   std::function<void()> on_gone;  // once the instance is stopped (or never ran): /add rollback
+  // Several LBs on one pool (see registry_init): foreign = its instance was started by another LB
+  // (Provisioner::on_appear); this LB never stops it on close. await_claim = a replacement whose
+  // ring id claim another LB won: it waits (starting, bounded by --start-timeout) for that LB's
+  // replacement to appear and then routes to it. replaces_inst: the dead instance it replaces.
+  bool foreign = false;
+  bool await_claim = false;
+  std::string replaces_inst;
+  uint32_t claim_tries = 0;  // ring ids lost to other LBs in a row (/add): bounded
   // Metrics.
   uint64_t requests = 0, failures = 0;
   int refs = 1;  // the registry's reference + one per health probe and pending callback
@@ -117,10 +125,27 @@ struct Registry {
   std::vector<uint32_t> heal_failures;  // by ring id: early deaths in a row (see schedule_heal)
   std::vector<uint64_t> heal_after;     // by ring id: loop time of the next replacement
   uint64_t heals = 0;
+  // Ring ids other LBs won while this one tried them (-EBUSY), by loop time until which an /add
+  // here does not try them again (their replica appears meanwhile and then holds them).
+  std::map<uint32_t, uint64_t> claimed_elsewhere;
+  // Instances of other LBs that appeared while this LB's own start of that ring id was still in
+  // flight (its claim will lose): taken by that start's -EBUSY.
+  std::map<uint32_t, ReplicaInstance> appeared;
 };
 
 // Creates the registry and starts the initial replicas (adopting existing ones first). Returns 0 or a
 // negative code with *err set.
+//
+// Several LBs on one pool (docker, swarm): the engine is the membership, so every LB's ring holds
+// the same ring ids and routes every key alike. The provisioner's on_appear adds a replica another
+// LB started as an /add would (heartbeat first: it routes once healthy; a dead replica of that ring
+// id is replaced by it, like a heal); on_gone takes one another LB removed by /rm out of the ring at
+// once and drains it (that LB stops it); on_exit marks a death, which every LB heals: the
+// provisioner's ring id claim lets one replacement run (the engine is the lock), the others get
+// -EBUSY and route to it once it appears. An /add whose ring id another LB won at the same time
+// takes the next free one. How fresh: as fresh as the engine's events (ms; a resync every 10 s
+// covers dropped ones); during a partition from the engine an LB routes by what it last knew, its
+// heartbeats still mark replicas dead or healthy, and /add fails (the engine cannot be reached).
 int registry_init(Registry* reg, uv_loop_t* loop, const Config* cfg, Provisioner* prov, std::string* err);
 
 // Replicas that count toward N, in /rep order.

@@ -405,6 +405,9 @@ int http_conn_shutdown(HttpConn* c) {
   if (c->closing) return UV_EPIPE;
   if (c->shut) return 0;
   c->shut = true;
+  // Over TLS the write half ends with close_notify first, so the peer reads a clean end of stream
+  // rather than a truncation (TLS 1.3 lets the other direction go on: RFC 8446 §6.1).
+  if (c->transport != nullptr) c->transport->shutdown(c);
   return uv_shutdown(&c->shutdown_req, reinterpret_cast<uv_stream_t*>(&c->tcp), on_shutdown);
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <set>
@@ -42,6 +43,7 @@ struct StartOp {
   ProvStartCb cb;
   ReplicaInstance inst;
   bool conflict_retried = false;
+  int name_busy_tries = 0;  // 409 on create, then 404 on the name: another create holds it
   uint64_t t0 = 0, t_created = 0, t_started = 0;
   // readiness probe (host mode)
   uv_tcp_t tcp;
@@ -54,6 +56,12 @@ struct StartOp {
   uint64_t deadline = 0;
   bool died = false;
   std::string died_cause;
+  // ring id claim: the engine's creation time (ns) of this start's container and of its rivals
+  std::map<std::string, int64_t> created_ns;
+  std::map<std::string, std::string> rival_state;  // the list's State of each rival
+  int claim_pending = 0;
+  int claim_rounds = 0;
+  bool claim_failed = false;
   // outcome, kept while handles close
   int status = 0;
   std::string error;
@@ -80,6 +88,14 @@ struct ProvDocker final : Provisioner {
   std::set<std::string> quiet;               // ids we stop or remove ourselves: no on_exit for them
   std::deque<std::string> quiet_order;
   std::set<std::string> reported;  // ids whose exit on_exit already reported
+  // Ids of the pool's replicas this LB knows: started here, returned by list(), or reported by
+  // on_appear. No on_appear for them; on_gone only for them. Erased on destroy.
+  std::set<std::string> known;
+  std::set<std::string> gone_reported;  // known ids on_gone reported (one report per id)
+  std::set<std::string> released;  // ids release_name renamed already (stop renames the others)
+  int64_t last_event_ns = 0;  // timeNano of the last event seen: the reconnect's ?since=
+  uv_timer_t resync;          // lists the pool every cfg.resync_ms; data = this
+  bool resync_running = false;
   int probes = 0;                  // StartOps with open handles
   int ops = 0;  // start, stop and list calls whose callback has not run yet; close waits for them
   bool closing = false;
@@ -122,6 +138,18 @@ static bool valid_name(const std::string& n) {
     if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
   }
   return true;
+}
+
+// The engine's name of replica name.
+static std::string engine_name(const ProvDocker* p, const std::string& name) {
+  return p->cfg.name_prefix + name;
+}
+
+// The replica name of engine name en ("" when en does not carry this LB's prefix: not ours).
+static std::string plain_name(const ProvDocker* p, const std::string& en) {
+  const std::string& pre = p->cfg.name_prefix;
+  if (en.size() <= pre.size() || en.compare(0, pre.size(), pre) != 0) return "";
+  return en.substr(pre.size());
 }
 
 static std::string short_id(const std::string& id) {
@@ -235,6 +263,7 @@ static void start_finish(StartOp* op) {
         "the docker provisioner closed while replica " + op->spec.name + " was starting");
   }
   if (!op->inst.id.empty()) p->starting.erase(op->inst.id);
+  if (op->status == 0) p->known.insert(op->inst.id);
   if (op->status != 0) {
     if (p->host_mode && op->inst.port) p->ports_used.erase(op->inst.port);
     LOG_WARN("docker: start of replica %s failed: %s", op->spec.name.c_str(), op->error.c_str());
@@ -288,12 +317,20 @@ static void on_start_answered(StartOp* op, const DockerReply& r) {
   start_finish(op);  // bridge: readiness is the registry's heartbeat
 }
 
+static const int kNameBusyTries = 50;  // create + inspect round trips, a few ms each
+
 static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (p->closing) return start_cancelled(op);
-  if (r.status == 0 && r.http_status == 404 && !op->conflict_retried) {
-    op->conflict_retried = true;  // it went away meanwhile
-    return start_create(op);
+  if (r.status == 0 && r.http_status == 404) {
+    // The engine reserves a name when a create begins and shows the container only once it is
+    // made: a 404 after the 409 is another create in flight (another LB of the pool) or a
+    // container that went away meanwhile. Ask again, a bounded number of times.
+    if (++op->name_busy_tries <= kNameBusyTries) return start_create(op);
+    return start_fail(op, -EEXIST,
+                      "cannot create replica " + op->spec.name +
+                          ": the name is held by a container being created (by another load "
+                          "balancer of pool " + p->cfg.pool + "?)");
   }
   json_t* j = r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (!j) {
@@ -304,7 +341,9 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   std::string id = json_str(j, "Id");
   json_t* labels = json_object_get(json_object_get(j, "Config"), "Labels");
   std::string owner = json_str(labels, kLabelPool);
+  std::string ring_label = json_str(labels, kLabelRingId);
   bool running = json_is_true(json_object_get(json_object_get(j, "State"), "Running"));
+  std::string state = json_str(json_object_get(j, "State"), "Status");
   std::string image = json_str(json_object_get(j, "Config"), "Image");
   json_decref(j);
   if (owner != p->cfg.pool) {
@@ -315,11 +354,23 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
                           ", which pool " + p->cfg.pool +
                           " does not own; remove or rename that container");
   }
-  if (running || op->conflict_retried) {
+  if (!op->spec.replaces.empty() && ring_label == std::to_string(op->spec.ring_id) &&
+      (running || state == "created")) {
+    // Healing by the same name: another LB's replacement of the same dead replica got the name
+    // first (the engine's unique names are the lock). It runs under this ring id; follow it.
+    return start_fail(op, -EBUSY,
+                      "replica " + op->spec.name + " (ring id " + std::to_string(op->spec.ring_id) +
+                          ") is being replaced by another load balancer (container " +
+                          short_id(id) + ")");
+  }
+  // "created": another LB of the pool is starting a replica of that name (or one crashed between
+  // create and start; list() removes that once it is a minute old). Never removed here.
+  if (running || state == "created" || op->conflict_retried) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name + ": pool " + p->cfg.pool +
                           " already has a container of that name (" + short_id(id) +
-                          (running ? ", running)" : ")"));
+                          (running ? ", running" : state == "created" ? ", being started" : "") +
+                          "), maybe started by another load balancer of the pool");
   }
   // Our own leftover that is not running (a crash or an interrupted start): replace it once.
   op->conflict_retried = true;
@@ -363,6 +414,153 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r) {
   start_fail(op, op->status, op->error);  // removes op->inst.id first
 }
 
+// ---- ring id claim (see docker.h): after the create, before the start ----
+
+static bool draining_name(const std::string& name, const std::string& id);
+// A created container that has not started for this long was abandoned (its LB died between
+// create and start): it claims nothing, and list() removes it.
+static const int64_t kAbandonedCreateS = 60;
+
+// "2026-12-02T13:21:39.123456789Z" (the engine's RFC 3339 with up to 9 fraction digits, UTC) as ns
+// since the epoch; -1 when s is not that.
+static int64_t parse_created_ns(const char* s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  int n = 0;
+  if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                   &tm.tm_min, &tm.tm_sec, &n) != 6)
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  int64_t frac = 0;
+  const char* q = s + n;
+  if (*q == '.') {
+    int digits = 0;
+    for (q++; isdigit(static_cast<unsigned char>(*q)); q++)
+      if (digits < 9) frac = frac * 10 + (*q - '0'), digits++;
+    for (; digits < 9; digits++) frac *= 10;
+  }
+  if (*q != 'Z') return -1;
+  return static_cast<int64_t>(timegm(&tm)) * 1000000000LL + frac;
+}
+
+static void start_run(StartOp* op) {
+  ProvDocker* p = op->p;
+  if (p->closing) return start_cancelled(op);
+  docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
+                  p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
+}
+
+static void claim_begin(StartOp* op);
+// A later rival that is still "created" may or may not have seen this container (the engine stamps
+// Created when a create begins, but lists the container only once it is made): the claim lists
+// again until that rival started (it won) or is gone (it lost), at most this many times.
+static const int kClaimRoundsMax = 200;
+
+// Every creation time is known. This start loses to a rival that started (it won its own claim)
+// and to one created earlier (ties: the smaller Id), which wins whether or not it saw this one;
+// it waits on a later rival that has not started yet; it wins when no rival is left.
+static void claim_decide(StartOp* op) {
+  ProvDocker* p = op->p;
+  if (p->closing) return start_cancelled(op);
+  auto mine = op->created_ns.find(op->inst.id);
+  if (op->claim_failed || mine == op->created_ns.end()) {
+    return start_fail(op, -EIO,
+                      "cannot claim ring id " + std::to_string(op->spec.ring_id) + " for replica " +
+                          op->spec.name + ": the engine did not tell the creation times");
+  }
+  bool undecided = false;
+  for (const auto& kv : op->created_ns) {
+    if (kv.first == op->inst.id) continue;
+    bool started = op->rival_state[kv.first] != "created";
+    bool earlier = kv.second < mine->second || (kv.second == mine->second && kv.first < op->inst.id);
+    if (!started && !earlier) {
+      undecided = true;
+      continue;
+    }
+    {
+      LOG_INFO("docker: replica %s lost ring id %u to container %s (%s)", op->spec.name.c_str(),
+               op->spec.ring_id, short_id(kv.first).c_str(),
+               started ? "started already" : "created earlier");
+      return start_fail(op, -EBUSY,
+                        "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
+                            " is claimed by container " + short_id(kv.first) +
+                            " of another load balancer");
+    }
+  }
+  if (undecided) {
+    if (++op->claim_rounds > kClaimRoundsMax)
+      return start_fail(op, -EBUSY,
+                        "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
+                            " is contended by a create of another load balancer that neither "
+                            "started nor went away");
+    op->created_ns.clear();
+    op->rival_state.clear();
+    return claim_begin(op);
+  }
+  start_run(op);
+}
+
+static void claim_inspect(StartOp* op, const std::string& id) {
+  op->claim_pending++;
+  docker_api_call(op->p->api, "GET", "/containers/" + docker_url_escape(id) + "/json", nullptr,
+                  op->p->cfg.call_timeout_ms, [op, id](const DockerReply& r) {
+                    json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+                    int64_t ns = j ? parse_created_ns(json_string_value(json_object_get(j, "Created"))) : -1;
+                    if (j) json_decref(j);
+                    if (ns >= 0) op->created_ns[id] = ns;
+                    // A rival that is gone (404) claims nothing; any other failure fails the claim.
+                    else if (!(r.status == 0 && r.http_status == 404)) op->claim_failed = true;
+                    if (--op->claim_pending == 0) claim_decide(op);
+                  });
+}
+
+static void on_claim_listed(StartOp* op, const DockerReply& r) {
+  ProvDocker* p = op->p;
+  if (p->closing) return start_cancelled(op);
+  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  if (!json_is_array(arr)) {
+    if (arr) json_decref(arr);
+    std::string err;
+    int st = reply_failure(r, "cannot claim ring id " + std::to_string(op->spec.ring_id) +
+                                  " for replica " + op->spec.name, &err);
+    return start_fail(op, st == 0 || st == -ENOENT ? -EIO : st, err);
+  }
+  std::vector<std::string> rivals;
+  int64_t now_s = static_cast<int64_t>(time(nullptr));
+  size_t i;
+  json_t* c;
+  json_array_foreach(arr, i, c) {
+    std::string id = json_str(c, "Id");
+    std::string state = json_str(c, "State");
+    const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
+    std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
+    int64_t created_s = json_integer_value(json_object_get(c, "Created"));
+    if (id.empty() || id == op->inst.id || id == op->spec.replaces) continue;
+    if (state == "exited" || state == "dead" || state == "removing") continue;
+    if (draining_name(en, id)) continue;
+    if (state == "created" && now_s - created_s > kAbandonedCreateS) continue;
+    rivals.push_back(id);
+    op->rival_state[id] = state;
+  }
+  json_decref(arr);
+  if (rivals.empty()) return start_run(op);
+  claim_inspect(op, op->inst.id);
+  for (const std::string& id : rivals) claim_inspect(op, id);
+}
+
+static void claim_begin(StartOp* op) {
+  ProvDocker* p = op->p;
+  json_t* f = json_pack("{s:[s,s]}", "label", (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(),
+                        (std::string(kLabelRingId) + "=" + std::to_string(op->spec.ring_id)).c_str());
+  char* fs = json_dumps(f, JSON_COMPACT);
+  std::string path = std::string("/containers/json?all=1&filters=") + docker_url_escape(fs);
+  free(fs);
+  json_decref(f);
+  docker_api_call(p->api, "GET", path, nullptr, p->cfg.call_timeout_ms,
+                  [op](const DockerReply& r) { on_claim_listed(op, r); });
+}
+
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
@@ -374,8 +572,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
       return start_fail(op, -EIO, "Docker created " + op->spec.name + " without an Id");
     p->starting[op->inst.id] = op;
     if (p->closing) return start_cancelled(op);
-    docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
-                    p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
+    claim_begin(op);
     return;
   }
   if (p->closing) return start_cancelled(op);
@@ -387,13 +584,15 @@ static void on_created(StartOp* op, const DockerReply& r) {
     int st = reply_failure(r, "cannot create replica " + op->spec.name, &err);
     op->status = st;
     op->error = err;
-    docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
+    docker_api_call(p->api, "GET",
+                    "/containers/" + docker_url_escape(engine_name(p, op->spec.name)) + "/json",
                     nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_create_lost_inspected(op, rr); });
     return;
   }
   if (r.status == 0 && r.http_status == 409) {
-    docker_api_call(p->api, "GET", "/containers/" + docker_url_escape(op->spec.name) + "/json",
+    docker_api_call(p->api, "GET",
+                    "/containers/" + docker_url_escape(engine_name(p, op->spec.name)) + "/json",
                     nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
@@ -432,7 +631,7 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
     json_object_set_new(host_config, "Memory", json_integer(static_cast<json_int_t>(p->cfg.memory)));
   if (!p->host_mode) {
     json_object_set_new(body, "Hostname", json_string(name.c_str()));
-    json_t* endpoint = json_pack("{s:[s]}", "Aliases", name.c_str());
+    json_t* endpoint = json_pack("{s:[s]}", "Aliases", engine_name(p, name).c_str());
     json_t* endpoints = json_object();
     json_object_set_new(endpoints, p->cfg.network.c_str(), endpoint);
     json_object_set_new(body, "NetworkingConfig", json_pack("{s:o}", "EndpointsConfig", endpoints));
@@ -442,7 +641,8 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
 
 static void start_create(StartOp* op) {
   json_t* body = create_body(op->p, op);
-  docker_api_call(op->p->api, "POST", "/containers/create?name=" + docker_url_escape(op->spec.name),
+  docker_api_call(op->p->api, "POST",
+                  "/containers/create?name=" + docker_url_escape(engine_name(op->p, op->spec.name)),
                   body, op->p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }
@@ -456,7 +656,7 @@ void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
   op->t0 = uv_hrtime();
   op->inst.name = spec.name;
   op->inst.ring_id = spec.ring_id;
-  op->inst.host = host_mode ? "127.0.0.1" : spec.name;
+  op->inst.host = host_mode ? "127.0.0.1" : engine_name(this, spec.name);
   op->inst.port = host_mode ? 0 : kBridgePort;
   std::string err;
   int st = 0;
@@ -567,7 +767,7 @@ static void probe_begin(StartOp* op) {
 // ---- stop ----
 
 void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
-  std::string id = inst.id.empty() ? inst.name : inst.id;
+  std::string id = inst.id.empty() ? engine_name(this, inst.name) : inst.id;
   uint64_t t0 = uv_hrtime();
   if (closing) {
     docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
@@ -575,33 +775,45 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
   }
   ops++;
   quiet_add(this, id);
+  // Renamed to the draining name first (unless release_name did): the other LBs of the pool see
+  // the rename (on_gone) and take the replica out of their rings instead of seeing it die and
+  // healing it. Whatever the rename answers, the stop follows (after it: the rename is seen first).
+  bool rename = !inst.id.empty() && !released.count(inst.id);
+  released.erase(inst.id);
   std::string path =
       "/containers/" + docker_url_escape(id) + "/stop?t=" + std::to_string(cfg.stop_grace_s);
   long timeout = (cfg.stop_grace_s + 15) * 1000L;  // the engine waits up to t s before it answers
   uint16_t port = host_mode ? inst.port : 0;
   std::string name = inst.name;
-  docker_api_call(
-      api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
-        double stop_ms = ms_since(t0);
-        if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
-          LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
-                   docker_error_message(r).c_str());
-        remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
-          if (!removed_ok(rr)) {
-            std::string err;
-            int st = reply_failure(rr, "cannot remove replica " + name, &err);
-            LOG_WARN("docker: %s", err.c_str());
-            cb(st == -ENOENT ? -EIO : st, err);
-          } else {
-            if (port) ports_used.erase(port);
-            LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
-                     name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
-            cb(0, "");
-          }
-          ops--;
-          maybe_close_api(this);
+  auto stop_now = [this, path, timeout, id, name, port, t0, cb]() {
+    docker_api_call(
+        api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
+          double stop_ms = ms_since(t0);
+          if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
+            LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
+                     docker_error_message(r).c_str());
+          remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
+            if (!removed_ok(rr)) {
+              std::string err;
+              int st = reply_failure(rr, "cannot remove replica " + name, &err);
+              LOG_WARN("docker: %s", err.c_str());
+              cb(st == -ENOENT ? -EIO : st, err);
+            } else {
+              if (port) ports_used.erase(port);
+              LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
+                       name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
+              cb(0, "");
+            }
+            ops--;
+            maybe_close_api(this);
+          });
         });
-      });
+  };
+  if (!rename) return stop_now();
+  std::string to = engine_name(this, inst.name) + kDrainingMark + short_id(inst.id);
+  docker_api_call(api, "POST",
+                  "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
+                  nullptr, cfg.call_timeout_ms, [stop_now](const DockerReply&) { stop_now(); });
 }
 
 // ---- release_name: rename a draining container ----
@@ -613,13 +825,15 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
     return true;
   }
   ops++;
-  std::string to = inst.name + kDrainingMark + short_id(inst.id);
+  std::string to = engine_name(this, inst.name) + kDrainingMark + short_id(inst.id);
+  quiet_add(this, inst.id);  // our own rename and the stop after the drain: no on_gone, no on_exit
   std::string name = inst.name;
   docker_api_call(api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
-                  nullptr, cfg.call_timeout_ms, [this, name, to, cb](const DockerReply& r) {
+                  nullptr, cfg.call_timeout_ms, [this, id = inst.id, name, to, cb](const DockerReply& r) {
                     // 404: the container is gone already, so the name is free as well.
                     if (r.status == 0 && (r.http_status == 204 || r.http_status == 404)) {
+                      if (r.http_status == 204) released.insert(id);
                       LOG_INFO("docker: replica %s renamed %s while it drains", name.c_str(), to.c_str());
                       cb(0, "");
                     } else {
@@ -679,7 +893,20 @@ static void on_listed(ListOp* op, const DockerReply& r) {
     std::string mode = json_str(json_object_get(c, "HostConfig"), "NetworkMode");
     ReplicaInstance inst;
     inst.id = id;
-    inst.name = name ? (name[0] == '/' ? name + 1 : name) : "";
+    std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
+    inst.name = plain_name(p, en);
+    if (inst.name.empty() && !en.empty()) {
+      // Labelled with this pool but without this LB's prefix: an LB of the pool with another
+      // prefix (a configuration error) owns it. Left alone.
+      LOG_WARN("docker: container %s of pool %s lacks the name prefix \"%s\": not adopted, left alone",
+               en.c_str(), p->cfg.pool.c_str(), p->cfg.name_prefix.c_str());
+      continue;
+    }
+    // Another LB of the pool between its create and its start (its ring id claim): not ours to
+    // remove. One that stays created longer than that was abandoned.
+    int64_t created_s = json_integer_value(json_object_get(c, "Created"));
+    if (state == "created" && static_cast<int64_t>(time(nullptr)) - created_s <= kAbandonedCreateS)
+      continue;
     uint32_t ring_id = 0, port = 0;
     std::string weight_label = json_str(labels, kLabelWeight);
     uint32_t weight = 1;
@@ -689,13 +916,14 @@ static void on_listed(ListOp* op, const DockerReply& r) {
                       (parse_u32(weight_label.c_str(), kRingMaxWeight, &weight) && weight >= 1));
     bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
     if (state == "removing") continue;
-    bool draining = draining_name(inst.name, id);
+    bool draining = draining_name(en, id);
     if (state == "running" && labels_ok && net_ok && !inst.name.empty() && !draining) {
       inst.ring_id = ring_id;
       inst.weight = weight;
       inst.port = static_cast<uint16_t>(port);
-      inst.host = p->host_mode ? "127.0.0.1" : inst.name;
+      inst.host = p->host_mode ? "127.0.0.1" : en;
       if (p->host_mode) p->ports_used.insert(inst.port);
+      p->known.insert(id);
       op->running.push_back(inst);
       continue;
     }
@@ -727,14 +955,68 @@ void ProvDocker::list(ProvListCb cb) {
                   cfg.call_timeout_ms, [op](const DockerReply& r) { on_listed(op, r); });
 }
 
-// ---- events: die/destroy of the pool's containers, reported through on_exit ----
+// ---- events: the pool's containers as other LBs and the engine change them ----
+//
+// start of a container this LB does not know -> on_appear; rename of a known one to a draining
+// name by another LB (its /rm) -> on_gone; die (and destroy of one whose death was not reported) of
+// one that this LB does not stop itself -> on_exit. Every resync_ms a list of the pool reports what
+// the stream missed the same way.
 
 static void events_open(ProvDocker* p);
+
+// The instance of running replica container id named en (the engine's name) with labels (a list
+// item's Labels, or an event's Attributes, which carry the labels); false when it is not one of
+// this LB's prefix, is draining, or its labels are bad.
+static bool instance_from(ProvDocker* p, const std::string& id, const std::string& en, json_t* labels,
+                          ReplicaInstance* inst) {
+  uint32_t ring_id = 0, port = 0, weight = 1;
+  std::string weight_label = json_str(labels, kLabelWeight);
+  inst->id = id;
+  inst->name = plain_name(p, en);
+  if (id.empty() || inst->name.empty() || draining_name(en, id)) return false;
+  if (json_str(labels, kLabelPool) != p->cfg.pool) return false;
+  if (!parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) || ring_id == 0 ||
+      !parse_u32(json_str(labels, kLabelPort), 65535, &port) || port == 0 ||
+      (!weight_label.empty() &&
+       (!parse_u32(weight_label.c_str(), kRingMaxWeight, &weight) || weight == 0)))
+    return false;
+  inst->ring_id = ring_id;
+  inst->port = static_cast<uint16_t>(port);
+  inst->weight = weight;
+  inst->host = p->host_mode ? "127.0.0.1" : en;
+  return true;
+}
+
+// A running replica of the pool that this LB did not start: another LB's.
+static void appear(ProvDocker* p, const ReplicaInstance& inst) {
+  if (p->starting.count(inst.id) || !p->known.insert(inst.id).second) return;
+  if (p->host_mode) p->ports_used.insert(inst.port);
+  LOG_INFO("docker: replica %s (container %s, ring id %u) of another load balancer runs",
+           inst.name.c_str(), short_id(inst.id).c_str(), inst.ring_id);
+  if (p->on_appear) p->on_appear(inst);
+}
+
+// Known replica id was taken out of the pool by another LB (renamed to drain).
+static void gone(ProvDocker* p, const std::string& id, const std::string& en) {
+  if (!p->known.count(id) || p->quiet.count(id) || !p->gone_reported.insert(id).second) return;
+  LOG_INFO("docker: container %s (%s) was removed by another load balancer", short_id(id).c_str(),
+           en.c_str());
+  if (p->on_gone) p->on_gone(id, "removed by /rm on another load balancer");
+}
+
+// Container id died or was removed (cause), by someone else than this LB.
+static void exited(ProvDocker* p, const std::string& id, const std::string& en, const std::string& cause) {
+  if (p->quiet.count(id) || !p->reported.insert(id).second) return;
+  LOG_WARN("docker: replica %s (container %s) %s", en.c_str(), short_id(id).c_str(), cause.c_str());
+  if (p->on_exit) p->on_exit(id, "container " + en + " " + cause);
+}
 
 static void on_event_line(ProvDocker* p, const std::string& line) {
   p->events_retry_ms = 1000;  // the stream works
   json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
   if (!e) return;
+  json_int_t ns = json_integer_value(json_object_get(e, "timeNano"));
+  if (ns > p->last_event_ns) p->last_event_ns = ns;
   std::string action = json_str(e, "Action");
   json_t* actor = json_object_get(e, "Actor");
   std::string id = json_str(actor, "ID");
@@ -742,8 +1024,19 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
   std::string name = json_str(attrs, "name");
   std::string code = json_str(attrs, "exitCode");
   std::string port_label = json_str(attrs, kLabelPort);  // events carry the container's labels
+  ReplicaInstance inst;
+  bool is_replica = action == "start" && instance_from(p, id, name, attrs, &inst);
   json_decref(e);
-  if (id.empty() || (action != "die" && action != "destroy")) return;
+  if (id.empty()) return;
+  if (action == "start") {
+    if (is_replica) appear(p, inst);
+    return;
+  }
+  if (action == "rename") {
+    if (draining_name(name, id)) gone(p, id, name);
+    return;
+  }
+  if (action != "die" && action != "destroy") return;
   std::string cause =
       action == "die" ? "exited with code " + (code.empty() ? "?" : code) : "was removed";
   auto it = p->starting.find(id);
@@ -754,18 +1047,67 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
   }
   bool ours = p->quiet.count(id) > 0;  // we stopped or removed it ourselves
   if (action == "destroy") {
+    p->known.erase(id);
+    p->gone_reported.erase(id);
     bool was_reported = p->reported.erase(id) > 0;
     // Removed by someone else: its port is free again. (Ours were released by stop or list.)
     uint32_t port = 0;
     if (!ours && p->host_mode && parse_u32(port_label.c_str(), 65535, &port))
       p->ports_used.erase(port);
     if (ours || was_reported) return;
-  } else if (ours || !p->reported.insert(id).second) {
+    exited(p, id, name, cause);
+    p->reported.erase(id);  // destroyed: nothing more comes of this id
     return;
   }
-  LOG_WARN("docker: replica %s (container %s) %s", name.c_str(), short_id(id).c_str(),
-           cause.c_str());
-  if (p->on_exit) p->on_exit(id, "container " + name + " " + cause);
+  exited(p, id, name, cause);
+}
+
+// ---- resync: what the event stream missed ----
+
+static void on_resynced(ProvDocker* p, const DockerReply& r) {
+  p->resync_running = false;
+  if (p->closing) return;
+  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
+  if (!json_is_array(arr)) {
+    if (arr) json_decref(arr);
+    LOG_WARN("docker: resync of pool %s failed: %s", p->cfg.pool.c_str(),
+             docker_error_message(r).c_str());
+    return;
+  }
+  std::set<std::string> seen;
+  size_t i;
+  json_t* c;
+  json_array_foreach(arr, i, c) {
+    std::string id = json_str(c, "Id");
+    std::string state = json_str(c, "State");
+    const char* n = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
+    std::string en = n ? (n[0] == '/' ? n + 1 : n) : "";
+    seen.insert(id);
+    if (p->starting.count(id)) continue;
+    ReplicaInstance inst;
+    if (draining_name(en, id)) gone(p, id, en);
+    else if (state == "running" && instance_from(p, id, en, json_object_get(c, "Labels"), &inst))
+      appear(p, inst);
+    else if ((state == "exited" || state == "dead") && p->known.count(id))
+      exited(p, id, en, "is " + state + " (seen by the resync)");
+  }
+  json_decref(arr);
+  std::vector<std::string> lost;
+  for (const std::string& id : p->known)
+    if (!seen.count(id) && !p->starting.count(id)) lost.push_back(id);
+  for (const std::string& id : lost) {
+    p->known.erase(id);
+    exited(p, id, short_id(id), "was removed (seen by the resync)");
+    p->reported.erase(id);
+  }
+}
+
+static void on_resync_timer(uv_timer_t* t) {
+  ProvDocker* p = static_cast<ProvDocker*>(t->data);
+  if (p->closing || p->resync_running) return;
+  p->resync_running = true;
+  docker_api_call(p->api, "GET", "/containers/json?all=1&filters=" + label_filter(p), nullptr,
+                  p->cfg.call_timeout_ms, [p](const DockerReply& r) { on_resynced(p, r); });
 }
 
 static void on_events_retry(uv_timer_t* t) {
@@ -787,13 +1129,22 @@ static void on_events_end(ProvDocker* p, const DockerReply& r) {
 }
 
 static void events_open(ProvDocker* p) {
-  json_t* f =
-      json_pack("{s:[s], s:[s], s:[s,s]}", "type", "container", "label",
-                (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(), "event", "die", "destroy");
+  json_t* f = json_pack("{s:[s], s:[s], s:[s,s,s,s]}", "type", "container", "label",
+                        (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(), "event", "start",
+                        "die", "destroy", "rename");
   char* s = json_dumps(f, JSON_COMPACT);
   std::string path = std::string("/events?filters=") + docker_url_escape(s);
   free(s);
   json_decref(f);
+  if (p->last_event_ns > 0) {
+    // A reconnect: the engine replays what it still buffers (its last 256 events) from the last
+    // one seen; the resync covers anything older.
+    char since[48];
+    snprintf(since, sizeof since, "%lld.%09lld",
+             static_cast<long long>(p->last_event_ns / 1000000000LL),
+             static_cast<long long>(p->last_event_ns % 1000000000LL));
+    path += std::string("&since=") + since;
+  }
   int rc = docker_stream_open(
       p->api, path, [p](const std::string& line) { on_event_line(p, line); },
       [p](const DockerReply& r) { on_events_end(p, r); }, &p->events);
@@ -830,8 +1181,9 @@ void ProvDocker::close(std::function<void()> cb) {
   if (closing) return;
   closing = true;
   close_cb = std::move(cb);
-  close_pending = 2;  // the retry timer and the client
+  close_pending = 3;  // the retry timer, the resync timer and the client
   uv_close(reinterpret_cast<uv_handle_t*>(&events_retry), on_events_retry_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&resync), on_events_retry_closed);
   if (events) docker_stream_close(events);
   // Probes waiting on their timer end now; one that is connecting ends in its close callback.
   std::vector<StartOp*> ops;
@@ -885,7 +1237,12 @@ Provisioner* prov_docker_create(uv_loop_t* loop, const ProvDockerConfig& cfg, st
   p->next_port = cfg.port_min;
   uv_timer_init(loop, &p->events_retry);
   p->events_retry.data = p;
-  if (cfg.watch_events) events_open(p);
+  uv_timer_init(loop, &p->resync);
+  p->resync.data = p;
+  if (cfg.watch_events) {
+    events_open(p);
+    if (cfg.resync_ms > 0) uv_timer_start(&p->resync, on_resync_timer, cfg.resync_ms, cfg.resync_ms);
+  }
   LOG_INFO("docker: provisioner for pool %s, image %s, network %s%s", cfg.pool.c_str(),
            cfg.image.c_str(), cfg.network.c_str(),
            host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" +

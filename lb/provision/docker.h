@@ -2,8 +2,26 @@
 // API (lb/provision/docker_api.h), named after the replica and labelled with the pool they belong to, so an
 // LB that restarts finds and adopts them with list().
 //
+// Several LBs on one pool: the engine is the membership. Its labels hold each replica's ring id
+// and weight; its event stream (start, die, destroy, rename of the pool's containers) tells every
+// LB of replicas the others started (on_appear), of their /rm (on_gone: the rename that frees the
+// name of a draining replica) and of deaths (on_exit); a resync every resync_ms lists the pool to
+// catch what the stream missed, and the stream reconnects with ?since= the last event it saw.
+// Ring id claim: after the create and before the start, start() lists the pool's containers
+// labelled with its ring id, leaving out dead and draining ones, spec.replaces and abandoned
+// creates (state "created" for over a minute). It loses to a rival that has started (that one won
+// its own claim) and to one created earlier (the engine's Created in ns, ties by Id): its
+// container is removed and it fails with -EBUSY. A later rival still "created" may not have seen
+// this one (the engine stamps Created when a create begins but lists the container only once it
+// is made), so the claim lists again until that rival has started (lost) or is gone (won). Two
+// racers never both start: the later-listed one sees the other. Healing uses the same claim
+// (the engine is the lock): every LB that saw the death tries, one replacement starts, the others
+// get -EBUSY and follow it through on_appear.
+//
 // Each container gets:
-//   name    spec.name (also SERVER_ID, the hostname and, on a bridge network, its network alias)
+//   name    name_prefix + spec.name (the engine's name; /rep and the logs show spec.name)
+//           spec.name is SERVER_ID and the hostname; on a bridge network the alias (and the
+//           address the LB connects to) is the engine name
 //   labels  ringlb.pool=<pool>, ringlb.ring-id=<ring id>, ringlb.port=<port>
 //   env     SERVER_ID=<name>, PORT=<port>, and in host mode ADDRESS=127.0.0.1, then cfg.env
 //   cmd     cfg.cmd when not empty (the arguments of the image's entrypoint), else the image's
@@ -36,7 +54,10 @@
 struct ProvDockerConfig {
   std::string socket;  // "" = $DOCKER_HOST (unix://) or /var/run/docker.sock
   std::string image = "ringlb-replica:latest";  // never pulled: it must exist on the engine
-  std::string pool = "ringlb";                  // value of the ringlb.pool label; one LB per pool
+  std::string pool = "ringlb";  // value of the ringlb.pool label; any number of LBs per pool
+  // Engine name of a replica: name_prefix + name (config_parse validated it: empty, or a valid name
+  // itself). Every LB of one pool must use the same prefix.
+  std::string name_prefix;
   std::string network = "host";  // "host" or the name of a user-defined bridge network
   uint16_t port_min = 20000;     // host mode: the replicas' port range
   uint16_t port_max = 20999;
@@ -51,8 +72,10 @@ struct ProvDockerConfig {
   // Create, start, inspect, list, remove, rename: an engine call without an answer within this
   // fails. A create that timed out is looked up by name and removed if the engine made it anyway.
   long call_timeout_ms = 15000;
-  bool watch_events =
-      true;  // subscribe to die/destroy events of the pool and report them via on_exit
+  bool watch_events = true;  // subscribe to the pool's events: on_exit, on_appear, on_gone
+  // Events are triggers; every resync_ms the provisioner also lists the pool (without removing
+  // anything) and reports what the events missed (the engine drops events for slow readers).
+  int resync_ms = 10000;
 };
 
 // Creates the docker provisioner on loop. Pings the engine synchronously (call it before the loop

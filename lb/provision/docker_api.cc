@@ -660,3 +660,29 @@ void docker_stream_close(DockerStream* s) {
   if (s->fd != CURL_SOCKET_BAD) shutdown(s->fd, SHUT_RDWR);
   uv_mutex_unlock(&s->mu);
 }
+
+// ---- synchronous calls (at start) ----
+
+void docker_api_call_sync(DockerApi* api, const char* method, const std::string& path,
+                          long timeout_ms, DockerReply* reply) {
+  DockerCall call;
+  call.api = api;
+  call.method = method;
+  call.url = api->base + path;
+  call.timeout_ms = timeout_ms;
+  if (!api->idle.empty()) {
+    call.curl = api->idle.back();
+    api->idle.pop_back();
+  } else {
+    call.curl = curl_easy_init();
+  }
+  if (!call.curl) {
+    reply->status = -ENOMEM;
+    reply->error = "curl_easy_init failed";
+    return;
+  }
+  call.work.data = &call;
+  on_work(&call.work);
+  api->idle.push_back(call.curl);
+  *reply = std::move(call.reply);
+}

@@ -112,3 +112,10 @@ int docker_stream_open(DockerApi* api, const std::string& path, DockerLineCb on_
 // Unblocks the stream's thread at once by shutting its socket down. Idempotent until on_end has
 // run.
 void docker_stream_close(DockerStream* stream);
+
+// Runs one GET/POST/DELETE call synchronously on the calling thread and fills *reply as a
+// DockerCallCb would receive it. For checks at start, before the loop runs (the swarm provisioner
+// asks /info whether the engine is a swarm manager), like docker_api_open's ping; never while the
+// loop runs calls (it borrows an idle handle of the client).
+void docker_api_call_sync(DockerApi* api, const char* method, const std::string& path,
+                          long timeout_ms, DockerReply* reply);

@@ -9,8 +9,9 @@ RINGLB_* variable) and changes only what that rule needs: host networking instea
 networks, RINGLB_LISTEN on 127.0.0.1 and a free port, host-network replicas on 127.0.0.1, a pool,
 container name and compose project unique to the run, and the images built from this build
 (ringlb:test and ringlb-replica:test, by lb/image.sh). Everything of the run (the pool's label, the
-compose project's label) is force-removed at the end, whether the test passed or not. Like
-lb_docker_test it names replicas server1..3, so it takes its turn through the same lock.
+compose project's label) is force-removed at the end, whether the test passed or not. Its replicas
+are server1..3 behind RINGLB_NAME_PREFIX "<run>." (issue 13), so runs side by side need no lock;
+the file itself sets no prefix (`docker stop server2` keeps working there).
 
 It also checks what the file promises operators (issue 14): no version key, restart and stop grace
 period, the admin routes on their own port published on 127.0.0.1 only and needing the token of the
@@ -34,8 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
 from harness import HOST  # noqa: E402
-from lb_docker_test import (containers, engine, engine_answers, remove_labelled,  # noqa: E402
-                            take_turn)
+from lb_docker_test import (containers, engine, engine_answers, port_slice,  # noqa: E402
+                            remove_labelled)
 
 try:
     import yaml
@@ -46,7 +47,9 @@ COMPOSE = shutil.which("docker-compose")
 LB_IMAGE = "ringlb:test"
 REPLICA_IMAGE = "ringlb-replica:test"
 RUN = f"ringlb-cmp-{os.getpid()}-{int(time.time())}"
-PORT_RANGE = "28000-28999"
+PORT_BASE = port_slice(28000)  # a slice of 28000-28999 of this run's own
+PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
+PREFIX = f"{RUN}."
 
 
 def compose(project, path, *args, timeout=120):
@@ -111,7 +114,7 @@ class Compose(unittest.TestCase):
         env.update({"RINGLB_LISTEN": f"{HOST}:{self.port}", "RINGLB_DOCKER_NETWORK": "host",
                     "RINGLB_ADMIN_LISTEN": f"{HOST}:{self.admin_port}",
                     "RINGLB_REPLICA_IMAGE": REPLICA_IMAGE, "RINGLB_POOL": RUN,
-                    "RINGLB_REPLICA_PORT_RANGE": PORT_RANGE})
+                    "RINGLB_REPLICA_PORT_RANGE": PORT_RANGE, "RINGLB_NAME_PREFIX": PREFIX})
         lb["environment"] = env
         self.env = env
         return {"services": {"lb": lb}}
@@ -127,6 +130,10 @@ class Compose(unittest.TestCase):
         env = yaml.safe_load(text)["services"]["lb"]["environment"]
         self.assertEqual(env["RINGLB_RING"], "slots")
         self.assertEqual((env["RINGLB_ADMIN_LISTEN"], env["RINGLB_ADMIN_TOKEN"]), ("", ""))
+        # No prefix in the assignment's files: the engine names are server1..N (`docker stop server2`).
+        self.assertNotIn("RINGLB_NAME_PREFIX", env)
+        with open(harness.source_path("docker-compose.yml")) as f:
+            self.assertNotIn("RINGLB_NAME_PREFIX", f.read())
 
     def test_compose_up_serves_the_api_and_down_removes_the_replicas(self):
         code, out = compose(self.project, self.path, "up", "-d")
@@ -146,7 +153,7 @@ class Compose(unittest.TestCase):
         except AssertionError:
             raise AssertionError(compose(self.project, self.path, "logs", "--no-color")[1])
         pool = containers(f"ringlb.pool={RUN}")
-        self.assertEqual(sorted(c["Names"][0].lstrip("/") for c in pool), names)
+        self.assertEqual(sorted(c["Names"][0].lstrip("/") for c in pool), [PREFIX + n for n in names])
         self.assertTrue(all(c["State"] == "running" for c in pool), pool)
         lb = containers(f"com.docker.compose.project={self.project}")
         self.assertEqual([c["Names"][0] for c in lb], [f"/{RUN}-lb"])
@@ -202,7 +209,6 @@ if __name__ == "__main__":
     if not ok:
         print(f"compose_test: no Docker engine answers ({why})", file=sys.stderr)
         sys.exit(1 if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1" else 77)
-    _lock = take_turn()  # the replicas are named server1..3, as lb_docker_test's
     build_images()
     signal.signal(signal.SIGTERM, lambda *_: (sweep(RUN.replace("-", "")), os._exit(1)))
     unittest.main()

@@ -7,8 +7,8 @@
   default (remove) leaves nothing.
 
 Built on lb_docker_test's DockerLbTestCase: host networking on 127.0.0.1, a pool label unique to
-each test, every container of it force-removed in the cleanup, the same lock as lb_docker_test
-(both use the names server1..3) and the replica image ringlb-replica:test built from this build.
+each test, every container of it force-removed in the cleanup, a --name-prefix unique to the test
+(so no lock: runs side by side do not collide on server1..3) and the replica image ringlb-replica:test built from this build.
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. Every loop is
 bounded in count and time.
 """
@@ -97,7 +97,6 @@ if __name__ == "__main__":
                   file=sys.stderr)
             sys.exit(1)
         sys.exit(77)
-    _lock = lb_docker_test.take_turn()
     lb_docker_test.build_image()
     signal.signal(signal.SIGTERM, lb_docker_test._on_sigterm)
     try:

@@ -19,19 +19,23 @@ the test passed or not (also when meson's timeout sends SIGTERM). Every loop is 
 time.
 
 Container names are global to the engine and these tests use the assignment's names (server1..3,
-S4, S5, S10, S11), so two runs on one machine (two worktrees) take turns: each holds an flock on
-/tmp/ringlb-lb-docker-test.lock while it runs (waiting at most 240 s for it).
+S4, S5, S10, S11): each test runs its LBs with --name-prefix "<its pool>." (issue 13), so the
+engine's names are unique to the test while /rep shows the plain names, and two runs on one machine
+(two worktrees) run at once without a lock. Each run takes its replica ports from a 100-port slice
+of 26000-26999 of its own (port_slice: the first slice whose abstract unix socket name it can bind,
+held until the process exits), since a port another run's replica is about to bind looks free to
+the LB (it skips only ports something listens on already).
 
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. The replica
 image: RINGLB_TEST_IMAGE when set, else ringlb-replica:test built from this build's replica by
 lb/image.sh (as test_prov_docker does; Docker's cache makes the second build a no-op), so the order
 in which the two docker tests run does not matter.
 """
-import fcntl
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,7 +53,29 @@ RINGLB = harness.build_path("lb", "ringlb")
 IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
 RUN = f"ringlb-lbt-{os.getpid()}-{int(time.time())}"
 FOREIGN_LABEL = "ringlb-test.foreign"
-PORT_RANGE = "26000-26999"  # replica ports on 127.0.0.1; test_prov_docker uses 24000-24999
+
+
+def port_slice(base, slices=10, width=100):
+    """The first of `slices` port ranges [base + i*width, +width) that no other process running
+    now has taken: each is claimed by binding the abstract unix socket name
+    "ringlb-test-ports-<base>-<i>" (no file, no TCP port), released by the kernel when the process
+    exits. Runs side by side get disjoint replica ports; nothing waits."""
+    for i in range(slices):
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0ringlb-test-ports-{base}-{i}")
+        except OSError:
+            claim.close()
+            continue
+        _port_claims.append(claim)
+        return base + i * width
+    sys.exit(f"no free port slice of {base}-{base + slices * width - 1}: {slices} runs at once?")
+
+
+_port_claims = []
+# Replica ports on 127.0.0.1 (test_prov_docker uses 24000-24999): a slice of 26000-26999 per run.
+PORT_BASE = port_slice(26000)
+PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 
 
 def containers(label):
@@ -68,6 +94,14 @@ def remove_labelled(label):
 def inspect(ident):
     status, body = engine("GET", f"/containers/{ident}/json")
     return body if status == 200 else None
+
+
+def admin_request(port, method, path, body=None):
+    """An /add or /rm: it answers once its containers are created and started (or stopped), which
+    takes seconds on a loaded machine (two runs of the suite at once), so the client waits up to
+    60 s instead of harness.request's 5 s."""
+    with Connection(port, timeout=60) as conn:
+        return conn.request(method, path, None, body)
 
 
 def served_by(resp):
@@ -112,9 +146,24 @@ class DockerLbTestCase(LbTestCase):
         self.addCleanup(remove_labelled, f"ringlb.pool={self.pool}")
         super().setUp()
 
-    def start_lb(self, *args, replicas=3, image=IMAGE, wait_ready=True):
+    @property
+    def prefix(self):
+        """The test's --name-prefix: the engine's name of replica NAME is prefix + NAME."""
+        return f"{self.pool}."
+
+    def ename(self, name):
+        return self.prefix + name
+
+    def plain(self, engine_name):
+        """The replica name of a container (its engine name without the test's prefix)."""
+        engine_name = engine_name.lstrip("/")
+        self.assertTrue(engine_name.startswith(self.prefix), engine_name)
+        return engine_name[len(self.prefix):]
+
+    def start_lb(self, *args, replicas=3, image=IMAGE, wait_ready=True, port_range=PORT_RANGE):
         argv = [RINGLB, "--provisioner", "docker", "--docker-network", "host",
-                "--pool", self.pool, "--replica-image", image, "--replica-port-range", PORT_RANGE,
+                "--pool", self.pool, "--name-prefix", self.prefix,
+                "--replica-image", image, "--replica-port-range", port_range,
                 "--listen", f"{HOST}:{{port}}", "--replicas", str(replicas), "--log-level", "info",
                 *args]
         lb = harness.start(self, argv, ready_timeout=10.0)
@@ -150,7 +199,7 @@ class DockerLbTestCase(LbTestCase):
         out = {}
         for c in self.pool_containers():
             self.assertEqual(c["State"], "running", c)
-            out[c["Names"][0].lstrip("/")] = c
+            out[self.plain(c["Names"][0])] = c
         return out
 
     def assert_containers_match(self, lb):
@@ -176,7 +225,7 @@ class DockerLbTestCase(LbTestCase):
         want = sorted(names)
 
         def match():
-            got = {c["Names"][0].lstrip("/"): c for c in self.pool_containers()}
+            got = {self.plain(c["Names"][0]): c for c in self.pool_containers()}
             return got if sorted(got) == want else None
         return harness.wait_until(match, timeout, f"the pool's containers to be {want}", 0.1)
 
@@ -191,7 +240,13 @@ class DockerLbTestCase(LbTestCase):
         if isinstance(body, dict):  # exactly one event parses as one JSON document
             body = json.dumps(body)
         lines = (body or "").splitlines() if isinstance(body, str) else []
-        return [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in map(json.loads, lines)]
+        def replica(e):
+            # A container the LB stopped on purpose is renamed NAME.draining-<its short id> first
+            # (so other LBs of the pool drain it rather than heal it): its destroy names that.
+            name = self.plain(e["Actor"]["Attributes"]["name"])
+            mark = ".draining-" + e["Actor"]["ID"][:12]
+            return name[:-len(mark)] if name.endswith(mark) else name
+        return [(e["Action"], replica(e)) for e in map(json.loads, lines)]
 
     def wait_rolled_back(self, since, creates, timeout=10.0):
         """Until the engine has created and destroyed `creates` containers of the pool since
@@ -246,7 +301,7 @@ class Containers(DockerLbTestCase):
         lb = self.start_lb()
         before = self.assert_containers_match(lb)
 
-        resp = harness.request(lb.port, "POST", "/add",
+        resp = admin_request(lb.port, "POST", "/add",
                                body={"n": 4, "hostnames": ["S5", "S4", "S10", "S11"]})
         self.assertEqual(resp.status, 200, resp)
         after_add = ["server1", "server2", "server3", "S5", "S4", "S10", "S11"]
@@ -262,7 +317,7 @@ class Containers(DockerLbTestCase):
             resp = harness.request(int(by_name[name]["Labels"]["ringlb.port"]), "GET", "/home")
             self.assertEqual(served_by(resp), name)
 
-        resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 3, "hostnames": ["S5", "S4"]})
+        resp = admin_request(lb.port, "DELETE", "/rm", body={"n": 3, "hostnames": ["S5", "S4"]})
         self.assertEqual(resp.status, 200, resp)
         left = resp.json()["message"]["replicas"]
         self.assertEqual(resp.json()["message"]["N"], 4)
@@ -280,12 +335,12 @@ class Containers(DockerLbTestCase):
             self.assertIsNone(inspect(by_name[name]["Id"]), f"container {name} still exists")
 
         # A generated name: the container carries it, and /rm of it removes that container.
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 1})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 1})
         self.assertEqual(resp.status, 200, resp)
         new = [n for n in resp.json()["message"]["replicas"] if n not in left]
         self.assertEqual(len(new), 1, resp)
         self.assertIn(new[0], self.assert_containers_match(lb))
-        resp = harness.request(lb.port, "DELETE", "/rm", body={"n": 1, "hostnames": new})
+        resp = admin_request(lb.port, "DELETE", "/rm", body={"n": 1, "hostnames": new})
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.body, rep_body(left))
         self.wait_containers(left)
@@ -295,15 +350,15 @@ class Containers(DockerLbTestCase):
         # A name held by a foreign container fails its /add at once (409) while the other four
         # replicas of that /add are still being created and started; SIGTERM comes right after.
         taken = f"{self.pool}-held"
-        status, created = engine("POST", f"/containers/create?name={taken}",
+        status, created = engine("POST", f"/containers/create?name={self.ename(taken)}",
                                  {"Image": IMAGE, "Labels": {FOREIGN_LABEL: self.pool},
                                   "HostConfig": {"NetworkMode": "host"}})
         self.assertEqual(status, 201, created)
         lb = self.start_lb(replicas=1)
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 5, "hostnames": [taken]})
         self.assertEqual(resp.status, 409, resp)
         self.assert_clean_stop(lb)
-        self.assertEqual(inspect(taken)["Id"], created["Id"])
+        self.assertEqual(inspect(self.ename(taken))["Id"], created["Id"])
 
 
 class Failures(DockerLbTestCase):
@@ -311,7 +366,7 @@ class Failures(DockerLbTestCase):
         image = f"ringlb-test-no-such-image:{os.getpid()}"
         lb = self.start_lb(image=image, replicas=0, wait_ready=False)
         self.wait_ready(lb, 0)
-        resp = harness.request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["m1"]})
+        resp = admin_request(lb.port, "POST", "/add", body={"n": 2, "hostnames": ["m1"]})
         self.assertGreaterEqual(resp.status, 500, resp)
         self.assertLess(resp.status, 600, resp)
         doc = resp.json()
@@ -327,7 +382,7 @@ class Failures(DockerLbTestCase):
 
     def test_name_taken_by_a_foreign_container_is_4xx_and_left_alone(self):
         taken = f"{self.pool}-taken"
-        status, created = engine("POST", f"/containers/create?name={taken}",
+        status, created = engine("POST", f"/containers/create?name={self.ename(taken)}",
                                  {"Image": IMAGE, "Labels": {FOREIGN_LABEL: self.pool},
                                   "HostConfig": {"NetworkMode": "host"}})
         self.assertEqual(status, 201, created)
@@ -342,7 +397,7 @@ class Failures(DockerLbTestCase):
                               ({"n": 3, "hostnames": ["ok1", taken]}, 2)):
             with self.subTest(body=body):
                 since = time.time()
-                resp = harness.request(lb.port, "POST", "/add", body=body)
+                resp = admin_request(lb.port, "POST", "/add", body=body)
                 self.assertGreaterEqual(resp.status, 400, resp)
                 self.assertLess(resp.status, 500, resp)
                 doc = resp.json()
@@ -354,21 +409,21 @@ class Failures(DockerLbTestCase):
                 events = self.wait_rolled_back(since, creates)
                 self.assertNotIn(taken, [n for _, n in events])
                 self.assertEqual(sorted(self.running_by_name()), sorted(before))
-                c = inspect(taken)
+                c = inspect(self.ename(taken))
                 self.assertIsNotNone(c, "the foreign container was removed")
                 self.assertEqual(c["Id"], foreign_id)
                 self.assertEqual(c["State"]["Status"], "created")
                 self.assertEqual(c["Config"]["Labels"], {FOREIGN_LABEL: self.pool})
         self.assertEqual(self.assert_containers_match(lb).keys(), before.keys())
         self.assert_clean_stop(lb)
-        self.assertEqual(inspect(taken)["Id"], foreign_id, "ringlb's stop removed the foreign one")
+        self.assertEqual(inspect(self.ename(taken))["Id"], foreign_id, "ringlb's stop removed the foreign one")
 
 
 class Restart(DockerLbTestCase):
     def test_sigkilled_lb_restarts_and_adopts_its_containers(self):
         lb = self.start_lb()
         # A weighted replica: its weight is a label, so the next LB gives it the same share.
-        resp = harness.request(lb.port, "POST", "/add",
+        resp = admin_request(lb.port, "POST", "/add",
                                body={"n": 1, "hostnames": ["big"], "weight": 3})
         self.assertEqual(resp.status, 200, resp)
         before = self.assert_containers_match(lb)
@@ -469,21 +524,6 @@ def engine_answers():
         return False, f"{docker_socket()}: {e}"
 
 
-def take_turn(timeout=240.0):
-    """Waits, bounded, until no other run of this file on this machine is running; returns the
-    open lock file, which holds the lock until the process exits."""
-    lock = open("/tmp/ringlb-lb-docker-test.lock", "a")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                sys.exit(f"lb_docker_test: another run still holds {lock.name} after {timeout} s")
-            time.sleep(0.2)
-
-
 def build_image():
     """ringlb-replica:test from this build's replica (no-op when RINGLB_TEST_IMAGE is set)."""
     if os.environ.get("RINGLB_TEST_IMAGE"):
@@ -504,7 +544,6 @@ if __name__ == "__main__":
                   file=sys.stderr)
             sys.exit(1)
         sys.exit(77)
-    _lock = take_turn()
     build_image()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

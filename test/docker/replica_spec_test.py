@@ -6,8 +6,8 @@ effect (--debug-routes makes the replica serve /sleep through the LB), and the r
 heartbeats on the health path given.
 
 Host networking, replicas on 127.0.0.1; pools named obs14-spec-PID-N, removed at the end whatever
-happens. The replicas are named server1..N, as lb_docker_test's: it takes its turn through the same
-lock. Exit 77 without an engine unless RINGLB_REQUIRE_DOCKER=1.
+happens. The replicas are named server1..N, as lb_docker_test's, behind a --name-prefix unique to
+the test (issue 13), so runs side by side need no lock. Exit 77 without an engine unless RINGLB_REQUIRE_DOCKER=1.
 """
 import os
 import signal
@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
 from lb_docker_test import (DockerLbTestCase, _pools, build_image, engine_answers, inspect,  # noqa: E402
-                            remove_labelled, take_turn, _sweep)
+                            remove_labelled, _sweep)
 
 RUN = f"obs14-spec-{os.getpid()}"
 
@@ -40,7 +40,7 @@ class ReplicaSpec(DockerLbTestCase):
         details = self.details(lb)
         self.assertEqual(len(details), 2, details)
         for d in details:
-            c = inspect(d["name"])
+            c = inspect(self.ename(d["name"]))
             self.assertIsNotNone(c, d)
             self.assertEqual(c["Config"]["Labels"].get("ringlb.pool"), self.pool)
             env = c["Config"]["Env"]
@@ -62,7 +62,7 @@ class ReplicaSpec(DockerLbTestCase):
             lb = self.start_lb(replicas=1)
         finally:
             del os.environ["RINGLB_REPLICA_ENV"]
-        c = inspect(self.details(lb)[0]["name"])
+        c = inspect(self.ename(self.details(lb)[0]["name"]))
         self.assertIn("A=1", c["Config"]["Env"])
         self.assertIn("B=2", c["Config"]["Env"])
         self.assertEqual(c["HostConfig"].get("NanoCpus", 0), 0)
@@ -75,7 +75,6 @@ if __name__ == "__main__":
     if not ok:
         print(f"replica_spec_test: no Docker engine answers ({why})", file=sys.stderr)
         sys.exit(1 if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1" else 77)
-    _lock = take_turn()
     build_image()
     signal.signal(signal.SIGTERM, lambda *_: (_sweep(), os._exit(1)))
     try:

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <thread>
 #include <cerrno>
 #include <cstdio>
@@ -38,8 +39,11 @@
 static std::string g_image;  // the replica image the tests run
 static std::string g_run;    // ringlb-test-<pid>-<time>
 static int g_test_seq = 0;
-static const uint16_t kPortMin = 24000;
-static const uint16_t kPortMax = 24999;
+// Replica ports: a 100-port slice of 24000-24999 of this run's own (claim_port_slice), so two runs
+// at once (two worktrees) do not pick each other's ports (the provisioner skips only ports already
+// listened on, not ports another run is about to bind). Names and pools are unique to the run.
+static uint16_t kPortMin = 24000;
+static uint16_t kPortMax = 24999;
 static const char kForeignLabel[] = "ringlb-test.foreign";
 
 // Runs loop until done() or timeout_ms pass. Returns done().
@@ -514,6 +518,26 @@ TEST(DockerProvCreate, UnreachableEngineIsOneClearSentence) {
 
 // Builds the replica image from this build's binary (see the comment at the top). Returns false
 // with a message when it cannot.
+// The first of ten 100-port slices from base that no other running process has claimed: each is
+// claimed by binding the abstract unix socket name "ringlb-test-ports-<base>-<i>" (no file, no TCP
+// port), held until this process exits. Exits the test when all ten are taken.
+static uint16_t claim_port_slice(uint16_t base) {
+  for (int i = 0; i < 10; i++) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    std::string name = "ringlb-test-ports-" + std::to_string(base) + "-" + std::to_string(i);
+    memcpy(sa.sun_path + 1, name.data(), name.size());  // sun_path[0] = 0: the abstract namespace
+    socklen_t len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + 1 + name.size());
+    if (fd >= 0 && bind(fd, reinterpret_cast<struct sockaddr*>(&sa), len) == 0)
+      return static_cast<uint16_t>(base + i * 100);  // fd stays open: the claim
+    if (fd >= 0) close(fd);
+  }
+  fprintf(stderr, "test_prov_docker: every port slice of %u-%u is taken\n", base, base + 999);
+  exit(1);
+}
+
 static bool prepare_image() {
   const char* image = getenv("RINGLB_TEST_IMAGE");
   if (image && *image) {
@@ -677,5 +701,7 @@ int main(int argc, char** argv) {
   }
   if (!prepare_image()) return 1;
   g_run = "ringlb-test-" + std::to_string(getpid()) + "-" + std::to_string(time(nullptr));
+  kPortMin = claim_port_slice(24000);
+  kPortMax = static_cast<uint16_t>(kPortMin + 99);
   return RUN_ALL_TESTS();
 }
