@@ -116,14 +116,21 @@ bool forward_has_upgrade(const HttpHead& h) {
 
 bool forward_upgrade_wanted(const HttpHead& h) {
   if (h.major != 1 || h.minor != 1 || h.method == HTTP_CONNECT) return false;
-  std::string_view te;
-  if (h.chunked || h.content_length > 0 || http_head_get(h, "transfer-encoding", &te)) return false;
-  if (!forward_has_upgrade(h)) return false;
-  for (const HttpHeader& hd : h.headers)
-    if (http_iequals(http_head_name(h, hd), "connection") &&
-        http_list_has(http_head_value(h, hd), "upgrade"))
-      return true;
-  return false;
+  if (h.chunked || h.content_length > 0) return false;
+  // One pass over the headers, names told apart by length first: this runs for every request.
+  bool upgrade_seen = false, upgrade = false, connection_upgrade = false;
+  for (const HttpHeader& hd : h.headers) {
+    std::string_view name = http_head_name(h, hd);
+    if (name.size() == 7 && http_iequals(name, "upgrade")) {
+      if (!upgrade_seen) upgrade = !http_head_value(h, hd).empty();  // the first, as http_head_get
+      upgrade_seen = true;
+    } else if (name.size() == 10 && http_iequals(name, "connection")) {
+      if (http_list_has(http_head_value(h, hd), "upgrade")) connection_upgrade = true;
+    } else if (name.size() == 17 && http_iequals(name, "transfer-encoding")) {
+      return false;
+    }
+  }
+  return upgrade && connection_upgrade;
 }
 
 void forward_request_upgrade(std::string* out, const HttpHead& h) {
