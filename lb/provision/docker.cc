@@ -1,122 +1,7 @@
-#include "lb/provision/docker.h"
-
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cctype>
-#include <cerrno>
-#include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <ctime>
-#include <deque>
-#include <map>
-#include <set>
-
-#include "lb/provision/docker_api.h"
-#include "lb/log.h"
-#include "ring/ring.h"  // kRingMaxWeight
-
-static const char kLabelPool[] = "ringlb.pool";
-static const char kLabelRingId[] = "ringlb.ring-id";
-static const char kLabelPort[] = "ringlb.port";
-// The replica's ring weight (/add), so that the next LB adopts it with the same share of keys.
-// Absent on containers of older LBs: weight 1.
-static const char kLabelWeight[] = "ringlb.weight";
-static const uint16_t kBridgePort = 5000;
-static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
-static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
-static const int kEventsRetryMaxMs = 30000;
-// A removed replica's container is renamed NAME + kDrainingMark + its short id while it drains, so
-// its name is free for a new replica at once; list() removes such containers instead of adopting
-// them (an LB that stopped mid-drain left them).
-static const char kDrainingMark[] = ".draining-";
-
-struct ProvDocker;
-
-// One start(): create, start, and in host mode wait until the replica accepts connections. Owned by
-// the chain of callbacks that carries it; freed in start_finish once every handle it has is closed.
-struct StartOp {
-  ProvDocker* p = nullptr;
-  ReplicaSpec spec;
-  ProvStartCb cb;
-  ReplicaInstance inst;
-  bool conflict_retried = false;
-  int name_busy_tries = 0;  // 409 on create, then 404 on the name: another create holds it
-  uint64_t t0 = 0, t_created = 0, t_started = 0;
-  // readiness probe (host mode)
-  uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  uv_timer_t timer;
-  int open_handles = 0;
-  bool probing = false;
-  bool connecting = false;
-  bool connected = false;
-  uint64_t deadline = 0;
-  bool died = false;
-  std::string died_cause;
-  // ring id claim: the engine's creation time (ns) of this start's container and of its rivals
-  std::map<std::string, int64_t> created_ns;
-  std::map<std::string, std::string> rival_state;  // the list's State of each rival
-  int claim_pending = 0;
-  int claim_rounds = 0;
-  bool claim_failed = false;
-  // outcome, kept while handles close
-  int status = 0;
-  std::string error;
-};
-
-struct ListOp {
-  ProvDocker* p = nullptr;
-  ProvListCb cb;
-  std::vector<ReplicaInstance> running;
-  int pending = 0;  // removals still in flight
-};
-
-struct ProvDocker final : Provisioner {
-  uv_loop_t* loop = nullptr;
-  ProvDockerConfig cfg;
-  DockerApi* api = nullptr;
-  bool host_mode = true;
-  DockerStream* events = nullptr;
-  uv_timer_t events_retry;  // reconnects the events stream after it ended; data = this
-  int events_retry_ms = 1000;
-  std::set<uint16_t> ports_used;  // ports of containers we started or adopted, and reservations
-  uint16_t next_port = 0;
-  std::map<std::string, StartOp*> starting;  // by container id, from create until start_finish
-  std::set<std::string> quiet;               // ids we stop or remove ourselves: no on_exit for them
-  std::deque<std::string> quiet_order;
-  std::set<std::string> reported;  // ids whose exit on_exit already reported
-  // Ids of the pool's replicas this LB knows: started here, returned by list(), or reported by
-  // on_appear. No on_appear for them; on_gone only for them. Erased on destroy.
-  std::set<std::string> known;
-  std::set<std::string> gone_reported;  // known ids on_gone reported (one report per id)
-  std::set<std::string> released;  // ids release_name renamed already (stop renames the others)
-  int64_t last_event_ns = 0;  // timeNano of the last event seen: the reconnect's ?since=
-  uv_timer_t resync;          // lists the pool every cfg.resync_ms; data = this
-  bool resync_running = false;
-  int probes = 0;                  // StartOps with open handles
-  int ops = 0;  // start, stop and list calls whose callback has not run yet; close waits for them
-  bool closing = false;
-  bool api_closing = false;
-  int close_pending = 0;
-  std::function<void()> close_cb;
-
-  const char* kind() const override { return "docker"; }
-  void start(const ReplicaSpec& spec, ProvStartCb cb) override;
-  void stop(const ReplicaInstance& inst, ProvDoneCb cb) override;
-  void list(ProvListCb cb) override;
-  void close(std::function<void()> cb) override;
-  bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
-  void set_template(const ReplicaTemplate& spec) override {
-    cfg.image = spec.image;
-    cfg.env = spec.env;
-    cfg.cmd = spec.cmd;
-    cfg.nano_cpus = spec.nano_cpus;
-    cfg.memory = spec.memory;
-  }
-};
+// docker: the docker provisioner's operations: start (create, the ring id claim, start, the readiness
+// probe), stop, release_name, close and prov_docker_create (lb/provision/docker.h has the contract;
+// docker_pool.cc the provisioner's view of its pool, docker_impl.h what the two share).
+#include "lb/provision/docker_impl.h"
 
 // ---- small helpers ----
 
@@ -146,13 +31,13 @@ static std::string engine_name(const ProvDocker* p, const std::string& name) {
 }
 
 // The replica name of engine name en ("" when en does not carry this LB's prefix: not ours).
-static std::string plain_name(const ProvDocker* p, const std::string& en) {
+std::string docker_plain_name(const ProvDocker* p, const std::string& en) {
   const std::string& pre = p->cfg.name_prefix;
   if (en.size() <= pre.size() || en.compare(0, pre.size(), pre) != 0) return "";
   return en.substr(pre.size());
 }
 
-static std::string short_id(const std::string& id) {
+std::string docker_short_id(const std::string& id) {
   return id.substr(0, 12);
 }
 
@@ -190,7 +75,7 @@ static uint16_t port_reserve(ProvDocker* p) {
   return 0;
 }
 
-static std::string label_filter(const ProvDocker* p) {
+std::string docker_label_filter(const ProvDocker* p) {
   json_t* f = json_pack("{s:[s]}", "label", (std::string(kLabelPool) + "=" + p->cfg.pool).c_str());
   char* s = json_dumps(f, JSON_COMPACT);
   std::string out = docker_url_escape(s);
@@ -199,12 +84,12 @@ static std::string label_filter(const ProvDocker* p) {
   return out;
 }
 
-static const char* json_str(json_t* obj, const char* key) {
+const char* docker_json_str(json_t* obj, const char* key) {
   const char* s = json_string_value(json_object_get(obj, key));
   return s ? s : "";
 }
 
-static bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
+bool docker_parse_u32(const char* s, uint32_t max, uint32_t* out) {
   if (!s || !*s) return false;
   char* end;
   errno = 0;
@@ -216,18 +101,18 @@ static bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
 
 // Removes a container we own (DELETE ?force=1&v=1), marking it quiet first so its die/destroy
 // events are not reported as failures. cb gets the reply; 204 and 404 both mean it is gone.
-static void remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
+void docker_remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
   quiet_add(p, id);
   docker_api_call(p->api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
                   nullptr, p->cfg.call_timeout_ms, std::move(cb));
 }
 
-static bool removed_ok(const DockerReply& r) {
+bool docker_removed_ok(const DockerReply& r) {
   return r.status == 0 && (r.http_status == 204 || r.http_status == 404);
 }
 
 // A failed reply as (errno, sentence). what says what we tried ("cannot create replica server1").
-static int reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
+int docker_reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
   if (r.status != 0) {
     *err = what + ": " + r.error;
     return r.status == -ECANCELED ? -ECANCELED : -EIO;
@@ -248,7 +133,6 @@ static int reply_failure(const DockerReply& r, const std::string& what, std::str
 
 static void start_create(StartOp* op);
 static void probe_begin(StartOp* op);
-static void maybe_close_api(ProvDocker* p);
 
 static void start_fail(StartOp* op, int status, const std::string& error);
 
@@ -271,7 +155,7 @@ static void start_finish(StartOp* op) {
     LOG_INFO(
         "docker: replica %s up as container %s at %s:%u in %.0f ms (create %.0f, start %.0f, "
         "listen %.0f)",
-        op->spec.name.c_str(), short_id(op->inst.id).c_str(), op->inst.host.c_str(), op->inst.port,
+        op->spec.name.c_str(), docker_short_id(op->inst.id).c_str(), op->inst.host.c_str(), op->inst.port,
         ms_since(op->t0), (op->t_created - op->t0) / 1e6, (op->t_started - op->t_created) / 1e6,
         (uv_hrtime() - op->t_started) / 1e6);
   }
@@ -279,7 +163,7 @@ static void start_finish(StartOp* op) {
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
   delete op;
   p->ops--;
-  maybe_close_api(p);
+  docker_maybe_close_api(p);
 }
 
 // Fails op. When a container was created it is removed first, so a failed start leaves nothing,
@@ -291,10 +175,10 @@ static void start_fail(StartOp* op, int status, const std::string& error) {
     start_finish(op);
     return;
   }
-  remove_container(op->p, op->inst.id, [op](const DockerReply& r) {
-    if (!removed_ok(r))
+  docker_remove_container(op->p, op->inst.id, [op](const DockerReply& r) {
+    if (!docker_removed_ok(r))
       LOG_WARN("docker: could not remove container %s of failed replica %s: %s",
-               short_id(op->inst.id).c_str(), op->spec.name.c_str(),
+               docker_short_id(op->inst.id).c_str(), op->spec.name.c_str(),
                docker_error_message(r).c_str());
     start_finish(op);
   });
@@ -309,7 +193,7 @@ static void on_start_answered(StartOp* op, const DockerReply& r) {
   if (op->p->closing) return start_cancelled(op);
   if (r.status != 0 || (r.http_status != 204 && r.http_status != 304)) {
     std::string err;
-    int st = reply_failure(r, "cannot start replica " + op->spec.name, &err);
+    int st = docker_reply_failure(r, "cannot start replica " + op->spec.name, &err);
     return start_fail(op, st, err);
   }
   op->t_started = uv_hrtime();
@@ -335,21 +219,21 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   json_t* j = r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (!j) {
     std::string err;
-    int st = reply_failure(r, "cannot inspect container " + op->spec.name, &err);
+    int st = docker_reply_failure(r, "cannot inspect container " + op->spec.name, &err);
     return start_fail(op, st == -ENOENT ? -EIO : st, err);
   }
-  std::string id = json_str(j, "Id");
+  std::string id = docker_json_str(j, "Id");
   json_t* labels = json_object_get(json_object_get(j, "Config"), "Labels");
-  std::string owner = json_str(labels, kLabelPool);
-  std::string ring_label = json_str(labels, kLabelRingId);
+  std::string owner = docker_json_str(labels, kLabelPool);
+  std::string ring_label = docker_json_str(labels, kLabelRingId);
   bool running = json_is_true(json_object_get(json_object_get(j, "State"), "Running"));
-  std::string state = json_str(json_object_get(j, "State"), "Status");
-  std::string image = json_str(json_object_get(j, "Config"), "Image");
+  std::string state = docker_json_str(json_object_get(j, "State"), "Status");
+  std::string image = docker_json_str(json_object_get(j, "Config"), "Image");
   json_decref(j);
   if (owner != p->cfg.pool) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name +
-                          ": the name is taken by container " + short_id(id) + " (image " + image +
+                          ": the name is taken by container " + docker_short_id(id) + " (image " + image +
                           ")" + (owner.empty() ? "" : ", owned by pool " + owner) +
                           ", which pool " + p->cfg.pool +
                           " does not own; remove or rename that container");
@@ -361,26 +245,26 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     return start_fail(op, -EBUSY,
                       "replica " + op->spec.name + " (ring id " + std::to_string(op->spec.ring_id) +
                           ") is being replaced by another load balancer (container " +
-                          short_id(id) + ")");
+                          docker_short_id(id) + ")");
   }
   // "created": another LB of the pool is starting a replica of that name (or one crashed between
   // create and start; list() removes that once it is a minute old). Never removed here.
   if (running || state == "created" || op->conflict_retried) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name + ": pool " + p->cfg.pool +
-                          " already has a container of that name (" + short_id(id) +
+                          " already has a container of that name (" + docker_short_id(id) +
                           (running ? ", running" : state == "created" ? ", being started" : "") +
                           "), maybe started by another load balancer of the pool");
   }
   // Our own leftover that is not running (a crash or an interrupted start): replace it once.
   op->conflict_retried = true;
   LOG_INFO("docker: removing leftover container %s (%s) of pool %s", op->spec.name.c_str(),
-           short_id(id).c_str(), p->cfg.pool.c_str());
-  remove_container(p, id, [op](const DockerReply& rr) {
+           docker_short_id(id).c_str(), p->cfg.pool.c_str());
+  docker_remove_container(p, id, [op](const DockerReply& rr) {
     if (op->p->closing) return start_cancelled(op);
-    if (!removed_ok(rr)) {
+    if (!docker_removed_ok(rr)) {
       std::string err;
-      int st = reply_failure(rr, "cannot remove leftover container " + op->spec.name, &err);
+      int st = docker_reply_failure(rr, "cannot remove leftover container " + op->spec.name, &err);
       return start_fail(op, st, err);
     }
     start_create(op);
@@ -395,10 +279,10 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r) {
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   std::string id, owner, ring_id;
   if (j) {
-    id = json_str(j, "Id");
+    id = docker_json_str(j, "Id");
     json_t* labels = json_object_get(json_object_get(j, "Config"), "Labels");
-    owner = json_str(labels, kLabelPool);
-    ring_id = json_str(labels, kLabelRingId);
+    owner = docker_json_str(labels, kLabelPool);
+    ring_id = docker_json_str(labels, kLabelRingId);
     json_decref(j);
   }
   if (id.empty() || owner != p->cfg.pool || ring_id != std::to_string(op->spec.ring_id)) {
@@ -409,17 +293,13 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r) {
     return start_finish(op);
   }
   LOG_WARN("docker: create of replica %s got no answer but the engine made container %s: removing it",
-           op->spec.name.c_str(), short_id(id).c_str());
+           op->spec.name.c_str(), docker_short_id(id).c_str());
   op->inst.id = id;
   start_fail(op, op->status, op->error);  // removes op->inst.id first
 }
 
 // ---- ring id claim (see docker.h): after the create, before the start ----
 
-static bool draining_name(const std::string& name, const std::string& id);
-// A created container that has not started for this long was abandoned (its LB died between
-// create and start): it claims nothing, and list() removes it.
-static const int64_t kAbandonedCreateS = 60;
 
 // "2026-12-02T13:21:39.123456789Z" (the engine's RFC 3339 with up to 9 fraction digits, UTC) as ns
 // since the epoch; -1 when s is not that.
@@ -480,11 +360,11 @@ static void claim_decide(StartOp* op) {
     }
     {
       LOG_INFO("docker: replica %s lost ring id %u to container %s (%s)", op->spec.name.c_str(),
-               op->spec.ring_id, short_id(kv.first).c_str(),
+               op->spec.ring_id, docker_short_id(kv.first).c_str(),
                started ? "started already" : "created earlier");
       return start_fail(op, -EBUSY,
                         "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
-                            " is claimed by container " + short_id(kv.first) +
+                            " is claimed by container " + docker_short_id(kv.first) +
                             " of another load balancer");
     }
   }
@@ -522,7 +402,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
   if (!json_is_array(arr)) {
     if (arr) json_decref(arr);
     std::string err;
-    int st = reply_failure(r, "cannot claim ring id " + std::to_string(op->spec.ring_id) +
+    int st = docker_reply_failure(r, "cannot claim ring id " + std::to_string(op->spec.ring_id) +
                                   " for replica " + op->spec.name, &err);
     return start_fail(op, st == 0 || st == -ENOENT ? -EIO : st, err);
   }
@@ -531,14 +411,14 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
   size_t i;
   json_t* c;
   json_array_foreach(arr, i, c) {
-    std::string id = json_str(c, "Id");
-    std::string state = json_str(c, "State");
+    std::string id = docker_json_str(c, "Id");
+    std::string state = docker_json_str(c, "State");
     const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
     std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
     int64_t created_s = json_integer_value(json_object_get(c, "Created"));
     if (id.empty() || id == op->inst.id || id == op->spec.replaces) continue;
     if (state == "exited" || state == "dead" || state == "removing") continue;
-    if (draining_name(en, id)) continue;
+    if (docker_draining_name(en, id)) continue;
     if (state == "created" && now_s - created_s > kAbandonedCreateS) continue;
     rivals.push_back(id);
     op->rival_state[id] = state;
@@ -565,7 +445,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
     json_t* j = docker_reply_json(r);
-    op->inst.id = j ? json_str(j, "Id") : "";
+    op->inst.id = j ? docker_json_str(j, "Id") : "";
     if (j) json_decref(j);
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
@@ -581,7 +461,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
     // Look it up by name now and remove it if it is this pool's, instead of leaving it for the
     // next LB start to find.
     std::string err;
-    int st = reply_failure(r, "cannot create replica " + op->spec.name, &err);
+    int st = docker_reply_failure(r, "cannot create replica " + op->spec.name, &err);
     op->status = st;
     op->error = err;
     docker_api_call(p->api, "GET",
@@ -598,7 +478,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
     return;
   }
   std::string err;
-  int st = reply_failure(r, "cannot create replica " + op->spec.name, &err);
+  int st = docker_reply_failure(r, "cannot create replica " + op->spec.name, &err);
   start_fail(op, st, err);
 }
 
@@ -693,7 +573,7 @@ static void on_probe_timer_closed(uv_handle_t* h) {
     start_fail(op, op->status, op->error);  // removes the container, also when cancelled
   else
     start_finish(op);
-  maybe_close_api(p);
+  docker_maybe_close_api(p);
 }
 
 // Ends the probe with status (0 = listening); the outcome is applied once the timer is closed.
@@ -720,13 +600,13 @@ static void on_probe_tcp_closed(uv_handle_t* h) {
   if (op->connected) return probe_end(op, 0, "");
   if (op->died) {
     return probe_end(op, -EIO,
-                     "replica " + op->spec.name + " (container " + short_id(op->inst.id) + ") " +
+                     "replica " + op->spec.name + " (container " + docker_short_id(op->inst.id) + ") " +
                          op->died_cause +
                          " before listening on 127.0.0.1:" + std::to_string(op->inst.port));
   }
   if (uv_now(p->loop) >= op->deadline) {
     return probe_end(op, -ETIMEDOUT,
-                     "replica " + op->spec.name + " (container " + short_id(op->inst.id) +
+                     "replica " + op->spec.name + " (container " + docker_short_id(op->inst.id) +
                          ") did not listen on 127.0.0.1:" + std::to_string(op->inst.port) +
                          " within " + std::to_string(p->cfg.ready_timeout_ms) + " ms");
   }
@@ -792,10 +672,10 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
           if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
             LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
                      docker_error_message(r).c_str());
-          remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
-            if (!removed_ok(rr)) {
+          docker_remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
+            if (!docker_removed_ok(rr)) {
               std::string err;
-              int st = reply_failure(rr, "cannot remove replica " + name, &err);
+              int st = docker_reply_failure(rr, "cannot remove replica " + name, &err);
               LOG_WARN("docker: %s", err.c_str());
               cb(st == -ENOENT ? -EIO : st, err);
             } else {
@@ -805,12 +685,12 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
               cb(0, "");
             }
             ops--;
-            maybe_close_api(this);
+            docker_maybe_close_api(this);
           });
         });
   };
   if (!rename) return stop_now();
-  std::string to = engine_name(this, inst.name) + kDrainingMark + short_id(inst.id);
+  std::string to = engine_name(this, inst.name) + kDrainingMark + docker_short_id(inst.id);
   docker_api_call(api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
                   nullptr, cfg.call_timeout_ms, [stop_now](const DockerReply&) { stop_now(); });
@@ -825,7 +705,7 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
     return true;
   }
   ops++;
-  std::string to = engine_name(this, inst.name) + kDrainingMark + short_id(inst.id);
+  std::string to = engine_name(this, inst.name) + kDrainingMark + docker_short_id(inst.id);
   quiet_add(this, inst.id);  // our own rename and the stop after the drain: no on_gone, no on_exit
   std::string name = inst.name;
   docker_api_call(api, "POST",
@@ -838,320 +718,13 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
                       cb(0, "");
                     } else {
                       std::string err;
-                      reply_failure(r, "cannot rename draining replica " + name, &err);
+                      docker_reply_failure(r, "cannot rename draining replica " + name, &err);
                       cb(-EIO, err);
                     }
                     ops--;
-                    maybe_close_api(this);
+                    docker_maybe_close_api(this);
                   });
   return true;
-}
-
-// ---- list (adoption) ----
-
-// True for the name release_name gives container id: NAME + kDrainingMark + its own short id. A
-// replica the user named with the mark in it (a valid name, "a.draining-b") is not one: only the
-// suffix that names the container itself marks a leftover of a drain.
-static bool draining_name(const std::string& name, const std::string& id) {
-  std::string suffix = kDrainingMark + short_id(id);
-  return id.size() > 0 && name.size() > suffix.size() &&
-         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-static void list_finish_one(ListOp* op) {
-  if (--op->pending > 0) return;
-  ProvDocker* p = op->p;
-  op->cb(0, "", op->running);
-  delete op;
-  p->ops--;
-  maybe_close_api(p);
-}
-
-static void on_listed(ListOp* op, const DockerReply& r) {
-  ProvDocker* p = op->p;
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    std::string err;
-    int st = reply_failure(r, "cannot list the containers of pool " + p->cfg.pool, &err);
-    if (r.status == 0 && r.http_status == 200)
-      err = "the engine's container list is not a JSON array";
-    op->cb(st == 0 || st == -ENOENT ? -EIO : st, err, {});
-    delete op;
-    p->ops--;
-    maybe_close_api(p);
-    return;
-  }
-  op->pending = 1;  // held until the loop below is done
-  size_t i;
-  json_t* c;
-  json_array_foreach(arr, i, c) {
-    std::string id = json_str(c, "Id");
-    std::string state = json_str(c, "State");
-    const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
-    json_t* labels = json_object_get(c, "Labels");
-    std::string mode = json_str(json_object_get(c, "HostConfig"), "NetworkMode");
-    ReplicaInstance inst;
-    inst.id = id;
-    std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
-    inst.name = plain_name(p, en);
-    if (inst.name.empty() && !en.empty()) {
-      // Labelled with this pool but without this LB's prefix: an LB of the pool with another
-      // prefix (a configuration error) owns it. Left alone.
-      LOG_WARN("docker: container %s of pool %s lacks the name prefix \"%s\": not adopted, left alone",
-               en.c_str(), p->cfg.pool.c_str(), p->cfg.name_prefix.c_str());
-      continue;
-    }
-    // Another LB of the pool between its create and its start (its ring id claim): not ours to
-    // remove. One that stays created longer than that was abandoned.
-    int64_t created_s = json_integer_value(json_object_get(c, "Created"));
-    if (state == "created" && static_cast<int64_t>(time(nullptr)) - created_s <= kAbandonedCreateS)
-      continue;
-    uint32_t ring_id = 0, port = 0;
-    std::string weight_label = json_str(labels, kLabelWeight);
-    uint32_t weight = 1;
-    bool labels_ok = parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) &&
-                     parse_u32(json_str(labels, kLabelPort), 65535, &port) && port != 0 &&
-                     (weight_label.empty() ||
-                      (parse_u32(weight_label.c_str(), kRingMaxWeight, &weight) && weight >= 1));
-    bool net_ok = p->host_mode ? mode == "host" : mode == p->cfg.network;
-    if (state == "removing") continue;
-    bool draining = draining_name(en, id);
-    if (state == "running" && labels_ok && net_ok && !inst.name.empty() && !draining) {
-      inst.ring_id = ring_id;
-      inst.weight = weight;
-      inst.port = static_cast<uint16_t>(port);
-      inst.host = p->host_mode ? "127.0.0.1" : en;
-      if (p->host_mode) p->ports_used.insert(inst.port);
-      p->known.insert(id);
-      op->running.push_back(inst);
-      continue;
-    }
-    const char* why = state != "running" ? state.c_str()
-                      : draining         ? "it was draining after /rm"
-                      : !labels_ok       ? "bad labels"
-                                         : "other network";
-    LOG_INFO("docker: removing container %s (%s) of pool %s: %s", inst.name.c_str(),
-             short_id(id).c_str(), p->cfg.pool.c_str(), why);
-    if (p->host_mode && labels_ok) p->ports_used.erase(static_cast<uint16_t>(port));
-    op->pending++;
-    remove_container(p, id, [op, inst](const DockerReply& rr) {
-      if (!removed_ok(rr))
-        LOG_WARN("docker: could not remove container %s: %s", inst.name.c_str(),
-                 docker_error_message(rr).c_str());
-      list_finish_one(op);
-    });
-  }
-  json_decref(arr);
-  list_finish_one(op);
-}
-
-void ProvDocker::list(ProvListCb cb) {
-  ops++;
-  ListOp* op = new ListOp;
-  op->p = this;
-  op->cb = std::move(cb);
-  docker_api_call(api, "GET", "/containers/json?all=1&filters=" + label_filter(this), nullptr,
-                  cfg.call_timeout_ms, [op](const DockerReply& r) { on_listed(op, r); });
-}
-
-// ---- events: the pool's containers as other LBs and the engine change them ----
-//
-// start of a container this LB does not know -> on_appear; rename of a known one to a draining
-// name by another LB (its /rm) -> on_gone; die (and destroy of one whose death was not reported) of
-// one that this LB does not stop itself -> on_exit. Every resync_ms a list of the pool reports what
-// the stream missed the same way.
-
-static void events_open(ProvDocker* p);
-
-// The instance of running replica container id named en (the engine's name) with labels (a list
-// item's Labels, or an event's Attributes, which carry the labels); false when it is not one of
-// this LB's prefix, is draining, or its labels are bad.
-static bool instance_from(ProvDocker* p, const std::string& id, const std::string& en, json_t* labels,
-                          ReplicaInstance* inst) {
-  uint32_t ring_id = 0, port = 0, weight = 1;
-  std::string weight_label = json_str(labels, kLabelWeight);
-  inst->id = id;
-  inst->name = plain_name(p, en);
-  if (id.empty() || inst->name.empty() || draining_name(en, id)) return false;
-  if (json_str(labels, kLabelPool) != p->cfg.pool) return false;
-  if (!parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) || ring_id == 0 ||
-      !parse_u32(json_str(labels, kLabelPort), 65535, &port) || port == 0 ||
-      (!weight_label.empty() &&
-       (!parse_u32(weight_label.c_str(), kRingMaxWeight, &weight) || weight == 0)))
-    return false;
-  inst->ring_id = ring_id;
-  inst->port = static_cast<uint16_t>(port);
-  inst->weight = weight;
-  inst->host = p->host_mode ? "127.0.0.1" : en;
-  return true;
-}
-
-// A running replica of the pool that this LB did not start: another LB's.
-static void appear(ProvDocker* p, const ReplicaInstance& inst) {
-  if (p->starting.count(inst.id) || !p->known.insert(inst.id).second) return;
-  if (p->host_mode) p->ports_used.insert(inst.port);
-  LOG_INFO("docker: replica %s (container %s, ring id %u) of another load balancer runs",
-           inst.name.c_str(), short_id(inst.id).c_str(), inst.ring_id);
-  if (p->on_appear) p->on_appear(inst);
-}
-
-// Known replica id was taken out of the pool by another LB (renamed to drain).
-static void gone(ProvDocker* p, const std::string& id, const std::string& en) {
-  if (!p->known.count(id) || p->quiet.count(id) || !p->gone_reported.insert(id).second) return;
-  LOG_INFO("docker: container %s (%s) was removed by another load balancer", short_id(id).c_str(),
-           en.c_str());
-  if (p->on_gone) p->on_gone(id, "removed by /rm on another load balancer");
-}
-
-// Container id died or was removed (cause), by someone else than this LB.
-static void exited(ProvDocker* p, const std::string& id, const std::string& en, const std::string& cause) {
-  if (p->quiet.count(id) || !p->reported.insert(id).second) return;
-  LOG_WARN("docker: replica %s (container %s) %s", en.c_str(), short_id(id).c_str(), cause.c_str());
-  if (p->on_exit) p->on_exit(id, "container " + en + " " + cause);
-}
-
-static void on_event_line(ProvDocker* p, const std::string& line) {
-  p->events_retry_ms = 1000;  // the stream works
-  json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
-  if (!e) return;
-  json_int_t ns = json_integer_value(json_object_get(e, "timeNano"));
-  if (ns > p->last_event_ns) p->last_event_ns = ns;
-  std::string action = json_str(e, "Action");
-  json_t* actor = json_object_get(e, "Actor");
-  std::string id = json_str(actor, "ID");
-  json_t* attrs = json_object_get(actor, "Attributes");
-  std::string name = json_str(attrs, "name");
-  std::string code = json_str(attrs, "exitCode");
-  std::string port_label = json_str(attrs, kLabelPort);  // events carry the container's labels
-  ReplicaInstance inst;
-  bool is_replica = action == "start" && instance_from(p, id, name, attrs, &inst);
-  json_decref(e);
-  if (id.empty()) return;
-  if (action == "start") {
-    if (is_replica) appear(p, inst);
-    return;
-  }
-  if (action == "rename") {
-    if (draining_name(name, id)) gone(p, id, name);
-    return;
-  }
-  if (action != "die" && action != "destroy") return;
-  std::string cause =
-      action == "die" ? "exited with code " + (code.empty() ? "?" : code) : "was removed";
-  auto it = p->starting.find(id);
-  if (it != p->starting.end()) {
-    it->second->died = true;  // the start in progress fails fast instead of waiting for its timeout
-    it->second->died_cause = cause;
-    return;
-  }
-  bool ours = p->quiet.count(id) > 0;  // we stopped or removed it ourselves
-  if (action == "destroy") {
-    p->known.erase(id);
-    p->gone_reported.erase(id);
-    bool was_reported = p->reported.erase(id) > 0;
-    // Removed by someone else: its port is free again. (Ours were released by stop or list.)
-    uint32_t port = 0;
-    if (!ours && p->host_mode && parse_u32(port_label.c_str(), 65535, &port))
-      p->ports_used.erase(port);
-    if (ours || was_reported) return;
-    exited(p, id, name, cause);
-    p->reported.erase(id);  // destroyed: nothing more comes of this id
-    return;
-  }
-  exited(p, id, name, cause);
-}
-
-// ---- resync: what the event stream missed ----
-
-static void on_resynced(ProvDocker* p, const DockerReply& r) {
-  p->resync_running = false;
-  if (p->closing) return;
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    LOG_WARN("docker: resync of pool %s failed: %s", p->cfg.pool.c_str(),
-             docker_error_message(r).c_str());
-    return;
-  }
-  std::set<std::string> seen;
-  size_t i;
-  json_t* c;
-  json_array_foreach(arr, i, c) {
-    std::string id = json_str(c, "Id");
-    std::string state = json_str(c, "State");
-    const char* n = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
-    std::string en = n ? (n[0] == '/' ? n + 1 : n) : "";
-    seen.insert(id);
-    if (p->starting.count(id)) continue;
-    ReplicaInstance inst;
-    if (draining_name(en, id)) gone(p, id, en);
-    else if (state == "running" && instance_from(p, id, en, json_object_get(c, "Labels"), &inst))
-      appear(p, inst);
-    else if ((state == "exited" || state == "dead") && p->known.count(id))
-      exited(p, id, en, "is " + state + " (seen by the resync)");
-  }
-  json_decref(arr);
-  std::vector<std::string> lost;
-  for (const std::string& id : p->known)
-    if (!seen.count(id) && !p->starting.count(id)) lost.push_back(id);
-  for (const std::string& id : lost) {
-    p->known.erase(id);
-    exited(p, id, short_id(id), "was removed (seen by the resync)");
-    p->reported.erase(id);
-  }
-}
-
-static void on_resync_timer(uv_timer_t* t) {
-  ProvDocker* p = static_cast<ProvDocker*>(t->data);
-  if (p->closing || p->resync_running) return;
-  p->resync_running = true;
-  docker_api_call(p->api, "GET", "/containers/json?all=1&filters=" + label_filter(p), nullptr,
-                  p->cfg.call_timeout_ms, [p](const DockerReply& r) { on_resynced(p, r); });
-}
-
-static void on_events_retry(uv_timer_t* t) {
-  ProvDocker* p = static_cast<ProvDocker*>(t->data);
-  if (!p->closing) events_open(p);
-}
-
-static void on_events_end(ProvDocker* p, const DockerReply& r) {
-  p->events = nullptr;
-  if (p->closing) return;
-  std::string why = r.status != 0          ? r.error
-                    : r.http_status != 200 ? docker_error_message(r)
-                                           : "the engine ended the stream";
-  LOG_WARN("docker: events stream ended (%s); reconnecting in %d ms", why.c_str(),
-           p->events_retry_ms);
-  uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
-  p->events_retry_ms =
-      p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
-}
-
-static void events_open(ProvDocker* p) {
-  json_t* f = json_pack("{s:[s], s:[s], s:[s,s,s,s]}", "type", "container", "label",
-                        (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(), "event", "start",
-                        "die", "destroy", "rename");
-  char* s = json_dumps(f, JSON_COMPACT);
-  std::string path = std::string("/events?filters=") + docker_url_escape(s);
-  free(s);
-  json_decref(f);
-  if (p->last_event_ns > 0) {
-    // A reconnect: the engine replays what it still buffers (its last 256 events) from the last
-    // one seen; the resync covers anything older.
-    char since[48];
-    snprintf(since, sizeof since, "%lld.%09lld",
-             static_cast<long long>(p->last_event_ns / 1000000000LL),
-             static_cast<long long>(p->last_event_ns % 1000000000LL));
-    path += std::string("&since=") + since;
-  }
-  int rc = docker_stream_open(
-      p->api, path, [p](const std::string& line) { on_event_line(p, line); },
-      [p](const DockerReply& r) { on_events_end(p, r); }, &p->events);
-  if (rc != 0) {
-    LOG_WARN("docker: cannot watch events: %s", uv_strerror(rc));
-    uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
-  }
 }
 
 // ---- close ----
@@ -1164,7 +737,7 @@ static void close_step_done(ProvDocker* p) {
 
 // The client is closed last, once no probe can still defer work to it and every start, stop and
 // list has called back (a start cancelled by close removes its container through the client).
-static void maybe_close_api(ProvDocker* p) {
+void docker_maybe_close_api(ProvDocker* p) {
   if (!p->closing || p->api_closing || p->probes > 0 || p->ops > 0) return;
   p->api_closing = true;
   docker_api_close(p->api, [p] {
@@ -1196,7 +769,7 @@ void ProvDocker::close(std::function<void()> cb) {
                 "the docker provisioner closed while replica " + op->spec.name + " was starting");
     }
   }
-  maybe_close_api(this);
+  docker_maybe_close_api(this);
 }
 
 // ---- create ----
@@ -1240,8 +813,8 @@ Provisioner* prov_docker_create(uv_loop_t* loop, const ProvDockerConfig& cfg, st
   uv_timer_init(loop, &p->resync);
   p->resync.data = p;
   if (cfg.watch_events) {
-    events_open(p);
-    if (cfg.resync_ms > 0) uv_timer_start(&p->resync, on_resync_timer, cfg.resync_ms, cfg.resync_ms);
+    docker_events_open(p);
+    if (cfg.resync_ms > 0) uv_timer_start(&p->resync, docker_on_resync_timer, cfg.resync_ms, cfg.resync_ms);
   }
   LOG_INFO("docker: provisioner for pool %s, image %s, network %s%s", cfg.pool.c_str(),
            cfg.image.c_str(), cfg.network.c_str(),
