@@ -6,7 +6,6 @@ set -euo pipefail
 
 build=(g++ meson ninja-build pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev libjansson-dev libssl-dev
        libxxhash-dev libgtest-dev libbenchmark-dev python3)
-build+=(libssl-dev)  # TLS termination (lb/http/tls.cc)
 build+=(libnghttp2-dev)  # HTTP/2 to clients (lb/data/h2_client.cc)
 test=(wrk apache2-utils curl gnuplot-nox prometheus chromium python3-websocket systemd)
 test+=(python3-h2)  # HTTP/2 hostile frames (test/integration/h2_test.py)
