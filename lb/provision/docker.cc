@@ -84,21 +84,6 @@ std::string docker_label_filter(const ProvDocker* p) {
   return out;
 }
 
-const char* docker_json_str(json_t* obj, const char* key) {
-  const char* s = json_string_value(json_object_get(obj, key));
-  return s ? s : "";
-}
-
-bool docker_parse_u32(const char* s, uint32_t max, uint32_t* out) {
-  if (!s || !*s) return false;
-  char* end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || *end || v > max) return false;
-  *out = static_cast<uint32_t>(v);
-  return true;
-}
-
 // Removes a container we own (DELETE ?force=1&v=1), marking it quiet first so its die/destroy
 // events are not reported as failures. cb gets the reply; 204 and 404 both mean it is gone.
 void docker_remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {

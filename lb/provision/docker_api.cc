@@ -686,3 +686,18 @@ void docker_api_call_sync(DockerApi* api, const char* method, const std::string&
   api->idle.push_back(call.curl);
   *reply = std::move(call.reply);
 }
+
+const char* docker_json_str(json_t* obj, const char* key) {
+  const char* s = json_string_value(json_object_get(obj, key));
+  return s ? s : "";
+}
+
+bool docker_parse_u32(const char* s, uint32_t max, uint32_t* out) {
+  if (!s || !*s) return false;
+  char* end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || *end || v > max) return false;
+  *out = static_cast<uint32_t>(v);
+  return true;
+}

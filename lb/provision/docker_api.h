@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -119,3 +120,9 @@ void docker_stream_close(DockerStream* stream);
 // loop runs calls (it borrows an idle handle of the client).
 void docker_api_call_sync(DockerApi* api, const char* method, const std::string& path,
                           long timeout_ms, DockerReply* reply);
+
+// Reading the engine's JSON, for the docker and swarm provisioners: the string member key of obj,
+// "" when it is missing or not a string; and a decimal label value (a ring id, a port, a weight)
+// up to max, false when s is missing, empty, not all digits or over max.
+const char* docker_json_str(json_t* obj, const char* key);
+bool docker_parse_u32(const char* s, uint32_t max, uint32_t* out);

@@ -130,8 +130,6 @@ struct ProvDocker final : Provisioner {
 std::string docker_plain_name(const ProvDocker* p, const std::string& en);
 std::string docker_short_id(const std::string& id);
 std::string docker_label_filter(const ProvDocker* p);
-const char* docker_json_str(json_t* obj, const char* key);
-bool docker_parse_u32(const char* s, uint32_t max, uint32_t* out);
 void docker_remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb);
 bool docker_removed_ok(const DockerReply& r);
 int docker_reply_failure(const DockerReply& r, const std::string& what, std::string* err);

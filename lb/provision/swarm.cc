@@ -218,11 +218,11 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
   json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
   if (!e) return;
   json_t* attrs = json_object_get(json_object_get(e, "Actor"), "Attributes");
-  std::string action = json_str(e, "Action");
-  std::string service_id = json_str(attrs, kLabelServiceId);
-  std::string name = json_str(attrs, kLabelName);
-  std::string container = json_str(attrs, "name");
-  std::string code = json_str(attrs, "exitCode");
+  std::string action = docker_json_str(e, "Action");
+  std::string service_id = docker_json_str(attrs, kLabelServiceId);
+  std::string name = docker_json_str(attrs, kLabelName);
+  std::string container = docker_json_str(attrs, "name");
+  std::string code = docker_json_str(attrs, "exitCode");
   json_decref(e);
   if (action != "die" || service_id.empty() || p->quiet.count(service_id)) return;
   std::string cause =
@@ -382,9 +382,9 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
   docker_api_call_sync(api, "GET", "/info", cfg.call_timeout_ms, &info);
   json_t* j = info.status == 0 && info.http_status == 200 ? docker_reply_json(info) : nullptr;
   json_t* swarm = json_object_get(j, "Swarm");
-  std::string state = json_str(swarm, "LocalNodeState");
+  std::string state = docker_json_str(swarm, "LocalNodeState");
   bool manager = json_is_true(json_object_get(swarm, "ControlAvailable"));
-  std::string node_id = json_str(swarm, "NodeID");
+  std::string node_id = docker_json_str(swarm, "NodeID");
   if (j) json_decref(j);
   if (!j || state != "active" || !manager || node_id.empty()) {
     *err =

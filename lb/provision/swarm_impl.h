@@ -122,8 +122,6 @@ bool valid_name(const std::string& n);
 bool replica_name_ok(const std::string& n);
 std::string short_id(const std::string& id);
 double ms_since(uint64_t t);
-const char* json_str(json_t* obj, const char* key);
-bool parse_u32(const char* s, uint32_t max, uint32_t* out);
 uint16_t port_reserve(ProvSwarm* p, uint32_t ring_id);
 // The filters JSON f (consumed) as an escaped query value.
 std::string filter_query(json_t* f);

@@ -53,21 +53,6 @@ double ms_since(uint64_t t) {
   return (uv_hrtime() - t) / 1e6;
 }
 
-const char* json_str(json_t* obj, const char* key) {
-  const char* s = json_string_value(json_object_get(obj, key));
-  return s ? s : "";
-}
-
-bool parse_u32(const char* s, uint32_t max, uint32_t* out) {
-  if (!s || !*s) return false;
-  char* end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || *end || v > max) return false;
-  *out = static_cast<uint32_t>(v);
-  return true;
-}
-
 static bool port_bindable(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -147,13 +132,13 @@ void remove_service(ProvSwarm* p, const std::string& id, DockerCallCb cb) {
 // When the manager created svc, as a string that sorts in time order (the fraction padded to 9
 // digits: the engine trims trailing zeros), then its id: the order of a ring id claim.
 std::string created_key(json_t* svc) {
-  std::string t = json_str(svc, "CreatedAt");
+  std::string t = docker_json_str(svc, "CreatedAt");
   size_t dot = t.find('.'), z = t.find('Z');
   if (z == std::string::npos) z = t.size();
   std::string whole = t.substr(0, dot == std::string::npos ? z : dot);
   std::string frac = dot == std::string::npos ? "" : t.substr(dot + 1, z - dot - 1);
   frac.resize(9, '0');
-  return whole + "." + frac + " " + json_str(svc, "ID");
+  return whole + "." + frac + " " + docker_json_str(svc, "ID");
 }
 
 // Spec.Mode.Replicated.Replicas: 0 while the service's ring id claim is being checked (start
@@ -188,18 +173,18 @@ bool draining(json_t* svc) {
 bool service_instance(const ProvSwarm* p, json_t* svc, ReplicaInstance* inst) {
   json_t* spec = json_object_get(svc, "Spec");
   json_t* labels = json_object_get(spec, "Labels");
-  if (std::string(json_str(labels, kLabelPool)) != p->cfg.pool) return false;
-  inst->id = json_str(svc, "ID");
-  std::string service = json_str(spec, "Name");
-  inst->name = json_str(labels, kLabelName);
-  std::string weight = json_str(labels, kLabelWeight);
+  if (std::string(docker_json_str(labels, kLabelPool)) != p->cfg.pool) return false;
+  inst->id = docker_json_str(svc, "ID");
+  std::string service = docker_json_str(spec, "Name");
+  inst->name = docker_json_str(labels, kLabelName);
+  std::string weight = docker_json_str(labels, kLabelWeight);
   uint32_t ring_id = 0, port = 0, w = 1;
   if (inst->id.empty() || !replica_name_ok(inst->name) ||
-      !parse_u32(json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) || ring_id == 0 ||
-      (!weight.empty() && (!parse_u32(weight.c_str(), kRingMaxWeight, &w) || w == 0)))
+      !docker_parse_u32(docker_json_str(labels, kLabelRingId), UINT32_MAX, &ring_id) || ring_id == 0 ||
+      (!weight.empty() && (!docker_parse_u32(weight.c_str(), kRingMaxWeight, &w) || w == 0)))
     return false;
   if (p->host_mode) {
-    if (!parse_u32(json_str(labels, kLabelPort), 65535, &port) || port == 0) return false;
+    if (!docker_parse_u32(docker_json_str(labels, kLabelPort), 65535, &port) || port == 0) return false;
     inst->host = "127.0.0.1";
     inst->port = static_cast<uint16_t>(port);
   } else {
@@ -262,7 +247,7 @@ std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool 
   json_array_foreach(arr, i, svc) {
     ReplicaInstance inst;
     if (!service_instance(p, svc, &inst)) {
-      if (bad) bad->push_back(json_str(svc, "ID"));
+      if (bad) bad->push_back(docker_json_str(svc, "ID"));
       continue;
     }
     if (draining(svc)) {

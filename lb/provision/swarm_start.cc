@@ -147,9 +147,9 @@ static void on_tasks(StartOp* op, const DockerReply& r) {
     json_t* t;
     json_array_foreach(arr, i, t) {
       json_t* st = json_object_get(t, "Status");
-      std::string state = json_str(st, "State");
-      std::string err = json_str(st, "Err");
-      if (state == "running" && std::string(json_str(t, "DesiredState")) == "running")
+      std::string state = docker_json_str(st, "State");
+      std::string err = docker_json_str(st, "Err");
+      if (state == "running" && std::string(docker_json_str(t, "DesiredState")) == "running")
         running = true;
       if (!err.empty()) {
         op->task_error = state + ": " + err;
@@ -294,8 +294,8 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   std::string owner, id;
   if (j) {
-    id = json_str(j, "ID");
-    owner = json_str(json_object_get(json_object_get(j, "Spec"), "Labels"), kLabelPool);
+    id = docker_json_str(j, "ID");
+    owner = docker_json_str(json_object_get(json_object_get(j, "Spec"), "Labels"), kLabelPool);
     json_decref(j);
   }
   std::string why =
@@ -316,9 +316,9 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r, int stat
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (j) {
     json_t* labels = json_object_get(json_object_get(j, "Spec"), "Labels");
-    if (std::string(json_str(labels, kLabelPool)) == p->cfg.pool &&
-        std::string(json_str(labels, kLabelRingId)) == std::to_string(op->spec.ring_id))
-      op->inst.id = json_str(j, "ID");  // op_end removes it
+    if (std::string(docker_json_str(labels, kLabelPool)) == p->cfg.pool &&
+        std::string(docker_json_str(labels, kLabelRingId)) == std::to_string(op->spec.ring_id))
+      op->inst.id = docker_json_str(j, "ID");  // op_end removes it
     json_decref(j);
   }
   op_end(op, status, error);
@@ -328,7 +328,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
     json_t* j = docker_reply_json(r);
-    op->inst.id = j ? json_str(j, "ID") : "";
+    op->inst.id = j ? docker_json_str(j, "ID") : "";
     if (j) json_decref(j);
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
