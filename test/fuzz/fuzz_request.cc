@@ -122,8 +122,10 @@ const llhttp_settings_t* settings() {
   return &s;
 }
 
-// Frames bytes as a strict llhttp parser of the given type does, going on after an upgrade request as
-// the LB does (it does not switch protocols); stops at the first error. eof: the stream ended there.
+// Frames bytes as a strict llhttp parser of the given type does, going on after an upgrade request
+// (this target's upstream never answers 101, so the LB answers an upgrade request as an ordinary one
+// and then closes: what the client sent after it goes unanswered, which the oracle allows); stops at
+// the first error. eof: the stream ended there.
 void ref_parse(RefParse* r, llhttp_type_t type, const char* data, size_t len, bool eof) {
   llhttp_t p;
   llhttp_init(&p, type, settings());

@@ -19,6 +19,9 @@ struct UpConn {
   int id = -1;          // recorded connections: index into w->up_raw; heartbeats: -1
   int cur = -1;         // index into w->up_reqs of the request being parsed
   bool closing = false;
+  bool tunnel = false;     // switched after a 101 (World::up_switch): bytes are raw
+  bool eof = false;        // tunnel: the LB ended its side
+  bool shut_done = false;  // tunnel: our half-close went out
 };
 
 struct WriteReq {
@@ -28,6 +31,7 @@ struct WriteReq {
 
 void up_on_closed(uv_handle_t* h) {
   UpConn* u = static_cast<UpConn*>(h->data);
+  if (u->w->up_tunnel == u) u->w->up_tunnel = nullptr;
   u->w->up_open--;
   u->w->progress++;
   delete u;
@@ -101,10 +105,16 @@ int up_on_message_complete(llhttp_t* p) {
     r.seq = seq - 1;
     w->answer(w, r, &out, &shutdown_after);
     u->cur = -1;
+    if (w->up_switch) {  // a 101: the connection is a tunnel after this message
+      w->up_switch = false;
+      u->tunnel = true;
+      w->up_tunnel = u;
+    }
   }
   stream_write(reinterpret_cast<uv_stream_t*>(&u->tcp), out);
   if (shutdown_after) stream_shutdown(reinterpret_cast<uv_stream_t*>(&u->tcp));
-  return 0;
+  if (u->tunnel && w->on_up_tunnel_data) w->on_up_tunnel_data(w);  // switched: the target may write
+  return u->tunnel ? HPE_PAUSED : 0;  // the bytes after it are the tunnel's
 }
 
 const llhttp_settings_t* up_settings() {
@@ -127,12 +137,35 @@ void up_on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
   *buf = uv_buf_init(slab, sizeof slab);
 }
 
-// Parses everything the LB sent. An upgrade request is an ordinary one for the LB (it does not switch
-// protocols), so the parser goes on after it as the LB's does.
+// The tunnel's bytes from the LB (after the 101), recorded as they are.
+void up_tunnel_input(UpConn* u, const char* at, size_t len) {
+  World* w = u->w;
+  if (len == 0) return;
+  w->up_tunnel_in.append(at, len);
+  if (w->on_up_tunnel_data) w->on_up_tunnel_data(w);
+}
+
+// Parses everything the LB sent. An upgrade request the upstream does not switch for (no up_switch)
+// is an ordinary one: the parser goes on after it, as an HTTP/1.1 server that ignores Upgrade does.
+// After a switch the rest is the tunnel's.
 void up_on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   UpConn* u = reinterpret_cast<UpConn*>(s);
   World* w = u->w;
   w->progress++;
+  if (u->tunnel) {
+    if (u->id >= 0 && nread > 0) w->up_raw[u->id].append(buf->base, static_cast<size_t>(nread));
+    if (nread > 0) {
+      up_tunnel_input(u, buf->base, static_cast<size_t>(nread));
+      return;
+    }
+    // The LB ended its side: closed once our own half-close (if asked for) went out.
+    u->eof = true;
+    w->up_tunnel_eof = true;
+    if (w->on_up_tunnel_data) w->on_up_tunnel_data(w);
+    if (nread != UV_EOF || !w->up_tunnel_shut || u->shut_done) up_close(u);
+    else uv_read_stop(s);
+    return;
+  }
   if (nread < 0) {
     // The LB closed the connection. A request cut short stays incomplete in up_reqs: the oracle
     // decides whether the LB was allowed to cut it.
@@ -145,6 +178,11 @@ void up_on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   while (left > 0) {
     llhttp_errno_t e = llhttp_execute(&u->parser, at, left);
     if (e == HPE_OK) break;
+    if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && u->tunnel) {
+      const char* pos = llhttp_get_error_pos(&u->parser);
+      up_tunnel_input(u, pos, left - static_cast<size_t>(pos - at));
+      break;
+    }
     if (e == HPE_PAUSED_UPGRADE) {
       const char* pos = llhttp_get_error_pos(&u->parser);
       left -= static_cast<size_t>(pos - at);
@@ -261,6 +299,38 @@ std::string fuzz_escape(const std::string& s, size_t max) {
   return out;
 }
 
+static std::shared_ptr<TlsContext> g_tls;
+
+void world_set_tls(std::shared_ptr<TlsContext> ctx) { g_tls = std::move(ctx); }
+
+void world_up_write(World* w, const char* data, size_t len) {
+  UpConn* u = static_cast<UpConn*>(w->up_tunnel);
+  if (u == nullptr || u->closing || w->up_tunnel_shut) return;
+  stream_write(reinterpret_cast<uv_stream_t*>(&u->tcp), std::string(data, len));
+}
+
+void world_up_shutdown(World* w) {
+  UpConn* u = static_cast<UpConn*>(w->up_tunnel);
+  if (u == nullptr || u->closing || w->up_tunnel_shut) return;
+  w->up_tunnel_shut = true;
+  struct Shut {
+    static void on_done(uv_shutdown_t* req, int) {
+      UpConn* c = static_cast<UpConn*>(req->data);
+      delete req;
+      c->shut_done = true;
+      c->w->progress++;
+      if (c->eof) up_close(c);
+    }
+  };
+  uv_shutdown_t* req = new uv_shutdown_t;
+  req->data = u;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&u->tcp), Shut::on_done) != 0) {
+    delete req;
+    u->shut_done = true;
+    if (u->eof) up_close(u);
+  }
+}
+
 static const uint8_t* g_input = nullptr;
 static size_t g_input_len = 0;
 
@@ -295,7 +365,8 @@ World* world_start(AnswerFn answer, void* ctx) {
   static bool once = false;
   if (!once) {
     once = true;
-    log_set_level(LogLevel::error);
+    // FUZZ_DEBUG=1 shows the LB's debug lines (to read what it did with one input).
+    log_set_level(getenv("FUZZ_DEBUG") != nullptr ? LogLevel::debug : LogLevel::error);
     signal(SIGPIPE, SIG_IGN);
   }
   World* w = new World();
@@ -343,6 +414,7 @@ World* world_start(AnswerFn answer, void* ctx) {
   c.header_timeout_ms = 3000;
   c.idle_timeout_ms = 5000;
   c.workers = 1;
+  c.tls = g_tls;
   w->prov = prov_static_create(&w->loop, c.backends);
   std::string err;
   if (registry_init(&w->reg, &w->loop, &w->cfg, w->prov, &err) != 0 ||
@@ -419,6 +491,31 @@ bool world_run_client(World* w, uint64_t stall_ms) {
     return false;
   }
   return true;
+}
+
+void world_run_quiet(World* w, uint64_t quiet_ms, uint64_t max_ms) {
+  struct Tick {
+    uv_timer_t timer;
+    bool closed = false;
+    static void on_tick(uv_timer_t*) {}  // wakes the loop up to look at the clock
+    static void on_closed(uv_handle_t* h) { reinterpret_cast<Tick*>(h)->closed = true; }
+  } tick;
+  uv_timer_init(&w->loop, &tick.timer);
+  uv_timer_start(&tick.timer, Tick::on_tick, quiet_ms, quiet_ms);
+  uint64_t start = uv_now(&w->loop);
+  uint64_t seen = w->progress;
+  uint64_t since = start;
+  while (w->client_open && uv_now(&w->loop) - start < max_ms) {
+    uv_run(&w->loop, UV_RUN_ONCE);
+    if (w->progress != seen) {
+      seen = w->progress;
+      since = uv_now(&w->loop);
+    } else if (uv_now(&w->loop) - since >= quiet_ms) {
+      break;
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick.timer), Tick::on_closed);
+  while (!tick.closed) uv_run(&w->loop, UV_RUN_NOWAIT);
 }
 
 void world_sync(World* w) {

@@ -7,6 +7,11 @@
 // sends with a fresh llhttp parser per connection (never the LB's HttpConn) and answers each request
 // through the target's answer function; a byte it cannot parse as a request is a breach at once.
 //
+// The world may also terminate TLS on the LB's listener (world_set_tls, for every world started
+// after it), and its upstream may switch a connection to a raw tunnel after answering a request with
+// a 101 (World::up_switch): from then on that connection's bytes are recorded unparsed
+// (up_tunnel_in) and the target writes to it with world_up_write.
+//
 // Every input gets a new world (world_start ... world_stop): the LB's state cannot leak from one input
 // into the next, the upstream's bytes belong to this input alone, and world_stop proves every handle
 // was closed (uv_loop_close == 0) or aborts. A breach of an oracle aborts too, so libFuzzer reports it
@@ -15,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +31,8 @@
 #include "lb/provision/provisioner.h"
 #include "lb/control/control.h"
 #include "lb/control/registry.h"
+
+struct TlsContext;
 
 // One request the upstream parsed (or began to parse) on a recorded connection.
 struct UpRequest {
@@ -53,6 +61,16 @@ struct World {
   std::vector<std::string> up_raw;  // every byte each recorded connection received, by connection
   AnswerFn answer = nullptr;
   void* ctx = nullptr;     // the target's state
+  // Upgrade tunnels: the answer sets up_switch (with a 101 in out) to make its connection raw after
+  // it; the bytes after the request's head then go to up_tunnel_in. on_up_tunnel_data runs once
+  // right after the switch (the 101 written), after up_tunnel_in grew, and when up_tunnel_eof is
+  // set (the LB half-closed, or closed, that connection).
+  bool up_switch = false;
+  void* up_tunnel = nullptr;  // the switched connection (internal)
+  bool up_tunnel_eof = false;
+  bool up_tunnel_shut = false;  // world_up_shutdown was called
+  std::string up_tunnel_in;
+  void (*on_up_tunnel_data)(World* w) = nullptr;
   // The load balancer.
   Config cfg;
   Provisioner* prov = nullptr;
@@ -88,6 +106,14 @@ std::string fuzz_escape(const std::string& s, size_t max = 600);
 // environment, not a finding).
 World* world_start(AnswerFn answer, void* ctx);
 
+// Makes every world started from now on terminate TLS on its listener with ctx (null: plain).
+void world_set_tls(std::shared_ptr<TlsContext> ctx);
+
+// The switched upstream connection (up_switch): writes bytes to the LB, and half-closes once they
+// are written. The connection closes once the LB has ended its side too.
+void world_up_write(World* w, const char* data, size_t len);
+void world_up_shutdown(World* w);
+
 // Connects the client to the LB; on_client_connected runs once connected.
 void world_client_connect(World* w);
 void world_client_write(World* w, const char* data, size_t len);
@@ -98,6 +124,10 @@ void world_client_close(World* w);
 // nothing moved anywhere for stall_ms of loop time (checked again without waiting before giving up)
 // while the client was still open.
 bool world_run_client(World* w, uint64_t stall_ms);
+
+// Runs the loop until nothing moved in the world for quiet_ms, the client closed, or max_ms passed
+// (a client that lets the LB finish what it started before closing).
+void world_run_quiet(World* w, uint64_t quiet_ms, uint64_t max_ms);
 
 // Waits (running the loop, at most 5 s) until the worker has reported everything it counted so far
 // (control_after_sync): the control plane's totals and Replica::requests are then complete.
