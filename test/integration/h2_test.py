@@ -393,6 +393,29 @@ class Hostile(H2TestCase):
         with rec._lock:
             self.assertEqual([r.target for r in rec.requests], ["/c"])
 
+    def test_unknown_method_refused_and_the_lb_lives_on(self):
+        # A :method the LB does not know stopped the whole process: h2_client.cc walked llhttp's
+        # method numbers with llhttp_method_name, which aborts on a number that is no method
+        # (found by test/fuzz/fuzz_h2). Now the stream is reset; RTSP's DESCRIBE and PRI are no
+        # methods an HTTP/1.1 replica parses either. The connection and the LB go on.
+        rec = Recorder(self)
+        lb = self.start_lb([rec.address])
+        with rec._lock:
+            rec.requests.clear()
+        c = H2Client(lb.port, validate=False)
+        self.addCleanup(c.close)
+        bad = [c.request(m, "/bad") for m in ("FOO", "DESCRIBE", "PRI")]
+        self.assertTrue(c.run(c.all_done(bad), 10), f"streams not ended; log:\n{lb.log()}")
+        for sid in bad:
+            self.assertIsNotNone(c.streams[sid]["reset"], c.streams[sid])
+            self.assertIsNone(c.streams[sid]["status"])
+        ok = c.request("M-SEARCH", "/ok")  # an HTTP method, with its dash
+        self.assertTrue(c.run(c.all_done([ok]), 10), f"no answer; log:\n{lb.log()}")
+        self.assertEqual(c.streams[ok]["status"], 200)
+        self.assertTrue(lb.running(), lb.log())
+        with rec._lock:
+            self.assertEqual([(r.method, r.target) for r in rec.requests], [("M-SEARCH", "/ok")])
+
     def test_complete_response_to_an_unfinished_request_closes_the_stream(self):
         # The client never ends its request (its body goes upstream chunked, so the replica waits
         # for it): the LB answers 408 at --body-timeout. The stream must not stay half-open after
