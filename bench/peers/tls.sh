@@ -18,9 +18,15 @@
 # process (all threads) from /proc, wrk's own CPU, and the machine's other load. The report: medians
 # over the rounds and the ratio ringlb/HAProxy of CPU per request, round by round.
 #
+# A third measure (IDLE=1, the default), before the rounds: memory per idle keep-alive TLS
+# connection of each LB, by bench/peers/tls_idle.py: IDLE_WARM connections serving a request each,
+# VmRSS, IDLE_COUNT more each serving a keep-alive request then left idle, VmRSS again; the
+# difference over IDLE_COUNT (and each idle connection then serves one more request). ROUNDS=0 with
+# IDLE=1 measures only that.
+#
 # Usage: bench/peers/tls.sh [BUILD_DIR]
 #   env: ROUNDS=3 DURATION=6 WARMUP=2 CONNECTIONS=64 NEW_CONNECTIONS=16 KEY=ec SEED=42
-#        QUIET_MAX=25 QUIET_WAIT=10 RETRIES=1 RINGLB=path/to/ringlb
+#        QUIET_MAX=25 QUIET_WAIT=10 RETRIES=1 RINGLB=path/to/ringlb IDLE=1 IDLE_WARM=20 IDLE_COUNT=400
 # Output: a Markdown section on stdout. Stops what it started on exit.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"      # free_port, start_replicas, haproxy_lb_conf
@@ -39,6 +45,9 @@ QUIET_MAX=${QUIET_MAX:-25}
 QUIET_WAIT=${QUIET_WAIT:-10}
 RETRIES=${RETRIES:-1}
 RINGLB=${RINGLB:-$BUILD/lb/ringlb}
+IDLE=${IDLE:-1}
+IDLE_WARM=${IDLE_WARM:-20}
+IDLE_COUNT=${IDLE_COUNT:-400}
 REPLICA=$BUILD/replica/ringlb-replica
 for tool in wrk haproxy openssl python3; do
   command -v "$tool" >/dev/null || { echo "tls: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
@@ -93,6 +102,21 @@ for t in ringlb haproxy; do
     { echo "tls: $t does not answer over TLS" >&2; exit 1; }
 done
 
+if [ "$IDLE" != 0 ]; then
+  echo "Memory per idle keep-alive TLS connection: $IDLE_WARM connections serving a request each, then"
+  echo "$IDLE_COUNT more serving a keep-alive request each and left idle (bench/peers/tls_idle.py), VmRSS of the"
+  echo "LB before and after them; each idle connection then served one more request."
+  echo
+  echo "| target | RSS before (KiB) | RSS after (KiB) | per idle connection (KiB) | served after idling |"
+  echo "|---|---|---|---|---|"
+  for t in ringlb haproxy; do
+    echo "tls: idle connections, $t" >&2
+    python3 "$HERE/tls_idle.py" --port "${port_of[$t]}" --pid "${pid_of[$t]}" --warm "$IDLE_WARM" \
+      --count "$IDLE_COUNT" --row "$t"
+  done
+  echo
+fi
+
 mkdir -p "$tmp/rounds"
 client_cpu=()
 for round in $(seq 1 "$ROUNDS"); do
@@ -114,6 +138,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+[ "$ROUNDS" -gt 0 ] || exit 0
 python3 - "$tmp/rounds" "$ROUNDS" "$KEY" "$DURATION" "$CONNECTIONS" "$NEW_CONNECTIONS" <<'PY'
 import json, os, re, statistics, sys
 folder, rounds, key, duration, conns, new_conns = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]

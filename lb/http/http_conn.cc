@@ -256,17 +256,54 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 }
 
 // --- Transport (TLS) --------------------------------------------------------------------------
+// A connection with a transport holds its read buffer only while plaintext waits in it: the
+// socket's bytes land in the transport's per-thread buffer, so once everything decrypted has been
+// parsed the buffer goes (in_release), and the next plaintext takes one again (in_take). An idle
+// keep-alive TLS connection thus costs no read buffer: over TLS the buffer's pages were always
+// resident (written by every decryption, in heap the handshakes had touched), 16 KiB of the 34 KiB
+// an idle TLS client cost (bench/RESULTS.md). One released buffer per thread is kept for the next
+// take, so a busy connection does not malloc and free 16 KiB per read. Plain connections keep
+// their buffer for their whole life (their fast path is unchanged).
+struct SpareIn {
+  char* buf = nullptr;
+  uint32_t cap = 0;
+  ~SpareIn() { free(buf); }  // the thread ends
+};
+thread_local SpareIn t_spare_in;
+
+bool in_take(HttpConn* c) {
+  if (c->in != nullptr) return true;
+  SpareIn& sp = t_spare_in;
+  if (sp.buf != nullptr && sp.cap == c->in_cap) {
+    c->in = sp.buf;
+    sp.buf = nullptr;
+    return true;
+  }
+  c->in = static_cast<char*>(malloc(c->in_cap));
+  return c->in != nullptr;
+}
+
+void in_release(HttpConn* c) {
+  if (c->in == nullptr || c->in_start != c->in_end) return;
+  c->in_start = c->in_end = 0;
+  SpareIn& sp = t_spare_in;
+  if (sp.buf == nullptr) {
+    sp.buf = c->in;
+    sp.cap = c->in_cap;
+  } else {
+    free(c->in);
+  }
+  c->in = nullptr;
+}
+
 // Parses what the transport has decrypted: moves plaintext into the read buffer while it has room,
 // parses it, and goes on while parsing makes room and the transport has more. Once the transport
 // says the stream ended, that is the connection's peer_error (reported after the bytes before it,
-// as for a plain socket). A plain connection only parses.
-void conn_feed(HttpConn* c) {
-  if (c->transport == nullptr) {
-    conn_parse(c);
-    return;
-  }
+// as for a plain socket).
+void conn_feed_transport(HttpConn* c) {
   for (;;) {
     bool got = false;
+    if (c->peer_error == 0 && !c->closing && !in_take(c)) c->peer_error = UV_ENOMEM;
     if (c->peer_error == 0 && !c->closing) {
       if (c->in_start > 0 && c->in_end == c->in_cap) {
         memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
@@ -287,6 +324,17 @@ void conn_feed(HttpConn* c) {
     conn_parse(c);
     if (!got || c->closing || c->paused || !c->reading || c->in_end == c->in_cap) return;
   }
+}
+
+// Parses what came in; through the transport, if the connection has one (its read buffer is
+// released once empty). A plain connection only parses.
+void conn_feed(HttpConn* c) {
+  if (c->transport == nullptr) {
+    conn_parse(c);
+    return;
+  }
+  conn_feed_transport(c);
+  in_release(c);
 }
 // --- end Transport ------------------------------------------------------------------------------
 

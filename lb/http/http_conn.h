@@ -16,7 +16,9 @@
 //
 // A connection may carry a transport between its socket and the parser (TLS, lb/http/tls.h; see
 // "Transport" below): the parser then sees plaintext and writes are encrypted, with the same
-// contracts (write_queued counts plaintext bytes the owner gave that are not yet on the wire).
+// contracts (write_queued counts plaintext bytes the owner gave that are not yet on the wire). Such
+// a connection holds its read buffer only while plaintext waits in it: `in` is null while idle, and
+// taken again (in_cap bytes) when the transport has plaintext (http_conn.cc, in_take/in_release).
 //
 // Teardown: http_conn_close may be called from any callback, including inside the owner's event
 // callbacks; the connection stops delivering events at once and on_close runs later from the loop, when
@@ -103,7 +105,8 @@ struct HttpConn {
   const HttpConnHandlers* h = nullptr;
   void* owner = nullptr;  // free for the owner's use
 
-  char* in = nullptr;  // read buffer and its unparsed region [in_start, in_end)
+  char* in = nullptr;  // read buffer and its unparsed region [in_start, in_end); null while a
+                       // transport's connection has nothing buffered (see "Transport")
   uint32_t in_cap = 0, in_start = 0, in_end = 0;
   size_t write_queued = 0;  // bytes accepted by http_conn_write and not yet written
   const char* parse_error = nullptr;

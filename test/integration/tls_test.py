@@ -18,6 +18,7 @@ No timing is asserted; every wait and request loop is bounded.
 """
 import http.server
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -313,6 +314,54 @@ class Hostile(TlsTestCase):
                 served += 1
         self.assertGreater(served, 0)
         self.assertEqual(self.assert_closed_without_http(stalled, timeout=20.0), b"")
+
+
+class IdleMemory(TlsTestCase):
+    # Memory one idle keep-alive TLS connection may cost the LB, on average over IDLE_COUNT: its
+    # SSL object and OpenSSL's per-connection state (about 14 KiB), its ClientConn and head buffers
+    # (about 8 KiB, as over plain HTTP), and slack for the heap. Before idle TLS connections gave
+    # their 16 KiB read buffer back, one cost about 34 KiB (bench/RESULTS.md, "TLS termination").
+    IDLE_COUNT = 1000
+    MAX_KIB_PER_IDLE = 25
+
+    def test_idle_tls_connections_stay_small_and_still_serve(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.IDLE_COUNT + 200
+        if soft < want:
+            if hard < want:
+                self.skipTest(f"needs {want} file descriptors, the hard limit is {hard}")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # ringlb inherits it too
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        lb = self.start_lb()
+        ctx = client_context(self.cert)
+        ctx.set_alpn_protocols(["http/1.1"])
+        conns = []
+
+        def close_all():
+            for c in conns:
+                c.close()
+        self.addCleanup(close_all)
+
+        def open_serving(n):
+            for _ in range(n):
+                conn = TlsConnection(lb.port, ctx)
+                conns.append(conn)
+                self.assertEqual(conn.request("GET", "/home").status, 200)
+        # Warm-up: the workers' buffers, spare clients and OpenSSL's caches reach their size.
+        open_serving(40)
+        time.sleep(0.5)
+        before = harness.rss_kib(lb.proc.pid)
+        open_serving(self.IDLE_COUNT)
+        time.sleep(0.5)
+        after = harness.rss_kib(lb.proc.pid)
+        per_conn = (after - before) / self.IDLE_COUNT
+        self.assertLess(per_conn, self.MAX_KIB_PER_IDLE,
+                        f"{self.IDLE_COUNT} idle TLS connections grew ringlb by {after - before} KiB "
+                        f"({per_conn:.1f} KiB each)")
+        # Every one still serves after idling, in the same connection (its buffer taken back).
+        for conn in conns:
+            self.assertEqual(conn.request("GET", "/home").status, 200)
+        self.assertEqual(len(self.rec.requests), 2 * len(conns))
 
 
 class Reload(TlsTestCase):
