@@ -303,7 +303,12 @@ void in_release(HttpConn* c) {
 void conn_feed_transport(HttpConn* c) {
   for (;;) {
     bool got = false;
-    if (c->peer_error == 0 && !c->closing && !in_take(c)) c->peer_error = UV_ENOMEM;
+    // Taken even when the stream has ended: conn_parse may run llhttp once more without input
+    // (after_pause), and llhttp must not be handed a null pointer (found by fuzz_tls, UBSan).
+    if (!c->closing && !in_take(c)) {
+      if (c->peer_error == 0) c->peer_error = UV_ENOMEM;
+      c->after_pause = false;
+    }
     if (c->peer_error == 0 && !c->closing) {
       if (c->in_start > 0 && c->in_end == c->in_cap) {
         memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
