@@ -39,6 +39,20 @@ def source_path(*parts):
     return os.path.join(SOURCE, *parts)
 
 
+_tls_built = None
+
+
+def tls_built():
+    """True when this build's ringlb can terminate TLS: built with OpenSSL (-Dtls=disabled, or no
+    libssl-dev, makes `ringlb --version` say "openssl none"). Tests that need TLS skip without it."""
+    global _tls_built
+    if _tls_built is None:
+        out = subprocess.run([build_path("lb", "ringlb"), "--version"], capture_output=True, text=True,
+                             timeout=30)
+        _tls_built = out.returncode == 0 and "\nopenssl none\n" not in "\n" + out.stdout
+    return _tls_built
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0)."""
     with socket.socket() as s:

@@ -72,6 +72,8 @@ class TlsConnection(Connection):
 
 class TlsTestCase(unittest.TestCase):
     def setUp(self):
+        if not harness.tls_built():
+            self.skipTest("this ringlb was built without TLS (-Dtls=disabled or no OpenSSL)")
         self.dir = tempfile.TemporaryDirectory(prefix="ringlb-tls-")
         self.addCleanup(self.dir.cleanup)
         self.cert, self.key = make_cert(self.dir.name, "a", "ringlb-test-a")
@@ -464,6 +466,27 @@ class Listeners(TlsTestCase):
         self.assertEqual(code, 2, err)
         self.assertIn("--admin-listen", err)
 
+
+
+class WithoutTls(unittest.TestCase):
+    """A ringlb built without TLS (-Dtls=disabled): --tls-cert is refused at start with one line
+    saying so (exit 2), and --version names no OpenSSL. Skipped when the build has TLS."""
+
+    def test_tls_flags_refused_with_one_line(self):
+        if harness.tls_built():
+            self.skipTest("this ringlb has TLS")
+        with tempfile.TemporaryDirectory(prefix="ringlb-notls-") as d:
+            cert, key = make_cert(d, "a", "ringlb-test-a")
+            for flags in (["--tls-cert", cert, "--tls-key", key],
+                          ["--admin-listen", f"{HOST}:0", "--admin-tls-cert", cert, "--admin-tls-key", key]):
+                out = subprocess.run([RINGLB, "--listen", f"{HOST}:0", "--provisioner", "static",
+                                      "--backend", f"{HOST}:1", *flags],
+                                     capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
+                self.assertIn("built without TLS", out.stderr)
+        out = subprocess.run([RINGLB, "--version"], capture_output=True, text=True, timeout=30)
+        self.assertIn("openssl none", out.stdout)
 
 if __name__ == "__main__":
     unittest.main()
