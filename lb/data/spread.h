@@ -32,9 +32,9 @@ struct WorkerGroup {
 // HttpServer::should_hand_off of w's main listener: true (and the target chosen) when the client
 // should go to a less loaded worker.
 bool spread_should_hand_off(Worker* w);
-// HttpServer::on_handed_off: posts fd to the chosen worker (-1: no descriptor to hand, the client
-// stays here).
-void spread_hand_off(Worker* w, HttpConn* c, int fd);
+// HttpServer::on_handed_off: posts fd to the chosen worker. False when the client stays here: no
+// descriptor to hand (fd -1), or the chosen worker stopped taking messages (fd closed).
+bool spread_hand_off(Worker* w, HttpConn* c, int fd);
 // ToWorker::adopt: serves the client on w's main listener.
 void spread_adopt(Worker* w, ToWorker& msg);
 // A main-listener client of w was accepted here / closed.

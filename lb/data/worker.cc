@@ -200,8 +200,8 @@ HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Wor
 
 bool on_should_hand_off(HttpServer* s) { return spread_should_hand_off(container_of(s, &Worker::server)); }
 
-void on_handed_off(HttpServer* s, HttpConn* c, int fd) {
-  spread_hand_off(container_of(s, &Worker::server), c, fd);
+bool on_handed_off(HttpServer* s, HttpConn* c, int fd) {
+  return spread_hand_off(container_of(s, &Worker::server), c, fd);
 }
 
 HttpConn* on_accept_admin(HttpServer* s) {

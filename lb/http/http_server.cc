@@ -161,12 +161,12 @@ void server_take(HttpServer* s) {
     // Another server takes it: a duplicate of its descriptor goes there, and this handle closes
     // (a plain close of one descriptor: the socket lives on in the other). Its place under
     // max_conns stays taken (held again here: closing c releases one). Without a descriptor for the
-    // duplicate (out of them) the client is served here, not dropped.
+    // duplicate (out of them), or when the other server is gone, the client is served here, not
+    // dropped.
     uv_os_fd_t fd;
     int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) == 0
                   ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    s->on_handed_off(s, c, dup);
-    if (dup >= 0) {
+    if (s->on_handed_off(s, c, dup)) {
       if (s->config.max_conns != 0 && s->config.shared_count != nullptr)
         s->config.shared_count->fetch_add(1, std::memory_order_relaxed);
       http_conn_close(c);

@@ -61,11 +61,13 @@ struct HttpServer {
   // Optional, for spreading clients over several servers on one address (one per data-plane
   // worker): asked before each accepted client is served here. True means "serve it elsewhere":
   // the server accepts it and hands a duplicate of its descriptor to on_handed_off, which owns it
-  // from then on (for http_server_adopt on the other server's loop), and closes its own; its place
-  // under max_conns stays taken. fd -1: no descriptor for the duplicate (out of them): the client
-  // is served here after all. The owner's on_accept ran for it either way.
+  // from then on (for http_server_adopt on the other server's loop). on_handed_off returns true
+  // when the other server has it: this one closes its own descriptor, and the client's place under
+  // max_conns stays taken. False (fd -1: no descriptor for the duplicate; or the other server is
+  // gone, and the duplicate closed with its message): the client is served here after all. The
+  // owner's on_accept ran for it either way.
   bool (*should_hand_off)(HttpServer* s) = nullptr;
-  void (*on_handed_off)(HttpServer* s, HttpConn* c, int fd) = nullptr;  // c: closed after it
+  bool (*on_handed_off)(HttpServer* s, HttpConn* c, int fd) = nullptr;  // true: c closes after it
   HttpConn* conns = nullptr;  // linked through HttpConn::prev/next
   size_t conn_count = 0;
   int open_handles = 0;
