@@ -180,8 +180,14 @@ void on_check(uv_check_t* h) {
       continue;
     }
     if (!c->conn.closing && c->state == ExState::answered && c->req_done && c->keep_alive &&
-        c->conn.paused && c->conn.write_queued <= kPipelineQueueMax)
+        c->conn.paused && c->conn.write_queued <= kPipelineQueueMax) {
+      // Its first idle moment: where it may move to a less loaded worker (lb/data/spread.h).
+      if (!c->spread_asked && !c->admin_listener) {
+        c->spread_asked = true;
+        if (http_server_hand_off(&w->server, &c->conn)) continue;
+      }
       http_conn_resume(&c->conn);
+    }
   }
   if (w->deferred.empty()) {
     uv_check_stop(&w->check);

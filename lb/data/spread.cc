@@ -25,14 +25,14 @@ bool spread_should_hand_off(Worker* w) {
   return true;
 }
 
-bool spread_hand_off(Worker* w, HttpConn* c, int fd) {
+bool spread_hand_off(Worker* w, HttpConn* c, int fd, bool idle) {
   WorkerGroup* g = w->group;
   uint32_t to = w->hand_to;
   bool posted = false;
   if (fd >= 0) {
     ToWorker msg;
     msg.kind = ToWorker::Kind::adopt;
-    msg.client = std::make_shared<HandedClient>(fd);
+    msg.client = std::make_shared<HandedClient>(fd, idle);
     // A stopping target refuses the post: the message is dropped, the duplicate closed with it.
     posted = worker_post(g->members[to], std::move(msg));
   }
@@ -44,6 +44,7 @@ bool spread_hand_off(Worker* w, HttpConn* c, int fd) {
   // target's alone. Uncounted here now, not at its close callback: a burst of accepts must not see
   // this worker busier than it is and hand on too many.
   w->counters.connections--;
+  w->counters.handoffs++;
   g->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
   exchange_handed_off(c);
   return true;
@@ -52,7 +53,8 @@ bool spread_hand_off(Worker* w, HttpConn* c, int fd) {
 void spread_adopt(Worker* w, ToWorker& msg) {
   // On its way no more: exchange_accept counts it as this worker's own, if it is served.
   w->group->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
-  http_server_adopt(&w->server, msg.client->take());
+  bool idle = msg.client->idle;
+  http_server_adopt(&w->server, msg.client->take(), idle);
 }
 
 void spread_opened(Worker* w) {
