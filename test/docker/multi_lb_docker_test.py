@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 import lb_docker_test  # noqa: E402
 from lb_docker_test import DockerLbTestCase, PORT_BASE, admin_request, engine, inspect  # noqa: E402
+from lb_test import LbTestCase  # noqa: E402
 
 RANGE_A = f"{PORT_BASE}-{PORT_BASE + 49}"
 RANGE_B = f"{PORT_BASE + 50}-{PORT_BASE + 99}"
@@ -52,8 +53,7 @@ class SeveralLbs(DockerLbTestCase):
 
     def assert_clean_stop(self, lb, within=10.0):
         """SIGTERM: exit 0 (the pool is left to the other LB and removed by the cleanup)."""
-        harness_case = super(DockerLbTestCase, self)
-        harness_case.assert_clean_stop(lb, within)
+        LbTestCase.assert_clean_stop(self, lb, within)
 
     def ring_ids(self, lb):
         """{name: ring id} of the replicas lb counts."""

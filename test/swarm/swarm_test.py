@@ -19,7 +19,9 @@ networking on 127.0.0.1; each test has its own pool (and name prefix, so runs in
 not collide) and every service of that pool is removed in the test's cleanup, whether it passed or
 not (also when meson's timeout sends SIGTERM). Every loop is bounded in count and time.
 
-Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1.
+Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. What this test
+shares with the docker suite's lb_docker_test (the pool per test, the sweep, waiting and routing,
+main) is test/docker/engine_testlib.py's.
 """
 import json
 import os
@@ -35,14 +37,13 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docker"))
+import engine_testlib  # noqa: E402
 import harness  # noqa: E402
+from engine_testlib import IMAGE, RINGLB, EngineLbTestCase, served_by  # noqa: E402
 from harness import Connection, HOST  # noqa: E402
 from harness import docker_engine as engine  # noqa: E402
 from lb_test import LbTestCase, rep_body  # noqa: E402
-import lb_docker_test  # noqa: E402
 
-RINGLB = harness.build_path("lb", "ringlb")
-IMAGE = lb_docker_test.IMAGE
 RUN = f"swarm13-{os.getpid()}-{int(time.time()) % 100000}"
 PORT_RANGE = "27000-27999"  # the docker suite uses 24000-24999 and 26000-26999
 _HELP = subprocess.run([RINGLB, "--help"], capture_output=True, text=True).stdout
@@ -87,42 +88,18 @@ def swarm_ready():
     assert status == 200, f"swarm init: HTTP {status} {body}"
 
 
-def served_by(resp):
-    prefix = "Hello from Server: "
-    msg = resp.json()["message"]
-    assert msg.startswith(prefix), resp
-    return msg[len(prefix):]
+_sweep = engine_testlib.Sweep(remove_pool)
 
 
-_live_lbs = []
-_pools = []
+class SwarmTestCase(EngineLbTestCase):
+    run_id = RUN
+    sweep = _sweep
+    ready_timeout = 60.0
+    stop_within = 15.0
+    objects = "services"
 
-
-def _sweep():
-    for lb in _live_lbs:
-        if lb.running():
-            lb.proc.kill()
-    for pool in _pools:
-        try:
-            remove_pool(pool)
-        except OSError:
-            pass
-
-
-def _on_sigterm(signum, frame):
-    _sweep()
-    os._exit(1)
-
-
-class SwarmTestCase(LbTestCase):
-    seq = 0
-
-    def setUp(self):
-        SwarmTestCase.seq += 1
-        self.pool = f"{RUN}-{SwarmTestCase.seq}"
-        _pools.append(self.pool)
-        self.addCleanup(remove_pool, self.pool)
-        super().setUp()
+    def leftovers(self):
+        return sorted(self.pool_services())
 
     def start_lb(self, *args, replicas=3, wait_ready=True):
         argv = [RINGLB, "--provisioner", "swarm", "--docker-network", "host",
@@ -131,33 +108,10 @@ class SwarmTestCase(LbTestCase):
                 "--hb-interval", "100", "--hb-timeout", "300", *args]
         if HAS_PREFIX:
             argv += ["--name-prefix", f"{self.pool}-"]
-        lb = harness.start(self, argv, ready_timeout=15.0)
-        self.lbs.append(lb)
-        _live_lbs.append(lb)
-        if wait_ready:
-            self.wait_ready(lb, replicas)
-        return lb
+        return self.launch(argv, replicas, wait_ready, ready_timeout=15.0)
 
     def service_name(self, name):
         return f"{self.pool}-{name}" if HAS_PREFIX else name
-
-    def wait_ready(self, lb, n, timeout=60.0):
-        """Until /rep lists n replicas, all of them healthy."""
-        def ready():
-            if not lb.running():
-                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
-            try:
-                details = self.details(lb)
-            except (OSError, AssertionError, ValueError):
-                return False
-            counted = [d for d in details if d["counts"]]
-            return len(counted) == n and all(d["state"] == "healthy" for d in counted)
-        harness.wait_until(ready, timeout, f"ringlb to have {n} healthy replicas", 0.05)
-
-    def details(self, lb):
-        resp = harness.request(lb.port, "GET", "/rep?verbose=1")
-        self.assertEqual(resp.status, 200, resp)
-        return resp.json()["message"]["details"]
 
     def pool_services(self):
         """{replica name: service} of the pool."""
@@ -189,21 +143,6 @@ class SwarmTestCase(LbTestCase):
             got = self.pool_services()
             return (got,) if sorted(got) == want else None
         return harness.wait_until(match, timeout, f"the pool's services to be {want}", 0.1)[0]
-
-    def route(self, lb, rids):
-        out = {}
-        with Connection(lb.port) as conn:
-            for rid in rids:
-                resp = conn.request("GET", "/home", {"X-Request-Id": str(rid)})
-                self.assertEqual(resp.status, 200, resp)
-                out[rid] = served_by(resp)
-        return out
-
-    def assert_clean_stop(self, lb, within=15.0):
-        super().assert_clean_stop(lb, within)
-        left = sorted(self.pool_services())
-        self.assertEqual(left, [], f"services left after SIGTERM; log:\n{lb.log()}")
-
 
 class Services(SwarmTestCase):
     def test_replicas_and_add_are_labelled_one_task_services(self):
@@ -508,17 +447,4 @@ class StackFile(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ok, why = lb_docker_test.engine_answers()
-    if not ok:
-        print(f"swarm_test: no Docker engine answers ({why})", file=sys.stderr)
-        if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
-            print("swarm_test: RINGLB_REQUIRE_DOCKER=1, so a missing engine is a failure", file=sys.stderr)
-            sys.exit(1)
-        sys.exit(77)
-    swarm_ready()
-    lb_docker_test.build_image()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        unittest.main()
-    finally:
-        _sweep()
+    engine_testlib.main("swarm_test", _sweep, prepare=swarm_ready)
