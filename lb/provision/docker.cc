@@ -251,9 +251,55 @@ static void claim_begin(StartOp* op);
 // again until that rival started (it won) or is gone (it lost), at most this many times.
 static const int kClaimRoundsMax = 200;
 
-// Every creation time is known. This start loses to a rival that started (it won its own claim)
-// and to one created earlier (ties: the smaller Id), which wins whether or not it saw this one;
-// it waits on a later rival that has not started yet; it wins when no rival is left.
+// A claim may lose its port this many times (each time to a replica of another LB that took the
+// same port at the same moment) before the start gives up.
+static const int kPortClaimsMax = 20;
+
+// The claim lost op's port (host mode) to rival, a container of another LB: this start's container
+// never ran, so it is removed and created again on another port of the range. The lost port stays
+// reserved here (the rival holds it; its destroy event frees it).
+static void claim_port_lost(StartOp* op, const std::string& rival, bool started) {
+  ProvDocker* p = op->p;
+  LOG_INFO("docker: replica %s lost port %u to container %s (%s); trying another port",
+           op->spec.name.c_str(), op->inst.port, engine_short_id(rival).c_str(),
+           started ? "started already" : "created earlier");
+  if (++op->port_claims > kPortClaimsMax)
+    return start_fail(op, -EADDRINUSE,
+                      "no port for replica " + op->spec.name + ": " +
+                          std::to_string(kPortClaimsMax) +
+                          " ports of the range were taken by other load balancers of pool " +
+                          p->cfg.pool + " at the same moment");
+  std::string lost = op->inst.id;
+  docker_remove_container(p, lost, [op, lost](const DockerReply& r) {
+    ProvDocker* p = op->p;
+    if (p->eng.closing) return start_cancelled(op);
+    if (!engine_removed_ok(r)) {
+      std::string err;
+      int st = engine_reply_failure(r, "cannot remove container " + engine_short_id(lost) +
+                                           " of replica " + op->spec.name + " after its port was taken",
+                                    &err);
+      return start_fail(op, st == -ENOENT ? -EIO : st, err);
+    }
+    p->starting.erase(lost);
+    op->inst.id.clear();
+    op->created_ns.clear();
+    op->rival_state.clear();
+    op->rival_kind.clear();
+    op->claim_rounds = 0;
+    op->inst.port = port_reserve(p);
+    if (op->inst.port == 0)
+      return start_fail(op, -EADDRINUSE,
+                        "no free port for replica " + op->spec.name + " in " +
+                            std::to_string(p->cfg.port_min) + "-" + std::to_string(p->cfg.port_max));
+    start_create(op);
+  });
+}
+
+// Every creation time is known. Per rival, this start loses to one that started (it won its own
+// claim) and to one created earlier (ties: the smaller Id), which wins whether or not it saw this
+// one; it waits on a later rival that has not started yet; it wins when no rival is left. A rival
+// of its ring id that wins fails the start with -EBUSY (the registry takes another id); one that
+// only holds its port (host mode) makes it take another port.
 static void claim_decide(StartOp* op) {
   ProvDocker* p = op->p;
   if (p->eng.closing) return start_cancelled(op);
@@ -264,12 +310,19 @@ static void claim_decide(StartOp* op) {
                           op->spec.name + ": the engine did not tell the creation times");
   }
   bool undecided = false;
+  std::string port_winner;
+  bool port_winner_started = false;
   for (const auto& kv : op->created_ns) {
     if (kv.first == op->inst.id) continue;
     bool started = op->rival_state[kv.first] != "created";
     bool earlier = kv.second < mine->second || (kv.second == mine->second && kv.first < op->inst.id);
     if (!started && !earlier) {
       undecided = true;
+      continue;
+    }
+    if (!(op->rival_kind[kv.first] & kRivalRingId)) {
+      port_winner = kv.first;
+      port_winner_started = started;
       continue;
     }
     {
@@ -282,6 +335,7 @@ static void claim_decide(StartOp* op) {
                             " of another load balancer");
     }
   }
+  if (!port_winner.empty()) return claim_port_lost(op, port_winner, port_winner_started);
   if (undecided) {
     if (++op->claim_rounds > kClaimRoundsMax)
       return start_fail(op, -EBUSY,
@@ -290,6 +344,7 @@ static void claim_decide(StartOp* op) {
                             "started nor went away");
     op->created_ns.clear();
     op->rival_state.clear();
+    op->rival_kind.clear();
     return claim_begin(op);
   }
   start_run(op);
@@ -320,18 +375,27 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
   if (!arr) return start_fail(op, st, err);
   std::vector<std::string> rivals;
   int64_t now_s = static_cast<int64_t>(time(nullptr));
+  std::string ring_id = std::to_string(op->spec.ring_id);
+  std::string port = std::to_string(op->inst.port);
   size_t i;
   json_t* c;
   json_array_foreach(arr, i, c) {
     DockerListed l = docker_listed(c);
     const std::string &id = l.id, &state = l.state, &en = l.en;
-    int64_t created_s = l.created_s;
-    if (id.empty() || id == op->inst.id || id == op->spec.replaces) continue;
+    if (id.empty() || id == op->inst.id) continue;
     if (state == "exited" || state == "dead" || state == "removing") continue;
-    if (docker_draining_name(en, id)) continue;
-    if (state == "created" && now_s - created_s > kAbandonedCreateS) continue;
+    if (state == "created" && now_s - l.created_s > kAbandonedCreateS) continue;
+    int kind = 0;
+    // Ring id: not the dead replica this one replaces, nor one draining after /rm.
+    if (docker_json_str(l.labels, kLabelRingId) == ring_id && id != op->spec.replaces &&
+        !docker_draining_name(en, id))
+      kind |= kRivalRingId;
+    // Port (host mode): any container that may listen on it, draining ones too.
+    if (p->host_mode && docker_json_str(l.labels, kLabelPort) == port) kind |= kRivalPort;
+    if (kind == 0) continue;
     rivals.push_back(id);
     op->rival_state[id] = state;
+    op->rival_kind[id] = kind;
   }
   json_decref(arr);
   if (rivals.empty()) return start_run(op);
@@ -341,10 +405,8 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
 
 static void claim_begin(StartOp* op) {
   ProvDocker* p = op->p;
-  std::string path = "/containers/json?all=1&filters=" +
-                     engine_label_filter(std::string(kLabelPool) + "=" + p->cfg.pool,
-                                         std::string(kLabelRingId) + "=" +
-                                             std::to_string(op->spec.ring_id));
+  // The pool's containers: its rivals for the ring id and, in host mode, for the port.
+  std::string path = "/containers/json?all=1&filters=" + docker_label_filter(p);
   docker_api_call(p->eng.api, "GET", path, nullptr, p->cfg.call_timeout_ms,
                   [op](const DockerReply& r) { on_claim_listed(op, r); });
 }

@@ -43,6 +43,10 @@ static const int64_t kAbandonedCreateS = 60;
 
 struct ProvDocker;
 
+// What a rival of a start's claim contends for: its ring id, its port (host mode), or both.
+static const int kRivalRingId = 1;
+static const int kRivalPort = 2;
+
 // One start(): create, start, and in host mode wait until the replica accepts connections. Owned by
 // the chain of callbacks that carries it; freed in start_finish once every handle it has is closed.
 struct StartOp {
@@ -63,6 +67,8 @@ struct StartOp {
   // ring id claim: the engine's creation time (ns) of this start's container and of its rivals
   std::map<std::string, int64_t> created_ns;
   std::map<std::string, std::string> rival_state;  // the list's State of each rival
+  std::map<std::string, int> rival_kind;  // kRivalRingId | kRivalPort: what each rival contends for
+  int port_claims = 0;                    // ports this start lost to other LBs' replicas
   int claim_pending = 0;
   int claim_rounds = 0;
   bool claim_failed = false;

@@ -59,6 +59,7 @@ struct StartOp {
   bool waiting = false;   // the timer runs (nothing else is in flight)
   bool ending = false;
   std::string task_error;  // the last failure of one of its tasks, for the timeout's message
+  int port_claims = 0;     // ports this start lost to other LBs' services (host network)
   int status = 0;
   std::string error;
 };
@@ -113,6 +114,7 @@ using SpecMutate = std::function<void(json_t* spec)>;
 using SpecDone = std::function<void(const std::string& err)>;
 void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done);
 std::string services_path(const ProvSwarm* p);
+std::string port_holder(const ProvSwarm* p, json_t* arr, const std::string& mine, uint16_t port);
 std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool with_unscaled,
                                           std::vector<std::string>* bad,
                                           std::vector<std::string>* drained);

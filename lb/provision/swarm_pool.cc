@@ -162,6 +162,26 @@ std::string services_path(const ProvSwarm* p) {
   return "/services?filters=" + engine_label_filter(pool_label(p));
 }
 
+// The service of arr other than mine whose port label is port and that holds it against mine (the
+// claim of a port on the host network): one that has its task, or was created before mine (a
+// stale claim holds nothing); "" when none does. Draining services count: they still listen.
+std::string port_holder(const ProvSwarm* p, json_t* arr, const std::string& mine, uint16_t port) {
+  std::string my_key;
+  size_t i;
+  json_t* svc;
+  json_array_foreach(arr, i, svc) {
+    if (docker_json_str(svc, "ID") == mine) my_key = created_key(svc);
+  }
+  json_array_foreach(arr, i, svc) {
+    ReplicaInstance inst;
+    if (!service_instance(p, svc, &inst) || inst.id == mine || inst.port != port) continue;
+    if (task_count(svc) == 0 && stale_claim(svc)) continue;
+    // Mine not listed (it should be): every rival of the port is taken to hold it.
+    if (task_count(svc) > 0 || my_key.empty() || created_key(svc) < my_key) return inst.id;
+  }
+  return "";
+}
+
 // The services of arr that are replicas of the pool (not draining), one per ring id: the one the
 // manager created first holds it (the claim every LB of the pool reads alike). *bad gets the ids of
 // services whose labels do not make a replica (or stale claims), *drained those draining.

@@ -21,6 +21,7 @@ namespace swarm_impl {
 
 static void poll_tasks(StartOp* op);
 static void claim_check(StartOp* op);
+static void start_create(StartOp* op);
 static void probe_attempt(StartOp* op);
 
 static void on_op_timer_closed(uv_handle_t* h) {
@@ -170,9 +171,47 @@ static void poll_tasks(StartOp* op) {
 
 // ---- the ring id claim ----
 
-// The services of the pool labelled with this start's ring id: when one the manager created
-// before ours holds it (another LB's /add raced ours), ours is removed and the start fails with
-// -EBUSY; every LB decides the same way from the same list.
+// A start may lose its port this many times (each time to a service of another LB that took the
+// same port at the same moment) before it gives up.
+static const int kPortClaimsMax = 20;
+
+// The claim lost op's port (host network) to service rival of another LB: op's service never had
+// a task, so it is removed and created again on another port of the range. The lost port stays
+// reserved here, since the rival holds it.
+static void claim_port_lost(StartOp* op, const std::string& rival) {
+  ProvSwarm* p = op->p;
+  LOG_INFO("swarm: replica %s lost port %u to service %s; trying another port",
+           op->spec.name.c_str(), op->inst.port, engine_short_id(rival).c_str());
+  if (++op->port_claims > kPortClaimsMax)
+    return op_end(op, -EADDRINUSE,
+                  "no port for replica " + op->spec.name + ": " + std::to_string(kPortClaimsMax) +
+                      " ports of the range were taken by other load balancers of pool " +
+                      p->cfg.pool + " at the same moment");
+  std::string lost = op->inst.id;
+  remove_service(p, lost, [op, lost](const DockerReply& r) {
+    ProvSwarm* p = op->p;
+    if (!engine_removed_ok(r)) {
+      std::string err;
+      engine_reply_failure(r, "cannot remove service " + op->service + " after its port was taken",
+                           &err);
+      return op_end(op, -EIO, err);
+    }
+    p->starting.erase(lost);
+    op->inst.id.clear();
+    if (p->eng.closing) return op_end(op, -ECANCELED, "");
+    op->inst.port = port_reserve(p, op->spec.ring_id);
+    if (op->inst.port == 0)
+      return op_end(op, -EADDRINUSE,
+                    "no free port for replica " + op->spec.name + " in " +
+                        std::to_string(p->cfg.port_min) + "-" + std::to_string(p->cfg.port_max));
+    start_create(op);
+  });
+}
+
+// The services of the pool: when one the manager created before ours holds this start's ring id
+// (another LB's /add raced ours), ours is removed and the start fails with -EBUSY; when one that
+// has its task or was created before ours holds its port (host network), ours is created again on
+// another port. Every LB decides the same way from the same list.
 static void on_claim_listed(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
   if (p->eng.closing) return op_end(op, -ECANCELED, "");
@@ -182,6 +221,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
       engine_reply_array(r, "cannot check the ring id claim of replica " + op->spec.name, &st, &err);
   if (!arr) return op_end(op, st, err);
   std::vector<ReplicaInstance> winners = pool_winners(p, arr, true, nullptr, nullptr);
+  std::string port_winner = p->host_mode ? port_holder(p, arr, op->inst.id, op->inst.port) : "";
   json_decref(arr);
   for (const ReplicaInstance& w : winners) {
     if (w.ring_id == op->spec.ring_id && w.id != op->inst.id)
@@ -189,6 +229,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
                     "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
                         " is held by replica " + w.name + " (service " + engine_short_id(w.id) + ")");
   }
+  if (!port_winner.empty()) return claim_port_lost(op, port_winner);
   // The claim holds: now the service gets its task.
   spec_update(
       p, op->inst.id,
@@ -208,11 +249,9 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
 
 static void claim_check(StartOp* op) {
   ProvSwarm* p = op->p;
-  std::string path = "/services?filters=" +
-                     engine_label_filter(pool_label(p), std::string(kLabelRingId) + "=" +
-                                                            std::to_string(op->spec.ring_id));
-  docker_api_call(p->eng.api, "GET", path, nullptr,
-                  p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_claim_listed(op, r); });
+  // The whole pool: the rivals for the ring id and, on the host network, for the port.
+  docker_api_call(p->eng.api, "GET", services_path(p), nullptr, p->cfg.call_timeout_ms,
+                  [op](const DockerReply& r) { on_claim_listed(op, r); });
 }
 
 // ---- create ----
@@ -365,8 +404,12 @@ void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
     return op_end(op, -EADDRINUSE,
                   "no free port for replica " + spec.name + " in " + std::to_string(cfg.port_min) +
                       "-" + std::to_string(cfg.port_max));
-  json_t* body = create_body(this, op);
-  docker_api_call(eng.api, "POST", "/services/create", body, cfg.call_timeout_ms,
+  start_create(op);
+}
+
+static void start_create(StartOp* op) {
+  json_t* body = create_body(op->p, op);
+  docker_api_call(op->p->eng.api, "POST", "/services/create", body, op->p->cfg.call_timeout_ms,
                   [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }
