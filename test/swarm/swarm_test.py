@@ -46,6 +46,9 @@ from lb_test import LbTestCase, rep_body  # noqa: E402
 
 RUN = f"swarm13-{os.getpid()}-{int(time.time()) % 100000}"
 PORT_RANGE = "27000-27999"  # the docker suite uses 24000-24999 and 26000-26999
+# SharedPortRange's 16 ports: within PORT_RANGE, where the other tests' replicas (a port per ring
+# id from 27000 on) do not reach.
+PORT_BASE_SMALL = 27960
 _HELP = subprocess.run([RINGLB, "--help"], capture_output=True, text=True).stdout
 HAS_PREFIX = "--name-prefix" in _HELP
 
@@ -366,6 +369,51 @@ class TwoLbs(SwarmTestCase):
         self.wait_ready(again, 8)
         self.assertEqual(self.route(again, rids), routes, "keys moved")
         for lb in (two, again):
+            code, _ = lb.stop(signal.SIGTERM, timeout=20)
+            self.assertEqual(code, 0, lb.log())
+
+
+class SharedPortRange(SwarmTestCase):
+    def assert_clean_stop(self, lb, within=15.0):
+        LbTestCase.assert_clean_stop(self, lb, within)
+
+    def test_concurrent_adds_on_a_small_shared_port_range_give_every_replica_its_own_port(self):
+        # 16 ports: ring id k takes port_min + (k-1) % 2 of the first free of 8 generations, so an
+        # LB whose claim of a ring id was lost takes the next id on a port the other LB may have
+        # just given to another id: only the port claim keeps two services off one port.
+        small = f"{PORT_BASE_SMALL}-{PORT_BASE_SMALL + 15}"
+        one = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
+        two = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
+        answers = {}
+
+        def add(lb, key):
+            barrier.wait(timeout=10)
+            with Connection(lb.port, timeout=90) as conn:
+                answers[key] = conn.request("POST", "/add", None, {"n": 2})
+        n = 3
+        for _ in range(2):
+            barrier = threading.Barrier(2)
+            adders = [threading.Thread(target=add, args=(lb, k)) for k, lb in (("one", one), ("two", two))]
+            for t in adders:
+                t.start()
+            for t in adders:
+                t.join(120)
+            self.assertEqual([answers[k].status for k in ("one", "two")], [200, 200],
+                             (answers, one.log()[-4000:], two.log()[-4000:]))
+            n += 4
+            self.wait_ready(one, n, timeout=30)
+            self.wait_ready(two, n, timeout=30)
+            by_name = self.pool_services()
+            self.assertEqual(len(by_name), n, sorted(by_name))
+            ports = [int(s["Spec"]["Labels"]["ringlb.port"]) for s in by_name.values()]
+            self.assertEqual(len(ports), len(set(ports)), f"a port twice: {sorted(ports)}")
+            for name, s in by_name.items():
+                port = int(s["Spec"]["Labels"]["ringlb.port"])
+                self.assertEqual(served_by(harness.request(port, "GET", "/home")), name)
+        lost = sum(lb.log().count("lost port") for lb in (one, two))
+        print(f"\nconcurrent /add on 16 shared ports: {lost} port claim(s) lost and retried",
+              file=sys.stderr)
+        for lb in (one, two):
             code, _ = lb.stop(signal.SIGTERM, timeout=20)
             self.assertEqual(code, 0, lb.log())
 
