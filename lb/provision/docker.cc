@@ -414,9 +414,7 @@ static void claim_begin(StartOp* op) {
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
-    json_t* j = docker_reply_json(r);
-    op->inst.id = j ? docker_json_str(j, "Id") : "";
-    if (j) json_decref(j);
+    op->inst.id = engine_reply_id(r, "Id");
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
       return start_fail(op, -EIO, "Docker created " + op->spec.name + " without an Id");

@@ -99,6 +99,13 @@ json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* s
   return nullptr;
 }
 
+std::string engine_reply_id(const DockerReply& r, const char* key) {
+  json_t* j = docker_reply_json(r);
+  std::string id = j ? docker_json_str(j, key) : "";
+  if (j) json_decref(j);
+  return id;
+}
+
 std::string engine_filter_query(json_t* f) {
   char* s = json_dumps(f, JSON_COMPACT);
   std::string out = docker_url_escape(s ? s : "{}");

@@ -68,6 +68,9 @@ bool engine_removed_ok(const DockerReply& r);
 // -ECANCELED when the client closed) and *err (from engine_reply_failure with what) when the engine
 // did not answer 200 with an array.
 json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* st, std::string* err);
+// The id of what a create made (key "Id" for a container, "ID" for a service), from the engine's
+// 201 answer; "" when the answer has none.
+std::string engine_reply_id(const DockerReply& r, const char* key);
 // The filters JSON f (consumed) as an escaped query value (?filters=...).
 std::string engine_filter_query(json_t* f);
 // The escaped filters query value {"label":[label]} (and label2 when not empty): the pool's

@@ -349,9 +349,7 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r, int stat
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
-    json_t* j = docker_reply_json(r);
-    op->inst.id = j ? docker_json_str(j, "ID") : "";
-    if (j) json_decref(j);
+    op->inst.id = engine_reply_id(r, "ID");
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
       return op_end(op, -EIO, "Docker created service " + op->service + " without an ID");

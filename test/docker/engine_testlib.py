@@ -14,11 +14,14 @@ Docker engine, and everything a test leaves in the engine removed whatever happe
 Every wait is bounded; nothing here asserts on time.
 """
 import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
@@ -37,6 +40,43 @@ def served_by(resp):
     msg = resp.json()["message"]
     assert msg.startswith(prefix), resp
     return msg[len(prefix):]
+
+
+def listed(path, filters):
+    """The engine's list at path ("/containers/json?all=1", "/services", "/tasks") filtered by
+    filters ({"label": ["k=v"]}); asserts that it answered 200."""
+    query = urllib.parse.quote(json.dumps(filters))
+    sep = "&" if "?" in path else "?"
+    status, body = engine("GET", f"{path}{sep}filters={query}")
+    assert status == 200, (status, body)
+    return body
+
+
+def at_once(calls, timeout=120.0):
+    """Runs every callable of calls (a dict key -> callable) in a thread of its own, all released
+    at the same moment by a barrier; returns {key: result}. A call that raises or does not return
+    within timeout leaves its key out."""
+    barrier = threading.Barrier(len(calls))
+    results = {}
+
+    def run(key, call):
+        barrier.wait(timeout=10)
+        results[key] = call()
+    threads = [threading.Thread(target=run, args=kv) for kv in calls.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
+
+
+def adds_at_once(lbs, body, timeout=90.0):
+    """POST /add with body on every LB of lbs (a dict key -> LB) at the same moment; returns
+    {key: response} (each client waits up to timeout for its answer)."""
+    def add(lb):
+        with Connection(lb.port, timeout=timeout) as conn:
+            return conn.request("POST", "/add", None, body)
+    return at_once({k: (lambda lb=lb: add(lb)) for k, lb in lbs.items()}, timeout + 30)
 
 
 def engine_answers():

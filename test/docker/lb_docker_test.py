@@ -81,10 +81,7 @@ PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 
 def containers(label):
     """Every container (all states) carrying label "key=value", as the engine lists them."""
-    query = urllib.parse.quote(json.dumps({"label": [label]}))
-    status, body = engine("GET", f"/containers/json?all=1&filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/containers/json?all=1", {"label": [label]})
 
 
 def remove_labelled(label):

@@ -32,6 +32,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import engine_testlib  # noqa: E402
 import harness  # noqa: E402
 import lb_docker_test  # noqa: E402
 from lb_docker_test import (DockerLbTestCase, PORT_BASE, PORT_RANGE, admin_request,  # noqa: E402
@@ -225,20 +226,9 @@ class SeveralLbs(DockerLbTestCase):
         ids, _ = self.wait_same([a, b], 3)
         self.wait_containers(list(ids), timeout=30)
 
-        answers = {}
-
-        def add(lb, key):
-            barrier.wait(timeout=10)
-            with harness.Connection(lb.port, timeout=90) as conn:
-                answers[key] = conn.request("POST", "/add", body={"n": 3})
         n = 3
         for _ in range(3):
-            barrier = threading.Barrier(2)
-            threads = [threading.Thread(target=add, args=(lb, k)) for k, lb in (("a", a), ("b", b))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=120)
+            answers = engine_testlib.adds_at_once({"a": a, "b": b}, {"n": 3})
             self.assertEqual([answers[k].status for k in ("a", "b")], [200, 200],
                              (answers, a.log()[-4000:], b.log()[-4000:]))
             n += 6

@@ -54,17 +54,11 @@ HAS_PREFIX = "--name-prefix" in _HELP
 
 
 def services(label):
-    query = urllib.parse.quote(json.dumps({"label": [label]}))
-    status, body = engine("GET", f"/services?filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/services", {"label": [label]})
 
 
 def tasks(service_id):
-    query = urllib.parse.quote(json.dumps({"service": [service_id]}))
-    status, body = engine("GET", f"/tasks?filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/tasks", {"service": [service_id]})
 
 
 def running_task(service_id):
@@ -384,20 +378,9 @@ class SharedPortRange(SwarmTestCase):
         small = f"{PORT_BASE_SMALL}-{PORT_BASE_SMALL + 15}"
         one = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
         two = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
-        answers = {}
-
-        def add(lb, key):
-            barrier.wait(timeout=10)
-            with Connection(lb.port, timeout=90) as conn:
-                answers[key] = conn.request("POST", "/add", None, {"n": 2})
         n = 3
         for _ in range(2):
-            barrier = threading.Barrier(2)
-            adders = [threading.Thread(target=add, args=(lb, k)) for k, lb in (("one", one), ("two", two))]
-            for t in adders:
-                t.start()
-            for t in adders:
-                t.join(120)
+            answers = engine_testlib.adds_at_once({"one": one, "two": two}, {"n": 2})
             self.assertEqual([answers[k].status for k in ("one", "two")], [200, 200],
                              (answers, one.log()[-4000:], two.log()[-4000:]))
             n += 4
