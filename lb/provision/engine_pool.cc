@@ -59,7 +59,8 @@ bool engine_config_check(const char* kind, const std::string& image, const std::
     return false;
   }
   if (network == "host" && (port_min == 0 || port_min > port_max)) {
-    *err = "invalid replica port range " + std::to_string(port_min) + "-" + std::to_string(port_max);
+    *err =
+        "invalid replica port range " + std::to_string(port_min) + "-" + std::to_string(port_max);
     return false;
   }
   return true;
@@ -90,7 +91,8 @@ bool engine_removed_ok(const DockerReply& r) {
   return r.status == 0 && (r.http_status == 200 || r.http_status == 204 || r.http_status == 404);
 }
 
-json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* st, std::string* err) {
+json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* st,
+                           std::string* err) {
   json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (json_is_array(arr)) return arr;
   if (arr) json_decref(arr);
@@ -194,7 +196,8 @@ void engine_events_ok(EnginePool* e) {
   e->events_retry_ms = kEventsRetryMinMs;
 }
 
-void engine_events_retry(EnginePool* e, const char* what, const DockerReply& r, uv_timer_cb on_retry) {
+void engine_events_retry(EnginePool* e, const char* what, const DockerReply& r,
+                         uv_timer_cb on_retry) {
   if (e->closing) return;
   std::string why = r.status != 0          ? r.error
                     : r.http_status != 200 ? docker_error_message(r)

@@ -57,17 +57,18 @@ bool engine_config_check(const char* kind, const std::string& image, const std::
 // ---- engine replies ----
 
 // A failed reply as (negative errno, one sentence); what says what was tried ("cannot create
-// replica server1"). No answer: -EIO (or -ECANCELED when the client closed) and the client's reason.
-// An answer: the sentence quotes the engine; 404 -> -ENOENT (with how to build a missing image),
-// 400 -> -EINVAL, 409 -> -EEXIST, anything else -> -EIO (a 503 "not a swarm manager" says how to
-// make one).
+// replica server1"). No answer: -EIO (or -ECANCELED when the client closed) and the client's
+// reason. An answer: the sentence quotes the engine; 404 -> -ENOENT (with how to build a missing
+// image), 400 -> -EINVAL, 409 -> -EEXIST, anything else -> -EIO (a 503 "not a swarm manager" says
+// how to make one).
 int engine_reply_failure(const DockerReply& r, const std::string& what, std::string* err);
 // A DELETE of a container or service worked, or what it named was gone already (200, 204, 404).
 bool engine_removed_ok(const DockerReply& r);
 // The JSON array of a list reply (the caller owns it: json_decref), or nullptr with *st (-EIO, or
 // -ECANCELED when the client closed) and *err (from engine_reply_failure with what) when the engine
 // did not answer 200 with an array.
-json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* st, std::string* err);
+json_t* engine_reply_array(const DockerReply& r, const std::string& what, int* st,
+                           std::string* err);
 // The id of what a create made (key "Id" for a container, "ID" for a service), from the engine's
 // 201 answer; "" when the answer has none.
 std::string engine_reply_id(const DockerReply& r, const char* key);
@@ -135,7 +136,8 @@ bool engine_quiet_has(const EnginePool* e, const std::string& id);
 void engine_events_ok(EnginePool* e);
 // The stream `what` ("events stream") ended with r: logs why and, unless closing or a reconnect
 // is already due, starts events_retry with on_retry after the current backoff, then doubles it.
-void engine_events_retry(EnginePool* e, const char* what, const DockerReply& r, uv_timer_cb on_retry);
+void engine_events_retry(EnginePool* e, const char* what, const DockerReply& r,
+                         uv_timer_cb on_retry);
 // close(): marks e closing and closes both timers; cb runs once they and the client are closed.
 // The provisioner then closes its event streams, ends its waiting starts, and calls
 // engine_maybe_close_api, which closes the client once no call is in flight (ops == 0, busy == 0).

@@ -56,8 +56,9 @@ void ProvSwarm::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string service = cfg.name_prefix + inst.name;
   if (eng.closing || inst.id.empty()) {
-    docker_api_defer(
-        eng.api, [cb, service] { cb(-EBUSY, "service " + service + " keeps its name until removed"); });
+    docker_api_defer(eng.api, [cb, service] {
+      cb(-EBUSY, "service " + service + " keeps its name until removed");
+    });
     return true;
   }
   eng.ops++;
@@ -151,8 +152,8 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
     for (const ReplicaInstance& inst : pool_winners(p, arr, false, nullptr, nullptr))
       listed[inst.id] = inst;
     for (auto& kv : listed) {
-      if (p->members.count(kv.first) || p->starting.count(kv.first) || p->eng.quiet.count(kv.first) ||
-          p->starting_names.count(kv.second.name))
+      if (p->members.count(kv.first) || p->starting.count(kv.first) ||
+          engine_quiet_has(&p->eng, kv.first) || p->starting_names.count(kv.second.name))
         continue;
       if (p->host_mode) p->ports_used.insert(kv.second.port);
       p->members[kv.first] = kv.second;
@@ -166,7 +167,7 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
       if (!listed.count(kv.first)) gone.push_back(kv.second);
     for (const ReplicaInstance& inst : gone) {
       p->members.erase(inst.id);
-      if (p->eng.quiet.count(inst.id)) continue;  // ours: stop() took it out already
+      if (engine_quiet_has(&p->eng, inst.id)) continue;  // ours: stop() took it out already
       if (p->host_mode) p->ports_used.erase(inst.port);
       LOG_INFO("swarm: replica %s (service %s) left pool %s", inst.name.c_str(),
                engine_short_id(inst.id).c_str(), p->cfg.pool.c_str());
@@ -223,7 +224,7 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
   std::string container = docker_json_str(attrs, "name");
   std::string code = docker_json_str(attrs, "exitCode");
   json_decref(e);
-  if (action != "die" || service_id.empty() || p->eng.quiet.count(service_id)) return;
+  if (action != "die" || service_id.empty() || engine_quiet_has(&p->eng, service_id)) return;
   std::string cause =
       "task container " + container + " exited with code " + (code.empty() ? "?" : code);
   auto it = p->starting.find(service_id);
@@ -258,9 +259,9 @@ static void on_events_end(ProvSwarm* p, DockerStream** which, const DockerReply&
 // since events may have been missed while it was down.
 static void events_open(ProvSwarm* p) {
   if (!p->container_events) {
-    std::string path = "/events?filters=" +
-                       engine_filter_query(json_pack("{s:[s], s:[s], s:[s]}", "type", "container", "event",
-                                              "die", "label", pool_label(p).c_str()));
+    std::string path = "/events?filters=" + engine_filter_query(json_pack(
+                                                "{s:[s], s:[s], s:[s]}", "type", "container",
+                                                "event", "die", "label", pool_label(p).c_str()));
     int rc = docker_stream_open(
         p->eng.api, path, [p](const std::string& l) { on_container_event(p, l); },
         [p](const DockerReply& r) { on_events_end(p, &p->container_events, r); },
@@ -268,7 +269,8 @@ static void events_open(ProvSwarm* p) {
     if (rc != 0) LOG_WARN("swarm: cannot watch container events: %s", uv_strerror(rc));
   }
   if (!p->service_events) {
-    std::string path = "/events?filters=" + engine_filter_query(json_pack("{s:[s]}", "type", "service"));
+    std::string path =
+        "/events?filters=" + engine_filter_query(json_pack("{s:[s]}", "type", "service"));
     int rc = docker_stream_open(
         p->eng.api, path, [p](const std::string& l) { on_service_event(p, l); },
         [p](const DockerReply& r) { on_events_end(p, &p->service_events, r); }, &p->service_events);
@@ -358,7 +360,8 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
   p->eng.resync.data = p;
   if (cfg.watch_events) events_open(p);
   LOG_INFO("swarm: provisioner for pool %s on node %s, image %s, network %s%s%s%s",
-           cfg.pool.c_str(), engine_short_id(node_id).c_str(), cfg.image.c_str(), cfg.network.c_str(),
+           cfg.pool.c_str(), engine_short_id(node_id).c_str(), cfg.image.c_str(),
+           cfg.network.c_str(),
            host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" +
                         std::to_string(cfg.port_max) + " on this node)")
                            .c_str()

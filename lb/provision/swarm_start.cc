@@ -36,8 +36,9 @@ static void on_op_timer_closed(uv_handle_t* h) {
         "swarm: replica %s up as service %s (%s) at %s:%u in %.0f ms (create %.0f, task "
         "running %.0f, listen %.0f)",
         op->spec.name.c_str(), op->service.c_str(), engine_short_id(op->inst.id).c_str(),
-        op->inst.host.c_str(), op->inst.port, engine_ms_since(op->t0), (op->t_created - op->t0) / 1e6,
-        (op->t_running - op->t_created) / 1e6, (uv_hrtime() - op->t_running) / 1e6);
+        op->inst.host.c_str(), op->inst.port, engine_ms_since(op->t0),
+        (op->t_created - op->t0) / 1e6, (op->t_running - op->t_created) / 1e6,
+        (uv_hrtime() - op->t_running) / 1e6);
   }
   ReplicaInstance none;
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
@@ -217,8 +218,8 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
   if (p->eng.closing) return op_end(op, -ECANCELED, "");
   int st = 0;
   std::string err;
-  json_t* arr =
-      engine_reply_array(r, "cannot check the ring id claim of replica " + op->spec.name, &st, &err);
+  json_t* arr = engine_reply_array(r, "cannot check the ring id claim of replica " + op->spec.name,
+                                   &st, &err);
   if (!arr) return op_end(op, st, err);
   std::vector<ReplicaInstance> winners = pool_winners(p, arr, true, nullptr, nullptr);
   std::string port_winner = p->host_mode ? port_holder(p, arr, op->inst.id, op->inst.port) : "";
@@ -227,7 +228,8 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
     if (w.ring_id == op->spec.ring_id && w.id != op->inst.id)
       return op_end(op, -EBUSY,
                     "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
-                        " is held by replica " + w.name + " (service " + engine_short_id(w.id) + ")");
+                        " is held by replica " + w.name + " (service " + engine_short_id(w.id) +
+                        ")");
   }
   if (!port_winner.empty()) return claim_port_lost(op, port_winner);
   // The claim holds: now the service gets its task.
@@ -320,12 +322,13 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     owner = docker_json_str(json_object_get(json_object_get(j, "Spec"), "Labels"), kLabelPool);
     json_decref(j);
   }
-  std::string why =
-      owner == p->cfg.pool
-          ? "pool " + p->cfg.pool + " already has a service of that name (" + engine_short_id(id) + ")"
-          : "the name is taken by service " + (id.empty() ? op->service : engine_short_id(id)) +
-                (owner.empty() ? "" : " of pool " + owner) + ", which pool " + p->cfg.pool +
-                " does not own";
+  std::string why = owner == p->cfg.pool
+                        ? "pool " + p->cfg.pool + " already has a service of that name (" +
+                              engine_short_id(id) + ")"
+                        : "the name is taken by service " +
+                              (id.empty() ? op->service : engine_short_id(id)) +
+                              (owner.empty() ? "" : " of pool " + owner) + ", which pool " +
+                              p->cfg.pool + " does not own";
   op_end(op, -EEXIST,
          "cannot create replica " + op->spec.name + " as service " + op->service + ": " + why);
 }
@@ -358,8 +361,8 @@ static void on_created(StartOp* op, const DockerReply& r) {
     return claim_check(op);
   }
   std::string err;
-  int st = engine_reply_failure(r, "cannot create replica " + op->spec.name + " as service " + op->service,
-                         &err);
+  int st = engine_reply_failure(
+      r, "cannot create replica " + op->spec.name + " as service " + op->service, &err);
   if (r.status != 0 && r.status != -ECANCELED) {
     docker_api_call(p->eng.api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
                     p->cfg.call_timeout_ms, [op, st, err](const DockerReply& rr) {

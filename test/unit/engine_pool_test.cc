@@ -1,6 +1,6 @@
-// engine_pool (lb/provision/engine_pool.h): what the docker and swarm provisioners share, without an
-// engine: names, the configuration check, how engine replies become errors, label filters, and the
-// readiness probe's connection attempt on a real loop over loopback.
+// engine_pool (lb/provision/engine_pool.h): what the docker and swarm provisioners share, without
+// an engine: names, the configuration check, how engine replies become errors, label filters, and
+// the readiness probe's connection attempt on a real loop over loopback.
 #include "lb/provision/engine_pool.h"
 
 #include <gtest/gtest.h>
@@ -53,11 +53,12 @@ TEST(EnginePool, ConfigCheckNamesTheFirstWrongValue) {
 
 TEST(EnginePool, ReplyFailuresQuoteTheEngineAndMapToErrno) {
   std::string err;
-  EXPECT_EQ(engine_reply_failure(reply(404, "{\"message\": \"No such image: r:1\"}"), "cannot create x",
-                                 &err),
+  EXPECT_EQ(engine_reply_failure(reply(404, "{\"message\": \"No such image: r:1\"}"),
+                                 "cannot create x", &err),
             -ENOENT);
-  EXPECT_EQ(err, "cannot create x: Docker says \"No such image: r:1\" (build the image with `make "
-                 "images`, or pass another image)");
+  EXPECT_EQ(err,
+            "cannot create x: Docker says \"No such image: r:1\" (build the image with `make "
+            "images`, or pass another image)");
   EXPECT_EQ(engine_reply_failure(reply(409, "{\"message\": \"Conflict\"}"), "w", &err), -EEXIST);
   EXPECT_EQ(engine_reply_failure(reply(400, "{\"message\": \"bad\"}"), "w", &err), -EINVAL);
   EXPECT_EQ(engine_reply_failure(reply(500, "{\"message\": \"boom\"}"), "w", &err), -EIO);
@@ -90,9 +91,9 @@ TEST(EnginePool, ReplyArrayIsTheListOrAnError) {
   json_decref(arr);
   EXPECT_EQ(engine_reply_array(reply(200, "{}"), "cannot list", &st, &err), nullptr);
   EXPECT_EQ(st, -EIO);
-  EXPECT_EQ(engine_reply_array(reply(404, "{\"message\": \"page not found\"}"), "cannot list", &st,
-                               &err),
-            nullptr);
+  EXPECT_EQ(
+      engine_reply_array(reply(404, "{\"message\": \"page not found\"}"), "cannot list", &st, &err),
+      nullptr);
   EXPECT_EQ(st, -EIO) << "a 404 on a list is the engine's fault, not a missing image";
   EXPECT_EQ(err, "cannot list: Docker says \"page not found\"");
 }
