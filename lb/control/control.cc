@@ -186,6 +186,7 @@ void apply_report(Control* ctl, FromWorker& m) {
   t.connections += d.connections;
   t.tunnels_opened += d.tunnels_opened;
   t.tunnels_closed += d.tunnels_closed;
+  t.handoffs += d.handoffs;
   duration_add(&t.duration, d.duration);
   w.gen = std::max(w.gen, m.gen);
   w.synced = std::max(w.synced, m.synced);
