@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lb/data/exchange.h"
+#include "lb/data/exchange_stream.h"
 #include "lb/data/worker_state.h"
 #include "lb/http/container_of.h"
 #include "lb/http/http_conn.h"
