@@ -595,6 +595,10 @@ void exchange_log(ClientConn* c, bool complete) {
   e.method = llhttp_method_name(h.method);
   e.target = http_head_url(h);
   e.http_minor = h.minor;
+  if (c->side != nullptr) {  // an HTTP/2 stream (its head says 1.1: how it goes upstream)
+    e.http_major = 2;
+    e.http_minor = 0;
+  }
   e.status = complete ? c->status : 0;
   e.bytes_in = c->bytes_in;
   e.bytes_out = c->bytes_out;
