@@ -308,6 +308,8 @@ int on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   if (st->next) st->next->prev = st;
   h->streams = st;
   h->nstreams++;
+  h->w->counters.h2_streams++;
+  worker_report_soon(h->w);
   nghttp2_session_set_stream_user_data(s, st->id, st);
   return 0;
 }
@@ -396,6 +398,8 @@ void request_end(H2Stream* st) {
 int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   H2Conn* h = conn_of(user);
   if (f->hd.type == NGHTTP2_RST_STREAM) {  // rapid reset (CVE-2023-44487): capped per second
+    h->w->counters.h2_client_resets++;
+    worker_report_soon(h->w);
     uint64_t now = uv_now(h->w->loop);
     if (now - h->window_start >= 1000) {
       h->window_start = now;
@@ -403,6 +407,7 @@ int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
     }
     if (++h->resets > kResetsPerSecond && !h->calm) {
       h->calm = true;
+      h->w->counters.h2_calm_goaways++;
       LOG_DEBUG("h2: %s reset more than %u streams in a second: GOAWAY ENHANCE_YOUR_CALM",
                 h->peer_ip.c_str(), kResetsPerSecond);
       nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -548,6 +553,8 @@ H2Conn* h2_conn_new(Worker* w, HttpConn* hc, const std::string& peer_ip, bool tl
   h->handles = 2;
   h->idle_since = h->window_start = uv_now(w->loop);
   uv_timer_start(&h->tick, on_tick, kTickMs, kTickMs);
+  w->counters.h2_connections++;
+  worker_report_soon(w);
   schedule(h);
   return h;
 }
