@@ -415,7 +415,7 @@ static HttpNext up_on_message_end(HttpConn* hc) {
   }
   u->pool->requests++;
   if (c->head_pending && write_response(c, nullptr, 0) != 0) http_conn_close(&c->conn);  // no body
-  if (c->side != nullptr) c->side->response_end(c);
+  if (c->side != nullptr) c->side->response_end(c, hc->head);
   exchange_observe_done(c, u->pool);
   bool keep = hc->head.keep_alive && c->req_done;
   exchange_detach_upstream(c, keep);

@@ -24,8 +24,9 @@ struct ClientSide {
   void (*response_head)(ClientConn* c, const HttpHead& resp);
   // Response body bytes (decoded: never chunk framing). 0, or a libuv code (the side is gone).
   int (*response_body)(ClientConn* c, const char* data, size_t len);
-  // The response is complete.
-  void (*response_end)(ClientConn* c);
+  // The response is complete. resp: its head as response_head had it, with the trailer fields of
+  // a chunked response (if any) appended to its headers.
+  void (*response_end)(ClientConn* c, const HttpHead& resp);
   // A complete response of the LB's own (errors, admin answers). extra: "Name: value\r\n" lines.
   void (*local_response)(ClientConn* c, int status, std::string_view type, const std::string& body,
                          std::string_view extra);
