@@ -77,6 +77,18 @@ class H2Client:
                                         validate_outbound_headers=validate,
                                         normalize_outbound_headers=validate)
         self.conn = h2.connection.H2Connection(config=cfg)
+        # python-h2 takes a GOAWAY as the end of the whole connection (python-hyper/h2 issue 1181)
+        # and raises on the frames after it, while RFC 9113 §6.8 lets the streams up to its last
+        # stream id finish (what ringlb's drain does): those frames, and the acknowledgement of
+        # their DATA, are let through.
+        sm = self.conn.state_machine
+        sm._transitions = dict(sm._transitions)
+        closed = h2.connection.ConnectionState.CLOSED
+        inputs = h2.connection.ConnectionInputs
+        for i in (inputs.RECV_DATA, inputs.RECV_HEADERS, inputs.RECV_WINDOW_UPDATE,
+                  inputs.RECV_RST_STREAM, inputs.RECV_PING, inputs.RECV_SETTINGS,
+                  inputs.SEND_WINDOW_UPDATE, inputs.SEND_RST_STREAM, inputs.SEND_SETTINGS):
+            sm._transitions.setdefault((closed, i), (None, closed))
         self.conn.initiate_connection()
         self.reads = reads  # False: never acknowledges DATA (windows stay closed once used)
         if reads:
