@@ -75,7 +75,10 @@ struct AdminAnswer {
 // taken, so a message dropped on the way (the receiver stopped) does not leak the descriptor.
 struct HandedClient {
   int fd = -1;
-  explicit HandedClient(int f) : fd(f) {}
+  // Between requests (moved at its first idle moment, lb/data/spread.h): the idle timeout applies
+  // to it at the target, not the header timeout of a new client.
+  bool idle = false;
+  HandedClient(int f, bool between_requests) : fd(f), idle(between_requests) {}
   HandedClient(const HandedClient&) = delete;
   HandedClient& operator=(const HandedClient&) = delete;
   ~HandedClient() {
@@ -146,6 +149,7 @@ struct PlaneCounters {
   DurationHist duration;        // proxied requests answered, head received -> last byte written
   uint64_t tunnels_opened = 0;  // Upgrade tunnels opened (101 forwarded) and ended: open = the
   uint64_t tunnels_closed = 0;  // difference of the sums
+  uint64_t handoffs = 0;        // client connections handed to another worker (lb/data/spread.h)
   uint64_t h2_connections = 0;  // client connections that turned HTTP/2 (the preface)
   uint64_t h2_streams = 0;      // HTTP/2 streams the clients opened (each one an exchange)
   uint64_t h2_client_resets = 0;  // RST_STREAM frames the clients sent

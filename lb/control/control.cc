@@ -186,6 +186,7 @@ void apply_report(Control* ctl, FromWorker& m) {
   t.connections += d.connections;
   t.tunnels_opened += d.tunnels_opened;
   t.tunnels_closed += d.tunnels_closed;
+  t.handoffs += d.handoffs;
   t.h2_connections += d.h2_connections;
   t.h2_streams += d.h2_streams;
   t.h2_client_resets += d.h2_client_resets;

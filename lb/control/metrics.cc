@@ -264,6 +264,8 @@ std::string metrics_render(const Control& ctl) {
           m.no_replica);
   counter("ringlb_heals_total", "Dead replicas replaced.", reg.heals);
   gauge("ringlb_client_connections", "Client connections open now.", num(control_open_conns(&ctl)));
+  counter("ringlb_client_handoffs_total",
+          "Client connections moved to a less loaded worker (lb/data/spread.h).", m.handoffs);
   counter("ringlb_tunnels_total", "Upgrade (WebSocket) tunnels opened: 101 forwarded.",
           m.tunnels_opened);
   gauge("ringlb_tunnels_open", "Upgrade (WebSocket) tunnels open now.",

@@ -114,8 +114,14 @@ static void on_check(uv_check_t* h) {
       continue;
     }
     if (!c->conn.closing && c->state == ExState::answered && c->req_done && c->keep_alive &&
-        c->conn.paused && c->conn.write_queued <= kPipelineQueueMax)
+        c->conn.paused && c->conn.write_queued <= kPipelineQueueMax) {
+      // Its first idle moment: where it may move to a less loaded worker (lb/data/spread.h).
+      if (!c->spread_asked && !c->admin_listener) {
+        c->spread_asked = true;
+        if (http_server_hand_off(&w->server, &c->conn)) continue;
+      }
       http_conn_resume(&c->conn);
+    }
   }
   if (w->deferred.empty()) {
     uv_check_stop(&w->check);
@@ -338,16 +344,9 @@ static void up_on_head(HttpConn* hc) {
     exchange_fail(c, "malformed response", Fail::junk);
     return;
   }
-  // A server must not switch to a protocol the request did not offer, and must name the one it
-  // switches to (RFC 9110 §15.2.2): a 101 to a request whose Upgrade the LB dropped (or to one
-  // still sending), or without an Upgrade header, is malformed. Passed on, it left the client
-  // waiting on a connection that had switched to nothing.
-  if (h.status == 101) {
-    if (!c->upgrade || !c->req_done || !forward_has_upgrade(h)) {
+  if (h.status == 101) {  // the tunnel starts (tunnel.cc), unless the 101 is malformed
+    if (!tunnel_start(c, u, h))
       exchange_fail(c, "101 Switching Protocols to a request without Upgrade", Fail::junk);
-      return;
-    }
-    tunnel_start(c, u, h);
     return;
   }
   if (h.status >= 100 && h.status < 200) {
@@ -968,6 +967,7 @@ static void exchange_timeout(ClientConn* c) {
 
 void exchange_sweep(Worker* w) {
   uint64_t now = uv_now(w->loop);
+  exchange_spares_trim(w, now);
   ClientConn* c = w->active;
   while (c != nullptr) {
     ClientConn* next = c->act_next;

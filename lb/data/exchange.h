@@ -76,7 +76,8 @@ struct ClientConn {
   HttpConn conn;
   Worker* w = nullptr;
   bool admin_listener = false;  // accepted on --admin-listen: every request is an admin request
-  bool handed_off = false;      // given to another worker at accept (spread): not counted here
+  bool handed_off = false;      // given to another worker (spread): not counted here
+  bool spread_asked = false;    // its first idle moment came: it stays on this worker from now on
   std::string peer_ip;
   std::string xff_line;  // "X-Forwarded-For: PEER_IP\r\n", the line added when the client sent none
 

@@ -123,11 +123,16 @@ HttpNext client_on_message_end(HttpConn* hc);
 
 // Takes the memory of a closed client (its on_close ran, or its set-up failed) for the next accept.
 void exchange_recycle(Worker* w, ClientConn* c);
+// The sweep's tick (now: loop time): at most once a second, frees the spares no accept needed
+// since the last trim.
+void exchange_spares_trim(Worker* w, uint64_t now);
 
 // --- tunnel.cc: an exchange after a 101 (ExState::tunnel) -------------------------------------
 
 // The replica switched protocols (response h to upgrade request of c, on u): the tunnel starts.
-void tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h);
+// False, with nothing done, when the 101 is malformed (the request offered no Upgrade the LB
+// carries out, or it names none).
+bool tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h);
 // Bytes read from one side of the tunnel (from) go to the other (to).
 void tunnel_relay(ClientConn* c, HttpConn* from, HttpConn* to, const char* data, size_t len);
 // One side of the tunnel reported err (eof: that side's half-close flag).

@@ -49,6 +49,7 @@ void routing_install(Routing* rt, const Snapshot& s) {
   rt->scratch_ramped.resize(s.members.size());
   rt->scratch_capped.resize(s.members.size());
   rt->newest_since_ms = 0;
+  rt->none_usable = memchr(s.skip.data(), 0, s.members.size()) == nullptr;
   for (const SnapMember& m : s.members)
     rt->newest_since_ms = std::max(rt->newest_since_ms, m.usable_since_ms);
 }
@@ -92,6 +93,15 @@ bool mark_ramping(const Routing* rt, const Snapshot& s, uint32_t slow_start_ms, 
   return any;
 }
 
+// The ring lookup of pos past the members marked in skip, or -1 when skip marks all of them. That
+// case is decided here by a scan of the members: the ring's walk would visit every point of the
+// ring first (24,000 of them for 3 replicas with ketama's 8,000 each; with several workers, every
+// member at its bound by one count or the other happens a few times a second under load).
+int lookup_past(const Snapshot& s, uint64_t pos, const uint8_t* skip) {
+  if (memchr(skip, 0, s.members.size()) == nullptr) return -1;
+  return ring_lookup(s.ring.get(), pos, skip);
+}
+
 }  // namespace
 
 Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config* cfg, uint64_t pos,
@@ -102,7 +112,7 @@ Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config
   bool bounded = factor > 0;
   bool may_ramp = cfg->slow_start_ms > 0 && rt->newest_since_ms != 0;
   if (tried.empty() && !bounded && !may_ramp) {
-    int idx = ring_lookup(s.ring.get(), pos, s.skip.data());
+    int idx = rt->none_usable ? -1 : ring_lookup(s.ring.get(), pos, s.skip.data());
     return idx < 0 ? nullptr : ps.by_index[idx];
   }
   // base: not usable, or tried by this exchange. Buffers are sized with the ring (routing_install).
@@ -143,11 +153,11 @@ Pool* routing_pick(Routing* rt, const Snapshot& s, const Pools& ps, const Config
                              p->inflight >= bound(own, p->weight)))
           capped[i] = 1;
       }
-      int idx = ring_lookup(s.ring.get(), pos, capped);
+      int idx = lookup_past(s, pos, capped);
       if (idx >= 0) return ps.by_index[idx];
     }
   }
-  int idx = ring_lookup(s.ring.get(), pos, ramped);
-  if (idx < 0 && ramping) idx = ring_lookup(s.ring.get(), pos, base);
+  int idx = lookup_past(s, pos, ramped);
+  if (idx < 0 && ramping) idx = lookup_past(s, pos, base);
   return idx < 0 ? nullptr : ps.by_index[idx];
 }

@@ -34,6 +34,7 @@ struct Pools;
 struct Routing {
   std::vector<uint8_t> scratch_tried, scratch_ramped, scratch_capped;
   uint64_t newest_since_ms = 0;  // the latest SnapMember::usable_since_ms (0: no member ramps)
+  bool none_usable = true;       // the snapshot's skip marks every member (or it has none)
 };
 
 // The routing key of request h from the client at peer_ip. When the request carries no key, a fresh

@@ -25,30 +25,36 @@ bool spread_should_hand_off(Worker* w) {
   return true;
 }
 
-void spread_hand_off(Worker* w, HttpConn* c, int fd) {
+bool spread_hand_off(Worker* w, HttpConn* c, int fd, bool idle) {
   WorkerGroup* g = w->group;
   uint32_t to = w->hand_to;
+  bool posted = false;
   if (fd >= 0) {
-    // Accepted here (exchange_accept counted it) and closed here at once: from now on it is the
-    // target's alone. Uncounted here now, not at its close callback: a burst of accepts must not
-    // see this worker busier than it is and hand on too many.
-    w->counters.connections--;
-    g->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
-    exchange_handed_off(c);
+    ToWorker msg;
+    msg.kind = ToWorker::Kind::adopt;
+    msg.client = std::make_shared<HandedClient>(fd, idle);
+    // A stopping target refuses the post: the message is dropped, the duplicate closed with it.
+    posted = worker_post(g->members[to], std::move(msg));
   }
-  ToWorker msg;
-  msg.kind = ToWorker::Kind::adopt;
-  msg.client = std::make_shared<HandedClient>(fd);
-  // A stopping target refuses the post (the message and the socket with it are dropped, closed):
-  // the whole daemon stops then, and this worker no longer accepts either.
-  if (fd < 0 || !worker_post(g->members[to], std::move(msg)))
+  if (!posted) {  // not on its way there after all: served here
     g->conns[to].fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  // Accepted here (exchange_accept counted it) and closed here at once: from now on it is the
+  // target's alone. Uncounted here now, not at its close callback: a burst of accepts must not see
+  // this worker busier than it is and hand on too many.
+  w->counters.connections--;
+  w->counters.handoffs++;
+  g->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
+  exchange_handed_off(c);
+  return true;
 }
 
 void spread_adopt(Worker* w, ToWorker& msg) {
   // On its way no more: exchange_accept counts it as this worker's own, if it is served.
   w->group->conns[w->index].fetch_sub(1, std::memory_order_relaxed);
-  http_server_adopt(&w->server, msg.client->take());
+  bool idle = msg.client->idle;
+  http_server_adopt(&w->server, msg.client->take(), idle);
 }
 
 void spread_opened(Worker* w) {

@@ -1,10 +1,13 @@
 // spread: keeps the client connections even over the workers. The kernel spreads new clients over
 // the workers' SO_REUSEPORT sockets by a hash of their addresses, not by load: 64 keep-alive
 // clients over 2 workers often split 38/26, and the busier worker's clients wait longer (its p99
-// sets the LB's). As HAProxy hands each accepted connection to its least loaded thread, a worker
-// that already holds 2 or more clients more than the least loaded worker hands a new client to
-// that one, through its mailbox (ToWorker::adopt). Only accepts, adoptions and closes touch the
-// shared counts: never a request.
+// sets the LB's). A worker that holds 2 or more clients more than the least loaded worker hands a
+// client to that one, through its mailbox (ToWorker::adopt), at the client's first idle moment:
+// after its first response, with nothing of a next request read (HAProxy moves every client at
+// accept; a client that sends one request and closes, as HTTP/1.0 and ab do, is gone before it
+// would move, so it never pays the hand-off). A TLS client is moved at accept or never: its TLS
+// state stays where its handshake ran. Only accepts, hand-offs and closes touch the shared counts:
+// never a request.
 #pragma once
 
 #include <atomic>
@@ -32,9 +35,10 @@ struct WorkerGroup {
 // HttpServer::should_hand_off of w's main listener: true (and the target chosen) when the client
 // should go to a less loaded worker.
 bool spread_should_hand_off(Worker* w);
-// HttpServer::on_handed_off: posts fd to the chosen worker (-1: no descriptor to hand, the client
-// stays here).
-void spread_hand_off(Worker* w, HttpConn* c, int fd);
+// HttpServer::on_handed_off: posts fd to the chosen worker (idle: between requests). False when
+// the client stays here: no descriptor to hand (fd -1), or the chosen worker stopped taking
+// messages (fd closed).
+bool spread_hand_off(Worker* w, HttpConn* c, int fd, bool idle);
 // ToWorker::adopt: serves the client on w's main listener.
 void spread_adopt(Worker* w, ToWorker& msg);
 // A main-listener client of w was accepted here / closed.

@@ -48,7 +48,14 @@ void tunnel_check_done(ClientConn* c) {
 // client, both connections turn raw, and the client's bytes already read after its request head
 // go upstream first (from the check handle: we are on u's callback stack). Counted as a response
 // of the replica and a completed request duration (to the 101). No retry after this point.
-void tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h) {
+//
+// A server must not switch to a protocol the request did not offer, and must name the one it
+// switches to (RFC 9110 §15.2.2): a 101 to a request whose Upgrade the LB dropped (or to one
+// still sending), or without an Upgrade header, is malformed. Passed on, it left the client
+// waiting on a connection that had switched to nothing. Then false, and nothing was done: the
+// caller fails the attempt (a junk response).
+bool tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h) {
+  if (!c->upgrade || !c->req_done || !forward_has_upgrade(h)) return false;
   Worker* w = c->w;
   Pool* p = u->pool;
   pool_success(p);
@@ -70,10 +77,11 @@ void tunnel_start(ClientConn* c, UpstreamConn* u, const HttpHead& h) {
   c->bytes_out += c->out.size();
   if (int rc = http_conn_write(&c->conn, c->out.data(), c->out.size()); rc != 0) {
     tunnel_end(c, http_err_name(rc));
-    return;
+    return true;
   }
   exchange_wait(c, Wait::tunnel, w->cfg->tunnel_timeout_ms);
   exchange_defer_resume(c);
+  return true;
 }
 
 // Bytes read from one side of the tunnel go to the other. Memory bound: the side read stops while

@@ -123,6 +123,7 @@ bool pools_changed(const Pools* ps) {
 
 bool pools_report(Pools* ps, std::vector<MemberReport>* out) {
   bool changed = false;
+  out->reserve(ps->by_uid.size());  // one allocation per report, not one per doubling
   for (auto it = ps->by_uid.begin(); it != ps->by_uid.end();) {
     Pool* p = it->second;
     changed = changed || pool_has_news(p);

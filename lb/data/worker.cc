@@ -33,7 +33,7 @@ bool counters_zero(const PlaneCounters& c) {
   for (int i = 0; i < 6; i++)
     if (c.responses[i] != 0) return false;
   return c.requests == 0 && c.retries == 0 && c.upstream_failures == 0 &&
-         c.upstream_timeouts == 0 && c.no_replica == 0 && c.connections == 0 &&
+         c.upstream_timeouts == 0 && c.no_replica == 0 && c.connections == 0 && c.handoffs == 0 &&
          c.h2_connections == 0 && c.h2_streams == 0 && c.h2_client_resets == 0 &&
          c.h2_calm_goaways == 0;
 }
@@ -202,8 +202,8 @@ HttpConn* on_accept(HttpServer* s) { return exchange_accept(container_of(s, &Wor
 
 bool on_should_hand_off(HttpServer* s) { return spread_should_hand_off(container_of(s, &Worker::server)); }
 
-void on_handed_off(HttpServer* s, HttpConn* c, int fd) {
-  spread_hand_off(container_of(s, &Worker::server), c, fd);
+bool on_handed_off(HttpServer* s, HttpConn* c, int fd, bool idle) {
+  return spread_hand_off(container_of(s, &Worker::server), c, fd, idle);
 }
 
 HttpConn* on_accept_admin(HttpServer* s) {

@@ -62,9 +62,11 @@ struct Worker {
   std::mt19937_64 rng;
 
   ClientConn* active = nullptr;  // exchanges with a deadline, for the sweep
-  // Closed clients' memory for the next accepts (exchange.cc, client_recycle): bounded; freed with
-  // the worker (exchange_free_spares).
+  // Closed clients' memory for the next accepts (exchange.cc, client_recycle): bounded; those not
+  // needed for a second are freed by the sweep, the rest with the worker (exchange_free_spares).
   std::vector<ClientConn*> spare_clients;
+  size_t spare_low = 0;        // the fewest spares held since the last trim
+  uint64_t spare_trim_at = 0;  // loop time (ms) of the next trim
   std::unordered_map<uint64_t, ClientConn*> admin_waiting;  // admin calls with the control plane
   uint64_t next_call = 0;
 

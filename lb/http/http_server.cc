@@ -145,6 +145,22 @@ HttpConn* server_new_conn(HttpServer* s) {
   return c;
 }
 
+// Another server takes c if should_hand_off says so: a duplicate of its descriptor goes there,
+// and c closes (a plain close of one descriptor: the socket lives on in the other). Its place under
+// max_conns stays taken (held again here: closing c releases one). Without a descriptor for the
+// duplicate (out of them), or when the other server is gone, the client stays. True: c is closing.
+bool server_hand_off(HttpServer* s, HttpConn* c, bool idle) {
+  if (s->should_hand_off == nullptr || s->stopping || !s->should_hand_off(s)) return false;
+  uv_os_fd_t fd;
+  int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) == 0
+                ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (!s->on_handed_off(s, c, dup, idle)) return false;
+  if (s->config.max_conns != 0 && s->config.shared_count != nullptr)
+    s->config.shared_count->fetch_add(1, std::memory_order_relaxed);
+  http_conn_close(c);
+  return true;
+}
+
 void server_take(HttpServer* s) {
   HttpConn* c = server_new_conn(s);
   if (c == nullptr) {
@@ -157,22 +173,9 @@ void server_take(HttpServer* s) {
     http_conn_close(c);
     return;
   }
-  if (s->should_hand_off != nullptr && s->should_hand_off(s)) {
-    // Another server takes it: a duplicate of its descriptor goes there, and this handle closes
-    // (a plain close of one descriptor: the socket lives on in the other). Its place under
-    // max_conns stays taken (held again here: closing c releases one). Without a descriptor for the
-    // duplicate (out of them) the client is served here, not dropped.
-    uv_os_fd_t fd;
-    int dup = uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) == 0
-                  ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    s->on_handed_off(s, c, dup);
-    if (dup >= 0) {
-      if (s->config.max_conns != 0 && s->config.shared_count != nullptr)
-        s->config.shared_count->fetch_add(1, std::memory_order_relaxed);
-      http_conn_close(c);
-      return;
-    }
-  }
+  // A TLS client moves now or never: its TLS state will live here. Others move at their first
+  // idle moment (http_server_hand_off), so a client that sends one request is never moved.
+  if (s->config.tls != nullptr && server_hand_off(s, c, false)) return;
   server_serve(s, c);
 }
 
@@ -343,7 +346,13 @@ int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* b
   return server_finish(s, bound);
 }
 
-int http_server_adopt(HttpServer* s, int fd) {
+bool http_server_hand_off(HttpServer* s, HttpConn* c) {
+  if (c->closing || c->transport != nullptr || c->in_start != c->in_end || c->write_queued != 0)
+    return false;
+  return server_hand_off(s, c, true);
+}
+
+int http_server_adopt(HttpServer* s, int fd, bool idle) {
   HttpConn* c = s->stopping ? nullptr : server_new_conn(s);
   if (c == nullptr) {
     close(fd);
@@ -357,6 +366,8 @@ int http_server_adopt(HttpServer* s, int fd) {
     return rc;
   }
   server_serve(s, c);
+  // Between requests: it waits for its next one under the idle timeout, as it did there.
+  if (idle && !c->closing) c->deadline = c->idle_timeout_ms ? uv_now(s->loop) + c->idle_timeout_ms : 0;
   return 0;
 }
 

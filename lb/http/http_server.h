@@ -59,13 +59,16 @@ struct HttpServer {
   // decides how often to say so).
   void (*on_full)(HttpServer* s) = nullptr;
   // Optional, for spreading clients over several servers on one address (one per data-plane
-  // worker): asked before each accepted client is served here. True means "serve it elsewhere":
-  // the server accepts it and hands a duplicate of its descriptor to on_handed_off, which owns it
-  // from then on (for http_server_adopt on the other server's loop), and closes its own; its place
-  // under max_conns stays taken. fd -1: no descriptor for the duplicate (out of them): the client
-  // is served here after all. The owner's on_accept ran for it either way.
+  // worker). should_hand_off is asked for a client of a TLS server as it is accepted (its TLS state
+  // cannot move later), and for any other at its first idle moment (http_server_hand_off). True
+  // means "serve it elsewhere": the server hands a duplicate of its descriptor to on_handed_off,
+  // which owns it from then on (for http_server_adopt on the other server's loop; idle: between
+  // requests). on_handed_off returns true when the other server has it: this one closes its own
+  // descriptor, and the client's place under max_conns stays taken. False (fd -1: no descriptor
+  // for the duplicate; or the other server is gone, and the duplicate closed with its message):
+  // the client is served here after all. The owner's on_accept ran for it either way.
   bool (*should_hand_off)(HttpServer* s) = nullptr;
-  void (*on_handed_off)(HttpServer* s, HttpConn* c, int fd) = nullptr;  // c: closed after it
+  bool (*on_handed_off)(HttpServer* s, HttpConn* c, int fd, bool idle) = nullptr;  // true: c closes
   HttpConn* conns = nullptr;  // linked through HttpConn::prev/next
   size_t conn_count = 0;
   int open_handles = 0;
@@ -101,9 +104,15 @@ int http_bind_sockets(const std::string& address, int count, int backlog, std::v
 int http_server_listen_fd(HttpServer* s, uv_loop_t* loop, int fd, std::string* bound);
 
 // Serves fd, a client another server on the same address accepted and handed off (see
-// should_hand_off; it holds a place under the shared max_conns). Owns fd: a stopping server, or
+// should_hand_off; it holds a place under the shared max_conns): a new one, under the header
+// timeout, or (idle) one between requests, under the idle timeout. Owns fd: a stopping server, or
 // one whose owner refuses the client, closes it. Returns 0 or a libuv code.
-int http_server_adopt(HttpServer* s, int fd);
+int http_server_adopt(HttpServer* s, int fd, bool idle);
+
+// c, a plain (not TLS) client of s, is between requests with nothing read and nothing to write:
+// hands it to another server if should_hand_off says so. True: c is handed off and closing (its
+// owner's on_close follows); false: it stays.
+bool http_server_hand_off(HttpServer* s, HttpConn* c);
 
 bool http_server_stopping(const HttpServer* s);
 void http_server_stop(HttpServer* s);

@@ -313,19 +313,29 @@ class AddRm(WorkersTestCase):
 class Spread(WorkersTestCase):
     """The kernel spreads clients over the workers' SO_REUSEPORT sockets by a hash of their
     addresses: 64 connections over 4 workers land 10-22 per worker by chance (a worker that holds
-    more of them answers its clients later). ringlb hands a new client to the least loaded worker
-    whenever the accepting one holds 2 or more more, so each holds 16 +- 2. Two rounds: the counts
-    of connections on their way between workers must come back to zero when the clients leave, or
-    the second round would be skewed."""
+    more of them answers its clients later). ringlb moves a client to the least loaded worker at its
+    first idle moment (after its first response) whenever its worker holds 2 or more more, so each
+    holds 16 +- 2; a client that sends one request and closes is never moved. Two rounds: the
+    counts of connections on their way between workers must come back to zero when the clients
+    leave, or the second round would be skewed."""
+
+    def metrics(self, lb):
+        # Connection: close, so this client is not one that could move.
+        return harness.request(lb.port, "GET", "/metrics", {"Connection": "close"}).body.decode()
 
     def worker_conns(self, lb):
-        text = harness.request(lb.port, "GET", "/metrics").body.decode()
         counts = {}
-        for line in text.splitlines():
+        for line in self.metrics(lb).splitlines():
             if line.startswith("ringlb_worker_client_connections{"):
                 worker = line.split('"')[1]
                 counts[worker] = int(line.rsplit(" ", 1)[1])
         return counts
+
+    def handoffs(self, lb):
+        for line in self.metrics(lb).splitlines():
+            if line.startswith("ringlb_client_handoffs_total "):
+                return int(line.split()[1])
+        self.fail("no ringlb_client_handoffs_total in /metrics")
 
     def test_clients_are_spread_evenly_over_the_workers(self):
         lb = self.start_workers_lb()
@@ -342,11 +352,68 @@ class Spread(WorkersTestCase):
                 self.assertEqual(len(counts), WORKERS, counts)
                 self.assertLessEqual(max(counts.values()) - min(counts.values()), 3,
                                      f"round {round_}: clients per worker {counts}")
+                for i, c in enumerate(conns):  # moved or not, each one serves its next request
+                    r = c.request("GET", "/home", {"X-Request-Id": str(200000 + i)})
+                    self.assertEqual(r.status, 200)
             finally:
                 for c in conns:
                     c.close()
             harness.wait_until(lambda: sum(self.worker_conns(lb).values()) == 1, 10.0,
                                "every client to be gone", 0.05)
+        self.assert_ran_workers(lb)
+
+    def test_one_request_clients_are_never_moved(self):
+        lb = self.start_workers_lb()
+        # 64 clients that have sent nothing yet: they stay where the kernel put them, uneven.
+        idle = [Connection(lb.port) for _ in range(CONNS)]
+        try:
+            harness.wait_until(lambda: sum(self.worker_conns(lb).values()) == CONNS + 1, 5.0,
+                               "every worker to report its clients", 0.05)
+            before = self.worker_conns(lb)
+            # 200 clients of one request each (HTTP/1.0, as ab sends): never moved, however uneven
+            # the workers are.
+            for i in range(200):
+                with Connection(lb.port) as c:
+                    r = c.request("GET", "/home", {"X-Request-Id": str(300000 + i)},
+                                  version="HTTP/1.0")
+                    self.assertEqual(r.status, 200)
+            time.sleep(0.2)  # a move would be reported within 20 ms
+            self.assertEqual(self.handoffs(lb), 0,
+                             f"one-request clients were moved (workers held {before})")
+            # Now the 64 send a request each: those of the busier workers move after it.
+            for i, c in enumerate(idle):
+                r = c.request("GET", "/home", {"X-Request-Id": str(400000 + i)})
+                self.assertEqual(r.status, 200)
+            harness.wait_until(lambda: self.handoffs(lb) > 0, 5.0,
+                               f"a client to move; workers held {before}", 0.05)
+            harness.wait_until(lambda: sum(self.worker_conns(lb).values()) == CONNS + 1, 10.0,
+                               "every worker to report its clients", 0.05)
+            counts = self.worker_conns(lb)
+            self.assertLessEqual(max(counts.values()) - min(counts.values()), 3,
+                                 f"clients per worker {counts} (before the requests: {before})")
+        finally:
+            for c in idle:
+                c.close()
+        self.assert_ran_workers(lb)
+
+    def test_a_moved_client_keeps_its_idle_timeout(self):
+        # A header timeout far shorter than the idle timeout: a moved client treated as a new one
+        # at its new worker would be cut while it idles between its requests.
+        lb = self.start_workers_lb("--header-timeout", "1000", "--idle-timeout", "60000")
+        conns = [Connection(lb.port) for _ in range(CONNS)]
+        try:
+            for i, c in enumerate(conns):
+                r = c.request("GET", "/home", {"X-Request-Id": str(100000 + i)})
+                self.assertEqual(r.status, 200)
+            harness.wait_until(lambda: self.handoffs(lb) > 0, 5.0, "a client to move", 0.05)
+            moved = self.handoffs(lb)
+            time.sleep(2.5)  # past the header timeout, well within the idle timeout
+            for i, c in enumerate(conns):
+                r = c.request("GET", "/home", {"X-Request-Id": str(200000 + i)})
+                self.assertEqual(r.status, 200, f"client {i} after idling ({moved} moved)")
+        finally:
+            for c in conns:
+                c.close()
         self.assert_ran_workers(lb)
 
 
