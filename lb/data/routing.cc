@@ -49,7 +49,7 @@ void routing_install(Routing* rt, const Snapshot& s) {
   rt->scratch_ramped.resize(s.members.size());
   rt->scratch_capped.resize(s.members.size());
   rt->newest_since_ms = 0;
-  rt->none_usable = memchr(s.skip.data(), 0, s.members.size()) == nullptr;
+  rt->none_usable = s.members.empty() || memchr(s.skip.data(), 0, s.members.size()) == nullptr;
   for (const SnapMember& m : s.members)
     rt->newest_since_ms = std::max(rt->newest_since_ms, m.usable_since_ms);
 }

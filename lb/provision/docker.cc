@@ -5,26 +5,6 @@
 
 // ---- small helpers ----
 
-static void quiet_add(ProvDocker* p, const std::string& id) {
-  if (id.empty() || !p->quiet.insert(id).second) return;
-  p->quiet_order.push_back(id);
-  if (p->quiet_order.size() > kQuietMax) {
-    p->quiet.erase(p->quiet_order.front());
-    p->quiet_order.pop_front();
-  }
-}
-
-static bool valid_name(const std::string& n) {
-  // Docker's rule ([a-zA-Z0-9][a-zA-Z0-9_.-]+) within DESIGN.md's length limit of 63.
-  if (n.size() < 2 || n.size() > 63) return false;
-  for (size_t i = 0; i < n.size(); i++) {
-    char c = n[i];
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
-  }
-  return true;
-}
-
 // The engine's name of replica name.
 static std::string engine_name(const ProvDocker* p, const std::string& name) {
   return p->cfg.name_prefix + name;
@@ -37,30 +17,6 @@ std::string docker_plain_name(const ProvDocker* p, const std::string& en) {
   return en.substr(pre.size());
 }
 
-std::string docker_short_id(const std::string& id) {
-  return id.substr(0, 12);
-}
-
-static double ms_since(uint64_t t) {
-  return (uv_hrtime() - t) / 1e6;
-}
-
-// Whether 127.0.0.1:port can be bound now (nothing listens on it, on 127.0.0.1 or on any address).
-static bool port_bindable(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // Picks and reserves the next free port of the range, round robin so a port just given back is not
 // reused at once. Returns 0 when every port is taken.
 static uint16_t port_reserve(ProvDocker* p) {
@@ -68,7 +24,7 @@ static uint16_t port_reserve(ProvDocker* p) {
   for (uint32_t i = 0; i < span; i++) {
     uint16_t port = p->next_port;
     p->next_port = port >= p->cfg.port_max ? p->cfg.port_min : port + 1;
-    if (p->ports_used.count(port) || !port_bindable(port)) continue;
+    if (p->ports_used.count(port) || !engine_port_bindable(port)) continue;
     p->ports_used.insert(port);
     return port;
   }
@@ -76,42 +32,15 @@ static uint16_t port_reserve(ProvDocker* p) {
 }
 
 std::string docker_label_filter(const ProvDocker* p) {
-  json_t* f = json_pack("{s:[s]}", "label", (std::string(kLabelPool) + "=" + p->cfg.pool).c_str());
-  char* s = json_dumps(f, JSON_COMPACT);
-  std::string out = docker_url_escape(s);
-  free(s);
-  json_decref(f);
-  return out;
+  return engine_label_filter(std::string(kLabelPool) + "=" + p->cfg.pool);
 }
 
 // Removes a container we own (DELETE ?force=1&v=1), marking it quiet first so its die/destroy
 // events are not reported as failures. cb gets the reply; 204 and 404 both mean it is gone.
 void docker_remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb) {
-  quiet_add(p, id);
-  docker_api_call(p->api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
+  engine_quiet_add(&p->eng, id);
+  docker_api_call(p->eng.api, "DELETE", "/containers/" + docker_url_escape(id) + "?force=1&v=1",
                   nullptr, p->cfg.call_timeout_ms, std::move(cb));
-}
-
-bool docker_removed_ok(const DockerReply& r) {
-  return r.status == 0 && (r.http_status == 204 || r.http_status == 404);
-}
-
-// A failed reply as (errno, sentence). what says what we tried ("cannot create replica server1").
-int docker_reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
-  if (r.status != 0) {
-    *err = what + ": " + r.error;
-    return r.status == -ECANCELED ? -ECANCELED : -EIO;
-  }
-  std::string msg = docker_error_message(r);
-  *err = what + ": Docker says \"" + msg + "\"";
-  if (r.http_status == 404) {
-    if (msg.rfind("No such image", 0) == 0)
-      *err += " (build the image with `make images`, or pass another image)";
-    return -ENOENT;
-  }
-  if (r.http_status == 400) return -EINVAL;
-  if (r.http_status == 409) return -EEXIST;
-  return -EIO;
 }
 
 // ---- start ----
@@ -126,7 +55,7 @@ static void start_fail(StartOp* op, int status, const std::string& error);
 // registry may already have stopped every replica it knows, so nobody else would remove it.
 static void start_finish(StartOp* op) {
   ProvDocker* p = op->p;
-  if (op->status == 0 && p->closing) {
+  if (op->status == 0 && p->eng.closing) {
     return start_fail(
         op, -ECANCELED,
         "the docker provisioner closed while replica " + op->spec.name + " was starting");
@@ -140,15 +69,15 @@ static void start_finish(StartOp* op) {
     LOG_INFO(
         "docker: replica %s up as container %s at %s:%u in %.0f ms (create %.0f, start %.0f, "
         "listen %.0f)",
-        op->spec.name.c_str(), docker_short_id(op->inst.id).c_str(), op->inst.host.c_str(), op->inst.port,
-        ms_since(op->t0), (op->t_created - op->t0) / 1e6, (op->t_started - op->t_created) / 1e6,
+        op->spec.name.c_str(), engine_short_id(op->inst.id).c_str(), op->inst.host.c_str(), op->inst.port,
+        engine_ms_since(op->t0), (op->t_created - op->t0) / 1e6, (op->t_started - op->t_created) / 1e6,
         (uv_hrtime() - op->t_started) / 1e6);
   }
   ReplicaInstance none;
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
   delete op;
-  p->ops--;
-  docker_maybe_close_api(p);
+  p->eng.ops--;
+  engine_maybe_close_api(&p->eng);
 }
 
 // Fails op. When a container was created it is removed first, so a failed start leaves nothing,
@@ -161,9 +90,9 @@ static void start_fail(StartOp* op, int status, const std::string& error) {
     return;
   }
   docker_remove_container(op->p, op->inst.id, [op](const DockerReply& r) {
-    if (!docker_removed_ok(r))
+    if (!engine_removed_ok(r))
       LOG_WARN("docker: could not remove container %s of failed replica %s: %s",
-               docker_short_id(op->inst.id).c_str(), op->spec.name.c_str(),
+               engine_short_id(op->inst.id).c_str(), op->spec.name.c_str(),
                docker_error_message(r).c_str());
     start_finish(op);
   });
@@ -175,10 +104,10 @@ static void start_cancelled(StartOp* op) {
 }
 
 static void on_start_answered(StartOp* op, const DockerReply& r) {
-  if (op->p->closing) return start_cancelled(op);
+  if (op->p->eng.closing) return start_cancelled(op);
   if (r.status != 0 || (r.http_status != 204 && r.http_status != 304)) {
     std::string err;
-    int st = docker_reply_failure(r, "cannot start replica " + op->spec.name, &err);
+    int st = engine_reply_failure(r, "cannot start replica " + op->spec.name, &err);
     return start_fail(op, st, err);
   }
   op->t_started = uv_hrtime();
@@ -190,7 +119,7 @@ static const int kNameBusyTries = 50;  // create + inspect round trips, a few ms
 
 static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
-  if (p->closing) return start_cancelled(op);
+  if (p->eng.closing) return start_cancelled(op);
   if (r.status == 0 && r.http_status == 404) {
     // The engine reserves a name when a create begins and shows the container only once it is
     // made: a 404 after the 409 is another create in flight (another LB of the pool) or a
@@ -204,7 +133,7 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   json_t* j = r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (!j) {
     std::string err;
-    int st = docker_reply_failure(r, "cannot inspect container " + op->spec.name, &err);
+    int st = engine_reply_failure(r, "cannot inspect container " + op->spec.name, &err);
     return start_fail(op, st == -ENOENT ? -EIO : st, err);
   }
   std::string id = docker_json_str(j, "Id");
@@ -218,7 +147,7 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
   if (owner != p->cfg.pool) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name +
-                          ": the name is taken by container " + docker_short_id(id) + " (image " + image +
+                          ": the name is taken by container " + engine_short_id(id) + " (image " + image +
                           ")" + (owner.empty() ? "" : ", owned by pool " + owner) +
                           ", which pool " + p->cfg.pool +
                           " does not own; remove or rename that container");
@@ -230,26 +159,26 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     return start_fail(op, -EBUSY,
                       "replica " + op->spec.name + " (ring id " + std::to_string(op->spec.ring_id) +
                           ") is being replaced by another load balancer (container " +
-                          docker_short_id(id) + ")");
+                          engine_short_id(id) + ")");
   }
   // "created": another LB of the pool is starting a replica of that name (or one crashed between
   // create and start; list() removes that once it is a minute old). Never removed here.
   if (running || state == "created" || op->conflict_retried) {
     return start_fail(op, -EEXIST,
                       "cannot create replica " + op->spec.name + ": pool " + p->cfg.pool +
-                          " already has a container of that name (" + docker_short_id(id) +
+                          " already has a container of that name (" + engine_short_id(id) +
                           (running ? ", running" : state == "created" ? ", being started" : "") +
                           "), maybe started by another load balancer of the pool");
   }
   // Our own leftover that is not running (a crash or an interrupted start): replace it once.
   op->conflict_retried = true;
   LOG_INFO("docker: removing leftover container %s (%s) of pool %s", op->spec.name.c_str(),
-           docker_short_id(id).c_str(), p->cfg.pool.c_str());
+           engine_short_id(id).c_str(), p->cfg.pool.c_str());
   docker_remove_container(p, id, [op](const DockerReply& rr) {
-    if (op->p->closing) return start_cancelled(op);
-    if (!docker_removed_ok(rr)) {
+    if (op->p->eng.closing) return start_cancelled(op);
+    if (!engine_removed_ok(rr)) {
       std::string err;
-      int st = docker_reply_failure(rr, "cannot remove leftover container " + op->spec.name, &err);
+      int st = engine_reply_failure(rr, "cannot remove leftover container " + op->spec.name, &err);
       return start_fail(op, st, err);
     }
     start_create(op);
@@ -278,7 +207,7 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r) {
     return start_finish(op);
   }
   LOG_WARN("docker: create of replica %s got no answer but the engine made container %s: removing it",
-           op->spec.name.c_str(), docker_short_id(id).c_str());
+           op->spec.name.c_str(), engine_short_id(id).c_str());
   op->inst.id = id;
   start_fail(op, op->status, op->error);  // removes op->inst.id first
 }
@@ -311,8 +240,8 @@ static int64_t parse_created_ns(const char* s) {
 
 static void start_run(StartOp* op) {
   ProvDocker* p = op->p;
-  if (p->closing) return start_cancelled(op);
-  docker_api_call(p->api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
+  if (p->eng.closing) return start_cancelled(op);
+  docker_api_call(p->eng.api, "POST", "/containers/" + op->inst.id + "/start", nullptr,
                   p->cfg.call_timeout_ms, [op](const DockerReply& rr) { on_start_answered(op, rr); });
 }
 
@@ -322,12 +251,58 @@ static void claim_begin(StartOp* op);
 // again until that rival started (it won) or is gone (it lost), at most this many times.
 static const int kClaimRoundsMax = 200;
 
-// Every creation time is known. This start loses to a rival that started (it won its own claim)
-// and to one created earlier (ties: the smaller Id), which wins whether or not it saw this one;
-// it waits on a later rival that has not started yet; it wins when no rival is left.
+// A claim may lose its port this many times (each time to a replica of another LB that took the
+// same port at the same moment) before the start gives up.
+static const int kPortClaimsMax = 20;
+
+// The claim lost op's port (host mode) to rival, a container of another LB: this start's container
+// never ran, so it is removed and created again on another port of the range. The lost port stays
+// reserved here (the rival holds it; its destroy event frees it).
+static void claim_port_lost(StartOp* op, const std::string& rival, bool started) {
+  ProvDocker* p = op->p;
+  LOG_INFO("docker: replica %s lost port %u to container %s (%s); trying another port",
+           op->spec.name.c_str(), op->inst.port, engine_short_id(rival).c_str(),
+           started ? "started already" : "created earlier");
+  if (++op->port_claims > kPortClaimsMax)
+    return start_fail(op, -EADDRINUSE,
+                      "no port for replica " + op->spec.name + ": " +
+                          std::to_string(kPortClaimsMax) +
+                          " ports of the range were taken by other load balancers of pool " +
+                          p->cfg.pool + " at the same moment");
+  std::string lost = op->inst.id;
+  docker_remove_container(p, lost, [op, lost](const DockerReply& r) {
+    ProvDocker* p = op->p;
+    if (p->eng.closing) return start_cancelled(op);
+    if (!engine_removed_ok(r)) {
+      std::string err;
+      int st = engine_reply_failure(r, "cannot remove container " + engine_short_id(lost) +
+                                           " of replica " + op->spec.name + " after its port was taken",
+                                    &err);
+      return start_fail(op, st == -ENOENT ? -EIO : st, err);
+    }
+    p->starting.erase(lost);
+    op->inst.id.clear();
+    op->created_ns.clear();
+    op->rival_state.clear();
+    op->rival_kind.clear();
+    op->claim_rounds = 0;
+    op->inst.port = port_reserve(p);
+    if (op->inst.port == 0)
+      return start_fail(op, -EADDRINUSE,
+                        "no free port for replica " + op->spec.name + " in " +
+                            std::to_string(p->cfg.port_min) + "-" + std::to_string(p->cfg.port_max));
+    start_create(op);
+  });
+}
+
+// Every creation time is known. Per rival, this start loses to one that started (it won its own
+// claim) and to one created earlier (ties: the smaller Id), which wins whether or not it saw this
+// one; it waits on a later rival that has not started yet; it wins when no rival is left. A rival
+// of its ring id that wins fails the start with -EBUSY (the registry takes another id); one that
+// only holds its port (host mode) makes it take another port.
 static void claim_decide(StartOp* op) {
   ProvDocker* p = op->p;
-  if (p->closing) return start_cancelled(op);
+  if (p->eng.closing) return start_cancelled(op);
   auto mine = op->created_ns.find(op->inst.id);
   if (op->claim_failed || mine == op->created_ns.end()) {
     return start_fail(op, -EIO,
@@ -335,6 +310,8 @@ static void claim_decide(StartOp* op) {
                           op->spec.name + ": the engine did not tell the creation times");
   }
   bool undecided = false;
+  std::string port_winner;
+  bool port_winner_started = false;
   for (const auto& kv : op->created_ns) {
     if (kv.first == op->inst.id) continue;
     bool started = op->rival_state[kv.first] != "created";
@@ -343,16 +320,22 @@ static void claim_decide(StartOp* op) {
       undecided = true;
       continue;
     }
+    if (!(op->rival_kind[kv.first] & kRivalRingId)) {
+      port_winner = kv.first;
+      port_winner_started = started;
+      continue;
+    }
     {
       LOG_INFO("docker: replica %s lost ring id %u to container %s (%s)", op->spec.name.c_str(),
-               op->spec.ring_id, docker_short_id(kv.first).c_str(),
+               op->spec.ring_id, engine_short_id(kv.first).c_str(),
                started ? "started already" : "created earlier");
       return start_fail(op, -EBUSY,
                         "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
-                            " is claimed by container " + docker_short_id(kv.first) +
+                            " is claimed by container " + engine_short_id(kv.first) +
                             " of another load balancer");
     }
   }
+  if (!port_winner.empty()) return claim_port_lost(op, port_winner, port_winner_started);
   if (undecided) {
     if (++op->claim_rounds > kClaimRoundsMax)
       return start_fail(op, -EBUSY,
@@ -361,6 +344,7 @@ static void claim_decide(StartOp* op) {
                             "started nor went away");
     op->created_ns.clear();
     op->rival_state.clear();
+    op->rival_kind.clear();
     return claim_begin(op);
   }
   start_run(op);
@@ -368,7 +352,7 @@ static void claim_decide(StartOp* op) {
 
 static void claim_inspect(StartOp* op, const std::string& id) {
   op->claim_pending++;
-  docker_api_call(op->p->api, "GET", "/containers/" + docker_url_escape(id) + "/json", nullptr,
+  docker_api_call(op->p->eng.api, "GET", "/containers/" + docker_url_escape(id) + "/json", nullptr,
                   op->p->cfg.call_timeout_ms, [op, id](const DockerReply& r) {
                     json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
                     int64_t ns = j ? parse_created_ns(json_string_value(json_object_get(j, "Created"))) : -1;
@@ -382,31 +366,36 @@ static void claim_inspect(StartOp* op, const std::string& id) {
 
 static void on_claim_listed(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
-  if (p->closing) return start_cancelled(op);
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    std::string err;
-    int st = docker_reply_failure(r, "cannot claim ring id " + std::to_string(op->spec.ring_id) +
-                                  " for replica " + op->spec.name, &err);
-    return start_fail(op, st == 0 || st == -ENOENT ? -EIO : st, err);
-  }
+  if (p->eng.closing) return start_cancelled(op);
+  int st = 0;
+  std::string err;
+  json_t* arr = engine_reply_array(
+      r, "cannot claim ring id " + std::to_string(op->spec.ring_id) + " for replica " + op->spec.name,
+      &st, &err);
+  if (!arr) return start_fail(op, st, err);
   std::vector<std::string> rivals;
   int64_t now_s = static_cast<int64_t>(time(nullptr));
+  std::string ring_id = std::to_string(op->spec.ring_id);
+  std::string port = std::to_string(op->inst.port);
   size_t i;
   json_t* c;
   json_array_foreach(arr, i, c) {
-    std::string id = docker_json_str(c, "Id");
-    std::string state = docker_json_str(c, "State");
-    const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
-    std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
-    int64_t created_s = json_integer_value(json_object_get(c, "Created"));
-    if (id.empty() || id == op->inst.id || id == op->spec.replaces) continue;
+    DockerListed l = docker_listed(c);
+    const std::string &id = l.id, &state = l.state, &en = l.en;
+    if (id.empty() || id == op->inst.id) continue;
     if (state == "exited" || state == "dead" || state == "removing") continue;
-    if (docker_draining_name(en, id)) continue;
-    if (state == "created" && now_s - created_s > kAbandonedCreateS) continue;
+    if (state == "created" && now_s - l.created_s > kAbandonedCreateS) continue;
+    int kind = 0;
+    // Ring id: not the dead replica this one replaces, nor one draining after /rm.
+    if (docker_json_str(l.labels, kLabelRingId) == ring_id && id != op->spec.replaces &&
+        !docker_draining_name(en, id))
+      kind |= kRivalRingId;
+    // Port (host mode): any container that may listen on it, draining ones too.
+    if (p->host_mode && docker_json_str(l.labels, kLabelPort) == port) kind |= kRivalPort;
+    if (kind == 0) continue;
     rivals.push_back(id);
     op->rival_state[id] = state;
+    op->rival_kind[id] = kind;
   }
   json_decref(arr);
   if (rivals.empty()) return start_run(op);
@@ -416,54 +405,48 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
 
 static void claim_begin(StartOp* op) {
   ProvDocker* p = op->p;
-  json_t* f = json_pack("{s:[s,s]}", "label", (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(),
-                        (std::string(kLabelRingId) + "=" + std::to_string(op->spec.ring_id)).c_str());
-  char* fs = json_dumps(f, JSON_COMPACT);
-  std::string path = std::string("/containers/json?all=1&filters=") + docker_url_escape(fs);
-  free(fs);
-  json_decref(f);
-  docker_api_call(p->api, "GET", path, nullptr, p->cfg.call_timeout_ms,
+  // The pool's containers: its rivals for the ring id and, in host mode, for the port.
+  std::string path = "/containers/json?all=1&filters=" + docker_label_filter(p);
+  docker_api_call(p->eng.api, "GET", path, nullptr, p->cfg.call_timeout_ms,
                   [op](const DockerReply& r) { on_claim_listed(op, r); });
 }
 
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
-    json_t* j = docker_reply_json(r);
-    op->inst.id = j ? docker_json_str(j, "Id") : "";
-    if (j) json_decref(j);
+    op->inst.id = engine_reply_id(r, "Id");
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
       return start_fail(op, -EIO, "Docker created " + op->spec.name + " without an Id");
     p->starting[op->inst.id] = op;
-    if (p->closing) return start_cancelled(op);
+    if (p->eng.closing) return start_cancelled(op);
     claim_begin(op);
     return;
   }
-  if (p->closing) return start_cancelled(op);
+  if (p->eng.closing) return start_cancelled(op);
   if (r.status != 0 && r.status != -ECANCELED) {
     // No answer (a timeout, a cut connection): the engine may still have created the container.
     // Look it up by name now and remove it if it is this pool's, instead of leaving it for the
     // next LB start to find.
     std::string err;
-    int st = docker_reply_failure(r, "cannot create replica " + op->spec.name, &err);
+    int st = engine_reply_failure(r, "cannot create replica " + op->spec.name, &err);
     op->status = st;
     op->error = err;
-    docker_api_call(p->api, "GET",
+    docker_api_call(p->eng.api, "GET",
                     "/containers/" + docker_url_escape(engine_name(p, op->spec.name)) + "/json",
                     nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_create_lost_inspected(op, rr); });
     return;
   }
   if (r.status == 0 && r.http_status == 409) {
-    docker_api_call(p->api, "GET",
+    docker_api_call(p->eng.api, "GET",
                     "/containers/" + docker_url_escape(engine_name(p, op->spec.name)) + "/json",
                     nullptr, p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
   }
   std::string err;
-  int st = docker_reply_failure(r, "cannot create replica " + op->spec.name, &err);
+  int st = engine_reply_failure(r, "cannot create replica " + op->spec.name, &err);
   start_fail(op, st, err);
 }
 
@@ -506,14 +489,14 @@ static json_t* create_body(const ProvDocker* p, const StartOp* op) {
 
 static void start_create(StartOp* op) {
   json_t* body = create_body(op->p, op);
-  docker_api_call(op->p->api, "POST",
+  docker_api_call(op->p->eng.api, "POST",
                   "/containers/create?name=" + docker_url_escape(engine_name(op->p, op->spec.name)),
                   body, op->p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }
 
 void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
-  ops++;
+  eng.ops++;
   StartOp* op = new StartOp;
   op->p = this;
   op->spec = spec;
@@ -525,10 +508,10 @@ void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
   op->inst.port = host_mode ? 0 : kBridgePort;
   std::string err;
   int st = 0;
-  if (closing) {
+  if (eng.closing) {
     st = -ECANCELED;
     err = "the docker provisioner is closing";
-  } else if (!valid_name(spec.name)) {
+  } else if (!engine_valid_name(spec.name)) {
     st = -EINVAL;
     err = "invalid replica name \"" + spec.name +
           "\": use 2 to 63 of A-Z a-z 0-9 _ . -, starting with a letter or digit";
@@ -540,7 +523,7 @@ void ProvDocker::start(const ReplicaSpec& spec, ProvStartCb cb) {
   if (st != 0) {
     op->status = st;
     op->error = err;
-    docker_api_defer(api, [op] { start_finish(op); });
+    docker_api_defer(eng.api, [op] { start_finish(op); });
     return;
   }
   start_create(op);
@@ -553,12 +536,12 @@ static void probe_attempt(StartOp* op);
 static void on_probe_timer_closed(uv_handle_t* h) {
   StartOp* op = static_cast<StartOp*>(h->data);
   ProvDocker* p = op->p;
-  p->probes--;
+  p->eng.busy--;
   if (op->status != 0)
     start_fail(op, op->status, op->error);  // removes the container, also when cancelled
   else
     start_finish(op);
-  docker_maybe_close_api(p);
+  engine_maybe_close_api(&p->eng);
 }
 
 // Ends the probe with status (0 = listening); the outcome is applied once the timer is closed.
@@ -573,59 +556,42 @@ static void on_probe_timer(uv_timer_t* t) {
   probe_attempt(static_cast<StartOp*>(t->data));
 }
 
-static void on_probe_tcp_closed(uv_handle_t* h) {
-  StartOp* op = static_cast<StartOp*>(h->data);
-  op->connecting = false;
+// An attempt ended (its handle is closed): listening, died, out of time, or try again later.
+static void on_probe_done(EngineProbe* pr) {
+  StartOp* op = container_of(pr, &StartOp::probe);
   ProvDocker* p = op->p;
-  if (p->closing) {
+  if (p->eng.closing) {
     return probe_end(
         op, -ECANCELED,
         "the docker provisioner closed while replica " + op->spec.name + " was starting");
   }
-  if (op->connected) return probe_end(op, 0, "");
+  if (op->probe.connected) return probe_end(op, 0, "");
   if (op->died) {
     return probe_end(op, -EIO,
-                     "replica " + op->spec.name + " (container " + docker_short_id(op->inst.id) + ") " +
+                     "replica " + op->spec.name + " (container " + engine_short_id(op->inst.id) + ") " +
                          op->died_cause +
                          " before listening on 127.0.0.1:" + std::to_string(op->inst.port));
   }
-  if (uv_now(p->loop) >= op->deadline) {
+  if (uv_now(p->eng.loop) >= op->deadline) {
     return probe_end(op, -ETIMEDOUT,
-                     "replica " + op->spec.name + " (container " + docker_short_id(op->inst.id) +
+                     "replica " + op->spec.name + " (container " + engine_short_id(op->inst.id) +
                          ") did not listen on 127.0.0.1:" + std::to_string(op->inst.port) +
                          " within " + std::to_string(p->cfg.ready_timeout_ms) + " ms");
   }
   uv_timer_start(&op->timer, on_probe_timer, kProbeIntervalMs, 0);
 }
 
-static void on_probe_connect(uv_connect_t* req, int status) {
-  StartOp* op = static_cast<StartOp*>(req->data);
-  op->connected = status == 0;
-  uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_tcp_closed);
-}
-
 static void probe_attempt(StartOp* op) {
-  struct sockaddr_in addr;
-  uv_ip4_addr("127.0.0.1", op->inst.port, &addr);
-  uv_tcp_init(op->p->loop, &op->tcp);
-  op->tcp.data = op;
-  op->connect_req.data = op;
-  op->connecting = true;
-  int rc = uv_tcp_connect(&op->connect_req, &op->tcp, reinterpret_cast<const sockaddr*>(&addr),
-                          on_probe_connect);
-  if (rc != 0) {
-    op->connected = false;
-    uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_tcp_closed);
-  }
+  engine_probe_attempt(&op->probe, op->p->eng.loop, op->inst.port, on_probe_done);
 }
 
 static void probe_begin(StartOp* op) {
   ProvDocker* p = op->p;
-  uv_timer_init(p->loop, &op->timer);
+  uv_timer_init(p->eng.loop, &op->timer);
   op->timer.data = op;
   op->probing = true;
-  p->probes++;
-  op->deadline = uv_now(p->loop) + p->cfg.ready_timeout_ms;
+  p->eng.busy++;
+  op->deadline = uv_now(p->eng.loop) + p->cfg.ready_timeout_ms;
   probe_attempt(op);
 }
 
@@ -634,12 +600,12 @@ static void probe_begin(StartOp* op) {
 void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string id = inst.id.empty() ? engine_name(this, inst.name) : inst.id;
   uint64_t t0 = uv_hrtime();
-  if (closing) {
-    docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
+  if (eng.closing) {
+    docker_api_defer(eng.api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
     return;
   }
-  ops++;
-  quiet_add(this, id);
+  eng.ops++;
+  engine_quiet_add(&eng, id);
   // Renamed to the draining name first (unless release_name did): the other LBs of the pool see
   // the rename (on_gone) and take the replica out of their rings instead of seeing it die and
   // healing it. Whatever the rename answers, the stop follows (after it: the rename is seen first).
@@ -652,31 +618,31 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string name = inst.name;
   auto stop_now = [this, path, timeout, id, name, port, t0, cb]() {
     docker_api_call(
-        api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
-          double stop_ms = ms_since(t0);
+        eng.api, "POST", path, nullptr, timeout, [this, id, name, port, t0, cb](const DockerReply& r) {
+          double stop_ms = engine_ms_since(t0);
           if (r.status != 0 || (r.http_status != 204 && r.http_status != 304 && r.http_status != 404))
             LOG_WARN("docker: stop of replica %s: %s; removing it anyway", name.c_str(),
                      docker_error_message(r).c_str());
           docker_remove_container(this, id, [this, name, port, t0, stop_ms, cb](const DockerReply& rr) {
-            if (!docker_removed_ok(rr)) {
+            if (!engine_removed_ok(rr)) {
               std::string err;
-              int st = docker_reply_failure(rr, "cannot remove replica " + name, &err);
+              int st = engine_reply_failure(rr, "cannot remove replica " + name, &err);
               LOG_WARN("docker: %s", err.c_str());
               cb(st == -ENOENT ? -EIO : st, err);
             } else {
               if (port) ports_used.erase(port);
               LOG_INFO("docker: replica %s stopped and removed in %.0f ms (stop %.0f, remove %.0f)",
-                       name.c_str(), ms_since(t0), stop_ms, ms_since(t0) - stop_ms);
+                       name.c_str(), engine_ms_since(t0), stop_ms, engine_ms_since(t0) - stop_ms);
               cb(0, "");
             }
-            ops--;
-            docker_maybe_close_api(this);
+            eng.ops--;
+            engine_maybe_close_api(&eng);
           });
         });
   };
   if (!rename) return stop_now();
-  std::string to = engine_name(this, inst.name) + kDrainingMark + docker_short_id(inst.id);
-  docker_api_call(api, "POST",
+  std::string to = engine_name(this, inst.name) + kDrainingMark + engine_short_id(inst.id);
+  docker_api_call(eng.api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
                   nullptr, cfg.call_timeout_ms, [stop_now](const DockerReply&) { stop_now(); });
 }
@@ -685,15 +651,15 @@ void ProvDocker::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 
 bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   if (inst.id.empty()) return false;
-  if (closing) {
-    docker_api_defer(api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
+  if (eng.closing) {
+    docker_api_defer(eng.api, [cb] { cb(-ECANCELED, "the docker provisioner is closing"); });
     return true;
   }
-  ops++;
-  std::string to = engine_name(this, inst.name) + kDrainingMark + docker_short_id(inst.id);
-  quiet_add(this, inst.id);  // our own rename and the stop after the drain: no on_gone, no on_exit
+  eng.ops++;
+  std::string to = engine_name(this, inst.name) + kDrainingMark + engine_short_id(inst.id);
+  engine_quiet_add(&eng, inst.id);  // our own rename and the stop after the drain: no on_gone, no on_exit
   std::string name = inst.name;
-  docker_api_call(api, "POST",
+  docker_api_call(eng.api, "POST",
                   "/containers/" + docker_url_escape(inst.id) + "/rename?name=" + docker_url_escape(to),
                   nullptr, cfg.call_timeout_ms, [this, id = inst.id, name, to, cb](const DockerReply& r) {
                     // 404: the container is gone already, so the name is free as well.
@@ -703,84 +669,44 @@ bool ProvDocker::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
                       cb(0, "");
                     } else {
                       std::string err;
-                      docker_reply_failure(r, "cannot rename draining replica " + name, &err);
+                      engine_reply_failure(r, "cannot rename draining replica " + name, &err);
                       cb(-EIO, err);
                     }
-                    ops--;
-                    docker_maybe_close_api(this);
+                    eng.ops--;
+                    engine_maybe_close_api(&eng);
                   });
   return true;
 }
 
 // ---- close ----
 
-static void close_step_done(ProvDocker* p) {
-  if (--p->close_pending > 0) return;
-  std::function<void()> cb = std::move(p->close_cb);
-  if (cb) cb();
-}
-
-// The client is closed last, once no probe can still defer work to it and every start, stop and
-// list has called back (a start cancelled by close removes its container through the client).
-void docker_maybe_close_api(ProvDocker* p) {
-  if (!p->closing || p->api_closing || p->probes > 0 || p->ops > 0) return;
-  p->api_closing = true;
-  docker_api_close(p->api, [p] {
-    p->api = nullptr;
-    close_step_done(p);
-  });
-}
-
-static void on_events_retry_closed(uv_handle_t* h) {
-  close_step_done(static_cast<ProvDocker*>(h->data));
-}
-
 void ProvDocker::close(std::function<void()> cb) {
-  if (closing) return;
-  closing = true;
-  close_cb = std::move(cb);
-  close_pending = 3;  // the retry timer, the resync timer and the client
-  uv_close(reinterpret_cast<uv_handle_t*>(&events_retry), on_events_retry_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&resync), on_events_retry_closed);
+  // The client is closed last, once no probe can still defer work to it and every start, stop and
+  // list has called back (a start cancelled by close removes its container through the client).
+  if (!engine_pool_close(&eng, std::move(cb))) return;
   if (events) docker_stream_close(events);
   // Probes waiting on their timer end now; one that is connecting ends in its close callback.
   std::vector<StartOp*> ops;
   for (auto& kv : starting) ops.push_back(kv.second);
   for (StartOp* op : ops) {
-    if (op->probing && !op->connecting &&
+    if (op->probing && !op->probe.connecting &&
         uv_is_active(reinterpret_cast<uv_handle_t*>(&op->timer))) {
       uv_timer_stop(&op->timer);
       probe_end(op, -ECANCELED,
                 "the docker provisioner closed while replica " + op->spec.name + " was starting");
     }
   }
-  docker_maybe_close_api(this);
+  engine_maybe_close_api(&eng);
 }
 
 // ---- create ----
 
 Provisioner* prov_docker_create(uv_loop_t* loop, const ProvDockerConfig& cfg, std::string* err) {
-  if (cfg.image.empty()) {
-    *err = "the docker provisioner needs an image";
+  if (!engine_config_check("docker", cfg.image, cfg.pool, cfg.network,
+                           "host, or a user-defined bridge network's name", cfg.port_min,
+                           cfg.port_max, err))
     return nullptr;
-  }
-  bool pool_ok = !cfg.pool.empty() && cfg.pool.size() <= 63;
-  for (char c : cfg.pool)
-    pool_ok = pool_ok && (isalnum(static_cast<unsigned char>(c)) || strchr("_.-", c));
-  if (!pool_ok) {
-    *err = "invalid pool name \"" + cfg.pool + "\": use 1 to 63 of A-Z a-z 0-9 _ . -";
-    return nullptr;
-  }
-  if (cfg.network.empty()) {
-    *err = "the docker provisioner needs a network: host, or a user-defined bridge network's name";
-    return nullptr;
-  }
   bool host_mode = cfg.network == "host";
-  if (host_mode && (cfg.port_min == 0 || cfg.port_min > cfg.port_max)) {
-    *err = "invalid replica port range " + std::to_string(cfg.port_min) + "-" +
-           std::to_string(cfg.port_max);
-    return nullptr;
-  }
   if (cfg.stop_grace_s < 0 || cfg.ready_timeout_ms <= 0) {
     *err = "the stop grace must be >= 0 s and the ready timeout > 0 ms";
     return nullptr;
@@ -788,18 +714,15 @@ Provisioner* prov_docker_create(uv_loop_t* loop, const ProvDockerConfig& cfg, st
   DockerApi* api = nullptr;
   if (docker_api_open(loop, cfg.socket.c_str(), &api, err) != 0) return nullptr;
   ProvDocker* p = new ProvDocker;
-  p->loop = loop;
+  engine_pool_init(&p->eng, loop, api, "docker");
   p->cfg = cfg;
-  p->api = api;
   p->host_mode = host_mode;
   p->next_port = cfg.port_min;
-  uv_timer_init(loop, &p->events_retry);
-  p->events_retry.data = p;
-  uv_timer_init(loop, &p->resync);
-  p->resync.data = p;
+  p->eng.events_retry.data = p;
+  p->eng.resync.data = p;
   if (cfg.watch_events) {
     docker_events_open(p);
-    if (cfg.resync_ms > 0) uv_timer_start(&p->resync, docker_on_resync_timer, cfg.resync_ms, cfg.resync_ms);
+    if (cfg.resync_ms > 0) uv_timer_start(&p->eng.resync, docker_on_resync_timer, cfg.resync_ms, cfg.resync_ms);
   }
   LOG_INFO("docker: provisioner for pool %s, image %s, network %s%s", cfg.pool.c_str(),
            cfg.image.c_str(), cfg.network.c_str(),

@@ -7,11 +7,14 @@
 // LB of replicas the others started (on_appear), of their /rm (on_gone: the rename that frees the
 // name of a draining replica) and of deaths (on_exit); a resync every resync_ms lists the pool to
 // catch what the stream missed, and the stream reconnects with ?since= the last event it saw.
-// Ring id claim: after the create and before the start, start() lists the pool's containers
-// labelled with its ring id, leaving out dead and draining ones, spec.replaces and abandoned
-// creates (state "created" for over a minute). It loses to a rival that has started (that one won
-// its own claim) and to one created earlier (the engine's Created in ns, ties by Id): its
-// container is removed and it fails with -EBUSY. A later rival still "created" may not have seen
+// Ring id and port claim: after the create and before the start, start() lists the pool's
+// containers, leaving out dead ones and abandoned creates (state "created" for over a minute). Its
+// rivals are those labelled with its ring id (not draining ones, nor spec.replaces) and, in host
+// mode, those labelled with its port (draining ones too: they still listen). It loses to a rival
+// that has started (that one won its own claim) and to one created earlier (the engine's Created
+// in ns, ties by Id): its container, which never ran, is removed; lost to a rival of its ring id it
+// fails with -EBUSY, lost only to one of its port it is created again on the next free port of the
+// range (at most 20 times, then -EADDRINUSE). A later rival still "created" may not have seen
 // this one (the engine stamps Created when a create begins but lists the container only once it
 // is made), so the claim lists again until that rival has started (lost) or is gone (won). Two
 // racers never both start: the later-listed one sees the other. Healing uses the same claim
@@ -27,7 +30,8 @@
 //   cmd     cfg.cmd when not empty (the arguments of the image's entrypoint), else the image's
 //   limits  HostConfig.NanoCpus = cfg.nano_cpus, HostConfig.Memory = cfg.memory (0: none)
 // Network "host": the replica listens on 127.0.0.1 on its own port, picked from [port_min,
-// port_max] (skipping ports of owned containers and ports that cannot be bound). Any other network
+// port_max] (skipping ports of owned containers and ports that cannot be bound) and claimed as
+// above, so that the LBs of one pool may share one range. Any other network
 // NAME is a user-defined bridge: the container joins NAME with alias = name and listens on 5000;
 // host = name.
 //

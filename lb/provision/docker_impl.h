@@ -20,6 +20,8 @@
 #include <set>
 
 #include "lb/provision/docker_api.h"
+#include "lb/http/container_of.h"
+#include "lb/provision/engine_pool.h"
 #include "lb/log.h"
 #include "ring/ring.h"  // kRingMaxWeight
 
@@ -31,8 +33,6 @@ static const char kLabelPort[] = "ringlb.port";
 static const char kLabelWeight[] = "ringlb.weight";
 static const uint16_t kBridgePort = 5000;
 static const int kProbeIntervalMs = 20;    // between connect attempts while a replica comes up
-static const size_t kQuietMax = 512;       // container ids whose exit we caused, remembered
-static const int kEventsRetryMaxMs = 30000;
 // A removed replica's container is renamed NAME + kDrainingMark + its short id while it drains, so
 // its name is free for a new replica at once; list() removes such containers instead of adopting
 // them (an LB that stopped mid-drain left them).
@@ -42,6 +42,10 @@ static const char kDrainingMark[] = ".draining-";
 static const int64_t kAbandonedCreateS = 60;
 
 struct ProvDocker;
+
+// What a rival of a start's claim contends for: its ring id, its port (host mode), or both.
+static const int kRivalRingId = 1;
+static const int kRivalPort = 2;
 
 // One start(): create, start, and in host mode wait until the replica accepts connections. Owned by
 // the chain of callbacks that carries it; freed in start_finish once every handle it has is closed.
@@ -53,20 +57,18 @@ struct StartOp {
   bool conflict_retried = false;
   int name_busy_tries = 0;  // 409 on create, then 404 on the name: another create holds it
   uint64_t t0 = 0, t_created = 0, t_started = 0;
-  // readiness probe (host mode)
-  uv_tcp_t tcp;
-  uv_connect_t connect_req;
+  // readiness probe (host mode): one attempt in probe, the next after timer
+  EngineProbe probe;
   uv_timer_t timer;
-  int open_handles = 0;
   bool probing = false;
-  bool connecting = false;
-  bool connected = false;
   uint64_t deadline = 0;
   bool died = false;
   std::string died_cause;
   // ring id claim: the engine's creation time (ns) of this start's container and of its rivals
   std::map<std::string, int64_t> created_ns;
   std::map<std::string, std::string> rival_state;  // the list's State of each rival
+  std::map<std::string, int> rival_kind;  // kRivalRingId | kRivalPort: what each rival contends for
+  int port_claims = 0;                    // ports this start lost to other LBs' replicas
   int claim_pending = 0;
   int claim_rounds = 0;
   bool claim_failed = false;
@@ -83,18 +85,17 @@ struct ListOp {
 };
 
 struct ProvDocker final : Provisioner {
-  uv_loop_t* loop = nullptr;
+  // The client, quiet ids (containers we stop or remove ourselves: no on_exit for them), calls in
+  // flight (eng.ops: start, stop and list calls whose callback has not run; eng.busy: StartOps
+  // whose probe has handles open), the close sequence; eng.events_retry reconnects the events
+  // stream after it ended, eng.resync lists the pool every cfg.resync_ms (data = this for both).
+  EnginePool eng;
   ProvDockerConfig cfg;
-  DockerApi* api = nullptr;
   bool host_mode = true;
   DockerStream* events = nullptr;
-  uv_timer_t events_retry;  // reconnects the events stream after it ended; data = this
-  int events_retry_ms = 1000;
   std::set<uint16_t> ports_used;  // ports of containers we started or adopted, and reservations
   uint16_t next_port = 0;
   std::map<std::string, StartOp*> starting;  // by container id, from create until start_finish
-  std::set<std::string> quiet;               // ids we stop or remove ourselves: no on_exit for them
-  std::deque<std::string> quiet_order;
   std::set<std::string> reported;  // ids whose exit on_exit already reported
   // Ids of the pool's replicas this LB knows: started here, returned by list(), or reported by
   // on_appear. No on_appear for them; on_gone only for them. Erased on destroy.
@@ -102,14 +103,7 @@ struct ProvDocker final : Provisioner {
   std::set<std::string> gone_reported;  // known ids on_gone reported (one report per id)
   std::set<std::string> released;  // ids release_name renamed already (stop renames the others)
   int64_t last_event_ns = 0;  // timeNano of the last event seen: the reconnect's ?since=
-  uv_timer_t resync;          // lists the pool every cfg.resync_ms; data = this
   bool resync_running = false;
-  int probes = 0;                  // StartOps with open handles
-  int ops = 0;  // start, stop and list calls whose callback has not run yet; close waits for them
-  bool closing = false;
-  bool api_closing = false;
-  int close_pending = 0;
-  std::function<void()> close_cb;
 
   const char* kind() const override { return "docker"; }
   void start(const ReplicaSpec& spec, ProvStartCb cb) override;
@@ -117,29 +111,28 @@ struct ProvDocker final : Provisioner {
   void list(ProvListCb cb) override;
   void close(std::function<void()> cb) override;
   bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
-  void set_template(const ReplicaTemplate& spec) override {
-    cfg.image = spec.image;
-    cfg.env = spec.env;
-    cfg.cmd = spec.cmd;
-    cfg.nano_cpus = spec.nano_cpus;
-    cfg.memory = spec.memory;
-  }
+  void set_template(const ReplicaTemplate& t) override { engine_template_apply(&cfg, t); }
 };
 
 // Helpers (docker.cc).
 std::string docker_plain_name(const ProvDocker* p, const std::string& en);
-std::string docker_short_id(const std::string& id);
 std::string docker_label_filter(const ProvDocker* p);
 void docker_remove_container(ProvDocker* p, const std::string& id, DockerCallCb cb);
-bool docker_removed_ok(const DockerReply& r);
-int docker_reply_failure(const DockerReply& r, const std::string& what, std::string* err);
 
 // The pool's view (docker_pool.cc).
+// One item of a container list (GET /containers/json): what list(), the resync and the ring id
+// claim read of it. en is the engine's name without the leading '/'; labels is borrowed from c.
+struct DockerListed {
+  std::string id;
+  std::string state;
+  std::string en;
+  int64_t created_s = 0;  // the engine's creation time, in seconds
+  json_t* labels = nullptr;
+};
+DockerListed docker_listed(json_t* c);
 bool docker_draining_name(const std::string& name, const std::string& id);
 void docker_events_open(ProvDocker* p);
 void docker_gone(ProvDocker* p, const std::string& id, const std::string& en);
 void docker_exited(ProvDocker* p, const std::string& id, const std::string& en, const std::string& cause);
 void docker_on_resync_timer(uv_timer_t* t);
 
-// Close (docker.cc).
-void docker_maybe_close_api(ProvDocker* p);

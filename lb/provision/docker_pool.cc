@@ -8,9 +8,20 @@
 // replica the user named with the mark in it (a valid name, "a.draining-b") is not one: only the
 // suffix that names the container itself marks a leftover of a drain.
 bool docker_draining_name(const std::string& name, const std::string& id) {
-  std::string suffix = kDrainingMark + docker_short_id(id);
+  std::string suffix = kDrainingMark + engine_short_id(id);
   return id.size() > 0 && name.size() > suffix.size() &&
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+DockerListed docker_listed(json_t* c) {
+  DockerListed l;
+  l.id = docker_json_str(c, "Id");
+  l.state = docker_json_str(c, "State");
+  const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
+  l.en = name ? (name[0] == '/' ? name + 1 : name) : "";
+  l.created_s = json_integer_value(json_object_get(c, "Created"));
+  l.labels = json_object_get(c, "Labels");
+  return l;
 }
 
 static void list_finish_one(ListOp* op) {
@@ -18,37 +29,34 @@ static void list_finish_one(ListOp* op) {
   ProvDocker* p = op->p;
   op->cb(0, "", op->running);
   delete op;
-  p->ops--;
-  docker_maybe_close_api(p);
+  p->eng.ops--;
+  engine_maybe_close_api(&p->eng);
 }
 
 static void on_listed(ListOp* op, const DockerReply& r) {
   ProvDocker* p = op->p;
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    std::string err;
-    int st = docker_reply_failure(r, "cannot list the containers of pool " + p->cfg.pool, &err);
+  int st = 0;
+  std::string err;
+  json_t* arr = engine_reply_array(r, "cannot list the containers of pool " + p->cfg.pool, &st, &err);
+  if (!arr) {
     if (r.status == 0 && r.http_status == 200)
       err = "the engine's container list is not a JSON array";
-    op->cb(st == 0 || st == -ENOENT ? -EIO : st, err, {});
+    op->cb(st, err, {});
     delete op;
-    p->ops--;
-    docker_maybe_close_api(p);
+    p->eng.ops--;
+    engine_maybe_close_api(&p->eng);
     return;
   }
   op->pending = 1;  // held until the loop below is done
   size_t i;
   json_t* c;
   json_array_foreach(arr, i, c) {
-    std::string id = docker_json_str(c, "Id");
-    std::string state = docker_json_str(c, "State");
-    const char* name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
-    json_t* labels = json_object_get(c, "Labels");
+    DockerListed l = docker_listed(c);
+    const std::string &id = l.id, &state = l.state, &en = l.en;
+    json_t* labels = l.labels;
     std::string mode = docker_json_str(json_object_get(c, "HostConfig"), "NetworkMode");
     ReplicaInstance inst;
     inst.id = id;
-    std::string en = name ? (name[0] == '/' ? name + 1 : name) : "";
     inst.name = docker_plain_name(p, en);
     if (inst.name.empty() && !en.empty()) {
       // Labelled with this pool but without this LB's prefix: an LB of the pool with another
@@ -59,8 +67,7 @@ static void on_listed(ListOp* op, const DockerReply& r) {
     }
     // Another LB of the pool between its create and its start (its ring id claim): not ours to
     // remove. One that stays created longer than that was abandoned.
-    int64_t created_s = json_integer_value(json_object_get(c, "Created"));
-    if (state == "created" && static_cast<int64_t>(time(nullptr)) - created_s <= kAbandonedCreateS)
+    if (state == "created" && static_cast<int64_t>(time(nullptr)) - l.created_s <= kAbandonedCreateS)
       continue;
     uint32_t ring_id = 0, port = 0;
     std::string weight_label = docker_json_str(labels, kLabelWeight);
@@ -87,11 +94,11 @@ static void on_listed(ListOp* op, const DockerReply& r) {
                       : !labels_ok       ? "bad labels"
                                          : "other network";
     LOG_INFO("docker: removing container %s (%s) of pool %s: %s", inst.name.c_str(),
-             docker_short_id(id).c_str(), p->cfg.pool.c_str(), why);
+             engine_short_id(id).c_str(), p->cfg.pool.c_str(), why);
     if (p->host_mode && labels_ok) p->ports_used.erase(static_cast<uint16_t>(port));
     op->pending++;
     docker_remove_container(p, id, [op, inst](const DockerReply& rr) {
-      if (!docker_removed_ok(rr))
+      if (!engine_removed_ok(rr))
         LOG_WARN("docker: could not remove container %s: %s", inst.name.c_str(),
                  docker_error_message(rr).c_str());
       list_finish_one(op);
@@ -102,11 +109,11 @@ static void on_listed(ListOp* op, const DockerReply& r) {
 }
 
 void ProvDocker::list(ProvListCb cb) {
-  ops++;
+  eng.ops++;
   ListOp* op = new ListOp;
   op->p = this;
   op->cb = std::move(cb);
-  docker_api_call(api, "GET", "/containers/json?all=1&filters=" + docker_label_filter(this), nullptr,
+  docker_api_call(eng.api, "GET", "/containers/json?all=1&filters=" + docker_label_filter(this), nullptr,
                   cfg.call_timeout_ms, [op](const DockerReply& r) { on_listed(op, r); });
 }
 
@@ -146,27 +153,27 @@ static void appear(ProvDocker* p, const ReplicaInstance& inst) {
   if (p->starting.count(inst.id) || !p->known.insert(inst.id).second) return;
   if (p->host_mode) p->ports_used.insert(inst.port);
   LOG_INFO("docker: replica %s (container %s, ring id %u) of another load balancer runs",
-           inst.name.c_str(), docker_short_id(inst.id).c_str(), inst.ring_id);
+           inst.name.c_str(), engine_short_id(inst.id).c_str(), inst.ring_id);
   if (p->on_appear) p->on_appear(inst);
 }
 
 // Known replica id was taken out of the pool by another LB (renamed to drain).
 void docker_gone(ProvDocker* p, const std::string& id, const std::string& en) {
-  if (!p->known.count(id) || p->quiet.count(id) || !p->gone_reported.insert(id).second) return;
-  LOG_INFO("docker: container %s (%s) was removed by another load balancer", docker_short_id(id).c_str(),
+  if (!p->known.count(id) || engine_quiet_has(&p->eng, id) || !p->gone_reported.insert(id).second) return;
+  LOG_INFO("docker: container %s (%s) was removed by another load balancer", engine_short_id(id).c_str(),
            en.c_str());
   if (p->on_gone) p->on_gone(id, "removed by /rm on another load balancer");
 }
 
 // Container id died or was removed (cause), by someone else than this LB.
 void docker_exited(ProvDocker* p, const std::string& id, const std::string& en, const std::string& cause) {
-  if (p->quiet.count(id) || !p->reported.insert(id).second) return;
-  LOG_WARN("docker: replica %s (container %s) %s", en.c_str(), docker_short_id(id).c_str(), cause.c_str());
+  if (engine_quiet_has(&p->eng, id) || !p->reported.insert(id).second) return;
+  LOG_WARN("docker: replica %s (container %s) %s", en.c_str(), engine_short_id(id).c_str(), cause.c_str());
   if (p->on_exit) p->on_exit(id, "container " + en + " " + cause);
 }
 
 static void on_event_line(ProvDocker* p, const std::string& line) {
-  p->events_retry_ms = 1000;  // the stream works
+  engine_events_ok(&p->eng);
   json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
   if (!e) return;
   json_int_t ns = json_integer_value(json_object_get(e, "timeNano"));
@@ -199,7 +206,7 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
     it->second->died_cause = cause;
     return;
   }
-  bool ours = p->quiet.count(id) > 0;  // we stopped or removed it ourselves
+  bool ours = engine_quiet_has(&p->eng, id);  // we stopped or removed it ourselves
   if (action == "destroy") {
     p->known.erase(id);
     p->gone_reported.erase(id);
@@ -220,7 +227,7 @@ static void on_event_line(ProvDocker* p, const std::string& line) {
 
 static void on_resynced(ProvDocker* p, const DockerReply& r) {
   p->resync_running = false;
-  if (p->closing) return;
+  if (p->eng.closing) return;
   json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   if (!json_is_array(arr)) {
     if (arr) json_decref(arr);
@@ -232,15 +239,13 @@ static void on_resynced(ProvDocker* p, const DockerReply& r) {
   size_t i;
   json_t* c;
   json_array_foreach(arr, i, c) {
-    std::string id = docker_json_str(c, "Id");
-    std::string state = docker_json_str(c, "State");
-    const char* n = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
-    std::string en = n ? (n[0] == '/' ? n + 1 : n) : "";
+    DockerListed l = docker_listed(c);
+    const std::string &id = l.id, &state = l.state, &en = l.en;
     seen.insert(id);
     if (p->starting.count(id)) continue;
     ReplicaInstance inst;
     if (docker_draining_name(en, id)) docker_gone(p, id, en);
-    else if (state == "running" && instance_from(p, id, en, json_object_get(c, "Labels"), &inst))
+    else if (state == "running" && instance_from(p, id, en, l.labels, &inst))
       appear(p, inst);
     else if ((state == "exited" || state == "dead") && p->known.count(id))
       docker_exited(p, id, en, "is " + state + " (seen by the resync)");
@@ -251,45 +256,34 @@ static void on_resynced(ProvDocker* p, const DockerReply& r) {
     if (!seen.count(id) && !p->starting.count(id)) lost.push_back(id);
   for (const std::string& id : lost) {
     p->known.erase(id);
-    docker_exited(p, id, docker_short_id(id), "was removed (seen by the resync)");
+    docker_exited(p, id, engine_short_id(id), "was removed (seen by the resync)");
     p->reported.erase(id);
   }
 }
 
 void docker_on_resync_timer(uv_timer_t* t) {
   ProvDocker* p = static_cast<ProvDocker*>(t->data);
-  if (p->closing || p->resync_running) return;
+  if (p->eng.closing || p->resync_running) return;
   p->resync_running = true;
-  docker_api_call(p->api, "GET", "/containers/json?all=1&filters=" + docker_label_filter(p), nullptr,
+  docker_api_call(p->eng.api, "GET", "/containers/json?all=1&filters=" + docker_label_filter(p), nullptr,
                   p->cfg.call_timeout_ms, [p](const DockerReply& r) { on_resynced(p, r); });
 }
 
 static void on_events_retry(uv_timer_t* t) {
   ProvDocker* p = static_cast<ProvDocker*>(t->data);
-  if (!p->closing) docker_events_open(p);
+  if (!p->eng.closing) docker_events_open(p);
 }
 
 static void on_events_end(ProvDocker* p, const DockerReply& r) {
   p->events = nullptr;
-  if (p->closing) return;
-  std::string why = r.status != 0          ? r.error
-                    : r.http_status != 200 ? docker_error_message(r)
-                                           : "the engine ended the stream";
-  LOG_WARN("docker: events stream ended (%s); reconnecting in %d ms", why.c_str(),
-           p->events_retry_ms);
-  uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
-  p->events_retry_ms =
-      p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
+  engine_events_retry(&p->eng, "events stream", r, on_events_retry);
 }
 
 void docker_events_open(ProvDocker* p) {
   json_t* f = json_pack("{s:[s], s:[s], s:[s,s,s,s]}", "type", "container", "label",
                         (std::string(kLabelPool) + "=" + p->cfg.pool).c_str(), "event", "start",
                         "die", "destroy", "rename");
-  char* s = json_dumps(f, JSON_COMPACT);
-  std::string path = std::string("/events?filters=") + docker_url_escape(s);
-  free(s);
-  json_decref(f);
+  std::string path = std::string("/events?filters=") + engine_filter_query(f);
   if (p->last_event_ns > 0) {
     // A reconnect: the engine replays what it still buffers (its last 256 events) from the last
     // one seen; the resync covers anything older.
@@ -300,11 +294,11 @@ void docker_events_open(ProvDocker* p) {
     path += std::string("&since=") + since;
   }
   int rc = docker_stream_open(
-      p->api, path, [p](const std::string& line) { on_event_line(p, line); },
+      p->eng.api, path, [p](const std::string& line) { on_event_line(p, line); },
       [p](const DockerReply& r) { on_events_end(p, r); }, &p->events);
   if (rc != 0) {
     LOG_WARN("docker: cannot watch events: %s", uv_strerror(rc));
-    uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
+    uv_timer_start(&p->eng.events_retry, on_events_retry, p->eng.events_retry_ms, 0);
   }
 }
 

@@ -22,29 +22,29 @@ namespace swarm_impl {
 // removes its container by itself; the name is free at once.
 void ProvSwarm::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string id = inst.id.empty() ? cfg.name_prefix + inst.name : inst.id;
-  if (closing) {
-    docker_api_defer(api, [cb] { cb(-ECANCELED, "the swarm provisioner is closing"); });
+  if (eng.closing) {
+    docker_api_defer(eng.api, [cb] { cb(-ECANCELED, "the swarm provisioner is closing"); });
     return;
   }
-  ops++;
+  eng.ops++;
   members.erase(id);
   uint64_t t0 = uv_hrtime();
   uint16_t port = host_mode ? inst.port : 0;
   std::string name = inst.name;
   remove_service(this, id, [this, name, port, t0, cb](const DockerReply& r) {
-    if (!removed_ok(r)) {
+    if (!engine_removed_ok(r)) {
       std::string err;
-      int st = reply_failure(r, "cannot remove the service of replica " + name, &err);
+      int st = engine_reply_failure(r, "cannot remove the service of replica " + name, &err);
       LOG_WARN("swarm: %s", err.c_str());
       cb(st == -ENOENT ? -EIO : st, err);
     } else {
       // The port stays out of use until its task has let it go: port_reserve checks that it binds.
       if (port) ports_used.erase(port);
-      LOG_INFO("swarm: replica %s: service removed in %.0f ms", name.c_str(), ms_since(t0));
+      LOG_INFO("swarm: replica %s: service removed in %.0f ms", name.c_str(), engine_ms_since(t0));
       cb(0, "");
     }
-    ops--;
-    maybe_close_api(this);
+    eng.ops--;
+    engine_maybe_close_api(&eng);
   });
 }
 
@@ -55,14 +55,15 @@ void ProvSwarm::stop(const ReplicaInstance& inst, ProvDoneCb cb) {
 // (Spec.Labels: the task is not redeployed).
 bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
   std::string service = cfg.name_prefix + inst.name;
-  if (closing || inst.id.empty()) {
-    docker_api_defer(
-        api, [cb, service] { cb(-EBUSY, "service " + service + " keeps its name until removed"); });
+  if (eng.closing || inst.id.empty()) {
+    docker_api_defer(eng.api, [cb, service] {
+      cb(-EBUSY, "service " + service + " keeps its name until removed");
+    });
     return true;
   }
-  ops++;
+  eng.ops++;
   members.erase(inst.id);
-  quiet_add(this, inst.id);  // its end is ours from now on
+  engine_quiet_add(&eng, inst.id);  // its end is ours from now on
   spec_update(
       this, inst.id,
       [](json_t* spec) {
@@ -82,8 +83,8 @@ bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
               service.c_str(), err.c_str());
         cb(-EBUSY,
            "service " + service + " keeps its name while it drains (services cannot be renamed)");
-        ops--;
-        maybe_close_api(this);
+        eng.ops--;
+        engine_maybe_close_api(&eng);
       });
   return true;
 }
@@ -93,12 +94,11 @@ bool ProvSwarm::release_name(const ReplicaInstance& inst, ProvDoneCb cb) {
 // Every service of the pool, whatever its task does now: the engine heals it, so it is adopted
 // and comes in through heartbeats. One whose labels do not make a replica is removed.
 static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    std::string err;
-    int st = reply_failure(r, "cannot list the services of pool " + p->cfg.pool, &err);
-    cb(st == 0 || st == -ENOENT ? -EIO : st, err, {});
+  int st = 0;
+  std::string err;
+  json_t* arr = engine_reply_array(r, "cannot list the services of pool " + p->cfg.pool, &st, &err);
+  if (!arr) {
+    cb(st, err, {});
   } else {
     // Losers of a ring id claim are left alone: the LB that made one removes it itself.
     std::vector<std::string> bad, drained;
@@ -106,19 +106,19 @@ static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
     json_decref(arr);
     for (const std::string& id : bad) {
       LOG_INFO("swarm: removing service %s of pool %s: its labels do not make a replica",
-               short_id(id).c_str(), p->cfg.pool.c_str());
+               engine_short_id(id).c_str(), p->cfg.pool.c_str());
     }
     for (const std::string& id : drained) {
       LOG_INFO("swarm: removing service %s of pool %s: it was draining after /rm",
-               short_id(id).c_str(), p->cfg.pool.c_str());
+               engine_short_id(id).c_str(), p->cfg.pool.c_str());
     }
     bad.insert(bad.end(), drained.begin(), drained.end());
     for (const std::string& id : bad) {
       if (id.empty()) continue;
-      p->ops++;
+      p->eng.ops++;
       remove_service(p, id, [p](const DockerReply&) {
-        p->ops--;
-        maybe_close_api(p);
+        p->eng.ops--;
+        engine_maybe_close_api(&p->eng);
       });
     }
     for (const ReplicaInstance& inst : running) {
@@ -128,13 +128,13 @@ static void on_listed(ProvSwarm* p, ProvListCb cb, const DockerReply& r) {
     cb(0, "", running);
   }
   p->listed = true;
-  p->ops--;
-  maybe_close_api(p);
+  p->eng.ops--;
+  engine_maybe_close_api(&p->eng);
 }
 
 void ProvSwarm::list(ProvListCb cb) {
-  ops++;
-  docker_api_call(api, "GET", services_path(this), nullptr, cfg.call_timeout_ms,
+  eng.ops++;
+  docker_api_call(eng.api, "GET", services_path(this), nullptr, cfg.call_timeout_ms,
                   [this, cb](const DockerReply& r) { on_listed(this, cb, r); });
 }
 
@@ -145,20 +145,20 @@ static void on_resync_timer(uv_timer_t* t);
 
 static void on_resynced(ProvSwarm* p, const DockerReply& r) {
   p->resync_running = false;
-  p->ops--;
+  p->eng.ops--;
   json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (json_is_array(arr) && !p->closing) {
+  if (json_is_array(arr) && !p->eng.closing) {
     std::map<std::string, ReplicaInstance> listed;
     for (const ReplicaInstance& inst : pool_winners(p, arr, false, nullptr, nullptr))
       listed[inst.id] = inst;
     for (auto& kv : listed) {
-      if (p->members.count(kv.first) || p->starting.count(kv.first) || p->quiet.count(kv.first) ||
-          p->starting_names.count(kv.second.name))
+      if (p->members.count(kv.first) || p->starting.count(kv.first) ||
+          engine_quiet_has(&p->eng, kv.first) || p->starting_names.count(kv.second.name))
         continue;
       if (p->host_mode) p->ports_used.insert(kv.second.port);
       p->members[kv.first] = kv.second;
       LOG_INFO("swarm: replica %s (service %s, ring id %u) appeared in pool %s",
-               kv.second.name.c_str(), short_id(kv.first).c_str(), kv.second.ring_id,
+               kv.second.name.c_str(), engine_short_id(kv.first).c_str(), kv.second.ring_id,
                p->cfg.pool.c_str());
       if (p->on_appear) p->on_appear(kv.second);
     }
@@ -167,29 +167,29 @@ static void on_resynced(ProvSwarm* p, const DockerReply& r) {
       if (!listed.count(kv.first)) gone.push_back(kv.second);
     for (const ReplicaInstance& inst : gone) {
       p->members.erase(inst.id);
-      if (p->quiet.count(inst.id)) continue;  // ours: stop() took it out already
+      if (engine_quiet_has(&p->eng, inst.id)) continue;  // ours: stop() took it out already
       if (p->host_mode) p->ports_used.erase(inst.port);
       LOG_INFO("swarm: replica %s (service %s) left pool %s", inst.name.c_str(),
-               short_id(inst.id).c_str(), p->cfg.pool.c_str());
+               engine_short_id(inst.id).c_str(), p->cfg.pool.c_str());
       if (p->on_gone) p->on_gone(inst.id, "another load balancer of the pool removed it");
     }
-  } else if (!p->closing) {
+  } else if (!p->eng.closing) {
     LOG_WARN("swarm: cannot re-list the services of pool %s: %s", p->cfg.pool.c_str(),
              docker_error_message(r).c_str());
   }
   if (arr) json_decref(arr);
-  if (p->resync_again && !p->closing) {
+  if (p->resync_again && !p->eng.closing) {
     p->resync_again = false;
     resync_run(p);
-  } else if (!p->closing && !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->resync))) {
-    uv_timer_start(&p->resync, on_resync_timer, kResyncPeriodMs, 0);
+  } else if (!p->eng.closing && !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->eng.resync))) {
+    uv_timer_start(&p->eng.resync, on_resync_timer, kResyncPeriodMs, 0);
   }
-  maybe_close_api(p);
+  engine_maybe_close_api(&p->eng);
 }
 
 static void resync_run(ProvSwarm* p) {
   if (!p->listed) {  // list() is in flight: it is the fresh view; look again after it
-    uv_timer_start(&p->resync, on_resync_timer, kResyncDelayMs, 0);
+    uv_timer_start(&p->eng.resync, on_resync_timer, kResyncDelayMs, 0);
     return;
   }
   if (p->resync_running) {
@@ -197,14 +197,14 @@ static void resync_run(ProvSwarm* p) {
     return;
   }
   p->resync_running = true;
-  p->ops++;
-  docker_api_call(p->api, "GET", services_path(p), nullptr, p->cfg.call_timeout_ms,
+  p->eng.ops++;
+  docker_api_call(p->eng.api, "GET", services_path(p), nullptr, p->cfg.call_timeout_ms,
                   [p](const DockerReply& r) { on_resynced(p, r); });
 }
 
 static void on_resync_timer(uv_timer_t* t) {
   ProvSwarm* p = static_cast<ProvSwarm*>(t->data);
-  if (!p->closing) resync_run(p);
+  if (!p->eng.closing) resync_run(p);
 }
 
 // ---- events ----
@@ -214,7 +214,7 @@ static void events_open(ProvSwarm* p);
 // A task container of the pool died: report its service as failed at once (the registry routes
 // around it; the engine restarts the task). Deaths of services we remove are ours.
 static void on_container_event(ProvSwarm* p, const std::string& line) {
-  p->events_retry_ms = 1000;
+  engine_events_ok(&p->eng);
   json_t* e = json_loadb(line.data(), line.size(), 0, nullptr);
   if (!e) return;
   json_t* attrs = json_object_get(json_object_get(e, "Actor"), "Attributes");
@@ -224,7 +224,7 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
   std::string container = docker_json_str(attrs, "name");
   std::string code = docker_json_str(attrs, "exitCode");
   json_decref(e);
-  if (action != "die" || service_id.empty() || p->quiet.count(service_id)) return;
+  if (action != "die" || service_id.empty() || engine_quiet_has(&p->eng, service_id)) return;
   std::string cause =
       "task container " + container + " exited with code " + (code.empty() ? "?" : code);
   auto it = p->starting.find(service_id);
@@ -239,49 +239,40 @@ static void on_container_event(ProvSwarm* p, const std::string& line) {
 // Service create/update/remove anywhere in the swarm (service events carry no labels): re-list
 // the pool, debounced.
 static void on_service_event(ProvSwarm* p, const std::string&) {
-  p->events_retry_ms = 1000;
-  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&p->resync);
-  if (!p->closing && (!uv_is_active(h) || uv_timer_get_due_in(&p->resync) > kResyncDelayMs))
-    uv_timer_start(&p->resync, on_resync_timer, kResyncDelayMs, 0);
+  engine_events_ok(&p->eng);
+  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&p->eng.resync);
+  if (!p->eng.closing && (!uv_is_active(h) || uv_timer_get_due_in(&p->eng.resync) > kResyncDelayMs))
+    uv_timer_start(&p->eng.resync, on_resync_timer, kResyncDelayMs, 0);
 }
 
 static void on_events_retry(uv_timer_t* t) {
   ProvSwarm* p = static_cast<ProvSwarm*>(t->data);
-  if (!p->closing) events_open(p);
+  if (!p->eng.closing) events_open(p);
 }
 
 static void on_events_end(ProvSwarm* p, DockerStream** which, const DockerReply& r) {
   *which = nullptr;
-  if (p->closing) return;
-  std::string why = r.status != 0          ? r.error
-                    : r.http_status != 200 ? docker_error_message(r)
-                                           : "the engine ended it";
-  LOG_WARN("swarm: an events stream ended (%s); reconnecting in %d ms", why.c_str(),
-           p->events_retry_ms);
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&p->events_retry))) {
-    uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
-    p->events_retry_ms =
-        p->events_retry_ms * 2 > kEventsRetryMaxMs ? kEventsRetryMaxMs : p->events_retry_ms * 2;
-  }
+  engine_events_retry(&p->eng, "an events stream", r, on_events_retry);
 }
 
 // Opens whichever of the two streams is not open. A reopened service stream re-lists at once,
 // since events may have been missed while it was down.
 static void events_open(ProvSwarm* p) {
   if (!p->container_events) {
-    std::string path = "/events?filters=" +
-                       filter_query(json_pack("{s:[s], s:[s], s:[s]}", "type", "container", "event",
-                                              "die", "label", pool_label(p).c_str()));
+    std::string path = "/events?filters=" + engine_filter_query(json_pack(
+                                                "{s:[s], s:[s], s:[s]}", "type", "container",
+                                                "event", "die", "label", pool_label(p).c_str()));
     int rc = docker_stream_open(
-        p->api, path, [p](const std::string& l) { on_container_event(p, l); },
+        p->eng.api, path, [p](const std::string& l) { on_container_event(p, l); },
         [p](const DockerReply& r) { on_events_end(p, &p->container_events, r); },
         &p->container_events);
     if (rc != 0) LOG_WARN("swarm: cannot watch container events: %s", uv_strerror(rc));
   }
   if (!p->service_events) {
-    std::string path = "/events?filters=" + filter_query(json_pack("{s:[s]}", "type", "service"));
+    std::string path =
+        "/events?filters=" + engine_filter_query(json_pack("{s:[s]}", "type", "service"));
     int rc = docker_stream_open(
-        p->api, path, [p](const std::string& l) { on_service_event(p, l); },
+        p->eng.api, path, [p](const std::string& l) { on_service_event(p, l); },
         [p](const DockerReply& r) { on_events_end(p, &p->service_events, r); }, &p->service_events);
     if (rc != 0)
       LOG_WARN("swarm: cannot watch service events: %s", uv_strerror(rc));
@@ -289,38 +280,14 @@ static void events_open(ProvSwarm* p) {
       on_service_event(p, "");
   }
   if ((!p->container_events || !p->service_events) &&
-      !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->events_retry)))
-    uv_timer_start(&p->events_retry, on_events_retry, p->events_retry_ms, 0);
+      !uv_is_active(reinterpret_cast<uv_handle_t*>(&p->eng.events_retry)))
+    uv_timer_start(&p->eng.events_retry, on_events_retry, p->eng.events_retry_ms, 0);
 }
 
 // ---- close ----
 
-static void close_step_done(ProvSwarm* p) {
-  if (--p->close_pending > 0) return;
-  std::function<void()> cb = std::move(p->close_cb);
-  if (cb) cb();
-}
-
-void maybe_close_api(ProvSwarm* p) {
-  if (!p->closing || p->api_closing || p->ops > 0) return;
-  p->api_closing = true;
-  docker_api_close(p->api, [p] {
-    p->api = nullptr;
-    close_step_done(p);
-  });
-}
-
-static void on_timer_closed(uv_handle_t* h) {
-  close_step_done(static_cast<ProvSwarm*>(h->data));
-}
-
 void ProvSwarm::close(std::function<void()> cb) {
-  if (closing) return;
-  closing = true;
-  close_cb = std::move(cb);
-  close_pending = 3;  // two timers and the client
-  uv_close(reinterpret_cast<uv_handle_t*>(&events_retry), on_timer_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&resync), on_timer_closed);
+  if (!engine_pool_close(&eng, std::move(cb))) return;
   if (container_events) docker_stream_close(container_events);
   if (service_events) docker_stream_close(service_events);
   // Starts waiting on their timer end now (their services are removed); the others end when their
@@ -333,7 +300,7 @@ void ProvSwarm::close(std::function<void()> cb) {
     op->waiting = false;
     op_end(op, -ECANCELED, "");
   }
-  maybe_close_api(this);
+  engine_maybe_close_api(&eng);
 }
 
 }  // namespace swarm_impl
@@ -349,27 +316,11 @@ static std::string join(const std::vector<std::string>& v) {
 }
 
 Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std::string* err) {
-  if (cfg.image.empty()) {
-    *err = "the swarm provisioner needs an image";
+  if (!engine_config_check("swarm", cfg.image, cfg.pool, cfg.network,
+                           "host (one node), or an overlay network's name", cfg.port_min,
+                           cfg.port_max, err))
     return nullptr;
-  }
-  bool pool_ok = !cfg.pool.empty() && cfg.pool.size() <= 63;
-  for (char c : cfg.pool)
-    pool_ok = pool_ok && (isalnum(static_cast<unsigned char>(c)) || strchr("_.-", c));
-  if (!pool_ok) {
-    *err = "invalid pool name \"" + cfg.pool + "\": use 1 to 63 of A-Z a-z 0-9 _ . -";
-    return nullptr;
-  }
   bool host_mode = cfg.network == "host";
-  if (cfg.network.empty()) {
-    *err = "the swarm provisioner needs a network: host (one node), or an overlay network's name";
-    return nullptr;
-  }
-  if (host_mode && (cfg.port_min == 0 || cfg.port_min > cfg.port_max)) {
-    *err = "invalid replica port range " + std::to_string(cfg.port_min) + "-" +
-           std::to_string(cfg.port_max);
-    return nullptr;
-  }
   if (cfg.stop_grace_s < 0 || cfg.ready_timeout_ms <= 0 || cfg.restart_delay_ms < 0) {
     *err = "the stop grace and restart delay must be >= 0 and the ready timeout > 0";
     return nullptr;
@@ -401,18 +352,16 @@ Provisioner* prov_swarm_create(uv_loop_t* loop, const ProvSwarmConfig& cfg, std:
     return nullptr;
   }
   ProvSwarm* p = new ProvSwarm;
-  p->loop = loop;
+  engine_pool_init(&p->eng, loop, api, "swarm");
   p->cfg = cfg;
-  p->api = api;
   p->host_mode = host_mode;
   p->node_id = node_id;
-  uv_timer_init(loop, &p->events_retry);
-  p->events_retry.data = p;
-  uv_timer_init(loop, &p->resync);
-  p->resync.data = p;
+  p->eng.events_retry.data = p;
+  p->eng.resync.data = p;
   if (cfg.watch_events) events_open(p);
   LOG_INFO("swarm: provisioner for pool %s on node %s, image %s, network %s%s%s%s",
-           cfg.pool.c_str(), short_id(node_id).c_str(), cfg.image.c_str(), cfg.network.c_str(),
+           cfg.pool.c_str(), engine_short_id(node_id).c_str(), cfg.image.c_str(),
+           cfg.network.c_str(),
            host_mode ? (" (ports " + std::to_string(cfg.port_min) + "-" +
                         std::to_string(cfg.port_max) + " on this node)")
                            .c_str()

@@ -22,10 +22,12 @@
 // virtual IP (EndpointSpec vip, the engine's default), stable while the service exists whichever
 // task runs behind it (the kernel's IPVS forwards it to the running task).
 //
-// start() claims the ring id before the replica runs: it creates the service without a task
-// (Replicas 0), lists the pool's services of that ring id, and when one the manager created earlier
-// holds it (another LB's start raced this one) removes its own and fails with -EBUSY; else it gives
-// the service its task (Replicas 1). Every LB decides alike from the same list.
+// start() claims the ring id (and on the host network the port) before the replica runs: it
+// creates the service without a task (Replicas 0), lists the pool's services, and when one the
+// manager created earlier holds the ring id (another LB's start raced this one) removes its own
+// and fails with -EBUSY; when one created earlier or already given its task holds the port, it
+// removes its own and creates it again on another port (at most 20 times, then -EADDRINUSE); else
+// it gives the service its task (Replicas 1). Every LB decides alike from the same list.
 // start() answers once the service's task runs (Status.State running) and, on the host network,
 // accepts connections; a task the engine rejects (no such image) fails the start at once. A failed
 // start removes the service it created. stop() removes the service (the engine stops its task with

@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "lb/http/container_of.h"
 #include "lb/provision/docker_api.h"
+#include "lb/provision/engine_pool.h"
 #include "lb/provision/swarm.h"
 
 namespace swarm_impl {
@@ -39,8 +41,6 @@ constexpr int kResyncDelayMs = 50;    // service events within this are one re-l
 // A re-list this long after the last, whatever the events said: the engine drops events for a slow
 // reader, and a stream that reconnects may have missed some.
 constexpr int kResyncPeriodMs = 10000;
-constexpr size_t kQuietMax = 512;
-constexpr int kEventsRetryMaxMs = 30000;
 
 struct ProvSwarm;
 
@@ -55,28 +55,26 @@ struct StartOp {
   uint64_t t0 = 0, t_created = 0, t_running = 0;
   uint64_t deadline = 0;  // loop time
   uv_timer_t timer;       // between task polls and probes; closing it ends the op
-  uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  bool waiting = false;     // the timer runs (nothing else is in flight)
-  bool connecting = false;  // a probe's tcp handle is open
-  bool connected = false;
+  EngineProbe probe;      // host network: one connection attempt at a time
+  bool waiting = false;   // the timer runs (nothing else is in flight)
   bool ending = false;
   std::string task_error;  // the last failure of one of its tasks, for the timeout's message
+  int port_claims = 0;     // ports this start lost to other LBs' services (host network)
   int status = 0;
   std::string error;
 };
 
 struct ProvSwarm final : Provisioner {
-  uv_loop_t* loop = nullptr;
+  // The client, quiet ids (services we remove ourselves: their task deaths are ours), calls in
+  // flight (eng.ops: start, stop, list and resync calls whose callback has not run), the close
+  // sequence; eng.events_retry reopens a stream that ended, eng.resync re-lists the pool's
+  // services after service events (data = this for both).
+  EnginePool eng;
   ProvSwarmConfig cfg;
-  DockerApi* api = nullptr;
   bool host_mode = true;
   std::string node_id;  // the LB's own node (host mode constrains tasks to it)
   DockerStream* container_events = nullptr;
   DockerStream* service_events = nullptr;
-  uv_timer_t events_retry;  // reopens a stream that ended; data = this
-  int events_retry_ms = 1000;
-  uv_timer_t resync;  // a re-list of the pool's services after service events; data = this
   bool resync_running = false;
   bool resync_again = false;
   // list() has answered: re-lists compare with what the registry adopted. Before it, a re-list
@@ -90,13 +88,6 @@ struct ProvSwarm final : Provisioner {
   // The pool's services this LB's registry knows (started, adopted, or reported by on_appear),
   // by service id: what a re-list is compared with.
   std::map<std::string, ReplicaInstance> members;
-  std::set<std::string> quiet;  // service ids we remove ourselves: their task deaths are ours
-  std::deque<std::string> quiet_order;
-  int ops = 0;  // start, stop, list and resync calls whose callback has not run yet
-  bool closing = false;
-  bool api_closing = false;
-  int close_pending = 0;
-  std::function<void()> close_cb;
 
   const char* kind() const override { return "swarm"; }
   bool heals_itself() const override { return true; }
@@ -105,29 +96,14 @@ struct ProvSwarm final : Provisioner {
   void list(ProvListCb cb) override;
   void close(std::function<void()> cb) override;
   bool release_name(const ReplicaInstance& inst, ProvDoneCb cb) override;
-  void set_template(const ReplicaTemplate& t) override {
-    cfg.image = t.image;
-    cfg.env = t.env;
-    cfg.cmd = t.cmd;
-    cfg.nano_cpus = t.nano_cpus;
-    cfg.memory = t.memory;
-  }
+  void set_template(const ReplicaTemplate& t) override { engine_template_apply(&cfg, t); }
 };
 
 // ---- swarm_pool.cc ----
 
-void quiet_add(ProvSwarm* p, const std::string& id);
-// Docker's rule for names ([a-zA-Z0-9][a-zA-Z0-9_.-]+) within 63 characters.
-bool valid_name(const std::string& n);
 bool replica_name_ok(const std::string& n);
-std::string short_id(const std::string& id);
-double ms_since(uint64_t t);
 uint16_t port_reserve(ProvSwarm* p, uint32_t ring_id);
-// The filters JSON f (consumed) as an escaped query value.
-std::string filter_query(json_t* f);
 std::string pool_label(const ProvSwarm* p);
-int reply_failure(const DockerReply& r, const std::string& what, std::string* err);
-bool removed_ok(const DockerReply& r);
 void remove_service(ProvSwarm* p, const std::string& id, DockerCallCb cb);
 std::string created_key(json_t* svc);
 json_int_t task_count(json_t* svc);
@@ -138,6 +114,7 @@ using SpecMutate = std::function<void(json_t* spec)>;
 using SpecDone = std::function<void(const std::string& err)>;
 void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done);
 std::string services_path(const ProvSwarm* p);
+std::string port_holder(const ProvSwarm* p, json_t* arr, const std::string& mine, uint16_t port);
 std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool with_unscaled,
                                           std::vector<std::string>* bad,
                                           std::vector<std::string>* drained);
@@ -147,10 +124,5 @@ std::vector<ReplicaInstance> pool_winners(const ProvSwarm* p, json_t* arr, bool 
 // Ends start op with status (0: up); a failed one removes its service first. Only when nothing of
 // op is in flight (close() calls it for starts waiting on their timer).
 void op_end(StartOp* op, int status, const std::string& error);
-
-// ---- swarm.cc ----
-
-// Closes the Docker client once closing and no call of ours is left (ops == 0).
-void maybe_close_api(ProvSwarm* p);
 
 }  // namespace swarm_impl

@@ -18,54 +18,10 @@ namespace swarm_impl {
 
 // ---- small helpers ----
 
-void quiet_add(ProvSwarm* p, const std::string& id) {
-  if (id.empty() || !p->quiet.insert(id).second) return;
-  p->quiet_order.push_back(id);
-  if (p->quiet_order.size() > kQuietMax) {
-    p->quiet.erase(p->quiet_order.front());
-    p->quiet_order.pop_front();
-  }
-}
-
-// Docker's rule for names ([a-zA-Z0-9][a-zA-Z0-9_.-]+) within 63 characters (a service name is
-// also a DNS label on an overlay network).
-bool valid_name(const std::string& n) {
-  if (n.size() < 2 || n.size() > 63) return false;
-  for (size_t i = 0; i < n.size(); i++) {
-    char c = n[i];
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
-  }
-  return true;
-}
-
 // A replica name as the registry accepts it: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}.
 bool replica_name_ok(const std::string& n) {
   return !n.empty() &&
-         (n.size() == 1 ? isalnum(static_cast<unsigned char>(n[0])) != 0 : valid_name(n));
-}
-
-std::string short_id(const std::string& id) {
-  return id.substr(0, 12);
-}
-
-double ms_since(uint64_t t) {
-  return (uv_hrtime() - t) / 1e6;
-}
-
-static bool port_bindable(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) == 0;
-  ::close(fd);
-  return ok;
+         (n.size() == 1 ? isalnum(static_cast<unsigned char>(n[0])) != 0 : engine_valid_name(n));
 }
 
 // A free port of the range (not labelled on a service of the pool, bindable now) for ring id
@@ -80,7 +36,7 @@ uint16_t port_reserve(ProvSwarm* p, uint32_t ring_id) {
   uint32_t k = ring_id > 0 ? (ring_id - 1) % gen : 0;
   auto take = [p](uint32_t offset) -> uint16_t {
     uint16_t port = static_cast<uint16_t>(p->cfg.port_min + offset);
-    if (p->ports_used.count(port) || !port_bindable(port)) return 0;
+    if (p->ports_used.count(port) || !engine_port_bindable(port)) return 0;
     p->ports_used.insert(port);
     return port;
   };
@@ -91,41 +47,14 @@ uint16_t port_reserve(ProvSwarm* p, uint32_t ring_id) {
   return 0;
 }
 
-std::string filter_query(json_t* f) {
-  char* s = json_dumps(f, JSON_COMPACT);
-  std::string out = docker_url_escape(s ? s : "{}");
-  free(s);
-  json_decref(f);
-  return out;
-}
-
 std::string pool_label(const ProvSwarm* p) {
   return std::string(kLabelPool) + "=" + p->cfg.pool;
 }
 
-int reply_failure(const DockerReply& r, const std::string& what, std::string* err) {
-  if (r.status != 0) {
-    *err = what + ": " + r.error;
-    return r.status == -ECANCELED ? -ECANCELED : -EIO;
-  }
-  std::string msg = docker_error_message(r);
-  *err = what + ": Docker says \"" + msg + "\"";
-  if (r.http_status == 503 && msg.find("not a swarm manager") != std::string::npos)
-    *err += " (run `docker swarm init` on this node, or point ringlb at a manager)";
-  if (r.http_status == 404) return -ENOENT;
-  if (r.http_status == 400) return -EINVAL;
-  if (r.http_status == 409) return -EEXIST;
-  return -EIO;
-}
-
-bool removed_ok(const DockerReply& r) {
-  return r.status == 0 && (r.http_status == 200 || r.http_status == 204 || r.http_status == 404);
-}
-
 // Removes a service of the pool (DELETE /services/ID), quiet first: its task's death is ours.
 void remove_service(ProvSwarm* p, const std::string& id, DockerCallCb cb) {
-  quiet_add(p, id);
-  docker_api_call(p->api, "DELETE", "/services/" + docker_url_escape(id), nullptr,
+  engine_quiet_add(&p->eng, id);
+  docker_api_call(p->eng.api, "DELETE", "/services/" + docker_url_escape(id), nullptr,
                   p->cfg.call_timeout_ms, std::move(cb));
 }
 
@@ -205,13 +134,13 @@ static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate,
   json_t* j = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   json_t* spec = json_object_get(j, "Spec");
   json_int_t version = json_integer_value(json_object_get(json_object_get(j, "Version"), "Index"));
-  if (!json_is_object(spec) || p->closing) {
+  if (!json_is_object(spec) || p->eng.closing) {
     if (j) json_decref(j);
-    return done(p->closing ? "the provisioner is closing" : docker_error_message(r));
+    return done(p->eng.closing ? "the provisioner is closing" : docker_error_message(r));
   }
   mutate(spec);
   docker_api_call(
-      p->api, "POST",
+      p->eng.api, "POST",
       "/services/" + docker_url_escape(id) + "/update?version=" + std::to_string(version), spec,
       p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& rr) {
         if (rr.status == 0 && rr.http_status == 200) return done("");
@@ -223,14 +152,34 @@ static void on_spec_read(ProvSwarm* p, const std::string& id, SpecMutate mutate,
 }
 
 void spec_update(ProvSwarm* p, const std::string& id, SpecMutate mutate, int tries, SpecDone done) {
-  docker_api_call(p->api, "GET", "/services/" + docker_url_escape(id), nullptr,
+  docker_api_call(p->eng.api, "GET", "/services/" + docker_url_escape(id), nullptr,
                   p->cfg.call_timeout_ms, [p, id, mutate, tries, done](const DockerReply& r) {
                     on_spec_read(p, id, mutate, tries, done, r);
                   });
 }
 
 std::string services_path(const ProvSwarm* p) {
-  return "/services?filters=" + filter_query(json_pack("{s:[s]}", "label", pool_label(p).c_str()));
+  return "/services?filters=" + engine_label_filter(pool_label(p));
+}
+
+// The service of arr other than mine whose port label is port and that holds it against mine (the
+// claim of a port on the host network): one that has its task, or was created before mine (a
+// stale claim holds nothing); "" when none does. Draining services count: they still listen.
+std::string port_holder(const ProvSwarm* p, json_t* arr, const std::string& mine, uint16_t port) {
+  std::string my_key;
+  size_t i;
+  json_t* svc;
+  json_array_foreach(arr, i, svc) {
+    if (docker_json_str(svc, "ID") == mine) my_key = created_key(svc);
+  }
+  json_array_foreach(arr, i, svc) {
+    ReplicaInstance inst;
+    if (!service_instance(p, svc, &inst) || inst.id == mine || inst.port != port) continue;
+    if (task_count(svc) == 0 && stale_claim(svc)) continue;
+    // Mine not listed (it should be): every rival of the port is taken to hold it.
+    if (task_count(svc) > 0 || my_key.empty() || created_key(svc) < my_key) return inst.id;
+  }
+  return "";
 }
 
 // The services of arr that are replicas of the pool (not draining), one per ring id: the one the

@@ -21,6 +21,7 @@ namespace swarm_impl {
 
 static void poll_tasks(StartOp* op);
 static void claim_check(StartOp* op);
+static void start_create(StartOp* op);
 static void probe_attempt(StartOp* op);
 
 static void on_op_timer_closed(uv_handle_t* h) {
@@ -34,15 +35,16 @@ static void on_op_timer_closed(uv_handle_t* h) {
     LOG_INFO(
         "swarm: replica %s up as service %s (%s) at %s:%u in %.0f ms (create %.0f, task "
         "running %.0f, listen %.0f)",
-        op->spec.name.c_str(), op->service.c_str(), short_id(op->inst.id).c_str(),
-        op->inst.host.c_str(), op->inst.port, ms_since(op->t0), (op->t_created - op->t0) / 1e6,
-        (op->t_running - op->t_created) / 1e6, (uv_hrtime() - op->t_running) / 1e6);
+        op->spec.name.c_str(), op->service.c_str(), engine_short_id(op->inst.id).c_str(),
+        op->inst.host.c_str(), op->inst.port, engine_ms_since(op->t0),
+        (op->t_created - op->t0) / 1e6, (op->t_running - op->t_created) / 1e6,
+        (uv_hrtime() - op->t_running) / 1e6);
   }
   ReplicaInstance none;
   op->cb(op->status, op->error, op->status == 0 ? op->inst : none);
   delete op;
-  p->ops--;
-  maybe_close_api(p);
+  p->eng.ops--;
+  engine_maybe_close_api(&p->eng);
 }
 
 static void op_deliver(StartOp* op) {
@@ -60,7 +62,7 @@ void op_end(StartOp* op, int status, const std::string& error) {
   ProvSwarm* p = op->p;
   if (op->ending) return;
   op->ending = true;
-  if (status == 0 && p->closing) {
+  if (status == 0 && p->eng.closing) {
     status = -ECANCELED;
   }
   if (status == -ECANCELED && op->error.empty())
@@ -69,7 +71,7 @@ void op_end(StartOp* op, int status, const std::string& error) {
   if (status != 0 && error.size()) op->error = error;
   if (status == 0 || op->inst.id.empty()) return op_deliver(op);
   remove_service(p, op->inst.id, [op](const DockerReply& r) {
-    if (!removed_ok(r))
+    if (!engine_removed_ok(r))
       LOG_WARN("swarm: could not remove service %s of failed replica %s: %s", op->service.c_str(),
                op->spec.name.c_str(), docker_error_message(r).c_str());
     op_deliver(op);
@@ -99,13 +101,13 @@ static std::string timeout_error(const StartOp* op, const char* what) {
 
 // ---- host network: connect to 127.0.0.1:port until the task accepts ----
 
-static void on_probe_closed(uv_handle_t* h) {
-  StartOp* op = static_cast<StartOp*>(h->data);
-  op->connecting = false;
+// An attempt ended (its handle is closed): listening, out of time, or try again later.
+static void on_probe_done(EngineProbe* pr) {
+  StartOp* op = container_of(pr, &StartOp::probe);
   ProvSwarm* p = op->p;
-  if (p->closing) return op_end(op, -ECANCELED, "");
-  if (op->connected) return op_end(op, 0, "");
-  if (uv_now(p->loop) >= op->deadline)
+  if (p->eng.closing) return op_end(op, -ECANCELED, "");
+  if (op->probe.connected) return op_end(op, 0, "");
+  if (uv_now(p->eng.loop) >= op->deadline)
     return op_end(
         op, -ETIMEDOUT,
         timeout_error(op,
@@ -113,23 +115,8 @@ static void on_probe_closed(uv_handle_t* h) {
   op_wait(op, kProbeIntervalMs);
 }
 
-static void on_probe_connect(uv_connect_t* req, int status) {
-  StartOp* op = static_cast<StartOp*>(req->data);
-  op->connected = status == 0;
-  uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_closed);
-}
-
 static void probe_attempt(StartOp* op) {
-  struct sockaddr_in addr;
-  uv_ip4_addr("127.0.0.1", op->inst.port, &addr);
-  uv_tcp_init(op->p->loop, &op->tcp);
-  op->tcp.data = op;
-  op->connect_req.data = op;
-  op->connecting = true;
-  op->connected = false;
-  if (uv_tcp_connect(&op->connect_req, &op->tcp, reinterpret_cast<const sockaddr*>(&addr),
-                     on_probe_connect) != 0)
-    uv_close(reinterpret_cast<uv_handle_t*>(&op->tcp), on_probe_closed);
+  engine_probe_attempt(&op->probe, op->p->eng.loop, op->inst.port, on_probe_done);
 }
 
 // ---- waiting for the task ----
@@ -138,7 +125,7 @@ static void probe_attempt(StartOp* op) {
 // "No such image" → fail at once (the engine would retry forever); anything else → poll again.
 static void on_tasks(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
-  if (p->closing) return op_end(op, -ECANCELED, "");
+  if (p->eng.closing) return op_end(op, -ECANCELED, "");
   json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
   bool running = false;
   std::string image_missing;
@@ -158,7 +145,7 @@ static void on_tasks(StartOp* op, const DockerReply& r) {
     }
   } else {
     std::string err;
-    reply_failure(r, "cannot list the tasks of service " + op->service, &err);
+    engine_reply_failure(r, "cannot list the tasks of service " + op->service, &err);
     op->task_error = err;
   }
   if (arr) json_decref(arr);
@@ -172,40 +159,79 @@ static void on_tasks(StartOp* op, const DockerReply& r) {
                   "cannot start replica " + op->spec.name + ": Docker says \"" + image_missing +
                       "\" (the image must exist on every node that may run the task; build it with "
                       "`make images`, or pass another image)");
-  if (uv_now(p->loop) >= op->deadline)
+  if (uv_now(p->eng.loop) >= op->deadline)
     return op_end(op, -ETIMEDOUT, timeout_error(op, "did not run"));
   op_wait(op, kTaskPollMs);
 }
 
 static void poll_tasks(StartOp* op) {
   json_t* f = json_pack("{s:[s]}", "service", op->inst.id.c_str());
-  docker_api_call(op->p->api, "GET", "/tasks?filters=" + filter_query(f), nullptr,
+  docker_api_call(op->p->eng.api, "GET", "/tasks?filters=" + engine_filter_query(f), nullptr,
                   op->p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_tasks(op, r); });
 }
 
 // ---- the ring id claim ----
 
-// The services of the pool labelled with this start's ring id: when one the manager created
-// before ours holds it (another LB's /add raced ours), ours is removed and the start fails with
-// -EBUSY; every LB decides the same way from the same list.
+// A start may lose its port this many times (each time to a service of another LB that took the
+// same port at the same moment) before it gives up.
+static const int kPortClaimsMax = 20;
+
+// The claim lost op's port (host network) to service rival of another LB: op's service never had
+// a task, so it is removed and created again on another port of the range. The lost port stays
+// reserved here, since the rival holds it.
+static void claim_port_lost(StartOp* op, const std::string& rival) {
+  ProvSwarm* p = op->p;
+  LOG_INFO("swarm: replica %s lost port %u to service %s; trying another port",
+           op->spec.name.c_str(), op->inst.port, engine_short_id(rival).c_str());
+  if (++op->port_claims > kPortClaimsMax)
+    return op_end(op, -EADDRINUSE,
+                  "no port for replica " + op->spec.name + ": " + std::to_string(kPortClaimsMax) +
+                      " ports of the range were taken by other load balancers of pool " +
+                      p->cfg.pool + " at the same moment");
+  std::string lost = op->inst.id;
+  remove_service(p, lost, [op, lost](const DockerReply& r) {
+    ProvSwarm* p = op->p;
+    if (!engine_removed_ok(r)) {
+      std::string err;
+      engine_reply_failure(r, "cannot remove service " + op->service + " after its port was taken",
+                           &err);
+      return op_end(op, -EIO, err);
+    }
+    p->starting.erase(lost);
+    op->inst.id.clear();
+    if (p->eng.closing) return op_end(op, -ECANCELED, "");
+    op->inst.port = port_reserve(p, op->spec.ring_id);
+    if (op->inst.port == 0)
+      return op_end(op, -EADDRINUSE,
+                    "no free port for replica " + op->spec.name + " in " +
+                        std::to_string(p->cfg.port_min) + "-" + std::to_string(p->cfg.port_max));
+    start_create(op);
+  });
+}
+
+// The services of the pool: when one the manager created before ours holds this start's ring id
+// (another LB's /add raced ours), ours is removed and the start fails with -EBUSY; when one that
+// has its task or was created before ours holds its port (host network), ours is created again on
+// another port. Every LB decides the same way from the same list.
 static void on_claim_listed(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
-  if (p->closing) return op_end(op, -ECANCELED, "");
-  json_t* arr = r.status == 0 && r.http_status == 200 ? docker_reply_json(r) : nullptr;
-  if (!json_is_array(arr)) {
-    if (arr) json_decref(arr);
-    std::string err;
-    int st = reply_failure(r, "cannot check the ring id claim of replica " + op->spec.name, &err);
-    return op_end(op, st == 0 || st == -ENOENT ? -EIO : st, err);
-  }
+  if (p->eng.closing) return op_end(op, -ECANCELED, "");
+  int st = 0;
+  std::string err;
+  json_t* arr = engine_reply_array(r, "cannot check the ring id claim of replica " + op->spec.name,
+                                   &st, &err);
+  if (!arr) return op_end(op, st, err);
   std::vector<ReplicaInstance> winners = pool_winners(p, arr, true, nullptr, nullptr);
+  std::string port_winner = p->host_mode ? port_holder(p, arr, op->inst.id, op->inst.port) : "";
   json_decref(arr);
   for (const ReplicaInstance& w : winners) {
     if (w.ring_id == op->spec.ring_id && w.id != op->inst.id)
       return op_end(op, -EBUSY,
                     "ring id " + std::to_string(op->spec.ring_id) + " of pool " + p->cfg.pool +
-                        " is held by replica " + w.name + " (service " + short_id(w.id) + ")");
+                        " is held by replica " + w.name + " (service " + engine_short_id(w.id) +
+                        ")");
   }
+  if (!port_winner.empty()) return claim_port_lost(op, port_winner);
   // The claim holds: now the service gets its task.
   spec_update(
       p, op->inst.id,
@@ -214,7 +240,7 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
       },
       3,
       [op](const std::string& err) {
-        if (op->p->closing) return op_end(op, -ECANCELED, "");
+        if (op->p->eng.closing) return op_end(op, -ECANCELED, "");
         if (!err.empty())
           return op_end(
               op, -EIO,
@@ -225,11 +251,9 @@ static void on_claim_listed(StartOp* op, const DockerReply& r) {
 
 static void claim_check(StartOp* op) {
   ProvSwarm* p = op->p;
-  json_t* f =
-      json_pack("{s:[s,s]}", "label", pool_label(p).c_str(),
-                (std::string(kLabelRingId) + "=" + std::to_string(op->spec.ring_id)).c_str());
-  docker_api_call(p->api, "GET", "/services?filters=" + filter_query(f), nullptr,
-                  p->cfg.call_timeout_ms, [op](const DockerReply& r) { on_claim_listed(op, r); });
+  // The whole pool: the rivals for the ring id and, on the host network, for the port.
+  docker_api_call(p->eng.api, "GET", services_path(p), nullptr, p->cfg.call_timeout_ms,
+                  [op](const DockerReply& r) { on_claim_listed(op, r); });
 }
 
 // ---- create ----
@@ -298,12 +322,13 @@ static void on_conflict_inspected(StartOp* op, const DockerReply& r) {
     owner = docker_json_str(json_object_get(json_object_get(j, "Spec"), "Labels"), kLabelPool);
     json_decref(j);
   }
-  std::string why =
-      owner == p->cfg.pool
-          ? "pool " + p->cfg.pool + " already has a service of that name (" + short_id(id) + ")"
-          : "the name is taken by service " + (id.empty() ? op->service : short_id(id)) +
-                (owner.empty() ? "" : " of pool " + owner) + ", which pool " + p->cfg.pool +
-                " does not own";
+  std::string why = owner == p->cfg.pool
+                        ? "pool " + p->cfg.pool + " already has a service of that name (" +
+                              engine_short_id(id) + ")"
+                        : "the name is taken by service " +
+                              (id.empty() ? op->service : engine_short_id(id)) +
+                              (owner.empty() ? "" : " of pool " + owner) + ", which pool " +
+                              p->cfg.pool + " does not own";
   op_end(op, -EEXIST,
          "cannot create replica " + op->spec.name + " as service " + op->service + ": " + why);
 }
@@ -327,28 +352,26 @@ static void on_create_lost_inspected(StartOp* op, const DockerReply& r, int stat
 static void on_created(StartOp* op, const DockerReply& r) {
   ProvSwarm* p = op->p;
   if (r.status == 0 && r.http_status == 201) {
-    json_t* j = docker_reply_json(r);
-    op->inst.id = j ? docker_json_str(j, "ID") : "";
-    if (j) json_decref(j);
+    op->inst.id = engine_reply_id(r, "ID");
     op->t_created = uv_hrtime();
     if (op->inst.id.empty())
       return op_end(op, -EIO, "Docker created service " + op->service + " without an ID");
     p->starting[op->inst.id] = op;
-    if (p->closing) return op_end(op, -ECANCELED, "");
+    if (p->eng.closing) return op_end(op, -ECANCELED, "");
     return claim_check(op);
   }
   std::string err;
-  int st = reply_failure(r, "cannot create replica " + op->spec.name + " as service " + op->service,
-                         &err);
+  int st = engine_reply_failure(
+      r, "cannot create replica " + op->spec.name + " as service " + op->service, &err);
   if (r.status != 0 && r.status != -ECANCELED) {
-    docker_api_call(p->api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
+    docker_api_call(p->eng.api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
                     p->cfg.call_timeout_ms, [op, st, err](const DockerReply& rr) {
                       on_create_lost_inspected(op, rr, st, err);
                     });
     return;
   }
   if (r.status == 0 && r.http_status == 409) {
-    docker_api_call(p->api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
+    docker_api_call(p->eng.api, "GET", "/services/" + docker_url_escape(op->service), nullptr,
                     p->cfg.call_timeout_ms,
                     [op](const DockerReply& rr) { on_conflict_inspected(op, rr); });
     return;
@@ -357,7 +380,7 @@ static void on_created(StartOp* op, const DockerReply& r) {
 }
 
 void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
-  ops++;
+  eng.ops++;
   StartOp* op = new StartOp;
   op->p = this;
   op->spec = spec;
@@ -369,12 +392,12 @@ void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
   op->inst.weight = spec.weight;
   op->inst.host = host_mode ? "127.0.0.1" : op->service;
   op->inst.port = host_mode ? 0 : kOverlayPort;
-  uv_timer_init(loop, &op->timer);
+  uv_timer_init(eng.loop, &op->timer);
   op->timer.data = op;
   starting_names[spec.name]++;
-  op->deadline = uv_now(loop) + cfg.ready_timeout_ms;
-  if (closing) return op_end(op, -ECANCELED, "the swarm provisioner is closing");
-  if (!valid_name(op->service))
+  op->deadline = uv_now(eng.loop) + cfg.ready_timeout_ms;
+  if (eng.closing) return op_end(op, -ECANCELED, "the swarm provisioner is closing");
+  if (!engine_valid_name(op->service))
     return op_end(op, -EINVAL,
                   "invalid service name \"" + op->service +
                       "\": use 2 to 63 of A-Z a-z 0-9 _ . -, starting with a letter or digit");
@@ -382,8 +405,12 @@ void ProvSwarm::start(const ReplicaSpec& spec, ProvStartCb cb) {
     return op_end(op, -EADDRINUSE,
                   "no free port for replica " + spec.name + " in " + std::to_string(cfg.port_min) +
                       "-" + std::to_string(cfg.port_max));
-  json_t* body = create_body(this, op);
-  docker_api_call(api, "POST", "/services/create", body, cfg.call_timeout_ms,
+  start_create(op);
+}
+
+static void start_create(StartOp* op) {
+  json_t* body = create_body(op->p, op);
+  docker_api_call(op->p->eng.api, "POST", "/services/create", body, op->p->cfg.call_timeout_ms,
                   [op](const DockerReply& r) { on_created(op, r); });
   json_decref(body);
 }

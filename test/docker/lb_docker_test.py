@@ -29,28 +29,29 @@ the LB (it skips only ports something listens on already).
 Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. The replica
 image: RINGLB_TEST_IMAGE when set, else ringlb-replica:test built from this build's replica by
 lb/image.sh (as test_prov_docker does; Docker's cache makes the second build a no-op), so the order
-in which the two docker tests run does not matter.
+in which the two docker tests run does not matter. What this test shares with swarm_test (the
+pool per test, the sweep, waiting and routing, main) is engine_testlib's.
 """
 import json
 import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import unittest
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import engine_testlib  # noqa: E402
 import harness  # noqa: E402
-from harness import Connection, HOST, docker_socket  # noqa: E402
+from engine_testlib import (IMAGE, RINGLB, EngineLbTestCase, build_image,  # noqa: E402,F401
+                            engine_answers, served_by)
+from harness import Connection, HOST  # noqa: E402
 from harness import docker_engine as engine  # noqa: E402
-from lb_test import LbTestCase, rep_body  # noqa: E402
+from lb_test import rep_body  # noqa: E402
 
-RINGLB = harness.build_path("lb", "ringlb")
-IMAGE = os.environ.get("RINGLB_TEST_IMAGE") or "ringlb-replica:test"
 RUN = f"ringlb-lbt-{os.getpid()}-{int(time.time())}"
 FOREIGN_LABEL = "ringlb-test.foreign"
 
@@ -80,10 +81,7 @@ PORT_RANGE = f"{PORT_BASE}-{PORT_BASE + 99}"
 
 def containers(label):
     """Every container (all states) carrying label "key=value", as the engine lists them."""
-    query = urllib.parse.quote(json.dumps({"label": [label]}))
-    status, body = engine("GET", f"/containers/json?all=1&filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/containers/json?all=1", {"label": [label]})
 
 
 def remove_labelled(label):
@@ -104,47 +102,29 @@ def admin_request(port, method, path, body=None):
         return conn.request(method, path, None, body)
 
 
-def served_by(resp):
-    """The replica name in a /home answer."""
-    prefix = "Hello from Server: "
-    msg = resp.json()["message"]
-    assert msg.startswith(prefix), resp
-    return msg[len(prefix):]
+def remove_pool(pool):
+    """Every container of the pool, and the foreign ones its test made."""
+    remove_labelled(f"ringlb.pool={pool}")
+    remove_labelled(f"{FOREIGN_LABEL}={pool}")
 
 
-# Everything the SIGTERM handler must clean up: the LBs still running and the pools used.
-_live_lbs = []
-_pools = []
+# The LBs still running and the pools used, for the SIGTERM handler and the end (other docker
+# tests append to _pools and call _sweep too).
+_sweep = engine_testlib.Sweep(remove_pool)
+_live_lbs = _sweep.lbs
+_pools = _sweep.pools
+_on_sigterm = _sweep.on_sigterm
 
 
-def _sweep():
-    for lb in _live_lbs:
-        if lb.running():
-            lb.proc.kill()
-    for pool in _pools:
-        try:
-            remove_labelled(f"ringlb.pool={pool}")
-            remove_labelled(f"{FOREIGN_LABEL}={pool}")
-        except OSError:
-            pass
+class DockerLbTestCase(EngineLbTestCase):
+    # The pool's removal is registered first, so it runs last: after the LBs are killed (they
+    # could heal otherwise).
+    run_id = RUN
+    sweep = _sweep
+    objects = "containers"
 
-
-def _on_sigterm(signum, frame):
-    _sweep()
-    os._exit(1)
-
-
-class DockerLbTestCase(LbTestCase):
-    seq = 0
-
-    def setUp(self):
-        DockerLbTestCase.seq += 1
-        self.pool = f"{RUN}-{DockerLbTestCase.seq}"
-        _pools.append(self.pool)
-        # Registered first, so it runs last: after the LBs are killed (they could heal otherwise).
-        self.addCleanup(remove_labelled, f"{FOREIGN_LABEL}={self.pool}")
-        self.addCleanup(remove_labelled, f"ringlb.pool={self.pool}")
-        super().setUp()
+    def leftovers(self):
+        return [(c["Names"], c["State"]) for c in self.pool_containers()]
 
     @property
     def prefix(self):
@@ -166,30 +146,7 @@ class DockerLbTestCase(LbTestCase):
                 "--replica-image", image, "--replica-port-range", port_range,
                 "--listen", f"{HOST}:{{port}}", "--replicas", str(replicas), "--log-level", "info",
                 *args]
-        lb = harness.start(self, argv, ready_timeout=10.0)
-        self.lbs.append(lb)
-        _live_lbs.append(lb)
-        if wait_ready:
-            self.wait_ready(lb, replicas)
-        return lb
-
-    def wait_ready(self, lb, n, timeout=20.0):
-        """Until /rep lists n replicas, all of them healthy."""
-        def ready():
-            if not lb.running():
-                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
-            try:
-                details = self.details(lb)
-            except (OSError, AssertionError, ValueError):
-                return False
-            counted = [d for d in details if d["counts"]]
-            return len(counted) == n and all(d["state"] == "healthy" for d in counted)
-        harness.wait_until(ready, timeout, f"ringlb to have {n} healthy replicas", 0.05)
-
-    def details(self, lb):
-        resp = harness.request(lb.port, "GET", "/rep?verbose=1")
-        self.assertEqual(resp.status, 200, resp)
-        return resp.json()["message"]["details"]
+        return self.launch(argv, replicas, wait_ready, ready_timeout=10.0)
 
     def pool_containers(self):
         return containers(f"ringlb.pool={self.pool}")
@@ -259,23 +216,6 @@ class DockerLbTestCase(LbTestCase):
             return (events,) if len(made) == creates and sorted(gone) == sorted(made) else None
         return harness.wait_until(settled, timeout, f"{creates} containers created and removed",
                                   0.05)[0]
-
-    def route(self, lb, rids):
-        """{rid: replica name} for GET /home with each X-Request-Id."""
-        out = {}
-        with Connection(lb.port) as conn:
-            for rid in rids:
-                resp = conn.request("GET", "/home", {"X-Request-Id": str(rid)})
-                self.assertEqual(resp.status, 200, resp)
-                out[rid] = served_by(resp)
-        return out
-
-    def assert_clean_stop(self, lb, within=10.0):
-        """SIGTERM: exit 0 within 10 s, and no container of the pool is left."""
-        super().assert_clean_stop(lb, within)
-        left = [(c["Names"], c["State"]) for c in self.pool_containers()]
-        self.assertEqual(left, [], f"containers left after SIGTERM; log:\n{lb.log()}")
-
 
 class Containers(DockerLbTestCase):
     def test_three_labelled_containers_at_start(self):
@@ -516,37 +456,5 @@ class Healing(DockerLbTestCase):
         self.assert_clean_stop(lb)
 
 
-def engine_answers():
-    try:
-        status, body = engine("GET", "/_ping", timeout=3.0)
-        return status == 200, f"HTTP {status} {body}"
-    except OSError as e:
-        return False, f"{docker_socket()}: {e}"
-
-
-def build_image():
-    """ringlb-replica:test from this build's replica (no-op when RINGLB_TEST_IMAGE is set)."""
-    if os.environ.get("RINGLB_TEST_IMAGE"):
-        return
-    out = subprocess.run([harness.source_path("lb", "image.sh"), harness.BUILD, "replica"],
-                         env=dict(os.environ, RINGLB_REPLICA_TAG=IMAGE), capture_output=True,
-                         text=True, timeout=120)
-    if out.returncode != 0:
-        sys.exit(f"lb_docker_test: building {IMAGE} failed:\n{out.stdout}{out.stderr}")
-
-
 if __name__ == "__main__":
-    ok, why = engine_answers()
-    if not ok:
-        print(f"lb_docker_test: no Docker engine answers ({why})", file=sys.stderr)
-        if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
-            print("lb_docker_test: RINGLB_REQUIRE_DOCKER=1, so a missing engine is a failure",
-                  file=sys.stderr)
-            sys.exit(1)
-        sys.exit(77)
-    build_image()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        unittest.main()
-    finally:
-        _sweep()
+    engine_testlib.main("lb_docker_test", _sweep)

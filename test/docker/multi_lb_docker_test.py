@@ -11,12 +11,14 @@ one LB's memory.
 - two /add at once on the two LBs: no ring id is given twice (the engine arbitrates the claim);
   two /add of the same name at once: one 200, one 409, and both LBs list it once;
 - a replica container killed: exactly one replacement container starts (one LB heals, the engine's
-  claim is the lock), and both LBs route its keys to it under the same ring id.
+  claim is the lock), and both LBs route its keys to it under the same ring id;
+- two LBs on one --replica-port-range, /adds at once: every replica gets a port of its own (the
+  port is claimed through the engine with the ring id) and answers on it as itself.
 
 Built on lb_docker_test's DockerLbTestCase: host networking on 127.0.0.1, a pool and --name-prefix
 unique to each test (so runs side by side need no lock), every container of the pool force-removed
-in the cleanup. The two LBs of a test take disjoint halves of the run's port slice (each LB picks its
-replicas' ports itself). Waits are bounded; no assertion is on time. Exit 77 without an engine unless
+in the cleanup. The two LBs of a test take disjoint halves of the run's port slice, except in the
+test of the shared range. Waits are bounded; no assertion is on time. Exit 77 without an engine unless
 RINGLB_REQUIRE_DOCKER=1.
 """
 import json
@@ -30,9 +32,12 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import engine_testlib  # noqa: E402
 import harness  # noqa: E402
 import lb_docker_test  # noqa: E402
-from lb_docker_test import DockerLbTestCase, PORT_BASE, admin_request, engine, inspect  # noqa: E402
+from lb_docker_test import (DockerLbTestCase, PORT_BASE, PORT_RANGE, admin_request,  # noqa: E402
+                            engine, inspect, served_by)
+from lb_test import LbTestCase  # noqa: E402
 
 RANGE_A = f"{PORT_BASE}-{PORT_BASE + 49}"
 RANGE_B = f"{PORT_BASE + 50}-{PORT_BASE + 99}"
@@ -52,8 +57,7 @@ class SeveralLbs(DockerLbTestCase):
 
     def assert_clean_stop(self, lb, within=10.0):
         """SIGTERM: exit 0 (the pool is left to the other LB and removed by the cleanup)."""
-        harness_case = super(DockerLbTestCase, self)
-        harness_case.assert_clean_stop(lb, within)
+        LbTestCase.assert_clean_stop(self, lb, within)
 
     def ring_ids(self, lb):
         """{name: ring id} of the replicas lb counts."""
@@ -196,6 +200,44 @@ class SeveralLbs(DockerLbTestCase):
         self.assertIn("S5", ids)
         self.assertEqual(len(self.assert_unique_ring_ids()), 10)
         self.assert_route_alike([a, b])
+
+    def assert_own_ports(self, n):
+        """n replicas run, each on a port of its own, and each answers /home on it as itself."""
+        running = self.assert_unique_ring_ids()
+        self.assertEqual(len(running), n, [c["Names"] for c in running])
+        ports = [int(c["Labels"]["ringlb.port"]) for c in running]
+        self.assertEqual(len(ports), len(set(ports)), f"a port twice: {sorted(ports)}")
+        for c in running:
+            resp = harness.request(int(c["Labels"]["ringlb.port"]), "GET", "/home")
+            self.assertEqual(served_by(resp), self.plain(c["Names"][0]), c["Labels"])
+
+    def test_concurrent_adds_on_one_port_range_give_every_replica_its_own_port(self):
+        a = self.start_lb(*LB_ARGS, port_range=PORT_RANGE, replicas=3)
+        b = self.start_lb(*LB_ARGS, port_range=PORT_RANGE, replicas=3)
+        self.wait_same([a, b], 3)
+        # An /add and /rm of three replicas on A moves A's next pick of a port three past B's, so
+        # that at the /adds at once below each LB picks ports the other picks for other ring ids
+        # (on the same picks, the ring id claim alone would keep them apart).
+        resp = admin_request(a.port, "POST", "/add", body={"n": 3, "hostnames": ["x1", "x2", "x3"]})
+        self.assertEqual(resp.status, 200, resp)
+        self.wait_same([a, b], 6)
+        resp = admin_request(a.port, "DELETE", "/rm", body={"n": 3, "hostnames": ["x1", "x2", "x3"]})
+        self.assertEqual(resp.status, 200, resp)
+        ids, _ = self.wait_same([a, b], 3)
+        self.wait_containers(list(ids), timeout=30)
+
+        n = 3
+        for _ in range(3):
+            answers = engine_testlib.adds_at_once({"a": a, "b": b}, {"n": 3})
+            self.assertEqual([answers[k].status for k in ("a", "b")], [200, 200],
+                             (answers, a.log()[-4000:], b.log()[-4000:]))
+            n += 6
+            self.wait_same([a, b], n, timeout=30)
+            self.assert_own_ports(n)
+        self.assert_route_alike([a, b])
+        lost = sum(lb.log().count("lost port") for lb in (a, b))
+        print(f"\nconcurrent /add on one port range: {lost} port claim(s) lost to the other LB and "
+              f"retried", file=sys.stderr)
 
     def test_killed_container_is_replaced_by_exactly_one_lb(self):
         a, b = self.two_lbs()

@@ -19,7 +19,9 @@ networking on 127.0.0.1; each test has its own pool (and name prefix, so runs in
 not collide) and every service of that pool is removed in the test's cleanup, whether it passed or
 not (also when meson's timeout sends SIGTERM). Every loop is bounded in count and time.
 
-Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1.
+Exit 77 (skip) when no engine answers, unless RINGLB_REQUIRE_DOCKER=1, then exit 1. What this test
+shares with the docker suite's lb_docker_test (the pool per test, the sweep, waiting and routing,
+main) is test/docker/engine_testlib.py's.
 """
 import json
 import os
@@ -35,32 +37,28 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docker"))
+import engine_testlib  # noqa: E402
 import harness  # noqa: E402
+from engine_testlib import IMAGE, RINGLB, EngineLbTestCase, served_by  # noqa: E402
 from harness import Connection, HOST  # noqa: E402
 from harness import docker_engine as engine  # noqa: E402
 from lb_test import LbTestCase, rep_body  # noqa: E402
-import lb_docker_test  # noqa: E402
 
-RINGLB = harness.build_path("lb", "ringlb")
-IMAGE = lb_docker_test.IMAGE
 RUN = f"swarm13-{os.getpid()}-{int(time.time()) % 100000}"
 PORT_RANGE = "27000-27999"  # the docker suite uses 24000-24999 and 26000-26999
+# SharedPortRange's 16 ports: within PORT_RANGE, where the other tests' replicas (a port per ring
+# id from 27000 on) do not reach.
+PORT_BASE_SMALL = 27960
 _HELP = subprocess.run([RINGLB, "--help"], capture_output=True, text=True).stdout
 HAS_PREFIX = "--name-prefix" in _HELP
 
 
 def services(label):
-    query = urllib.parse.quote(json.dumps({"label": [label]}))
-    status, body = engine("GET", f"/services?filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/services", {"label": [label]})
 
 
 def tasks(service_id):
-    query = urllib.parse.quote(json.dumps({"service": [service_id]}))
-    status, body = engine("GET", f"/tasks?filters={query}")
-    assert status == 200, (status, body)
-    return body
+    return engine_testlib.listed("/tasks", {"service": [service_id]})
 
 
 def running_task(service_id):
@@ -87,42 +85,18 @@ def swarm_ready():
     assert status == 200, f"swarm init: HTTP {status} {body}"
 
 
-def served_by(resp):
-    prefix = "Hello from Server: "
-    msg = resp.json()["message"]
-    assert msg.startswith(prefix), resp
-    return msg[len(prefix):]
+_sweep = engine_testlib.Sweep(remove_pool)
 
 
-_live_lbs = []
-_pools = []
+class SwarmTestCase(EngineLbTestCase):
+    run_id = RUN
+    sweep = _sweep
+    ready_timeout = 60.0
+    stop_within = 15.0
+    objects = "services"
 
-
-def _sweep():
-    for lb in _live_lbs:
-        if lb.running():
-            lb.proc.kill()
-    for pool in _pools:
-        try:
-            remove_pool(pool)
-        except OSError:
-            pass
-
-
-def _on_sigterm(signum, frame):
-    _sweep()
-    os._exit(1)
-
-
-class SwarmTestCase(LbTestCase):
-    seq = 0
-
-    def setUp(self):
-        SwarmTestCase.seq += 1
-        self.pool = f"{RUN}-{SwarmTestCase.seq}"
-        _pools.append(self.pool)
-        self.addCleanup(remove_pool, self.pool)
-        super().setUp()
+    def leftovers(self):
+        return sorted(self.pool_services())
 
     def start_lb(self, *args, replicas=3, wait_ready=True):
         argv = [RINGLB, "--provisioner", "swarm", "--docker-network", "host",
@@ -131,33 +105,10 @@ class SwarmTestCase(LbTestCase):
                 "--hb-interval", "100", "--hb-timeout", "300", *args]
         if HAS_PREFIX:
             argv += ["--name-prefix", f"{self.pool}-"]
-        lb = harness.start(self, argv, ready_timeout=15.0)
-        self.lbs.append(lb)
-        _live_lbs.append(lb)
-        if wait_ready:
-            self.wait_ready(lb, replicas)
-        return lb
+        return self.launch(argv, replicas, wait_ready, ready_timeout=15.0)
 
     def service_name(self, name):
         return f"{self.pool}-{name}" if HAS_PREFIX else name
-
-    def wait_ready(self, lb, n, timeout=60.0):
-        """Until /rep lists n replicas, all of them healthy."""
-        def ready():
-            if not lb.running():
-                raise AssertionError(f"ringlb exited with {lb.proc.returncode}: {lb.log()}")
-            try:
-                details = self.details(lb)
-            except (OSError, AssertionError, ValueError):
-                return False
-            counted = [d for d in details if d["counts"]]
-            return len(counted) == n and all(d["state"] == "healthy" for d in counted)
-        harness.wait_until(ready, timeout, f"ringlb to have {n} healthy replicas", 0.05)
-
-    def details(self, lb):
-        resp = harness.request(lb.port, "GET", "/rep?verbose=1")
-        self.assertEqual(resp.status, 200, resp)
-        return resp.json()["message"]["details"]
 
     def pool_services(self):
         """{replica name: service} of the pool."""
@@ -189,21 +140,6 @@ class SwarmTestCase(LbTestCase):
             got = self.pool_services()
             return (got,) if sorted(got) == want else None
         return harness.wait_until(match, timeout, f"the pool's services to be {want}", 0.1)[0]
-
-    def route(self, lb, rids):
-        out = {}
-        with Connection(lb.port) as conn:
-            for rid in rids:
-                resp = conn.request("GET", "/home", {"X-Request-Id": str(rid)})
-                self.assertEqual(resp.status, 200, resp)
-                out[rid] = served_by(resp)
-        return out
-
-    def assert_clean_stop(self, lb, within=15.0):
-        super().assert_clean_stop(lb, within)
-        left = sorted(self.pool_services())
-        self.assertEqual(left, [], f"services left after SIGTERM; log:\n{lb.log()}")
-
 
 class Services(SwarmTestCase):
     def test_replicas_and_add_are_labelled_one_task_services(self):
@@ -431,6 +367,40 @@ class TwoLbs(SwarmTestCase):
             self.assertEqual(code, 0, lb.log())
 
 
+class SharedPortRange(SwarmTestCase):
+    def assert_clean_stop(self, lb, within=15.0):
+        LbTestCase.assert_clean_stop(self, lb, within)
+
+    def test_concurrent_adds_on_a_small_shared_port_range_give_every_replica_its_own_port(self):
+        # 16 ports: ring id k takes port_min + (k-1) % 2 of the first free of 8 generations, so an
+        # LB whose claim of a ring id was lost takes the next id on a port the other LB may have
+        # just given to another id: only the port claim keeps two services off one port.
+        small = f"{PORT_BASE_SMALL}-{PORT_BASE_SMALL + 15}"
+        one = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
+        two = self.start_lb("--on-exit", "keep", "--replica-port-range", small)
+        n = 3
+        for _ in range(2):
+            answers = engine_testlib.adds_at_once({"one": one, "two": two}, {"n": 2})
+            self.assertEqual([answers[k].status for k in ("one", "two")], [200, 200],
+                             (answers, one.log()[-4000:], two.log()[-4000:]))
+            n += 4
+            self.wait_ready(one, n, timeout=30)
+            self.wait_ready(two, n, timeout=30)
+            by_name = self.pool_services()
+            self.assertEqual(len(by_name), n, sorted(by_name))
+            ports = [int(s["Spec"]["Labels"]["ringlb.port"]) for s in by_name.values()]
+            self.assertEqual(len(ports), len(set(ports)), f"a port twice: {sorted(ports)}")
+            for name, s in by_name.items():
+                port = int(s["Spec"]["Labels"]["ringlb.port"])
+                self.assertEqual(served_by(harness.request(port, "GET", "/home")), name)
+        lost = sum(lb.log().count("lost port") for lb in (one, two))
+        print(f"\nconcurrent /add on 16 shared ports: {lost} port claim(s) lost and retried",
+              file=sys.stderr)
+        for lb in (one, two):
+            code, _ = lb.stop(signal.SIGTERM, timeout=20)
+            self.assertEqual(code, 0, lb.log())
+
+
 class NotAManager(unittest.TestCase):
     """ringlb --provisioner swarm against an engine that is in no swarm, or is a worker: one clear
     line and exit 2 (a stand-in engine on a unix socket answers /_ping and /info as 20.10 does)."""
@@ -508,17 +478,4 @@ class StackFile(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ok, why = lb_docker_test.engine_answers()
-    if not ok:
-        print(f"swarm_test: no Docker engine answers ({why})", file=sys.stderr)
-        if os.environ.get("RINGLB_REQUIRE_DOCKER") == "1":
-            print("swarm_test: RINGLB_REQUIRE_DOCKER=1, so a missing engine is a failure", file=sys.stderr)
-            sys.exit(1)
-        sys.exit(77)
-    swarm_ready()
-    lb_docker_test.build_image()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        unittest.main()
-    finally:
-        _sweep()
+    engine_testlib.main("swarm_test", _sweep, prepare=swarm_ready)
