@@ -310,7 +310,8 @@ void access_log_format(std::string* out, AccessLogMode mode, const AccessLogEntr
     json_string(p, e.request_id);
     lit(p, "}\n");
   } else {
-    // time client "METHOD target HTTP/1.x" status in out replica ring_id ms retries rid
+    // time client "METHOD target HTTP/x.y" status in out replica ring_id ms retries rid (an h2
+    // request says HTTP/2.0, as NGINX's $server_protocol and HAProxy's %HV do)
     put(p, time_text);
     *p++ = ' ';
     text_field(p, e.client);
@@ -318,7 +319,8 @@ void access_log_format(std::string* out, AccessLogMode mode, const AccessLogEntr
     text_escape(p, e.method);
     *p++ = ' ';
     text_escape(p, e.target);
-    if (e.http_minor == 0) lit(p, " HTTP/1.0\" ");
+    if (e.http_major == 2) lit(p, " HTTP/2.0\" ");
+    else if (e.http_minor == 0) lit(p, " HTTP/1.0\" ");
     else lit(p, " HTTP/1.1\" ");
     put_u64(p, static_cast<uint64_t>(e.status));
     lit(p, " in=");

@@ -45,7 +45,8 @@ struct AccessLogEntry {
   std::string_view client;      // the client's IP address
   std::string_view method;
   std::string_view target;      // the request target as received (path and query)
-  uint8_t http_minor = 1;       // HTTP/1.x
+  uint8_t http_major = 1;       // HTTP/1.x, or 2 (HTTP/2.0: an h2 stream)
+  uint8_t http_minor = 1;
   int status = 0;               // the status sent; 0: no complete response (client left, or cut)
   uint64_t bytes_in = 0;        // request head (as parsed) and body bytes from the client
   uint64_t bytes_out = 0;       // response bytes written to the client

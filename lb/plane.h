@@ -150,6 +150,10 @@ struct PlaneCounters {
   uint64_t tunnels_opened = 0;  // Upgrade tunnels opened (101 forwarded) and ended: open = the
   uint64_t tunnels_closed = 0;  // difference of the sums
   uint64_t handoffs = 0;        // client connections handed to another worker (lb/data/spread.h)
+  uint64_t h2_connections = 0;  // client connections that turned HTTP/2 (the preface)
+  uint64_t h2_streams = 0;      // HTTP/2 streams the clients opened (each one an exchange)
+  uint64_t h2_client_resets = 0;  // RST_STREAM frames the clients sent
+  uint64_t h2_calm_goaways = 0;   // GOAWAY ENHANCE_YOUR_CALM sent: a rapid reset flood
 };
 
 // One replica as one worker saw it since its last report.

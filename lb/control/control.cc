@@ -187,6 +187,10 @@ void apply_report(Control* ctl, FromWorker& m) {
   t.tunnels_opened += d.tunnels_opened;
   t.tunnels_closed += d.tunnels_closed;
   t.handoffs += d.handoffs;
+  t.h2_connections += d.h2_connections;
+  t.h2_streams += d.h2_streams;
+  t.h2_client_resets += d.h2_client_resets;
+  t.h2_calm_goaways += d.h2_calm_goaways;
   duration_add(&t.duration, d.duration);
   w.gen = std::max(w.gen, m.gen);
   w.synced = std::max(w.synced, m.synced);

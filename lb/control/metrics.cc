@@ -270,6 +270,16 @@ std::string metrics_render(const Control& ctl) {
           m.tunnels_opened);
   gauge("ringlb_tunnels_open", "Upgrade (WebSocket) tunnels open now.",
         num(m.tunnels_opened - m.tunnels_closed));
+  counter("ringlb_h2_connections_total", "Client connections that spoke HTTP/2 (h2 or h2c).",
+          m.h2_connections);
+  counter("ringlb_h2_streams_total", "HTTP/2 streams opened by clients (each one a request).",
+          m.h2_streams);
+  counter("ringlb_h2_client_resets_total", "HTTP/2 streams reset by the client (RST_STREAM).",
+          m.h2_client_resets);
+  counter("ringlb_h2_rapid_reset_goaways_total",
+          "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for resetting too many streams "
+          "(rapid reset, CVE-2023-44487).",
+          m.h2_calm_goaways);
   family(&out, "ringlb_worker_client_connections", "gauge",
          "Client connections open now, by worker (kept even over the workers: lb/data/spread.h).");
   for (size_t i = 0; i < ctl.workers.size(); i++)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lb/data/exchange.h"
+#include "lb/data/exchange_stream.h"
 #include "lb/data/worker_state.h"
 #include "lb/http/container_of.h"
 #include "lb/http/http_conn.h"
@@ -44,6 +45,8 @@ struct H2Stream {
   bool has_host = false;
   bool req_ended = false;
   bool bad_path = false;     // :path has a byte an HTTP/1.1 request target cannot carry
+  size_t head_fields = 0;    // the response head's header fields: those after it are trailers
+  std::vector<std::string> trailers;  // the replica's trailer fields (names lowercased, values)
   size_t unconsumed = 0;     // request DATA bytes not yet acknowledged to the client
   uint64_t began = 0;        // loop time its HEADERS began (the header timeout while in head)
   std::string authority, cookie;
@@ -147,6 +150,21 @@ void stream_unlink(H2Conn* h, H2Stream* st) {
 
 // --- the exchange's client side ----------------------------------------------------------------
 
+nghttp2_nv nv(const std::string& name, const std::string& value);
+
+// The replica's trailers end the stream in a HEADERS frame of their own after the last DATA (which
+// then does not carry END_STREAM). Inside on_data_read, as nghttp2_submit_trailer asks; nghttp2
+// copies the fields. If it refuses them, the stream ends with the DATA, without trailers.
+void submit_trailers(H2Stream* st, uint32_t* flags) {
+  std::vector<nghttp2_nv> nva;
+  for (size_t i = 0; i + 1 < st->trailers.size(); i += 2)
+    nva.push_back(nv(st->trailers[i], st->trailers[i + 1]));
+  int rv = nghttp2_submit_trailer(st->h->s, st->id, nva.data(), nva.size());
+  if (rv == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  else LOG_DEBUG("h2: stream %d: trailers not submitted: %s", st->id, nghttp2_strerror(rv));
+  st->trailers.clear();
+}
+
 ssize_t on_data_read(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
                      nghttp2_data_source* source, void*) {
   auto* st = static_cast<H2Stream*>(source->ptr);
@@ -164,6 +182,7 @@ ssize_t on_data_read(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uin
   }
   if (st->out.empty() && st->out_end) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (!st->trailers.empty()) submit_trailers(st, flags);
     return static_cast<ssize_t>(n);
   }
   if (n == 0) return NGHTTP2_ERR_DEFERRED;
@@ -193,8 +212,16 @@ bool not_for_h2(std::string_view name) {
          http_iequals(name, "upgrade") || http_iequals(name, "connection");
 }
 
+// Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, the Trailer list
+// itself), besides those no h2 message carries.
+bool not_a_trailer(std::string_view name) {
+  return not_for_h2(name) || http_iequals(name, "content-length") || http_iequals(name, "host") ||
+         http_iequals(name, "trailer");
+}
+
 void side_response_head(ClientConn* c, const HttpHead& resp) {
   H2Stream* st = stream_of(c);
+  st->head_fields = resp.headers.size();
   std::vector<std::string> text;  // names (lowercased) and values, kept until submitted (copied)
   text.reserve(2 + 2 * resp.headers.size());
   text.emplace_back(":status");
@@ -222,8 +249,18 @@ int side_response_body(ClientConn* c, const char* data, size_t len) {
   return 0;
 }
 
-void side_response_end(ClientConn* c) {
+void side_response_end(ClientConn* c, const HttpHead& resp) {
   H2Stream* st = stream_of(c);
+  for (size_t i = st->head_fields; i < resp.headers.size(); i++) {  // the trailers, if any
+    std::string_view name = http_head_name(resp, resp.headers[i]);
+    if (name.empty() || not_a_trailer(name)) continue;
+    std::string lower(name);
+    for (char& ch : lower) ch = static_cast<char>(http_ascii_lower(ch));
+    std::string_view v = http_head_value(resp, resp.headers[i]);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    st->trailers.push_back(std::move(lower));
+    st->trailers.emplace_back(v);
+  }
   st->out_end = true;
   nghttp2_session_resume_data(st->h->s, st->id);
   schedule(st->h);
@@ -308,6 +345,8 @@ int on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   if (st->next) st->next->prev = st;
   h->streams = st;
   h->nstreams++;
+  h->w->counters.h2_streams++;
+  worker_report_soon(h->w);
   nghttp2_session_set_stream_user_data(s, st->id, st);
   return 0;
 }
@@ -408,6 +447,8 @@ void request_end(H2Stream* st) {
 int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   H2Conn* h = conn_of(user);
   if (f->hd.type == NGHTTP2_RST_STREAM) {  // rapid reset (CVE-2023-44487): capped per second
+    h->w->counters.h2_client_resets++;
+    worker_report_soon(h->w);
     uint64_t now = uv_now(h->w->loop);
     if (now - h->window_start >= 1000) {
       h->window_start = now;
@@ -415,6 +456,7 @@ int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
     }
     if (++h->resets > kResetsPerSecond && !h->calm) {
       h->calm = true;
+      h->w->counters.h2_calm_goaways++;
       LOG_DEBUG("h2: %s reset more than %u streams in a second: GOAWAY ENHANCE_YOUR_CALM",
                 h->peer_ip.c_str(), kResetsPerSecond);
       nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -560,6 +602,8 @@ H2Conn* h2_conn_new(Worker* w, HttpConn* hc, const std::string& peer_ip, bool tl
   h->handles = 2;
   h->idle_since = h->window_start = uv_now(w->loop);
   uv_timer_start(&h->tick, on_tick, kTickMs, kTickMs);
+  w->counters.h2_connections++;
+  worker_report_soon(w);
   schedule(h);
   return h;
 }

@@ -20,6 +20,12 @@ plain socket for the frames curl would not send.
   header block never finished (no CONTINUATION) closes the connection at --header-timeout.
 - Each stream has its access log line and counts in ringlb_requests_total; SIGTERM drains (GOAWAY
   NO_ERROR, the stream in progress finishes).
+- The text access log names an h2 request's protocol HTTP/2.0 (as NGINX's $server_protocol and
+  HAProxy's %HV do), an HTTP/1.1 one on the same listener HTTP/1.1.
+- /metrics counts HTTP/2 connections, streams, streams reset by the client and the GOAWAYs sent
+  for a rapid reset flood.
+- A replica's trailers (a chunked HTTP/1.1 response) reach the h2 client in a trailing HEADERS
+  frame, without the fields a trailer section must not carry.
 
 No timing is asserted; every wait and request loop is bounded.
 """
@@ -71,6 +77,18 @@ class H2Client:
                                         validate_outbound_headers=validate,
                                         normalize_outbound_headers=validate)
         self.conn = h2.connection.H2Connection(config=cfg)
+        # python-h2 takes a GOAWAY as the end of the whole connection (python-hyper/h2 issue 1181)
+        # and raises on the frames after it, while RFC 9113 §6.8 lets the streams up to its last
+        # stream id finish (what ringlb's drain does): those frames, and the acknowledgement of
+        # their DATA, are let through.
+        sm = self.conn.state_machine
+        sm._transitions = dict(sm._transitions)
+        closed = h2.connection.ConnectionState.CLOSED
+        inputs = h2.connection.ConnectionInputs
+        for i in (inputs.RECV_DATA, inputs.RECV_HEADERS, inputs.RECV_WINDOW_UPDATE,
+                  inputs.RECV_RST_STREAM, inputs.RECV_PING, inputs.RECV_SETTINGS,
+                  inputs.SEND_WINDOW_UPDATE, inputs.SEND_RST_STREAM, inputs.SEND_SETTINGS):
+            sm._transitions.setdefault((closed, i), (None, closed))
         self.conn.initiate_connection()
         self.reads = reads  # False: never acknowledges DATA (windows stay closed once used)
         if reads:
@@ -92,7 +110,7 @@ class H2Client:
         hdrs = [(":method", method), (":path", path), (":scheme", "http"),
                 (":authority", "lb.test")] + list(headers)
         self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "done": False,
-                             "reset": None}
+                             "reset": None, "trailers": None}
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         if body:
             self.uploads[sid] = memoryview(body)
@@ -136,6 +154,8 @@ class H2Client:
                     s["body"] += ev.data
                 if self.reads:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived) and s is not None:
+                s["trailers"] = ev.headers
             elif isinstance(ev, h2.events.StreamEnded) and s is not None:
                 s["done"] = True
             elif isinstance(ev, h2.events.StreamReset) and s is not None:
@@ -323,6 +343,74 @@ class Accounting(H2TestCase):
         harness.wait_until(lambda: requests_total() - n0 >= 26, 10.0, "25 streams counted")
 
 
+    def test_text_access_log_names_http2(self):
+        d = tempfile.TemporaryDirectory(prefix="ringlb-h2-")
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.name, "access.log")
+        lb = self.start_lb(self.start_replicas(), "--access-log", "text", "--access-log-file", path)
+        out = self.curl("--http2-prior-knowledge", f"http://{HOST}:{lb.port}/home?via=h2")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"< HTTP/2 200", out.stderr)
+        self.assertEqual(harness.request(lb.port, "GET", "/home?via=h1").status, 200)
+
+        def lines():
+            with open(path) as f:
+                return [x for x in f if "/home?via=" in x]
+        harness.wait_until(lambda: len(lines()) >= 2, 10.0, "2 access log lines")
+        got = lines()
+        self.assertEqual(len(got), 2, got)
+        h2_line = next(x for x in got if "via=h2" in x)
+        h1_line = next(x for x in got if "via=h1" in x)
+        self.assertIn('"GET /home?via=h2 HTTP/2.0" 200 ', h2_line)
+        self.assertIn('"GET /home?via=h1 HTTP/1.1" 200 ', h1_line)
+
+    def test_metrics_count_h2_connections_streams_resets_and_goaways(self):
+        lb = self.start_lb(self.start_replicas())
+
+        def metric(name):
+            text = harness.request(lb.port, "GET", "/metrics").body.decode()
+            m = re.search(r"^" + name + r" (\S+)$", text, re.M)
+            self.assertIsNotNone(m, f"no {name} in /metrics")
+            return int(float(m.group(1)))
+        names = ["ringlb_h2_connections_total", "ringlb_h2_streams_total",
+                 "ringlb_h2_client_resets_total", "ringlb_h2_rapid_reset_goaways_total"]
+        self.assertEqual([metric(n) for n in names], [0, 0, 0, 0])
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sids = [c.request("GET", "/home", [("x-request-id", f"c-{i}")]) for i in range(5)]
+        self.assertTrue(c.run(c.all_done(sids), 15))
+        # A stream the client gives up on before its request ends: RST_STREAM CANCEL.
+        open_sid = c.request("POST", "/sink", [("x-request-id", "given-up")], end=False)
+        c.run(lambda: False, 0.2)
+        c.conn.reset_stream(open_sid, h2.errors.ErrorCodes.CANCEL)
+        c.flush()
+        harness.wait_until(lambda: [metric(n) for n in names] == [1, 6, 1, 0], 10.0,
+                           "1 connection, 6 streams, 1 reset, no GOAWAY")
+        # A rapid reset flood on a second connection: one GOAWAY ENHANCE_YOUR_CALM, counted.
+        f = H2Client(lb.port)
+        self.addCleanup(f.close)
+        for i in range(1000):
+            sid = f.conn.get_next_available_stream_id()
+            f.conn.send_headers(sid, [(":method", "GET"), (":path", "/home"), (":scheme", "http"),
+                                      (":authority", "lb.test")], end_stream=True)
+            f.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            if i % 50 == 49:
+                try:
+                    f.flush()
+                except OSError:
+                    break
+        try:
+            f.flush()
+        except OSError:
+            pass
+        f.run(lambda: f.goaway is not None, 15)
+        self.assertEqual(f.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        harness.wait_until(lambda: metric(names[3]) == 1, 10.0, "the GOAWAY counted")
+        self.assertEqual(metric(names[0]), 2)
+        self.assertGreater(metric(names[2]), 1 + 200)  # past the cap of 200 a second
+        self.assertGreater(metric(names[1]), 6 + 200)
+
+
 class FlowControl(H2TestCase):
     def test_client_that_does_not_read_keeps_lb_memory_bounded(self):
         # 20 streams each ask for 64 MiB and the client never opens its windows again: the LB must
@@ -374,6 +462,31 @@ class Forwarded(H2TestCase):
         r = reqs[1]
         self.assertEqual(r.header("transfer-encoding"), "chunked")
         self.assertEqual(r.body, b"x" * 70000)
+
+
+class Trailers(H2TestCase):
+    def test_replica_trailers_reach_the_h2_client(self):
+        def respond(req):
+            if req.target == "/plain":
+                return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: grpc-status, x-checksum\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n"
+                    b"0\r\ngrpc-status: 0\r\nX-Checksum: abc123 \r\nContent-Length: 99\r\n\r\n")
+        rec = Recorder(self, respond)
+        lb = self.start_lb([rec.address])
+        c = H2Client(lb.port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/trailers", [("te", "trailers")])
+        plain = c.request("GET", "/plain")
+        self.assertTrue(c.run(c.all_done([sid, plain]), 15), lb.log())
+        s = c.streams[sid]
+        self.assertEqual(s["status"], 200, s)
+        self.assertEqual(bytes(s["body"]), b"hello world")
+        self.assertIsNone(s["reset"])
+        # Content-Length is no trailer (RFC 9110 §6.5.1): left out; the others as sent, lowercased.
+        self.assertEqual(s["trailers"], [("grpc-status", "0"), ("x-checksum", "abc123")])
+        p = c.streams[plain]
+        self.assertEqual((p["status"], bytes(p["body"]), p["trailers"]), (200, b"ok", None))
 
 
 class Hostile(H2TestCase):

@@ -16,13 +16,19 @@ ringlb-replica processes on 127.0.0.1 and Debian's python3-websocket as the clie
 - /rm of the replica with a tunnel open: the tunnel keeps working, then closes once
   --drain-timeout has passed; new tunnels of its key go to another replica.
 - SIGTERM with a tunnel open: ringlb exits 0 after --drain-timeout, having closed it.
+- WebSocket over TLS (wss://, --tls-cert/--tls-key, a certificate made at test time): ringlb
+  terminates TLS and tunnels the plain WebSocket to the replica's /ws: a small echo, a 1 MiB
+  round trip, the close handshake, counted in /metrics (read over TLS).
 
 Every wait is bounded; nothing is timed.
 """
+import http.client
 import json
 import os
 import signal
 import socket
+import ssl
+import subprocess
 import tempfile
 import time
 import unittest
@@ -77,9 +83,10 @@ class TunnelTestCase(LbTestCase):
             ws.close()
         super().tearDown()
 
-    def start_tunnel_lb(self, *args, replicas=3):
+    def start_tunnel_lb(self, *args, replicas=3, wait_ready=True):
         wrapper = write_wrapper(self, 'exec "$REPLICA" "$@" --debug-routes')
-        return self.start_lb("--replica-bin", wrapper, *args, replicas=replicas)
+        return self.start_lb("--replica-bin", wrapper, *args, replicas=replicas,
+                             wait_ready=wait_ready)
 
     def open_ws(self, lb, key="123456", path="/ws", timeout=10):
         ws = websocket.create_connection(f"ws://{harness.HOST}:{lb.port}{path}", timeout=timeout,
@@ -237,6 +244,82 @@ class Failures(TunnelTestCase):
         code, _ = lb.stop(signal.SIGTERM, timeout=20)
         self.assertEqual(code, 0, lb.log())
         self.assertTrue(closed_within(ws, 5.0), "the tunnel outlived ringlb")
+
+
+class Wss(TunnelTestCase):
+    """wss://: TLS from the client to ringlb, the WebSocket tunnel inside it, plain to the replica."""
+
+    def make_cert(self):
+        d = tempfile.TemporaryDirectory(prefix="ringlb-wss-")
+        self.addCleanup(d.cleanup)
+        cert, key = os.path.join(d.name, "wss.crt"), os.path.join(d.name, "wss.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=ringlb-wss",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=30)
+        return cert, key
+
+    def https_get(self, lb, ctx, path):
+        """(status, body) of GET path over TLS; (0, b"") when the LB does not answer yet."""
+        try:
+            conn = http.client.HTTPSConnection(harness.HOST, lb.port, context=ctx, timeout=5)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return 0, b""
+
+    def tls_metric(self, lb, ctx, name):
+        status, body = self.https_get(lb, ctx, "/metrics")
+        self.assertEqual(status, 200)
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} in /metrics")
+
+    def test_wss_echo_one_mib_round_trip_and_close(self):
+        cert, key = self.make_cert()
+        lb = self.start_tunnel_lb("--tls-cert", cert, "--tls-key", key, wait_ready=False)
+        ctx = ssl.create_default_context(cafile=cert)
+
+        def ready():
+            status, body = self.https_get(lb, ctx, "/rep?verbose=1")
+            if status != 200:
+                return False
+            rep = json.loads(body)["message"]
+            return rep["N"] == 3 and all(d["state"] == "healthy" for d in rep["details"])
+        harness.wait_until(ready, 15.0, "ringlb over TLS with three healthy replicas")
+
+        ws = websocket.create_connection(f"wss://{harness.HOST}:{lb.port}/ws", timeout=10,
+                                         sslopt={"ca_certs": cert},
+                                         header=["X-Request-Id: 123456"])
+        self.sockets.append(ws)
+        self.assertEqual(ws.getstatus(), 101)
+        self.assertTrue(self.server_of(ws))  # the replica's own 101 came through
+        self.assertEqual(ws.sock.version(), "TLSv1.3")  # the client's side is TLS
+        ws.send("hello over TLS")
+        self.assertEqual(ws.recv(), "hello over TLS")
+        message = os.urandom(MIB)
+        ws.send_binary(message)
+        self.assertEqual(ws.recv(), message)
+        harness.wait_until(lambda: self.tls_metric(lb, ctx, "ringlb_tunnels_open") == 1, 5.0,
+                           "one open tunnel")
+        # The close handshake: our close frame goes through, the replica's answer comes back and
+        # the replica closes its side, which the LB passes on (the TLS connection ends); then the
+        # client closes its own and the tunnel is over.
+        ws.send_close(websocket.STATUS_NORMAL, b"bye")
+        op, frame = ws.recv_data_frame(control_frame=True)
+        self.assertEqual(op, websocket.ABNF.OPCODE_CLOSE)
+        self.assertEqual(int.from_bytes(frame.data[:2], "big"), websocket.STATUS_NORMAL)
+        self.assertTrue(closed_within(ws, 10), "the replica's close reaches the client")
+        ws.shutdown()
+        harness.wait_until(lambda: self.tls_metric(lb, ctx, "ringlb_tunnels_open") == 0, 5.0,
+                           "no open tunnel")
+        self.assertEqual(self.tls_metric(lb, ctx, "ringlb_tunnels_total"), 1)
 
 
 if __name__ == "__main__":
