@@ -67,6 +67,25 @@ def make_cert(folder):
     return cert, key
 
 
+def rapid_reset_flood(client):
+    """1,000 streams, each HEADERS then RST_STREAM at once, as fast as the socket takes them (rapid
+    reset, CVE-2023-44487); stops early once the LB has closed the connection."""
+    for i in range(1000):
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(":method", "GET"), (":path", "/home"), (":scheme", "http"),
+                                       (":authority", "lb.test")], end_stream=True)
+        client.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        if i % 50 == 49:
+            try:
+                client.flush()
+            except OSError:
+                return
+    try:
+        client.flush()
+    except OSError:
+        pass
+
+
 class H2Client:
     """A small HTTP/2 client over a plain socket (prior knowledge), driven by hand: every read is
     bounded by the deadline given to run()."""
@@ -389,20 +408,7 @@ class Accounting(H2TestCase):
         # A rapid reset flood on a second connection: one GOAWAY ENHANCE_YOUR_CALM, counted.
         f = H2Client(lb.port)
         self.addCleanup(f.close)
-        for i in range(1000):
-            sid = f.conn.get_next_available_stream_id()
-            f.conn.send_headers(sid, [(":method", "GET"), (":path", "/home"), (":scheme", "http"),
-                                      (":authority", "lb.test")], end_stream=True)
-            f.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-            if i % 50 == 49:
-                try:
-                    f.flush()
-                except OSError:
-                    break
-        try:
-            f.flush()
-        except OSError:
-            pass
+        rapid_reset_flood(f)
         f.run(lambda: f.goaway is not None, 15)
         self.assertEqual(f.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         harness.wait_until(lambda: metric(names[3]) == 1, 10.0, "the GOAWAY counted")
@@ -651,20 +657,7 @@ class Hostile(H2TestCase):
         lb = self.start_lb(self.start_replicas())
         c = H2Client(lb.port)
         self.addCleanup(c.close)
-        for i in range(1000):  # HEADERS then RST_STREAM at once, as fast as the socket takes them
-            sid = c.conn.get_next_available_stream_id()
-            c.conn.send_headers(sid, [(":method", "GET"), (":path", "/home"), (":scheme", "http"),
-                                      (":authority", "lb.test")], end_stream=True)
-            c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-            if i % 50 == 49:
-                try:
-                    c.flush()
-                except OSError:
-                    break
-        try:
-            c.flush()
-        except OSError:
-            pass
+        rapid_reset_flood(c)
         c.run(lambda: c.goaway is not None, 15)
         self.assertEqual(c.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, lb.log())
         harness.wait_until(lambda: "streams in a second: GOAWAY ENHANCE_YOUR_CALM" in lb.log(), 5.0,
