@@ -60,6 +60,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (all held open while choosing,
+    so the kernel cannot hand out one twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def rss_kib(pid):
     """The resident set size of process pid in KiB (VmRSS from /proc)."""
     with open(f"/proc/{pid}/status") as f:

@@ -636,7 +636,10 @@ class Healing(LbTestCase):
 
 class Config(unittest.TestCase):
     def test_bad_values_exit_2_with_one_line(self):
-        for args, option in [(["--replicas", "abc"], "--replicas"), (["--ring", "nope"], "--ring")]:
+        twice = f"{HOST}:{harness.free_port()}"
+        for args, option in [(["--replicas", "abc"], "--replicas"), (["--ring", "nope"], "--ring"),
+                             (["--provisioner", "static", "--backend", f"{twice},{HOST}:1",
+                               "--backend", twice], "--backend")]:
             with self.subTest(option):
                 out = subprocess.run([RINGLB, "--listen", f"{HOST}:{harness.free_port()}", *args],
                                      capture_output=True, text=True, timeout=10,
@@ -645,7 +648,7 @@ class Config(unittest.TestCase):
                 lines = out.stderr.strip().splitlines()
                 self.assertEqual(len(lines), 1, out.stderr)
                 self.assertIn(option, lines[0])
-                self.assertIn(args[1], lines[0])
+                self.assertIn(args[-1], lines[0])
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ class Ring(RingViewCase):
 
     def test_a_64_member_ring_stays_small(self):
         # 64 static backends on ports nothing listens on: the ring holds them all (none healthy).
-        ports = [harness.free_port() for _ in range(64)]
+        ports = harness.free_ports(64)
         backends = [a for p in ports for a in ("--backend", f"{HOST}:{p}")]
         sizes = {}
         for ring in ("ketama", "maglev", "slots"):
