@@ -593,12 +593,13 @@ bool cross_check(Config* cfg, std::string* err) {
     *err = "--provisioner static needs at least one --backend HOST:PORT";
     return false;
   }
-  for (size_t i = 0; i < cfg->backends.size(); i++)
-    for (size_t j = 0; j < i; j++)
-      if (cfg->backends[i] == cfg->backends[j]) {  // one member per address: the second would be lost
-        *err = "--backend " + cfg->backends[i] + " is given twice";
-        return false;
-      }
+  std::vector<std::string> sorted = cfg->backends;  // one member per address: a second is refused
+  std::sort(sorted.begin(), sorted.end());
+  auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+  if (twice != sorted.end()) {
+    *err = "--backend " + *twice + " is given twice";
+    return false;
+  }
   if (cfg->ring.mode == RingMode::slots && !cfg->max_replicas_set && cfg->ring.slots > 0) {
     uint32_t k = cfg->ring.vnodes;
     if (k == 0)

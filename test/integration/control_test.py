@@ -226,7 +226,10 @@ class Admission(ControlTestCase):
     def test_more_than_1024_static_backends_route(self):
         replicas = [harness.start(self, [REPLICA, "--address", HOST, "--port", "{port}", "--id", f"r{i}"])
                     for i in range(4)]
-        backends = ",".join(f"{HOST}:{replicas[i % 4].port}" for i in range(2000))
+        # 4 that answer and 1,996 ports nothing listens on (an address may be given only once).
+        ports = [r.port for r in replicas]
+        ports += harness.free_ports(1996, exclude=ports)
+        backends = ",".join(f"{HOST}:{p}" for p in ports)
         lb = harness.start(self, [RINGLB, "--listen", f"{HOST}:{{port}}", "--provisioner", "static",
                                   "--hb-interval", "5000", "--hb-timeout", "3000",
                                   "--balance-factor", "1.5"],

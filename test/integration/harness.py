@@ -60,17 +60,26 @@ def free_port():
         return s.getsockname()[1]
 
 
-def free_ports(n):
-    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (all held open while choosing,
-    so the kernel cannot hand out one twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+def free_ports(n, exclude=()):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago, none in exclude. Chosen by the
+    kernel (port 0) up to 256 sockets held open at a time, so it never hands out one twice within a
+    batch, and de-duplicated across batches; bounded in tries."""
+    chosen, seen = [], set(exclude)
+    for _ in range(4 * n // 256 + 8):
+        socks = [socket.socket() for _ in range(min(256, n - len(chosen)))]
+        try:
+            for s in socks:
+                s.bind((HOST, 0))
+                port = s.getsockname()[1]
+                if port not in seen:
+                    seen.add(port)
+                    chosen.append(port)
+        finally:
+            for s in socks:
+                s.close()
+        if len(chosen) == n:
+            return chosen
+    raise AssertionError(f"could not find {n} distinct free ports")
 
 
 def rss_kib(pid):
