@@ -34,8 +34,8 @@ bool counters_zero(const PlaneCounters& c) {
     if (c.responses[i] != 0) return false;
   return c.requests == 0 && c.retries == 0 && c.upstream_failures == 0 &&
          c.upstream_timeouts == 0 && c.no_replica == 0 && c.connections == 0 && c.handoffs == 0 &&
-         c.h2_connections == 0 && c.h2_streams == 0 && c.h2_client_resets == 0 &&
-         c.h2_calm_goaways == 0;
+         c.tunnels_opened == 0 && c.tunnels_closed == 0 && c.h2_connections == 0 &&
+         c.h2_streams == 0 && c.h2_client_resets == 0 && c.h2_calm_goaways == 0;
 }
 
 // Sends a report to the control plane: counter deltas, the pools with something to say, the
