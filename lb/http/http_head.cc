@@ -149,7 +149,7 @@ bool http_is_hop_by_hop(std::string_view name) {
   // Called for every forwarded header: one comparison at most, chosen by length.
   switch (name.size()) {
     case 2: return http_iequals(name, "te");
-    case 7: return http_iequals(name, "trailer") || http_iequals(name, "upgrade");
+    case 7: return http_iequals(name, "upgrade");  // not Trailer: end to end (RFC 9110 §6.6.2)
     case 10: return http_iequals(name, "connection") || http_iequals(name, "keep-alive");
     case 16: return http_iequals(name, "proxy-connection");
     case 18: return http_iequals(name, "proxy-authenticate");

@@ -505,7 +505,8 @@ class Proxying(LbTestCase):
             conn.send(b"GET /home?a=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\n"
                       b"x-secret: s\r\n"
                       b"Keep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
-                      b"x-custom: v w\r\nX-Empty:\r\nProxy-Connection: x\r\nupgrade: y\r\n\r\n")
+                      b"x-custom: v w\r\nTrailer: x-checksum\r\nX-Empty:\r\nProxy-Connection: x\r\n"
+                      b"upgrade: y\r\n\r\n")
             resp = conn.read_response()
             self.assertEqual(resp.status, 200, resp)
             self.assertEqual(resp.body, home_body("py"))
@@ -517,8 +518,9 @@ class Proxying(LbTestCase):
             rid = re.search(r"\r\nX-Request-Id: (\d+)\r\n", head)
             self.assertIsNotNone(rid, head)
             self.assertEqual(len(rid.group(1)), 6, head)
+            # Trailer is end to end (RFC 9110 §6.6.2): it stays.
             self.assertEqual(head, "GET /home?a=1 HTTP/1.1\r\nHost: h\r\nx-custom: v w\r\n"
-                                   "X-Empty: \r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+                                   "Trailer: x-checksum\r\nX-Empty: \r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
                                    f"X-Request-Id: {rid.group(1)}\r\n\r\n")
             # HTTP/1.0 with a request id and no Host: the LB speaks HTTP/1.1 to the backend.
             conn.send(b"GET /home HTTP/1.0\r\nX-Request-Id: 123456\r\n\r\n")
