@@ -1,6 +1,32 @@
 # Shell helpers shared by the bench/ scripts (source it: . "$(dirname "$0")/lib.sh").
 # Everything listens on and sends to 127.0.0.1 only; every wait is bounded.
 
+# need_tools NAME TOOL...: exits with "NAME: TOOL is not installed" unless every TOOL is on PATH.
+need_tools() {
+  local name=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$name: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
+  done
+}
+
+# bench_tmp NAME: makes the scratch folder $tmp (/tmp/ringlb-NAME.XXXXXX) and the list started (the
+# pids the script starts); on exit every pid in started is stopped and $tmp removed (kept, and its
+# path printed, when KEEP_TMP is set).
+bench_tmp() {
+  BENCH_NAME=$1
+  tmp=$(mktemp -d "/tmp/ringlb-$1.XXXXXX")
+  started=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local pid
+  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "${KEEP_TMP:-}" ]; then echo "$BENCH_NAME: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+
 # A TCP port on 127.0.0.1 that was free a moment ago.
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

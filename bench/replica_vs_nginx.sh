@@ -23,19 +23,10 @@ WARMUP=${WARMUP:-2}
 REPLICA=$BUILD/replica/ringlb-replica
 BODY='{"message": "Hello from Server: 1", "status": "successful"}'
 
-for tool in wrk nginx perf python3; do
-  command -v "$tool" >/dev/null || { echo "replica_vs_nginx: $tool is not installed" >&2; exit 1; }
-done
+need_tools replica_vs_nginx wrk nginx perf python3
 [ -x "$REPLICA" ] || { echo "replica_vs_nginx: no $REPLICA (build first)" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/replica-vs-nginx.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp replica-vs-nginx
 
 server_cpu=() client_cpu=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then

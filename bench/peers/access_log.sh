@@ -41,21 +41,12 @@ read -r -a MODES <<<"${MODES:-off json text}"
 RINGLB=${RINGLB:-$BUILD/lb/ringlb}
 REPLICA=$BUILD/replica/ringlb-replica
 
-for tool in wrk python3; do
-  command -v "$tool" >/dev/null || { echo "access_log: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools access_log wrk python3
 for bin in "$RINGLB" "$REPLICA"; do
   [ -x "$bin" ] || { echo "access_log: no $bin (build first: ninja -C $BUILD)" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d /tmp/ringlb-access-log.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "${KEEP_TMP:-}" ] && echo "access_log: kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp access-log
 client_cpu=()
 
 start_replicas "$REPLICA"  # sets replica_ports, replica_pids, backends

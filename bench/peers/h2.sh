@@ -32,18 +32,9 @@ QUIET_MAX=${QUIET_MAX:-25}
 QUIET_WAIT=${QUIET_WAIT:-10}
 RINGLB=${RINGLB:-$BUILD/lb/ringlb}
 REPLICA=$BUILD/replica/ringlb-replica
-for tool in h2load haproxy nginx python3 curl; do
-  command -v "$tool" >/dev/null || { echo "h2: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools h2 h2load haproxy nginx python3 curl
 
-tmp=$(mktemp -d /tmp/ringlb-h2-bench.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp h2-bench
 
 start_replicas "$REPLICA"
 replica_csv=$(IFS=,; echo "${replica_pids[*]}")

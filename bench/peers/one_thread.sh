@@ -30,18 +30,9 @@ SEED=${SEED:-42}
 OTHER=${OTHER:-}
 RINGLB=$BUILD/lb/ringlb
 
-for tool in wrk haproxy; do
-  command -v "$tool" >/dev/null || { echo "one_thread: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools one_thread wrk haproxy
 
-tmp=$(mktemp -d /tmp/ringlb-one-thread.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp one-thread
 
 # The wrk script: request_id.lua's requests, and percentiles printed at the end.
 cp "$HERE/request_id.lua" "$tmp/wrk.lua"

@@ -72,22 +72,13 @@ if [ -n "$BASELINE" ]; then
   LBS=(ringlb ringlb-before haproxy nginx)
 fi
 
-for tool in wrk ab haproxy nginx python3 taskset; do
-  command -v "$tool" >/dev/null || { echo "peers: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools peers wrk ab haproxy nginx python3 taskset
 for bin in "$RINGLB" "$REPLICA" "$LOADGEN"; do
   [ -x "$bin" ] || { echo "peers: no $bin (build first: ninja -C $BUILD)" >&2; exit 1; }
 done
 [ "$(nproc)" -ge 2 ] || { echo "peers: needs two CPUs (wrk on CPU 0, the servers on CPU 1)" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/ringlb-peers.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "${KEEP_TMP:-}" ] && echo "peers: kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp peers
 
 client_cpu=(taskset -c 0)
 server_cpu=(taskset -c 1)

@@ -49,18 +49,9 @@ IDLE=${IDLE:-1}
 IDLE_WARM=${IDLE_WARM:-20}
 IDLE_COUNT=${IDLE_COUNT:-400}
 REPLICA=$BUILD/replica/ringlb-replica
-for tool in wrk haproxy openssl python3; do
-  command -v "$tool" >/dev/null || { echo "tls: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools tls wrk haproxy openssl python3
 
-tmp=$(mktemp -d /tmp/ringlb-tls-bench.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp tls-bench
 
 case $KEY in
   ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;

@@ -74,21 +74,12 @@ read -r -a COUNTS <<<"${THREADS:-1 2}"
 RINGLB=${RINGLB:-$BUILD/lb/ringlb}
 REPLICA=$BUILD/replica/ringlb-replica
 
-for tool in wrk haproxy nginx python3 pgrep; do
-  command -v "$tool" >/dev/null || { echo "workers: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
-done
+need_tools workers wrk haproxy nginx python3 pgrep
 for bin in "$RINGLB" "$REPLICA"; do
   [ -x "$bin" ] || { echo "workers: no $bin (build first: ninja -C $BUILD)" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d /tmp/ringlb-workers.XXXXXX)
-started=()
-cleanup() {
-  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "${KEEP_TMP:-}" ] && echo "workers: kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmp workers
 
 client_cpu=()  # nothing pinned: see the header
 if [ "$NICE" != 0 ]; then
