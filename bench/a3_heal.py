@@ -55,6 +55,7 @@ RATE = 1000
 CONNECTIONS = 10
 INTERVAL_MS = 100
 KEYS = 300
+LOG_STAMP_S = 0.001  # the resolution of ringlb's log stamps (lb/log.cc)
 IMAGE = "ringlb-replica:latest"
 TARGET_SERVING_S = {"process": 1.0, "docker": 1.5}
 
@@ -233,6 +234,11 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
                      if t[1] == victim and t[3] == "dead" and t[0] >= t_kill - 0.01), None)
         _, new, ring_id = replaced[victim]
         healthy = next(t for t in trans if t[1] == new and t[3] == "healthy")
+        # ringlb's log stamps are truncated to the millisecond: an event stamped t happened in
+        # [t, t + 1 ms), so its midpoint is taken (a detection within the kill's millisecond would
+        # otherwise read as -1 ms).
+        dead_t = dead[0] + LOG_STAMP_S / 2 if dead else None
+        healthy_t = healthy[0] + LOG_STAMP_S / 2
         served = first_served(report, new, t_kill)
         slot = [iv for iv in report["timeline"]["intervals"]
                 if t_kill - step <= t0 + iv["t_s"] < t_kill - step + spacing]
@@ -250,11 +256,11 @@ def summarize(kind, kills, smoke, spacing, duration, busy, lb_args, records, rep
             "replacement_ring_id": ring_id,
             "kill_unix_s": round(t_kill, 3),
             "kill_call_ms": rec["kill_call_ms"],
-            "detection_ms": round((dead[0] - t_kill) * 1000) if dead else None,
+            "detection_ms": round((dead_t - t_kill) * 1000) if dead else None,
             "detection_cause": dead[4] if dead else None,
-            "healthy_ms": round((healthy[0] - t_kill) * 1000),
+            "healthy_ms": round((healthy_t - t_kill) * 1000),
             "first_served_ms": round((served[1] - t_kill) * 1000) if served else None,
-            "first_served_interval_ms": [round((max(served[0], healthy[0]) - t_kill) * 1000),
+            "first_served_interval_ms": [round((max(served[0], healthy_t) - t_kill) * 1000),
                                          round((served[1] - t_kill) * 1000)] if served else None,
             "slot_s": [round(t0 + slot[0]["t_s"] - t_kill, 3),
                        round(t0 + slot[-1]["t_s"] + step - t_kill, 3)],
