@@ -28,6 +28,7 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 SEED=${SEED:-42}
 OTHER=${OTHER:-}
+OTHER_ENV=${OTHER_ENV:-}
 RINGLB=$BUILD/lb/ringlb
 
 need_tools one_thread wrk haproxy
