@@ -6,7 +6,8 @@ need_tools() {
   local name=$1 tool
   shift
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || { echo "$name: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
+    command -v "$tool" >/dev/null ||
+      { echo "$name: $tool is not installed (deps/install.sh bench)" >&2; exit 1; }
   done
 }
 

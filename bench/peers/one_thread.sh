@@ -68,14 +68,22 @@ haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
 started+=($!) && port_of[haproxy-1]=$port pid_of[haproxy-1]=$!
 for t in "${TARGETS[@]}"; do wait_lb_home "${port_of[$t]}"; done
 
-ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user and system clock ticks
-switches() { awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "/proc/$1/status"; }
-replica_ticks() { for p in "${replica_pids[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
+# The clock ticks of PID in user and system mode; its voluntary and involuntary context switches;
+# the three replicas' ticks together.
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+switches() {
+  awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "/proc/$1/status"
+}
+replica_ticks() {
+  local p
+  for p in "${replica_pids[@]}"; do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'
+}
 perf_ok=0
 perf stat -e syscalls:sys_enter_epoll_wait -p $$ -o /dev/null -- sleep 0.1 >/dev/null 2>&1 && perf_ok=1
 hz=$(getconf CLK_TCK)
 
-echo "| round | target | req/s | CPU µs/req (user + sys) | p50 / p90 / p99 / p99.9 ms | slept / preempted per 1k req | epoll_wait / req | replicas' CPU µs/req |"
+echo -n "| round | target | req/s | CPU µs/req (user + sys) | p50 / p90 / p99 / p99.9 ms "
+echo "| slept / preempted per 1k req | epoll_wait / req | replicas' CPU µs/req |"
 echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   order=("${TARGETS[@]}")
@@ -88,7 +96,8 @@ for round in $(seq 1 "$ROUNDS"); do
     wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$tmp/wrk.lua" "$url" -- "$SEED" >/dev/null
     read -r u0 s0 < <(ticks "$pid"); read -r v0 n0 < <(switches "$pid"); r0=$(replica_ticks)
     if [ "$perf_ok" = 1 ]; then
-      perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -o "$tmp/perf.txt" -- sleep "$DURATION" >/dev/null 2>&1 &
+      perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -o "$tmp/perf.txt" -- \
+        sleep "$DURATION" >/dev/null 2>&1 &
       perf_pid=$!
     fi
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$tmp/wrk.lua" "$url" -- "$SEED")

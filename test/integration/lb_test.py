@@ -520,7 +520,8 @@ class Proxying(LbTestCase):
             self.assertEqual(len(rid.group(1)), 6, head)
             # Trailer is end to end (RFC 9110 §6.6.2): it stays.
             self.assertEqual(head, "GET /home?a=1 HTTP/1.1\r\nHost: h\r\nx-custom: v w\r\n"
-                                   "Trailer: x-checksum\r\nX-Empty: \r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+                                   "Trailer: x-checksum\r\nX-Empty: \r\n"
+                                   "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
                                    f"X-Request-Id: {rid.group(1)}\r\n\r\n")
             # HTTP/1.0 with a request id and no Host: the LB speaks HTTP/1.1 to the backend.
             conn.send(b"GET /home HTTP/1.0\r\nX-Request-Id: 123456\r\n\r\n")
