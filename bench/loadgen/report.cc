@@ -83,6 +83,7 @@ json_t* config_json(const LoadgenOptions& o) {
   json_object_set_new(c, "keys", o.zipf >= 0 ? json_u64(o.keys) : json_null());
   json_object_set_new(c, "seed", o.rid || o.zipf >= 0 ? json_u64(o.seed) : json_null());
   json_object_set_new(c, "rate", o.rate > 0 ? json_real3(o.rate) : json_null());
+  json_object_set_new(c, "latency_from", json_string(o.rate > 0 ? "schedule" : "send"));
   json_object_set_new(c, "timeout_ms", json_u64(o.timeout_ms));
   json_object_set_new(c, "time_limit_s", json_real3(o.time_limit_s));
   json_object_set_new(c, "interval_ms", json_u64(o.interval_ms));

@@ -39,7 +39,8 @@ struct LgConn {
   bool retiring = false;  // no more requests: done once the socket is closed
   bool done = false;
   int status = 0;
-  uint64_t start_ns = 0;  // of the request in flight
+  uint64_t start_ns = 0;  // of the request in flight: when it was sent
+  uint64_t clock_ns = 0;  // where its latency counts from (run_grant's `due`)
   std::string request;    // the request bytes; the X-Request-Id digits are patched in place
   size_t rid_offset = 0;  // of the 6 digits, when --rid
   size_t body_len = 0;
@@ -101,7 +102,7 @@ void build_request(const LoadgenOptions& o, LgConn* c) {
   r.append(o.body_size, 'x');
 }
 
-void conn_next(LgConn* c);
+void conn_next(LgConn* c, bool waited = false);
 void conn_after_close(LgConn* c);
 void run_finish(LgRun* r);
 
@@ -113,8 +114,13 @@ uint64_t run_due_ns(const LgRun* r) {
   return r->stats->start_ns + r->issued * r->period_ns;
 }
 
-// Whether a request may start now; counts it when it may.
-Grant run_grant(LgRun* r, uint64_t now) {
+// Whether a request may start now; counts it when it may. With --rate, *due is where its latency
+// counts from: the time the schedule gave it when every connection was busy then (the target held
+// it back, and a client of a real service would have waited that long: no coordinated omission),
+// else now (the wait was the pace timer's, whose granularity is a millisecond, so it is the load
+// generator's own). waited says the connection was waiting for this token.
+Grant run_grant(LgRun* r, uint64_t now, bool waited, uint64_t* due) {
+  *due = now;
   if (r->no_more) return Grant::none;
   if (r->o->requests && r->issued >= r->o->requests) {
     r->no_more = true;
@@ -126,7 +132,11 @@ Grant run_grant(LgRun* r, uint64_t now) {
     r->result->end = RunEnd::duration;
     return Grant::none;
   }
-  if (r->period_ns && now < run_due_ns(r)) return Grant::later;
+  if (r->period_ns) {
+    uint64_t scheduled = run_due_ns(r);
+    if (now < scheduled) return Grant::later;
+    if (!waited && r->waiters_head == nullptr) *due = scheduled;
+  }
   r->issued++;
   return Grant::now;
 }
@@ -165,7 +175,7 @@ LgConn* run_pop_waiter(LgRun* r) {
 // may start, every waiter is let go (it retires).
 void run_release_waiters(LgRun* r) {
   while (r->waiters_head && (r->no_more || run_due_ns(r) <= uv_hrtime()))
-    conn_next(run_pop_waiter(r));
+    conn_next(run_pop_waiter(r), true);
   if (r->waiters_head)
     run_arm_pace(r);
   else
@@ -277,11 +287,13 @@ void on_connect(uv_connect_t* req, int status) {
 
 void conn_connect(LgConn* c);
 
-// Starts the granted request: connects first when the connection has no socket.
-void conn_begin(LgConn* c, uint64_t now) {
+// Starts the granted request, its latency counted from clock: connects first when the connection
+// has no socket.
+void conn_begin(LgConn* c, uint64_t now, uint64_t clock) {
   LgRun* r = c->run;
   c->in_request = true;
   c->start_ns = now;
+  c->clock_ns = clock;
   stats_started(r->stats, now);
   uv_timer_start(&c->timer, on_timer, r->o->timeout_ms, 0);
   if (c->link == Link::open)
@@ -314,16 +326,16 @@ void conn_connect(LgConn* c) {
   if (rc != 0) conn_fail(c, rc == UV_ECONNREFUSED ? LgError::connect_refused : LgError::connect);
 }
 
-// The connection is free: start the next request, wait for the rate, or retire. A connection whose
-// socket is still closing goes on from its on_close instead, so a handle is never re-initialised
-// before libuv is done with it.
-void conn_next(LgConn* c) {
+// The connection is free: start the next request, wait for the rate, or retire (waited: it was
+// waiting for a rate token). A connection whose socket is still closing goes on from its on_close
+// instead, so a handle is never re-initialised before libuv is done with it.
+void conn_next(LgConn* c, bool waited) {
   LgRun* r = c->run;
   if (c->link == Link::closing) return;
-  uint64_t now = uv_hrtime();
-  switch (run_grant(r, now)) {
+  uint64_t now = uv_hrtime(), due;
+  switch (run_grant(r, now, waited, &due)) {
     case Grant::now:
-      conn_begin(c, now);
+      conn_begin(c, now, due);
       return;
     case Grant::later:
       run_wait(r, c);
@@ -382,7 +394,7 @@ HttpNext on_http_message_end(HttpConn* h) {
     http_conn_close(h);
     return HttpNext::pause;
   }
-  stats_response(r->stats, c->start_ns, uv_hrtime(), c->status,
+  stats_response(r->stats, c->start_ns, c->clock_ns, uv_hrtime(), c->status,
                  std::string_view(c->body, c->body_len));
   conn_log(c, c->status, std::string_view(c->body, c->body_len));
   conn_end_request(c);

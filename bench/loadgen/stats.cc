@@ -80,9 +80,9 @@ bool stats_replica_id(std::string_view body, std::string_view* id) {
   return true;
 }
 
-void stats_response(LgStats* s, uint64_t start_ns, uint64_t end_ns, int status,
+void stats_response(LgStats* s, uint64_t start_ns, uint64_t clock_ns, uint64_t end_ns, int status,
                     std::string_view body) {
-  uint64_t latency = end_ns > start_ns ? end_ns - start_ns : 0;
+  uint64_t latency = end_ns > clock_ns ? end_ns - clock_ns : 0;
   LgInterval& iv = s->timeline[stats_interval(s, start_ns)];
   bool ok = status >= 200 && status < 400;
   s->responses++;

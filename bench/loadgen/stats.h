@@ -65,9 +65,10 @@ uint32_t stats_interval(LgStats* s, uint64_t start_ns);
 
 // A request started at start_ns (counted in started and in its interval).
 void stats_started(LgStats* s, uint64_t start_ns);
-// A complete response with status to the request started at start_ns; body holds the first bytes of
-// its body (enough for the replica ID).
-void stats_response(LgStats* s, uint64_t start_ns, uint64_t end_ns, int status,
+// A complete response with status to the request started at start_ns, its latency counted from
+// clock_ns (start_ns, or earlier: the time a --rate schedule gave it); body holds the first bytes
+// of its body (enough for the replica ID).
+void stats_response(LgStats* s, uint64_t start_ns, uint64_t clock_ns, uint64_t end_ns, int status,
                     std::string_view body);
 // The request started at start_ns ended without a complete response.
 void stats_error(LgStats* s, uint64_t start_ns, uint64_t end_ns, LgError kind);

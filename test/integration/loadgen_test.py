@@ -170,6 +170,35 @@ class LoadgenReplicaTest(unittest.TestCase):
         self.assertEqual(r["ended_by"], "duration")
         self.assertLess(wall, 4.0)
 
+    def test_rate_counts_latency_from_the_schedule_when_the_target_falls_behind(self):
+        # One connection, a request due every 20 ms, each answered after 50 ms: the target falls
+        # further behind with every request. Request k is due at 20k ms and answered at about
+        # 50(k + 1) ms, so its latency from the schedule is about 30k + 50 ms (a client of a real
+        # service waits that long); timed from its send, each would read 50 ms.
+        code, r, _, err = loadgen("-d", "1", "-r", "50", "-c", "1",
+                                  self.url("three", "/sleep?ms=50"))
+        self.assertEqual(code, 0, err)
+        self.assert_consistent(r)
+        self.assertEqual(r["config"]["latency_from"], "schedule")
+        n = r["totals"]["ok"]
+        self.assertGreaterEqual(n, 10)
+        self.assertLessEqual(n, 21)
+        lat = r["latency_us"]
+        self.assertGreaterEqual(lat["p50"], 150_000, lat)
+        self.assertGreaterEqual(lat["max"], 30_000 * (n - 2) + 50_000, lat)
+        # Below the target's pace (a request every 200 ms), nothing waits: each reads its 50 ms.
+        code, r, _, err = loadgen("-d", "1", "-r", "5", "-c", "1",
+                                  self.url("three", "/sleep?ms=50"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(r["totals"]["ok"], 5)
+        self.assertGreaterEqual(r["latency_us"]["min"], 50_000)
+        self.assertLess(r["latency_us"]["max"], 190_000, r["latency_us"])
+        # Unpaced, the latency is from the send.
+        code, r, _, err = loadgen("-n", "5", "-c", "1", self.url("three", "/sleep?ms=50"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(r["config"]["latency_from"], "send")
+        self.assertLess(r["latency_us"]["max"], 190_000, r["latency_us"])
+
     def test_duration_run_stops_within_its_bound(self):
         code, r, wall, err = loadgen("-d", "1", "-c", "16", self.url("three"))
         self.assertEqual(code, 0, err)
