@@ -74,6 +74,8 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 switches() {
   awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "/proc/$1/status"
 }
+# Nanoseconds PID's threads waited on a run queue while runnable (/proc/PID/schedstat, second field).
+run_wait() { awk '{print $2}' "/proc/$1/schedstat"; }
 replica_ticks() {
   local p
   for p in "${replica_pids[@]}"; do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'
@@ -83,8 +85,8 @@ perf stat -e syscalls:sys_enter_epoll_wait -p $$ -o /dev/null -- sleep 0.1 >/dev
 hz=$(getconf CLK_TCK)
 
 echo -n "| round | target | req/s | CPU µs/req (user + sys) | p50 / p90 / p99 / p99.9 ms "
-echo "| slept / preempted per 1k req | epoll_wait / req | replicas' CPU µs/req |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| slept / preempted per 1k req | run-queue wait µs/req | epoll_wait / req | replicas' CPU µs/req |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   order=("${TARGETS[@]}")
   if [ $((round % 2)) = 0 ]; then
@@ -94,14 +96,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for t in "${order[@]}"; do
     url=http://127.0.0.1:${port_of[$t]}/home pid=${pid_of[$t]}
     wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$tmp/wrk.lua" "$url" -- "$SEED" >/dev/null
-    read -r u0 s0 < <(ticks "$pid"); read -r v0 n0 < <(switches "$pid"); r0=$(replica_ticks)
+    read -r u0 s0 < <(ticks "$pid"); read -r v0 n0 < <(switches "$pid"); r0=$(replica_ticks) q0=$(run_wait "$pid")
     if [ "$perf_ok" = 1 ]; then
       perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -o "$tmp/perf.txt" -- \
         sleep "$DURATION" >/dev/null 2>&1 &
       perf_pid=$!
     fi
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$tmp/wrk.lua" "$url" -- "$SEED")
-    read -r u1 s1 < <(ticks "$pid"); read -r v1 n1 < <(switches "$pid"); r1=$(replica_ticks)
+    read -r u1 s1 < <(ticks "$pid"); read -r v1 n1 < <(switches "$pid"); r1=$(replica_ticks) q1=$(run_wait "$pid")
     epolls=n/a
     if [ "$perf_ok" = 1 ]; then
       wait "$perf_pid" || true
@@ -110,16 +112,17 @@ for round in $(seq 1 "$ROUNDS"); do
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     pct=$(echo "$out" | awk '/^PCT/ {print $2 " / " $3 " / " $4 " / " $5}')
     python3 - "$round" "$t" "$reqs" "$DURATION" "$hz" "$u0" "$u1" "$s0" "$s1" "$v0" "$v1" "$n0" "$n1" \
-      "$r0" "$r1" "$epolls" "$pct" <<'PY'
+      "$r0" "$r1" "$epolls" "$pct" "$q0" "$q1" <<'PY'
 import sys
 rnd, t, reqs, dur, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 u0, u1, s0, s1, v0, v1, n0, n1, r0, r1 = map(int, sys.argv[6:16])
 epolls, pct = sys.argv[16], sys.argv[17]
+q0, q1 = int(sys.argv[18]), int(sys.argv[19])
 us = lambda ticks: ticks * 1e6 / hz / reqs
 user, system = us(u1 - u0), us(s1 - s0)
 ep = "n/a" if epolls in ("n/a", "") else f"{int(epolls) / reqs:.3f}"
 print(f"| {rnd} | {t} | {reqs / dur:,.0f} | {user + system:.2f} ({user:.2f} + {system:.2f}) | {pct} | "
-      f"{(v1 - v0) * 1000 / reqs:.1f} / {(n1 - n0) * 1000 / reqs:.1f} | {ep} | {us(r1 - r0):.2f} |")
+      f"{(v1 - v0) * 1000 / reqs:.1f} / {(n1 - n0) * 1000 / reqs:.1f} | {(q1 - q0) / 1e3 / reqs:.2f} | {ep} | {us(r1 - r0):.2f} |")
 PY
   done
 done
