@@ -70,3 +70,28 @@ measure_wrk() {
     echo "peers: other processes used ${others}% of a CPU in that window" >&2
   done
 }
+
+# measure_rate OUT URL SEED RATE GROUP...: one window at a fixed offered load, as measure_wrk but
+# with ringlb-loadgen ($LOADGEN) sending RATE requests/s spread evenly over $CONNECTIONS connections
+# (a random 6-digit X-Request-Id per request, seeded by SEED): $WARMUP s unmeasured, then $DURATION s
+# under measure.py. Its latency counts from each request's scheduled time when every connection was
+# busy then (no coordinated omission), so a target that falls behind shows it. Writes OUT.json
+# (measure.py's record) and OUT.lg.json (loadgen's report).
+measure_rate() {
+  local out=$1 url=$2 seed=$3 rate=$4 attempt others g groups=()
+  shift 4
+  for g in "$@"; do
+    case $g in --*) groups+=("$g") ;; *) groups+=(--group "$g") ;; esac
+  done
+  "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$WARMUP" "$url" >/dev/null
+  for attempt in $(seq 0 "$RETRIES"); do
+    python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$out.out" --attempt "$attempt" \
+      "${groups[@]}" --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
+      "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$DURATION" -t 5000 \
+      -j "$out.lg.json" "$url"
+    others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
+      "$out.json")
+    [ "$others" -gt "$QUIET_MAX" ] || break
+    echo "peers: other processes used ${others}% of a CPU in that window" >&2
+  done
+}

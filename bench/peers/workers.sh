@@ -21,9 +21,9 @@
 # busy share next to each figure, which tells what bounds requests/s (see "What limits req/s" in the
 # report).
 #
-# Per round, target after target, wrk -t1 -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request) runs WARMUP s, then
-# DURATION s measured with --latency (bench/peers/peers_lib.sh measure_wrk, measure.py): CPU of the
-# LB from /proc/PID/stat, all its threads (NGINX: master + workers), of the replicas and of wrk, the
+# Per round, target after target, wrk -t1 -c$CONNECTIONS with request_id.lua (a random 6-digit
+# X-Request-Id per request) runs WARMUP s, then DURATION s measured with --latency
+# (bench/peers/peers_lib.sh measure_wrk, measure.py): CPU of the LB from /proc/PID/stat, all its threads (NGINX: master + workers), of the replicas and of wrk, the
 # machine's busy share, each LB thread's CPU (--per-thread), and before each window a bounded wait
 # for the machine to be quiet (other processes' CPU at most QUIET_MAX % of one CPU, for up to
 # QUIET_WAIT s); a window in which others used more is measured again, up to RETRIES times. The
@@ -36,19 +36,26 @@
 # measured windows; all measured processes get the same value, so their share against one another is
 # unchanged. The section says when it was used.
 #
-# Time bound: 6 targets x ROUNDS windows of about WARMUP + DURATION + 2 s (6 minutes with the
-# defaults on a quiet machine: five short rounds rather than three long ones, since the noise of this
-# shared machine comes in bursts that a repeated short window escapes). Waits and repeats are spent only while the rest of the run still fits
-# in BUDGET s (default 780): once it would not, the remaining windows are measured without waiting or
-# repeating (the report counts them), so the whole run stays under BUDGET + about 30 s of start-up
-# and report.
+# Then the same targets at an equal offered load (bench/peers/peers_lib.sh measure_rate): for each
+# thread count N, RATE_SHARE (default 0.8) of the slowest N-thread LB's median closed-loop req/s,
+# sent by ringlb-loadgen -c$CONNECTIONS --rid -r RATE (its latency counted from each request's
+# scheduled time when every connection was busy then), ROUNDS more interleaved rounds. In the closed
+# loop a faster LB runs at a higher load, which on these shared cores widens its tail; the p99 target
+# is compared at the same work.
+#
+# Time bound: 2 phases x 6 targets x ROUNDS windows of about WARMUP + DURATION + 2 s (12 minutes
+# with the defaults on a quiet machine: five short rounds rather than three long ones, since the
+# noise of this shared machine comes in bursts that a repeated short window escapes). Waits and
+# repeats are spent only while the rest of the run still fits in BUDGET s (default 1560): once it
+# would not, the remaining windows are measured without waiting or repeating (the report counts
+# them), so the whole run stays under BUDGET + about 30 s of start-up and report.
 #
 # Output: a Markdown section on stdout (workers_report.py), bench/results/workers.json, and the
 # section in bench/RESULTS.md when WRITE_RESULTS=1.
 #
 # Usage: bench/peers/workers.sh [BUILD_DIR]
 #   env: ROUNDS=5 DURATION=8 WARMUP=2 CONNECTIONS=64 SEED=42 THREADS="1 2" QUIET_MAX=25
-#        QUIET_WAIT=20 RETRIES=1 BUDGET=780 RESULTS=bench/results WRITE_RESULTS=0
+#        QUIET_WAIT=20 RETRIES=1 BUDGET=1560 RATE_SHARE=0.8 RESULTS=bench/results WRITE_RESULTS=0
 #        RINGLB=path/to/ringlb (default BUILD_DIR/lb/ringlb) NICE=0
 # On exit it stops what it started.
 set -euo pipefail
@@ -66,16 +73,19 @@ SEED=${SEED:-42}
 QUIET_MAX=${QUIET_MAX:-25}
 QUIET_WAIT=${QUIET_WAIT:-20}
 RETRIES=${RETRIES:-1}
-BUDGET=${BUDGET:-780}
+BUDGET=${BUDGET:-1560}
 RESULTS=${RESULTS:-$ROOT/bench/results}
 WRITE_RESULTS=${WRITE_RESULTS:-0}
 NICE=${NICE:-0}
 read -r -a COUNTS <<<"${THREADS:-1 2}"
 RINGLB=${RINGLB:-$BUILD/lb/ringlb}
 REPLICA=$BUILD/replica/ringlb-replica
+LOADGEN=$BUILD/bench/loadgen/ringlb-loadgen
+RATE_SHARE=${RATE_SHARE:-0.8}
+export HERE
 
 need_tools workers wrk haproxy nginx python3 pgrep
-for bin in "$RINGLB" "$REPLICA"; do
+for bin in "$RINGLB" "$REPLICA" "$LOADGEN"; do
   [ -x "$bin" ] || { echo "workers: no $bin (build first: ninja -C $BUILD)" >&2; exit 1; }
 done
 
@@ -142,41 +152,76 @@ for t in "${TARGETS[@]}"; do
                    paste -sd+ -)
 done
 
-# --- interleaved rounds ---------------------------------------------------------------------------
-mkdir -p "$tmp/rounds"
+# --- interleaved rounds: closed loop (wrk), then an equal offered load (ringlb-loadgen) ----------
+# phase KIND DIR: ROUNDS interleaved rounds of every target; KIND closed runs measure_wrk, rate runs
+# measure_rate at rate_of[N] for a target with N threads. Windows land in DIR/ROUND-TARGET.*.
+mkdir -p "$tmp/rounds" "$tmp/rated"
 window=$((WARMUP + DURATION + 2))
-total=$((ROUNDS * ${#TARGETS[@]})) done_windows=0
-for round in $(seq 1 "$ROUNDS"); do
-  echo "workers: round $round/$ROUNDS (machine $(cpu_busy 1)% of one CPU busy before it)" >&2
-  order=("${ORDER[@]}")
-  if [ $((round % 2)) = 0 ]; then
-    order=()
-    for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do order+=("${ORDER[$i]}"); done
-  fi
-  for target in "${order[@]}"; do
-    left=$((total - done_windows))
-    # Wait and repeat only while the windows left still fit in the budget at their plain length.
-    # (a window that waits and is repeated costs up to 2 x QUIET_WAIT + DURATION + 2 s more)
-    if [ $((SECONDS - t_start + left * window + 2 * QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
-      wait_s=$QUIET_WAIT retries=$RETRIES
-    else
-      wait_s=0 retries=0
-      echo "workers: $target: no quiet wait or repeat (budget ${BUDGET} s)" >&2
+total=$((2 * ROUNDS * ${#TARGETS[@]})) done_windows=0
+declare -A rate_of
+phase() {
+  local kind=$1 dir=$2 round target i wait_s retries left order
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "workers: $kind round $round/$ROUNDS (machine $(cpu_busy 1)% of one CPU busy before it)" >&2
+    order=("${ORDER[@]}")
+    if [ $((round % 2)) = 0 ]; then
+      order=()
+      for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do order+=("${ORDER[$i]}"); done
     fi
-    echo "workers: round $round/$ROUNDS, $target" >&2
-    QUIET_WAIT=$wait_s RETRIES=$retries measure_wrk "$tmp/rounds/$round-$target" \
-      "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" \
-      "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
-    python3 - "$tmp/rounds/$round-$target.json" "$wait_s" "$done_windows" <<'EOF'
+    for target in "${order[@]}"; do
+      left=$((total - done_windows))
+      # Wait and repeat only while the windows left still fit in the budget at their plain length.
+      # (a window that waits and is repeated costs up to 2 x QUIET_WAIT + DURATION + 2 s more)
+      if [ $((SECONDS - t_start + left * window + 2 * QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
+        wait_s=$QUIET_WAIT retries=$RETRIES
+      else
+        wait_s=0 retries=0
+        echo "workers: $target: no quiet wait or repeat (budget ${BUDGET} s)" >&2
+      fi
+      echo "workers: $kind round $round/$ROUNDS, $target" >&2
+      if [ "$kind" = closed ]; then
+        QUIET_WAIT=$wait_s RETRIES=$retries measure_wrk "$dir/$round-$target" \
+          "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" \
+          "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
+      else
+        QUIET_WAIT=$wait_s RETRIES=$retries measure_rate "$dir/$round-$target" \
+          "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" "${rate_of[${target##*-}]}" \
+          "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
+      fi
+      python3 - "$dir/$round-$target.json" "$wait_s" "$done_windows" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 d["quiet_wait_allowed_s"] = float(sys.argv[2])
 d["seq"] = int(sys.argv[3])
 json.dump(d, open(sys.argv[1], "w"))
 EOF
-    done_windows=$((done_windows + 1))
+      done_windows=$((done_windows + 1))
+    done
   done
+}
+
+phase closed "$tmp/rounds"
+# The equal load of N threads: RATE_SHARE of the slowest N-thread LB's median closed-loop req/s, in
+# hundreds, so that every LB can carry it and their latencies are compared at the same work.
+for n in "${COUNTS[@]}"; do
+  rate_of[$n]=$(python3 - "$tmp/rounds" "$n" "$RATE_SHARE" <<'EOF'
+import glob, os, statistics, sys
+sys.path.insert(0, os.environ["HERE"])
+from report import parse_wrk
+run, n, share = sys.argv[1], sys.argv[2], float(sys.argv[3])
+medians = []
+for lb in ("ringlb", "haproxy", "nginx"):
+    rates = []
+    for path in glob.glob(os.path.join(run, f"*-{lb}-{n}.wrk")):
+        requests, seconds = parse_wrk(open(path).read())[:2]
+        rates.append(requests / seconds)
+    medians.append(statistics.median(rates))
+print(max(100, int(share * min(medians) / 100) * 100))
+EOF
+)
+  echo "workers: equal load for $n thread(s): ${rate_of[$n]} requests/s" >&2
 done
+phase rate "$tmp/rated"
 quiet_after=$(cpu_busy 2)
 
 # --- meta and report ------------------------------------------------------------------------------
@@ -200,7 +245,8 @@ json.dump({
   "lbs": lbs,
   "env": {"ROUNDS": $ROUNDS, "DURATION": $DURATION, "WARMUP": $WARMUP, "RETRIES": $RETRIES,
           "CONNECTIONS": $CONNECTIONS, "SEED": $SEED, "QUIET_MAX": $QUIET_MAX,
-          "QUIET_WAIT": $QUIET_WAIT, "BUDGET": $BUDGET, "NICE": $NICE},
+          "QUIET_WAIT": $QUIET_WAIT, "BUDGET": $BUDGET, "NICE": $NICE, "RATE_SHARE": $RATE_SHARE},
+  "rates": {$(for n in "${COUNTS[@]}"; do echo -n "\"$n\": ${rate_of[$n]}, "; done)},
   "versions": {
     "ringlb": "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
               + "$(cd "$ROOT" && git diff --quiet HEAD -- lb ring 2>/dev/null || echo ' (modified)')",

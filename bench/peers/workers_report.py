@@ -27,14 +27,25 @@ HEADING = "Every core: ringlb workers vs HAProxy threads vs NGINX workers"
 CPU_VS_HAPROXY, P99_VS_HAPROXY, CPU_2_VS_1 = 0.9, 1.0, 1.05
 
 
-def load_rounds(run, cpus):
+def load_rounds(run, cpus, kind="rounds"):
+    """The windows of one phase: kind "rounds" (wrk, closed loop) or "rated" (ringlb-loadgen at an
+    equal offered load; these also carry p90, p99.9 and the offered rate)."""
     rounds = []
-    for path in sorted(glob.glob(os.path.join(run, "rounds", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(run, kind, "*.json"))):
         rnd, target = os.path.basename(path)[:-5].split("-", 1)
-        if not rnd.isdigit():
+        if not rnd.isdigit() or path.endswith(".lg.json"):
             continue
         m = json.load(open(path))
-        requests, seconds, p50, p99, errors = parse_wrk(open(path[:-5] + ".wrk").read())
+        extra = {}
+        if kind == "rounds":
+            requests, seconds, p50, p99, errors = parse_wrk(open(path[:-5] + ".wrk").read())
+        else:
+            lg = json.load(open(path[:-5] + ".lg.json"))
+            lat, tot = lg["latency_us"], lg["totals"]
+            requests, seconds, errors = tot["responses"], lg["elapsed_s"], tot["failed"]
+            p50, p99 = lat["p50"] / 1000, lat["p99"] / 1000
+            extra = {"offered": lg["config"]["rate"], "p90_ms": lat["p90"] / 1000,
+                     "p999_ms": lat["p99_9"] / 1000, "started": tot["started"]}
         wall = m["wall_s"]
         lb, rep = m["groups_cpu_s"]["lb"], m["groups_cpu_s"]["replicas"]
         threads = m.get("threads_cpu_s", {}).get("lb", {})
@@ -62,6 +73,7 @@ def load_rounds(run, cpus):
             "thread_shares": sorted((v / lb for v in threads.values() if v > 0), reverse=True)
                              if lb > 0 else [],
             "thread_names": sorted({re.sub(r"^\S+ ", "", k) for k, v in threads.items() if v > 0}),
+            **extra,
         })
     return rounds
 
@@ -78,7 +90,60 @@ def same_round(rounds, a, b, key):
     return out
 
 
-def section(meta, rounds, summary, ratios, checks):
+def ratio_table(ratios, n_rounds):
+    L = ["| ratio | " + " | ".join(f"round {r}" for r in range(1, n_rounds + 1))
+         + " | median | target |", "|---|" + "---|" * (n_rounds + 2)]
+    for name, pairs, bound in ratios:
+        by = {r: v for r, v in pairs}
+        m = med(v for _, v in pairs)
+        verdict = "–" if bound is None else (
+            f"≤ {bound:.2f}: " + ("**met**" if m is not None and m <= bound else "**not met**"))
+        L.append(f"| {name} | " + " | ".join(fmt(by.get(r), ".3f") for r in range(1, n_rounds + 1))
+                 + f" | {fmt(m, '.3f')} | {verdict} |")
+    return L
+
+
+def equal_load(meta, rated, rated_summary, rated_ratios):
+    """The subsection on the windows at an equal offered load."""
+    env = meta["env"]
+    rates = ", ".join(f"{int(v):,} requests/s at {n} thread(s)" for n, v in meta["rates"].items())
+    L = ["", "### At an equal offered load", "",
+         "In the closed loop above, each LB gets as many requests/s as it can turn around, so a "
+         "faster LB is measured at a higher load: on these 2 cores it leaves less idle time, and "
+         "the replicas and wrk wait longer for a CPU (perf sched: the replicas' run-queue delay is "
+         "where the extra tail is), so its p99 there is a p99 at more work. The latency "
+         "comparison is made at the same work: after the closed loop, every target gets the same "
+         f"offered load, {env['RATE_SHARE']} of the slowest LB's median closed-loop requests/s at "
+         f"that thread count ({rates}), from ringlb-loadgen "
+         f"(`-c {env['CONNECTIONS']} --rid -r RATE`: requests spread evenly over the second, a random "
+         "6-digit `X-Request-Id` each; a request whose time came while every connection was busy "
+         "counts its latency from that time, so an LB that falls behind shows it), "
+         f"{env['WARMUP']} s warm-up then {env['DURATION']} s measured, the same interleaved order, "
+         f"{env['ROUNDS']} rounds; medians over rounds:", "",
+         "| target | offered req/s | served req/s | p50 | p90 | p99 | p99.9 | LB CPU s / 100k req "
+         "| LB CPU | machine busy | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in meta["targets"]:
+        s = rated_summary.get(t)
+        if not s or s["req_s"] is None:
+            continue
+        L.append(f"| {t} | {s['offered']:,.0f} | {s['req_s']:,.0f} | {s['p50_ms']:.2f} ms "
+                 f"| {s['p90_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['p999_ms']:.2f} ms "
+                 f"| {s['lb_cpu_s_per_100k']:.2f} | {s['lb_cpu_pct']:.0f}% "
+                 f"| {s['machine_busy_pct']:.0f}% | {s['errors']} |")
+    L += ["", "Ratios within each round, then their median:", ""]
+    L += ratio_table(rated_ratios, env["ROUNDS"])
+    L += ["", "Every window at the equal load, in the order measured:", "",
+          "| round | target | served req/s | p50 | p99 | p99.9 | LB CPU s / 100k | machine busy "
+          "| others' CPU | repeats | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in rated:
+        L.append(f"| {x['round']} | {x['target']} | {x['req_s']:,.0f} | {x['p50_ms']:.2f} ms "
+                 f"| {x['p99_ms']:.2f} ms | {x['p999_ms']:.2f} ms | {x['lb_cpu_s_per_100k']:.2f} "
+                 f"| {x['machine_busy_pct']:.0f}% | {x['others_cpu_pct']:.0f}% | {x['repeats']} "
+                 f"| {x['errors']} |")
+    return L
+
+
+def section(meta, rounds, summary, ratios, checks, rated, rated_summary, rated_ratios):
     env, cpus = meta["env"], meta["machine"]["cpus"]
     L = [f"## {HEADING}", ""]
     L.append(f"Date: {meta['date']}. Machine: {meta['machine']['os']}, {cpus} vCPU, "
@@ -116,17 +181,9 @@ def section(meta, rounds, summary, ratios, checks):
                  f"| {s['replicas_cpu_s_per_100k']:.2f} | {s['wrk_cpu_pct']:.0f}% "
                  f"| {s['machine_busy_pct']:.0f}% | {s['errors']} |")
     L += ["", "LB threads is the count of threads in the LB's processes at the start (NGINX: master + "
-          "workers). Ratios within each round, then their median:", "",
-          "| ratio | " + " | ".join(f"round {r}" for r in range(1, env["ROUNDS"] + 1))
-          + " | median | target |", "|---|" + "---|" * (env["ROUNDS"] + 2)]
-    for name, pairs, bound in ratios:
-        by = {r: v for r, v in pairs}
-        m = med(v for _, v in pairs)
-        verdict = "–" if bound is None else (
-            f"≤ {bound:.2f}: " + ("**met**" if m is not None and m <= bound else "**not met**"))
-        L.append(f"| {name} | " + " | ".join(fmt(by.get(r), ".3f")
-                                             for r in range(1, env["ROUNDS"] + 1))
-                 + f" | {fmt(m, '.3f')} | {verdict} |")
+          "workers). Ratios within each round, then their median (the p99 target is checked at an "
+          "equal offered load, below: here each LB runs at its own req/s):", ""]
+    L += ratio_table(ratios, env["ROUNDS"])
     L.append("")
     L.append("How each multi-threaded LB spread its CPU over its threads (median share of the LB's CPU "
              "per thread, largest first; threads that used none left out):")
@@ -168,8 +225,10 @@ def section(meta, rounds, summary, ratios, checks):
                  f"| {fmt(x['irq_cpu_pct'], '.0f')}% "
                  f"| {x['machine_busy_pct']:.0f}% | {x['others_cpu_pct']:.0f}%{noisy} "
                  f"| {fmt(x['quiet_before_pct'], '.0f')}%{nowait} | {x['repeats']} | {x['errors']} |")
-    noisy = [x for x in rounds if x["others_cpu_pct"] > env["QUIET_MAX"]]
-    L += ["", f"Quiet: {len(rounds) - len(noisy)} of {len(rounds)} windows had other processes at "
+    if rated:
+        L += equal_load(meta, rated, rated_summary, rated_ratios)
+    noisy = [x for x in rounds + rated if x["others_cpu_pct"] > env["QUIET_MAX"]]
+    L += ["", f"Quiet: {len(rounds) + len(rated) - len(noisy)} of {len(rounds) + len(rated)} windows had other processes at "
           f"or under {env['QUIET_MAX']}% of one CPU"
           + ("; noisy: " + ", ".join(f"round {x['round']} {x['target']}" for x in noisy) + "."
              if noisy else ".")]
@@ -225,19 +284,35 @@ def main():
         summary[t]["errors"] = sum(r["errors"] for r in rs)
         summary[t].update(meta["lbs"][t])
 
-    ratios, checks = [], {}
+    rated = load_rounds(run, meta["machine"]["cpus"], "rated")
+    rated.sort(key=lambda r: (r["round"], r["seq"], order.index(r["target"])))
+    rated_summary = {}
+    for t in order:
+        rs = [r for r in rated if r["target"] == t]
+        if not rs:
+            continue
+        rated_summary[t] = {k: med(r[k] for r in rs) for k in
+                            ("offered", "req_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms",
+                             "lb_cpu_s_per_100k", "lb_cpu_pct", "machine_busy_pct")}
+        rated_summary[t]["errors"] = sum(r["errors"] for r in rs)
+    ratios, rated_ratios, checks = [], [], {}
     counts = meta["counts"]
     for n in counts:
         r, h = f"ringlb-{n}", f"haproxy-{n}"
         cpu = same_round(rounds, r, h, "lb_cpu_s_per_100k")
         p99 = same_round(rounds, r, h, "p99_ms")
         ratios.append((f"{r} / {h}: LB CPU per request", cpu, CPU_VS_HAPROXY))
-        ratios.append((f"{r} / {h}: p99", p99, P99_VS_HAPROXY))
+        ratios.append((f"{r} / {h}: p99 (each at its own req/s)", p99, None))
         ratios.append((f"{r} / {h}: req/s", same_round(rounds, r, h, "req_s"), None))
         checks[f"{n} thread(s): ringlb CPU/request <= {CPU_VS_HAPROXY}x HAProxy's"] = (
             med(v for _, v in cpu) is not None and med(v for _, v in cpu) <= CPU_VS_HAPROXY)
-        checks[f"{n} thread(s): ringlb p99 <= {P99_VS_HAPROXY}x HAProxy's"] = (
-            med(v for _, v in p99) is not None and med(v for _, v in p99) <= P99_VS_HAPROXY)
+        eq = same_round(rated, r, h, "p99_ms")
+        rated_ratios.append((f"{r} / {h}: p99", eq, P99_VS_HAPROXY))
+        rated_ratios.append((f"{r} / {h}: p99.9", same_round(rated, r, h, "p999_ms"), None))
+        rated_ratios.append((f"{r} / {h}: LB CPU per request",
+                             same_round(rated, r, h, "lb_cpu_s_per_100k"), None))
+        checks[f"{n} thread(s): ringlb p99 <= {P99_VS_HAPROXY}x HAProxy's at an equal offered load"] = (
+            med(v for _, v in eq) is not None and med(v for _, v in eq) <= P99_VS_HAPROXY)
     if 1 in counts:
         for n in counts:
             if n == 1:
@@ -255,12 +330,16 @@ def main():
     doc = {"meta": meta, "rounds": rounds, "summary": summary,
            "ratios": {name: {"by_round": dict(pairs), "median": med(v for _, v in pairs),
                              "target": bound} for name, pairs, bound in ratios},
+           "equal_load": {"rounds": rated, "summary": rated_summary,
+                          "ratios": {name: {"by_round": dict(pairs),
+                                            "median": med(v for _, v in pairs), "target": bound}
+                                     for name, pairs, bound in rated_ratios}},
            "issue_targets_met": checks}
     os.makedirs(results, exist_ok=True)
     with open(os.path.join(results, "workers.json"), "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
-    text = section(meta, rounds, summary, ratios, checks)
+    text = section(meta, rounds, summary, ratios, checks, rated, rated_summary, rated_ratios)
     print(text)
     if "--write" in sys.argv[3:]:
         benchlib.set_results_dir(results)
