@@ -10,11 +10,15 @@
 # replicas' CPU, and, when perf can count tracepoints here, the LB's epoll_wait calls; and wrk's
 # latency percentiles up to 99.9 (a done() hook added to bench/peers/request_id.lua).
 #
+# SCHED=1 adds a table of who waited for a CPU: per target, one more wrk run of WARMUP + 6 s, with
+# `perf sched record` over 2 s in its middle, summarised per process name by sched_summary.py (the
+# LB, the replicas, wrk, the idle CPUs: switches, CPU time, run-queue delay).
+#
 # OTHER=path/to/ringlb adds a second ringlb binary as target "ringlb-other" (an A/B of a change, with
 # its environment in OTHER_ENV, e.g. OTHER_ENV="RINGLB_X=1").
 #
 # Usage: bench/peers/one_thread.sh [BUILD_DIR]
-#   env: ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=64 SEED=42 OTHER= OTHER_ENV=
+#   env: ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=64 SEED=42 SCHED=0 OTHER= OTHER_ENV=
 # Everything listens on 127.0.0.1; on exit it stops what it started.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"      # free_port, start_replicas, haproxy_lb_conf
@@ -29,6 +33,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 SEED=${SEED:-42}
 OTHER=${OTHER:-}
 OTHER_ENV=${OTHER_ENV:-}
+SCHED=${SCHED:-0}
 RINGLB=$BUILD/lb/ringlb
 
 need_tools one_thread wrk haproxy
@@ -74,7 +79,8 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 switches() {
   awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "/proc/$1/status"
 }
-# Nanoseconds PID's threads waited on a run queue while runnable (/proc/PID/schedstat, second field).
+# Nanoseconds PID's main thread waited on a run queue while runnable (/proc/PID/schedstat, 2nd
+# field).
 run_wait() { awk '{print $2}' "/proc/$1/schedstat"; }
 replica_ticks() {
   local p
@@ -85,7 +91,8 @@ perf stat -e syscalls:sys_enter_epoll_wait -p $$ -o /dev/null -- sleep 0.1 >/dev
 hz=$(getconf CLK_TCK)
 
 echo -n "| round | target | req/s | CPU µs/req (user + sys) | p50 / p90 / p99 / p99.9 ms "
-echo "| slept / preempted per 1k req | run-queue wait µs/req | epoll_wait / req | replicas' CPU µs/req |"
+echo -n "| slept / preempted per 1k req | run-queue wait µs/req | epoll_wait / req "
+echo "| replicas' CPU µs/req |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   order=("${TARGETS[@]}")
@@ -96,14 +103,16 @@ for round in $(seq 1 "$ROUNDS"); do
   for t in "${order[@]}"; do
     url=http://127.0.0.1:${port_of[$t]}/home pid=${pid_of[$t]}
     wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$tmp/wrk.lua" "$url" -- "$SEED" >/dev/null
-    read -r u0 s0 < <(ticks "$pid"); read -r v0 n0 < <(switches "$pid"); r0=$(replica_ticks) q0=$(run_wait "$pid")
+    read -r u0 s0 < <(ticks "$pid"); read -r v0 n0 < <(switches "$pid")
+    r0=$(replica_ticks) q0=$(run_wait "$pid")
     if [ "$perf_ok" = 1 ]; then
       perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -o "$tmp/perf.txt" -- \
         sleep "$DURATION" >/dev/null 2>&1 &
       perf_pid=$!
     fi
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$tmp/wrk.lua" "$url" -- "$SEED")
-    read -r u1 s1 < <(ticks "$pid"); read -r v1 n1 < <(switches "$pid"); r1=$(replica_ticks) q1=$(run_wait "$pid")
+    read -r u1 s1 < <(ticks "$pid"); read -r v1 n1 < <(switches "$pid")
+    r1=$(replica_ticks) q1=$(run_wait "$pid")
     epolls=n/a
     if [ "$perf_ok" = 1 ]; then
       wait "$perf_pid" || true
@@ -122,7 +131,27 @@ us = lambda ticks: ticks * 1e6 / hz / reqs
 user, system = us(u1 - u0), us(s1 - s0)
 ep = "n/a" if epolls in ("n/a", "") else f"{int(epolls) / reqs:.3f}"
 print(f"| {rnd} | {t} | {reqs / dur:,.0f} | {user + system:.2f} ({user:.2f} + {system:.2f}) | {pct} | "
-      f"{(v1 - v0) * 1000 / reqs:.1f} / {(n1 - n0) * 1000 / reqs:.1f} | {(q1 - q0) / 1e3 / reqs:.2f} | {ep} | {us(r1 - r0):.2f} |")
+      f"{(v1 - v0) * 1000 / reqs:.1f} / {(n1 - n0) * 1000 / reqs:.1f} | {(q1 - q0) / 1e3 / reqs:.2f} "
+      f"| {ep} | {us(r1 - r0):.2f} |")
 PY
   done
+done
+
+[ "$SCHED" = 1 ] || exit 0
+need_tools one_thread perf
+echo
+echo "Who waited for a CPU (perf sched, 2 s in the middle of a 6 s wrk run per target):"
+echo
+echo -n "| target | process | switched in | CPU time | run-queue delay | delays > 0.5 ms "
+echo "| median run |"
+echo "|---|---|---|---|---|---|---|"
+for t in "${TARGETS[@]}"; do
+  url=http://127.0.0.1:${port_of[$t]}/home
+  wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$tmp/wrk.lua" "$url" -- "$SEED" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d6s -s "$tmp/wrk.lua" "$url" -- "$SEED" >/dev/null &
+  wrk_pid=$!
+  sleep 2
+  perf sched record -o "$tmp/sched-$t.data" -- sleep 2 >/dev/null 2>&1
+  wait "$wrk_pid"
+  python3 "$HERE/sched_summary.py" "$tmp/sched-$t.data" "$t"
 done

@@ -40,8 +40,8 @@
 # thread count N, RATE_SHARE (default 0.8) of the slowest N-thread LB's median closed-loop req/s,
 # sent by ringlb-loadgen -c$CONNECTIONS --rid -r RATE (its latency counted from each request's
 # scheduled time when every connection was busy then), ROUNDS more interleaved rounds. In the closed
-# loop a faster LB runs at a higher load, which on these shared cores widens its tail; the p99 target
-# is compared at the same work.
+# loop a faster LB runs at a higher load, which on these shared cores widens its tail; the p99
+# target is compared at the same work.
 #
 # Time bound: 2 phases x 6 targets x ROUNDS windows of about WARMUP + DURATION + 2 s (12 minutes
 # with the defaults on a quiet machine: five short rounds rather than three long ones, since the
@@ -162,7 +162,7 @@ declare -A rate_of
 phase() {
   local kind=$1 dir=$2 round target i wait_s retries left order
   for round in $(seq 1 "$ROUNDS"); do
-    echo "workers: $kind round $round/$ROUNDS (machine $(cpu_busy 1)% of one CPU busy before it)" >&2
+    echo "workers: $kind round $round/$ROUNDS (machine $(cpu_busy 1)% of one CPU busy)" >&2
     order=("${ORDER[@]}")
     if [ $((round % 2)) = 0 ]; then
       order=()
@@ -172,7 +172,8 @@ phase() {
       left=$((total - done_windows))
       # Wait and repeat only while the windows left still fit in the budget at their plain length.
       # (a window that waits and is repeated costs up to 2 x QUIET_WAIT + DURATION + 2 s more)
-      if [ $((SECONDS - t_start + left * window + 2 * QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]; then
+      if [ $((SECONDS - t_start + left * window + 2 * QUIET_WAIT + DURATION + 2)) -le "$BUDGET" ]
+      then
         wait_s=$QUIET_WAIT retries=$RETRIES
       else
         wait_s=0 retries=0
@@ -185,7 +186,8 @@ phase() {
           "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
       else
         QUIET_WAIT=$wait_s RETRIES=$retries measure_rate "$dir/$round-$target" \
-          "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" "${rate_of[${target##*-}]}" \
+          "http://127.0.0.1:${port_of[$target]}/home" "$((SEED + round))" \
+          "${rate_of[${target##*-}]}" \
           "lb=${pids_of[$target]}" "replicas=$replica_csv" --per-thread
       fi
       python3 - "$dir/$round-$target.json" "$wait_s" "$done_windows" <<'EOF'

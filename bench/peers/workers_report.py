@@ -109,10 +109,9 @@ def equal_load(meta, rated, rated_summary, rated_ratios):
     rates = ", ".join(f"{int(v):,} requests/s at {n} thread(s)" for n, v in meta["rates"].items())
     L = ["", "### At an equal offered load", "",
          "In the closed loop above, each LB gets as many requests/s as it can turn around, so a "
-         "faster LB is measured at a higher load: on these 2 cores it leaves less idle time, and "
-         "the replicas and wrk wait longer for a CPU (perf sched: the replicas' run-queue delay is "
-         "where the extra tail is), so its p99 there is a p99 at more work. The latency "
-         "comparison is made at the same work: after the closed loop, every target gets the same "
+         "faster LB is measured at a higher load on the cores it shares with wrk and the "
+         "replicas, and its p99 there is a p99 at more work. The latency comparison is made at "
+         "the same work: after the closed loop, every target gets the same "
          f"offered load, {env['RATE_SHARE']} of the slowest LB's median closed-loop requests/s at "
          f"that thread count ({rates}), from ringlb-loadgen "
          f"(`-c {env['CONNECTIONS']} --rid -r RATE`: requests spread evenly over the second, a random "
