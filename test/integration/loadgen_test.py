@@ -192,12 +192,12 @@ class LoadgenReplicaTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(r["totals"]["ok"], 5)
         self.assertGreaterEqual(r["latency_us"]["min"], 50_000)
-        self.assertLess(r["latency_us"]["max"], 190_000, r["latency_us"])
+        self.assertLess(r["latency_us"]["max"], 300_000, r["latency_us"])
         # Unpaced, the latency is from the send.
         code, r, _, err = loadgen("-n", "5", "-c", "1", self.url("three", "/sleep?ms=50"))
         self.assertEqual(code, 0, err)
         self.assertEqual(r["config"]["latency_from"], "send")
-        self.assertLess(r["latency_us"]["max"], 190_000, r["latency_us"])
+        self.assertLess(r["latency_us"]["max"], 300_000, r["latency_us"])
 
     def test_duration_run_stops_within_its_bound(self):
         code, r, wall, err = loadgen("-d", "1", "-c", "16", self.url("three"))
