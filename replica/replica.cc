@@ -271,7 +271,10 @@ HttpNext on_message_end(HttpConn* c) {
       rc->sleep_timer.data = rc;
       rc->timer_open = true;
     }
-    uv_timer_start(&rc->sleep_timer, on_sleep_done, wait, 0);
+    // At least `wait` ms: the loop's clock is in whole milliseconds (truncated) and may be stale, so
+    // a timer of N ms from it can fire up to 1 ms short of N; refresh it and round up.
+    uv_update_time(c->tcp.loop);
+    uv_timer_start(&rc->sleep_timer, on_sleep_done, wait > 0 ? wait + 1 : 0, 0);
     return HttpNext::pause;
   } else {
     not_found(rc, path);

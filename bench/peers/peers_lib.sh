@@ -44,26 +44,23 @@ print(f"{100.0 * (b1 - b0) / (t1 - t0) * os.cpu_count():.0f}")
 EOF
 }
 
-# measure_wrk OUT URL SEED GROUP...: one measured window of the interleaved rounds. wrk -t1
-# -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request, seeded by SEED) runs
-# $WARMUP s unmeasured, then $DURATION s under measure.py, which first waits up to $QUIET_WAIT s for
-# the machine to be quiet and brackets the run with /proc/PID/stat of each GROUP (NAME=PID,PID...) and
-# wrk's own CPU. An argument starting with -- (e.g. --per-thread) goes to measure.py as it is. A window in which other processes used more than $QUIET_MAX % of a CPU is measured
-# again, up to $RETRIES times. Writes OUT.json (measure.py's record) and OUT.wrk (wrk's output). wrk
-# runs under the prefix in the array client_cpu (may be empty).
-measure_wrk() {
-  local out=$1 url=$2 seed=$3 attempt others g groups=()
-  shift 3
-  for g in "$@"; do
-    case $g in --*) groups+=("$g") ;; *) groups+=(--group "$g") ;; esac
+# measure_window OUT STDOUT GROUP... -- COMMAND...: COMMAND under measure.py, which first waits up to
+# $QUIET_WAIT s for the machine to be quiet and brackets the run with /proc/PID/stat of each GROUP
+# (NAME=PID,PID...) and COMMAND's own CPU; an argument starting with -- before the -- (e.g.
+# --per-thread) goes to measure.py as it is. A window in which other processes used more than
+# $QUIET_MAX % of a CPU is measured again, up to $RETRIES times. Writes OUT.json (measure.py's
+# record) and COMMAND's output to STDOUT.
+measure_window() {
+  local out=$1 stdout=$2 attempt others groups=()
+  shift 2
+  while [ "$1" != -- ]; do
+    case $1 in --*) groups+=("$1") ;; *) groups+=(--group "$1") ;; esac
+    shift
   done
-  "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$PEERS_DIR/request_id.lua" "$url" \
-    -- "$seed" >/dev/null
+  shift
   for attempt in $(seq 0 "$RETRIES"); do
-    python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$out.wrk" --attempt "$attempt" \
-      "${groups[@]}" --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
-      "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-      -s "$PEERS_DIR/request_id.lua" "$url" -- "$seed"
+    python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$stdout" --attempt "$attempt" \
+      "${groups[@]}" --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- "$@"
     others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
       "$out.json")
     [ "$others" -gt "$QUIET_MAX" ] || break
@@ -71,27 +68,31 @@ measure_wrk() {
   done
 }
 
+# measure_wrk OUT URL SEED GROUP...: one measured window of the interleaved rounds. wrk -t1
+# -c$CONNECTIONS with request_id.lua (a random 6-digit X-Request-Id per request, seeded by SEED) runs
+# $WARMUP s unmeasured, then $DURATION s under measure_window. Writes OUT.json (measure.py's record)
+# and OUT.wrk (wrk's output). wrk runs under the prefix in the array client_cpu (may be empty).
+measure_wrk() {
+  local out=$1 url=$2 seed=$3
+  shift 3
+  "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$PEERS_DIR/request_id.lua" "$url" \
+    -- "$seed" >/dev/null
+  measure_window "$out" "$out.wrk" "$@" -- \
+    "${client_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
+    -s "$PEERS_DIR/request_id.lua" "$url" -- "$seed"
+}
+
 # measure_rate OUT URL SEED RATE GROUP...: one window at a fixed offered load, as measure_wrk but
 # with ringlb-loadgen ($LOADGEN) sending RATE requests/s spread evenly over $CONNECTIONS connections
 # (a random 6-digit X-Request-Id per request, seeded by SEED): $WARMUP s unmeasured, then $DURATION s
-# under measure.py. Its latency counts from each request's scheduled time when every connection was
-# busy then (no coordinated omission), so a target that falls behind shows it. Writes OUT.json
+# under measure_window. Its latency counts from each request's scheduled time when every connection
+# was busy then (no coordinated omission), so a target that falls behind shows it. Writes OUT.json
 # (measure.py's record) and OUT.lg.json (loadgen's report).
 measure_rate() {
-  local out=$1 url=$2 seed=$3 rate=$4 attempt others g groups=()
+  local out=$1 url=$2 seed=$3 rate=$4
   shift 4
-  for g in "$@"; do
-    case $g in --*) groups+=("$g") ;; *) groups+=(--group "$g") ;; esac
-  done
   "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$WARMUP" "$url" >/dev/null
-  for attempt in $(seq 0 "$RETRIES"); do
-    python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$out.out" --attempt "$attempt" \
-      "${groups[@]}" --quiet-max "$QUIET_MAX" --quiet-wait "$QUIET_WAIT" -- \
-      "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$DURATION" -t 5000 \
-      -j "$out.lg.json" "$url"
-    others=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["others_cpu_pct"]))' \
-      "$out.json")
-    [ "$others" -gt "$QUIET_MAX" ] || break
-    echo "peers: other processes used ${others}% of a CPU in that window" >&2
-  done
+  measure_window "$out" "$out.out" "$@" -- \
+    "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$DURATION" -t 5000 \
+    -j "$out.lg.json" "$url"
 }
