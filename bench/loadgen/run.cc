@@ -1,5 +1,6 @@
 #include "bench/loadgen/run.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cmath>
@@ -59,6 +60,7 @@ struct LgRun {
   uint64_t issued = 0;           // requests granted
   uint64_t period_ns = 0;        // 1/rate
   uint64_t duration_end_ns = 0;  // 0: no duration
+  uint64_t last_free_ns = 0;     // --rate: the last time a connection was free for a token
   uint64_t rid_state = 0;
   Zipf zipf;              // --zipf: the key sampler
   FILE* log = nullptr;    // --log: one line per finished request
@@ -115,10 +117,13 @@ uint64_t run_due_ns(const LgRun* r) {
 }
 
 // Whether a request may start now; counts it when it may. With --rate, *due is where its latency
-// counts from: the time the schedule gave it when every connection was busy then (the target held
-// it back, and a client of a real service would have waited that long: no coordinated omission),
-// else now (the wait was the pace timer's, whose granularity is a millisecond, so it is the load
-// generator's own). waited says the connection was waiting for this token.
+// counts from. A token handed to a connection that waited for it, or taken while others wait, is
+// late by the pace timer's millisecond at most: the load generator's own delay, so now. A token
+// taken by a connection that was busy until now is late because the target held every connection
+// back: its latency counts from the time the schedule gave it (a client of a real service would
+// have waited that long: no coordinated omission), but not from before the last moment a
+// connection sat free, since from then on the delay was the load generator's (a stalled process
+// whose timer fired late), not the target's. waited says the connection was waiting for this token.
 Grant run_grant(LgRun* r, uint64_t now, bool waited, uint64_t* due) {
   *due = now;
   if (r->no_more) return Grant::none;
@@ -135,7 +140,10 @@ Grant run_grant(LgRun* r, uint64_t now, bool waited, uint64_t* due) {
   if (r->period_ns) {
     uint64_t scheduled = run_due_ns(r);
     if (now < scheduled) return Grant::later;
-    if (!waited && r->waiters_head == nullptr) *due = scheduled;
+    if (waited || r->waiters_head != nullptr)
+      r->last_free_ns = now;
+    else
+      *due = std::max(scheduled, r->last_free_ns);
   }
   r->issued++;
   return Grant::now;
@@ -552,6 +560,7 @@ int run_load(uv_loop_t* loop, const LoadgenOptions& o, LgStats* stats, RunResult
   result->end = o.requests ? RunEnd::count : RunEnd::duration;
   stats_init(stats, start, o.interval_ms, o.time_limit_s);
   r.progress_last_ns = start;
+  r.last_free_ns = start;
   if (o.duration_s > 0) {
     uint64_t ms = static_cast<uint64_t>(std::ceil(o.duration_s * 1000));
     r.duration_end_ns = start + static_cast<uint64_t>(std::llround(o.duration_s * 1e9));

@@ -199,6 +199,37 @@ class LoadgenReplicaTest(unittest.TestCase):
         self.assertEqual(r["config"]["latency_from"], "send")
         self.assertLess(r["latency_us"]["max"], 300_000, r["latency_us"])
 
+    def test_rate_does_not_blame_the_target_for_the_load_generators_own_stall(self):
+        # Four connections, a request due every 5 ms to a target that answers at once: the
+        # connections sit free between tokens. Stopped for 400 ms (SIGSTOP, as a preempted or
+        # paused process would be), the load generator owes about 80 tokens when it resumes; the
+        # target held none of them back, so their latencies stay small. Timed from the schedule, a
+        # token taken by a connection that was busy for a moment after the resumption would read up
+        # to 400 ms.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "report.json")
+            p = subprocess.Popen([LOADGEN, "-q", "--json", path, "-d", "1.5", "-r", "200", "-c", "4",
+                                  self.url("101")], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                time.sleep(0.5)
+                p.send_signal(signal.SIGSTOP)
+                time.sleep(0.4)
+                p.send_signal(signal.SIGCONT)
+                _, err = p.communicate(timeout=RUN_TIMEOUT)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            self.assertEqual(p.returncode, 0, err)
+            with open(path) as f:
+                r = json.load(f)
+        self.assert_consistent(r)
+        # It caught up: the overdue tokens were sent, not dropped.
+        self.assertGreaterEqual(r["totals"]["ok"], 280, r["totals"])
+        # At most the request in flight when it stopped reads the stall.
+        self.assertLess(r["latency_us"]["p99"], 100_000, r["latency_us"])
+
     def test_duration_run_stops_within_its_bound(self):
         code, r, wall, err = loadgen("-d", "1", "-c", "16", self.url("three"))
         self.assertEqual(code, 0, err)
