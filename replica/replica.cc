@@ -10,12 +10,13 @@
 // With --debug-routes it also serves the routes ringlb's own tests need to exercise a proxy:
 //   GET /bytes?n=N   N bytes of body, streamed with backpressure
 //   POST /sink       reads the whole body, answers {"bytes": N}
-//   GET /sleep?ms=N  answers /home's body after N ms
+//   GET /sleep?ms=N  answers /home's body after N ms (at most an hour)
 //   GET /ws?send=N   the WebSocket echo, which first sends N bytes of binary messages (64 KiB each)
 //
 // SIGTERM and SIGINT stop accepting, let in-flight exchanges finish and exit 0 (it runs as PID 1 in a
 // container, where an unhandled SIGTERM would be ignored). With --die-with-parent it exits when the
 // process that started it dies (the load balancer's process provisioner uses this).
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +57,7 @@ struct ReplicaConn {
   HttpConn conn;  // the HTTP layer hands this back; rconn recovers the ReplicaConn around it
   Replica* replica;
   uv_timer_t sleep_timer;
+  uint64_t sleep_until_ns = 0;  // /sleep answers at or after this uv_hrtime()
   bool timer_open = false;
   bool keep_alive = true;
   uint64_t sink_bytes = 0;
@@ -203,8 +205,15 @@ void ws_on_bytes(ReplicaConn* rc, const char* data, size_t len) {
   if (rc->conn.write_queued > kWsQueueMax) http_conn_stop(&rc->conn);
 }
 
+// The loop's clock is in whole milliseconds and may be stale, so a timer of N ms can fire short of
+// N: until the exact deadline has passed, wait again for what is left, rounded up.
 void on_sleep_done(uv_timer_t* t) {
   ReplicaConn* rc = static_cast<ReplicaConn*>(t->data);
+  uint64_t now = uv_hrtime();
+  if (now < rc->sleep_until_ns) {
+    uv_timer_start(t, on_sleep_done, (rc->sleep_until_ns - now + 999999) / 1000000, 0);
+    return;
+  }
   respond(rc, 200, rc->replica->home_body, "application/json");
   finish_later(rc);
 }
@@ -271,10 +280,9 @@ HttpNext on_message_end(HttpConn* c) {
       rc->sleep_timer.data = rc;
       rc->timer_open = true;
     }
-    // At least `wait` ms: the loop's clock is in whole milliseconds (truncated) and may be stale, so
-    // a timer of N ms from it can fire up to 1 ms short of N; refresh it and round up.
-    uv_update_time(c->tcp.loop);
-    uv_timer_start(&rc->sleep_timer, on_sleep_done, wait > 0 ? wait + 1 : 0, 0);
+    wait = std::min<uint64_t>(wait, 3600000);  // an hour at most: the deadline cannot overflow
+    rc->sleep_until_ns = uv_hrtime() + wait * 1000000;
+    uv_timer_start(&rc->sleep_timer, on_sleep_done, wait, 0);
     return HttpNext::pause;
   } else {
     not_found(rc, path);
