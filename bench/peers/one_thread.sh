@@ -37,6 +37,7 @@ SCHED=${SCHED:-0}
 RINGLB=$BUILD/lb/ringlb
 
 need_tools one_thread wrk haproxy
+[ "$SCHED" = 1 ] && need_tools one_thread perf  # before the rounds, not after them
 
 bench_tmp one-thread
 
@@ -138,7 +139,6 @@ PY
 done
 
 [ "$SCHED" = 1 ] || exit 0
-need_tools one_thread perf
 echo
 echo "Who waited for a CPU (perf sched, 2 s in the middle of a 6 s wrk run per target):"
 echo

@@ -53,10 +53,11 @@ EOF
 measure_window() {
   local out=$1 stdout=$2 attempt others groups=()
   shift 2
-  while [ "$1" != -- ]; do
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
     case $1 in --*) groups+=("$1") ;; *) groups+=(--group "$1") ;; esac
     shift
   done
+  [ $# -gt 1 ] || { echo "measure_window: no -- COMMAND" >&2; return 2; }
   shift
   for attempt in $(seq 0 "$RETRIES"); do
     python3 "$PEERS_DIR/measure.py" --out "$out.json" --stdout "$stdout" --attempt "$attempt" \
@@ -87,12 +88,12 @@ measure_wrk() {
 # (a random 6-digit X-Request-Id per request, seeded by SEED): $WARMUP s unmeasured, then $DURATION s
 # under measure_window. Its latency counts from each request's scheduled time when every connection
 # was busy then (no coordinated omission), so a target that falls behind shows it. Writes OUT.json
-# (measure.py's record) and OUT.lg.json (loadgen's report).
+# (measure.py's record) and OUT.lg.json (loadgen's report). The load generator runs under the prefix
+# in the array client_cpu (may be empty), as wrk does.
 measure_rate() {
   local out=$1 url=$2 seed=$3 rate=$4
   shift 4
-  "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$WARMUP" "$url" >/dev/null
-  measure_window "$out" "$out.out" "$@" -- \
-    "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate" -d "$DURATION" -t 5000 \
-    -j "$out.lg.json" "$url"
+  local lg=("${client_cpu[@]}" "$LOADGEN" -q -c "$CONNECTIONS" --rid --seed "$seed" -r "$rate")
+  "${lg[@]}" -d "$WARMUP" "$url" >/dev/null
+  measure_window "$out" "$out.out" "$@" -- "${lg[@]}" -d "$DURATION" -t 5000 -j "$out.lg.json" "$url"
 }
