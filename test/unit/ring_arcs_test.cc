@@ -90,8 +90,9 @@ TEST_P(RingArcsTest, SharesMatchKeys) {
   uint64_t points = 0;
   for (size_t m = 0; m < 4; m++) {
     double sd = std::sqrt(share[m] * (1 - share[m]) / n);
-    if (GetParam().hash != HashFn::assignment)
+    if (GetParam().hash != HashFn::assignment) {
       EXPECT_NEAR(seen[m], share[m], 5 * sd + 1e-9) << "member " << m;
+    }
     points += ring_member_points(r.get(), m);
   }
   if (GetParam().mode == RingMode::maglev)
