@@ -212,13 +212,6 @@ bool not_for_h2(std::string_view name) {
          http_iequals(name, "upgrade") || http_iequals(name, "connection");
 }
 
-// Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, the Trailer list
-// itself), besides those no h2 message carries.
-bool not_a_trailer(std::string_view name) {
-  return not_for_h2(name) || http_iequals(name, "content-length") || http_iequals(name, "host") ||
-         http_iequals(name, "trailer");
-}
-
 void side_response_head(ClientConn* c, const HttpHead& resp) {
   H2Stream* st = stream_of(c);
   st->head_fields = resp.headers.size();
@@ -253,7 +246,7 @@ void side_response_end(ClientConn* c, const HttpHead& resp) {
   H2Stream* st = stream_of(c);
   for (size_t i = st->head_fields; i < resp.headers.size(); i++) {  // the trailers, if any
     std::string_view name = http_head_name(resp, resp.headers[i]);
-    if (name.empty() || not_a_trailer(name)) continue;
+    if (name.empty() || http_trailer_forbidden(name)) continue;
     std::string lower(name);
     for (char& ch : lower) ch = static_cast<char>(http_ascii_lower(ch));
     std::string_view v = http_head_value(resp, resp.headers[i]);

@@ -10,10 +10,13 @@ namespace {
 
 // Pending parser events, a bit set: a response without a body completes in the same llhttp step as
 // its head, so both may be pending at once.
-enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2 };
+enum : uint8_t { EV_NONE = 0, EV_HEAD = 1, EV_END = 2, EV_LAST_CHUNK = 4 };
 
 constexpr size_t kHeadReserve = 1024;  // bytes of URL and header lines
 constexpr size_t kHeadersReserve = 16;
+// Raw body bytes up to the last chunk's line are held back, up to this many, to go out in one piece
+// with the trailer section when it is parsed from the same read (a write, not two, per response).
+constexpr size_t kHoldMax = 4096;
 
 HttpConn* conn_of_parser(llhttp_t* p) { return static_cast<HttpConn*>(p->data); }
 
@@ -71,8 +74,33 @@ int on_body(llhttp_t* p, const char* at, size_t len) {
 // A chunk size over 2^63-1 is refused (a parse error: 400 for a request, a malformed response for
 // a response): llhttp accepts sizes up to 2^64-1, and a peer that reads them as signed 64-bit
 // numbers would frame the body otherwise than the LB does. nginx refuses them too.
+//
+// The last chunk (size 0) of a raw body pauses right after its line, so that the raw bytes stop
+// there: the trailer section that follows is held and passed on rebuilt (trailers_end).
 int on_chunk_header(llhttp_t* p) {
-  return p->content_length > static_cast<uint64_t>(INT64_MAX) ? -1 : 0;
+  if (p->content_length > static_cast<uint64_t>(INT64_MAX)) return -1;
+  HttpConn* c = conn_of_parser(p);
+  if (p->content_length != 0 || c->body_mode != HttpBody::raw) return 0;
+  c->event |= EV_LAST_CHUNK;
+  return HPE_PAUSED;
+}
+
+// The end of a raw chunked body, in one piece with the held bytes before it (the last chunk's line
+// and what preceded it in the same read): the trailer fields, but those a trailer section must not
+// carry, then the blank line. The lines are the head's own ("Name: value\r\n", as llhttp
+// validated them).
+void trailers_end(HttpConn* c) {
+  std::string out(c->held, c->held_len);
+  c->held_len = 0;
+  const HttpHead& h = c->head;
+  for (size_t i = c->trailers_from; i < h.headers.size(); i++) {
+    const HttpHeader& hd = h.headers[i];
+    std::string_view name = http_head_name(h, hd);
+    if (name.empty() || http_trailer_forbidden(name)) continue;
+    out.append(name).append(": ").append(http_head_value(h, hd)).append("\r\n");
+  }
+  out.append("\r\n");
+  c->h->on_body(c, out.data(), out.size());
 }
 
 int on_message_complete(llhttp_t* p) {
@@ -118,7 +146,16 @@ bool deliver_event(HttpConn* c) {
     if (c->closing) return false;
     if (c->raw) return true;  // switched protocols: the message's end is not an HTTP event
   }
+  if (ev & EV_LAST_CHUNK) {
+    c->in_trailers = true;
+    c->trailers_from = static_cast<uint32_t>(c->head.headers.size());
+  }
   if (ev & EV_END) {
+    if (c->in_trailers) {
+      c->in_trailers = false;
+      if (!c->closing) trailers_end(c);
+      if (c->closing) return false;
+    }
     c->in_body = false;
     c->in_message = false;
     // The request was HEAD for every response to it: an interim one (100 Continue) is followed
@@ -169,7 +206,7 @@ void conn_parse(HttpConn* c) {
       if (n > 0) c->h->on_body(c, p, n);
       continue;
     }
-    bool raw_body = c->in_body && c->body_mode == HttpBody::raw;
+    bool raw_body = c->in_body && c->body_mode == HttpBody::raw && !c->in_trailers;
     llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
     size_t used = n;
     if (e == HPE_PAUSED) {
@@ -184,6 +221,7 @@ void conn_parse(HttpConn* c) {
       llhttp_resume_after_upgrade(&c->parser);
     } else if (e != HPE_OK) {
       c->parse_error = llhttp_get_error_reason(&c->parser);
+      c->held_len = 0;  // a body whose trailer section is malformed ends here
       int err = c->head.over_limit ? HTTP_E_TOO_LARGE : HTTP_E_PARSE;
       c->reading = false;
       // The HTTP/2 connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", all of it parsed): the
@@ -197,9 +235,21 @@ void conn_parse(HttpConn* c) {
       return;
     }
     c->in_start += static_cast<uint32_t>(used);
-    if (raw_body && used > 0 && !c->closing) c->h->on_body(c, p, used);
+    if (raw_body && used > 0 && !c->closing) {
+      if (e == HPE_PAUSED && (c->event & EV_LAST_CHUNK) && used <= kHoldMax) {
+        c->held = p;  // valid until the next read: this loop reads nothing
+        c->held_len = used;
+      } else {
+        c->h->on_body(c, p, used);
+      }
+    }
     if (c->in_start == c->in_end) c->in_start = c->in_end = 0;
     if (e == HPE_PAUSED && !deliver_event(c)) break;  // paused or closing
+  }
+  if (c->held_len > 0) {  // the trailer section comes in a later read
+    size_t n = c->held_len;
+    c->held_len = 0;
+    if (!c->closing) c->h->on_body(c, c->held, n);
   }
   if (!c->closing && !c->paused && c->reading && c->in_start == c->in_end && c->peer_error != 0) {
     parsed = true;
@@ -396,7 +446,8 @@ int http_conn_init(uv_loop_t* loop, HttpConn* c, llhttp_type_t type, const HttpC
   c->parse_error = nullptr;
   c->peer_error = 0;
   c->body_mode = HttpBody::decoded;
-  c->expect_no_body = c->reading = c->paused = c->in_body = c->in_message = false;
+  c->expect_no_body = c->reading = c->paused = c->in_body = c->in_message = c->in_trailers = false;
+  c->held_len = 0;
   c->closing = c->after_pause = false;
   c->raw = c->shut = false;
   c->event = 0;
@@ -437,7 +488,7 @@ void http_conn_resume(HttpConn* c) {
 
 void http_conn_reset_parser(HttpConn* c) {
   llhttp_reset(&c->parser);
-  c->in_body = c->in_message = c->paused = false;
+  c->in_body = c->in_message = c->paused = c->in_trailers = false;
   c->expect_no_body = false;
   c->event = 0;
 }
@@ -445,7 +496,7 @@ void http_conn_reset_parser(HttpConn* c) {
 void http_conn_set_raw(HttpConn* c) {
   c->raw = true;
   c->in_message = true;
-  c->in_body = c->paused = c->after_pause = false;
+  c->in_body = c->paused = c->after_pause = c->in_trailers = false;
   c->event = 0;
   c->deadline = 0;
 }

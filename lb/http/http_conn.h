@@ -78,6 +78,8 @@ struct HttpConnHandlers {
   // The head is complete (conn->head). Set conn->body_mode here if raw bytes are wanted.
   void (*on_head)(HttpConn* c);
   // A piece of the body, raw or decoded per conn->body_mode. The data is valid only during the call.
+  // Raw: the bytes as they came, except a chunked body's trailer section, which is passed on at the
+  // message's end rebuilt from the parsed fields without those http_trailer_forbidden names.
   void (*on_body)(HttpConn* c, const char* data, size_t len);
   // The message is complete. parse: go on with the next pipelined message; pause: wait for resume.
   HttpNext (*on_message_end)(HttpConn* c);
@@ -124,6 +126,10 @@ struct HttpConn {
   bool shut = false;      // our side's write half is shut (http_conn_shutdown)
   uint8_t event = 0;      // pending parser event (internal)
   bool after_pause = false;  // llhttp was resumed and may complete a message without input
+  bool in_trailers = false;  // raw body: past the last chunk; the trailer lines are held (internal)
+  uint32_t trailers_from = 0;  // raw body: head.headers' index of the first trailer field (internal)
+  const char* held = nullptr;  // raw body bytes held for one write with the trailers (internal)
+  size_t held_len = 0;
   uv_shutdown_t shutdown_req;  // http_conn_shutdown's
 
   // Timeouts in ms (0 = none). While a head is being read the deadline is header_timeout after its

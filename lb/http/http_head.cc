@@ -158,6 +158,11 @@ bool http_is_hop_by_hop(std::string_view name) {
   }
 }
 
+bool http_trailer_forbidden(std::string_view name) {
+  return http_is_hop_by_hop(name) || http_is_framing(name) || http_iequals(name, "host") ||
+         http_iequals(name, "trailer");
+}
+
 namespace {
 
 // Calls fn with each comma-separated token of list, blanks around it trimmed, empty ones skipped.

@@ -104,6 +104,11 @@ inline bool http_is_framing(std::string_view name) {
 // True for the hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), and Content-Length and
 // Transfer-Encoding are not among them.
 bool http_is_hop_by_hop(std::string_view name);
+// True for the fields a trailer section must not carry (RFC 9110 §6.5.1): the hop-by-hop ones, the
+// framing (Content-Length, Transfer-Encoding), routing (Host) and the Trailer list itself. A proxy
+// drops them: a next hop that reads them (llhttp takes "Connection: close" or a Transfer-Encoding in
+// the trailers as it would in the head) would frame the connection otherwise than the proxy does.
+bool http_trailer_forbidden(std::string_view name);
 // The header names h's Connection headers list besides close, keep-alive and upgrade, joined by
 // commas ("" when none, the usual case): more hop-by-hop headers, which a proxy removes along with
 // Connection itself (RFC 9110 §7.6.1). Content-Length, Transfer-Encoding and Host are never among

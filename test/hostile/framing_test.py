@@ -172,6 +172,76 @@ class SmugglingTest(FramingTestCase):
                     self.assertEqual((resp.status, resp.body), (200, b"fine"))
 
 
+class TrailerTest(FramingTestCase):
+    """A chunked body's trailer section is passed on without the fields a trailer must not carry
+    (RFC 9110 §6.5.1): llhttp, like other parsers, reads "Connection: close" or a Transfer-Encoding
+    in the trailers as it would in the head, so a next hop that got them would frame the connection
+    otherwise than the LB does (the fuzz target fuzz_response found a client left waiting on a
+    keep-alive connection whose response trailers said close)."""
+
+    FORBIDDEN = (b"Connection: close\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n"
+                 b"Host: evil.example\r\nTrailer: X-Sum\r\nKeep-Alive: timeout=1\r\nTE: trailers\r\n"
+                 b"Upgrade: h2c\r\nProxy-Connection: close\r\n")
+    KEPT = b"X-Sum: 1\r\nX-Ok: two words\r\n"
+
+    def test_request_trailers_reach_the_replica_without_the_forbidden_ones(self):
+        head = (b"POST /sink HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
+        trailers = (b"X-Sum: 1\r\n" + self.FORBIDDEN.replace(b"Transfer-Encoding: gzip\r\n", b"")
+                    + b"X-Ok: two words\r\n\r\n")  # (a request's is refused: llhttp's 501)
+        # In one read, and with the trailer section in a later read than the last chunk.
+        for split in (False, True):
+            with self.subTest(split=split):
+                self.reset_recorder()
+                with Connection(self.lb.port) as conn:
+                    if split:
+                        conn.send(head)
+                        time.sleep(0.2)
+                        conn.send(trailers)
+                    else:
+                        conn.send(head + trailers)
+                    resp = conn.read_response()
+                    self.assertEqual(resp.status, 200, resp)
+                # The upstream connection is still in step: the next request is the next one
+                # parsed. (On the client's own connection llhttp took the "Connection: close"
+                # trailer as said: a request after it there gets a 400.)
+                with Connection(self.lb.port) as conn:
+                    resp = conn.request("GET", "/next", {"X-Request-Id": "1"})
+                    self.assertEqual(resp.status, 200, resp)
+                reqs = self.rec.wait_requests(2)
+                self.assertEqual(self.rec.errors, [])
+                self.assertEqual([(r.method, r.target) for r in reqs],
+                                 [("POST", "/sink"), ("GET", "/next")])
+                self.assertEqual(reqs[0].body, b"hello")
+                self.assertEqual(reqs[0].wire, b"POST /sink HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n"
+                                               b"Transfer-Encoding: chunked\r\n" + XFF + b"\r\n"
+                                               b"5\r\nhello\r\n0\r\n" + self.KEPT + b"\r\n")
+
+    def test_response_trailers_reach_the_client_without_the_forbidden_ones(self):
+        answers = {
+            "forbidden among kept": b"X-Sum: 1\r\n" + self.FORBIDDEN + b"X-Ok: two words\r\n",
+            "only kept": self.KEPT,
+            "only forbidden": self.FORBIDDEN,
+            "none": b"",
+        }
+        for name, trailers in answers.items():
+            with self.subTest(trailers=name):
+                answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
+                self.rec.responder = lambda req, answer=answer: answer
+                expected_trailers = b"" if trailers in (b"", self.FORBIDDEN) else self.KEPT
+                with Connection(self.lb.port) as conn:
+                    for _ in range(2):  # a "Connection: close" trailer does not end the connection
+                        conn.send(b"GET /r HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\n\r\n")
+                        resp = conn.read_response()
+                        self.assertEqual(resp.raw, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                                   b"\r\n5\r\nhello\r\n0\r\n" + expected_trailers
+                                                   + b"\r\n")
+                    self.rec.responder = lambda req: ok(b"fine")
+                    resp = conn.request("GET", "/again", {"X-Request-Id": "1"})
+                    self.assertEqual((resp.status, resp.body), (200, b"fine"))
+
+
 class RejectTest(FramingTestCase):
     """Item 7: requests the peers reject get their status before the close; the backend sees none."""
 
